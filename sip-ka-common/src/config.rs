@@ -1,0 +1,86 @@
+//! The `CONFIG` map's single value: switches and limits read by the XDP
+//! program on every packet and written by the daemon and `sip-ka config set`.
+
+/// What the fast path does with a class of keep-alive.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answer it from XDP (a CRLF pong, a STUN success).
+    Answer = 0,
+    /// Drop it silently.
+    Drop = 1,
+    /// Hand it to the kernel stack (and so to the daemon or the PBX).
+    Pass = 2,
+}
+
+impl Action {
+    pub const fn from_u32(v: u32) -> Action {
+        match v {
+            0 => Action::Answer,
+            1 => Action::Drop,
+            _ => Action::Pass,
+        }
+    }
+}
+
+/// ACL modes.
+pub const ACL_OFF: u32 = 0;
+/// Drop sources found in `ACL_DENY`.
+pub const ACL_DENY: u32 = 1;
+/// Drop sources found in `ACL_DENY` and every source not in `ACL_ALLOW`.
+pub const ACL_ALLOW_ONLY: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// UDP `\r\n\r\n`: Answer (pong) | Drop | Pass.
+    pub udp_crlf: u32,
+    /// UDP lone `\r\n`: Drop | Pass (never answered).
+    pub lone_crlf: u32,
+    /// RFC 5389/8489 Binding requests XDP can serve: Answer | Drop | Pass.
+    pub stun: u32,
+    /// RFC 3489 Binding requests without a magic cookie: Answer | Pass.
+    pub stun_classic: u32,
+    /// Classify and count SIP messages (1) or pass them unread (0).
+    pub sip_classify: u32,
+    /// Verify IPv4 header and UDP checksums before answering (1).
+    pub verify_checksums: u32,
+    /// Record every keep-alive source in `PEERS` (1).
+    pub track_peers: u32,
+    /// One of `ACL_OFF`, `ACL_DENY`, `ACL_ALLOW_ONLY`.
+    pub acl: u32,
+    /// Answers per second per source address; 0 = unlimited.
+    pub rate_limit_pps: u32,
+    /// Token bucket depth per source address.
+    pub rate_limit_burst: u32,
+    /// Set by the daemon when the map was initialised (0 = never written:
+    /// the program then uses [`Config::DEFAULT`]).
+    pub initialised: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        udp_crlf: Action::Answer as u32,
+        lone_crlf: Action::Drop as u32,
+        stun: Action::Answer as u32,
+        stun_classic: Action::Answer as u32,
+        sip_classify: 1,
+        verify_checksums: 1,
+        track_peers: 1,
+        acl: ACL_OFF,
+        rate_limit_pps: 0,
+        rate_limit_burst: 20,
+        initialised: 1,
+        _pad: 0,
+    };
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::DEFAULT
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Config {}

@@ -1,0 +1,156 @@
+//! Indices into the per-CPU `STATS` array.
+//!
+//! The first block is named by [`Counter`]; after it come the SIP request
+//! counters, one per (method, in-dialog?, has body?), at
+//! [`sip_request_index`].
+
+use crate::sip::{Method, METHOD_COUNT};
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every packet the program saw.
+    RxPackets = 0,
+    /// UDP datagrams to a configured SIP port (whole, non-fragmented).
+    SipPortDatagrams,
+    /// `\r\n\r\n` received.
+    CrlfPing,
+    /// `\r\n` pong sent with XDP_TX.
+    CrlfPongSent,
+    /// `\r\n\r\n` dropped because `udp_crlf` is `drop`.
+    CrlfDropped,
+    /// Lone `\r\n` (a pong or a keep-alive that wants no answer).
+    CrlfLone,
+    /// RFC 5389/8489 Binding requests received.
+    StunReq,
+    /// STUN Binding success responses sent (both generations).
+    StunResp,
+    /// Binding requests dropped because their FINGERPRINT was wrong.
+    StunBadFp,
+    /// RFC 3489 Binding requests (no magic cookie) received.
+    StunClassic,
+    /// STUN messages passed to the stack (the daemon answers them).
+    StunPassed,
+    /// STUN requests dropped because `stun` is `drop`.
+    StunDropped,
+    /// In-dialog keep-alive whose dialog is in `DIALOGS`.
+    KaInDialog,
+    /// In-dialog keep-alive whose Call-ID is not in `DIALOGS`.
+    KaUnknownDialog,
+    Resp1xx,
+    Resp2xx,
+    Resp3xx,
+    Resp4xx,
+    Resp5xx,
+    Resp6xx,
+    /// Any other payload on a SIP port.
+    Other,
+    /// IP fragments (always passed).
+    PassFragment,
+    /// A keep-alive from a source that is never answered (multicast,
+    /// broadcast, loopback, unspecified address or port 0).
+    PassBadSource,
+    /// A keep-alive whose IPv4 header or UDP checksum is wrong (or a zero
+    /// UDP checksum over IPv6); the stack drops it.
+    PassBadChecksum,
+    /// Truncated or inconsistent headers or lengths.
+    PassMalformed,
+    /// A STUN or SIP message longer than the fast path reads.
+    PassTooLong,
+    /// Dropped by the ACL.
+    DropAcl,
+    /// Dropped because the source is over its answer rate.
+    DropRateLimit,
+    /// SIP requests (all methods).
+    SipRequests,
+    /// SIP responses (all classes).
+    SipResponses,
+}
+
+/// Names of the [`Counter`] block, in index order, as printed by
+/// `sip-ka stats`.
+pub const COUNTER_NAMES: [&str; NAMED_COUNTERS] = [
+    "rx_packets",
+    "sip_port_datagrams",
+    "crlf_ping",
+    "crlf_pong_sent",
+    "crlf_dropped",
+    "crlf_lone",
+    "stun_req",
+    "stun_resp",
+    "stun_bad_fp",
+    "stun_classic",
+    "stun_passed",
+    "stun_dropped",
+    "ka_in_dialog",
+    "ka_unknown_dialog",
+    "resp_1xx",
+    "resp_2xx",
+    "resp_3xx",
+    "resp_4xx",
+    "resp_5xx",
+    "resp_6xx",
+    "other",
+    "pass_fragment",
+    "pass_bad_source",
+    "pass_bad_checksum",
+    "pass_malformed",
+    "pass_too_long",
+    "drop_acl",
+    "drop_rate_limit",
+    "sip_requests",
+    "sip_responses",
+];
+
+pub const NAMED_COUNTERS: usize = Counter::SipResponses as usize + 1;
+/// First index of the per-method SIP request block.
+pub const SIP_METHOD_BASE: u32 = NAMED_COUNTERS as u32;
+/// Total number of slots in `STATS`.
+pub const NUM_COUNTERS: u32 = SIP_METHOD_BASE + (METHOD_COUNT as u32) * 4;
+
+/// Index of the counter for a SIP request of `method`, inside a dialog (the
+/// To header has a tag) or not, with a body or without.
+#[inline(always)]
+pub const fn sip_request_index(method: u32, in_dialog: bool, has_body: bool) -> u32 {
+    SIP_METHOD_BASE + method * 4 + (in_dialog as u32) * 2 + has_body as u32
+}
+
+/// The (method, in_dialog, has_body) a SIP request slot stands for.
+pub const fn sip_request_slot(index: u32) -> Option<(Method, bool, bool)> {
+    if index < SIP_METHOD_BASE || index >= NUM_COUNTERS {
+        return None;
+    }
+    let off = index - SIP_METHOD_BASE;
+    Some((
+        Method::ALL[(off / 4) as usize],
+        off % 4 >= 2,
+        off % 2 == 1,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_enum_order() {
+        assert_eq!(COUNTER_NAMES[Counter::CrlfPing as usize], "crlf_ping");
+        assert_eq!(COUNTER_NAMES[Counter::StunBadFp as usize], "stun_bad_fp");
+        assert_eq!(COUNTER_NAMES[Counter::DropRateLimit as usize], "drop_rate_limit");
+        assert_eq!(COUNTER_NAMES[NAMED_COUNTERS - 1], "sip_responses");
+    }
+
+    #[test]
+    fn sip_slots_round_trip() {
+        for m in Method::ALL {
+            for in_dialog in [false, true] {
+                for body in [false, true] {
+                    let idx = sip_request_index(m as u32, in_dialog, body);
+                    assert!(idx < NUM_COUNTERS);
+                    assert_eq!(sip_request_slot(idx), Some((m, in_dialog, body)));
+                }
+            }
+        }
+        assert_eq!(sip_request_slot(NUM_COUNTERS), None);
+    }
+}

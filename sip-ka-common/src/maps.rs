@@ -1,0 +1,124 @@
+//! Map names, sizes, keys and values.
+//!
+//! Addresses are stored as 16 bytes: IPv6 as is, IPv4 as an IPv4-mapped
+//! IPv6 address (`::ffff:a.b.c.d`), so one key type serves both families.
+
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_SIP_PORTS: &str = "SIP_PORTS";
+pub const MAP_STATS: &str = "STATS";
+pub const MAP_PEERS: &str = "PEERS";
+pub const MAP_DIALOGS: &str = "DIALOGS";
+pub const MAP_ACL_ALLOW: &str = "ACL_ALLOW";
+pub const MAP_ACL_DENY: &str = "ACL_DENY";
+pub const MAP_RATE: &str = "RATE";
+/// Every map the daemon pins, in the order `sip-ka` lists them.
+pub const PINNED_MAPS: [&str; 8] = [
+    MAP_CONFIG,
+    MAP_SIP_PORTS,
+    MAP_STATS,
+    MAP_PEERS,
+    MAP_DIALOGS,
+    MAP_ACL_ALLOW,
+    MAP_ACL_DENY,
+    MAP_RATE,
+];
+/// Name of the pinned XDP link inside the pin directory.
+pub const PIN_LINK_PREFIX: &str = "link_";
+/// The XDP program's function name.
+pub const PROGRAM_NAME: &str = "sip_ka";
+
+pub const PEERS_MAX: u32 = 65_536;
+pub const DIALOGS_MAX: u32 = 1_048_576;
+pub const ACL_MAX: u32 = 4096;
+pub const RATE_MAX: u32 = 65_536;
+/// `SIP_PORTS` is an array indexed by the UDP port (value 1 = handled).
+pub const SIP_PORTS_MAX: u32 = 65_536;
+
+/// Keep-alive kinds counted per peer.
+pub const KIND_CRLF: u32 = 1;
+pub const KIND_STUN: u32 = 2;
+pub const KIND_SIP: u32 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// Source address (IPv4-mapped for IPv4).
+    pub addr: [u8; 16],
+    /// Source UDP port, host byte order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerValue {
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub crlf: u64,
+    pub stun: u64,
+    /// In-dialog SIP keep-alives (UPDATE/INFO/MESSAGE/OPTIONS, no body).
+    pub sip: u64,
+    /// The last keep-alive kind seen (`KIND_*`).
+    pub last_kind: u32,
+    pub _pad: u32,
+}
+
+/// Dialog states written by the daemon.
+pub const DIALOG_EARLY: u32 = 1;
+pub const DIALOG_CONFIRMED: u32 = 2;
+pub const DIALOG_TERMINATING: u32 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DialogValue {
+    /// `DIALOG_*`, written by the daemon.
+    pub state: u32,
+    pub flags: u32,
+    /// When the dialog was created (CLOCK_REALTIME seconds, daemon-written).
+    pub created_unix: u64,
+    /// Absolute session expiry (CLOCK_REALTIME seconds), 0 = none.
+    pub expires_unix: u64,
+    /// Last in-dialog keep-alive seen by XDP (CLOCK_MONOTONIC ns).
+    pub last_ka_ns: u64,
+    /// In-dialog keep-alives counted by XDP.
+    pub ka_count: u64,
+}
+
+/// Key of the `ACL_*` LPM tries: the prefix length is in `aya`'s
+/// `lpm_trie::Key`; IPv4 prefixes are mapped (length + 96).
+pub type AclAddr = [u8; 16];
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateValue {
+    /// Tokens scaled by 1e9 (one answer = 1e9), so refills need no division
+    /// by the elapsed time.
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+/// An IPv4 address as the 16-byte form used in keys.
+pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2], octets[3],
+    ]
+}
+
+/// The IPv4 address inside a mapped key, if it is one.
+pub fn as_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
+    if addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff {
+        Some([addr[12], addr[13], addr[14], addr[15]])
+    } else {
+        None
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for PeerKey {}
+    unsafe impl aya::Pod for PeerValue {}
+    unsafe impl aya::Pod for DialogValue {}
+    unsafe impl aya::Pod for RateValue {}
+}
