@@ -20,20 +20,29 @@ pub fn is_lws(byte: u8) -> bool {
     byte == b' ' || byte == b'\t'
 }
 
-/// Hash of a Call-ID header value. Leading and trailing spaces and tabs are
-/// ignored, so `Call-ID:  abc@h ` and `i:abc@h` name the same dialog.
+/// How many bytes of a Call-ID value (leading whitespace included) are
+/// hashed; the XDP program reads no further.
+pub const CALLID_SCAN: usize = 256;
+
+/// Hash of a Call-ID header value: the first word of it, so leading and
+/// trailing whitespace do not matter (`Call-ID:  abc@h ` and `i:abc@h`
+/// name the same dialog). A Call-ID has no inner whitespace (RFC 3261
+/// 25.1), so the first word is the whole value.
 pub fn callid_hash(value: &[u8]) -> u64 {
-    let mut start = 0;
-    let mut end = value.len();
-    while start < end && is_lws(value[start]) {
-        start += 1;
-    }
-    while end > start && (is_lws(value[end - 1]) || value[end - 1] == b'\r') {
-        end -= 1;
-    }
     let mut hash = FNV_OFFSET;
-    for &byte in &value[start..end] {
-        hash = fnv1a_step(hash, byte);
+    let mut seen = false;
+    for &c in value.iter().take(CALLID_SCAN) {
+        if c == b'\r' || c == b'\n' {
+            break;
+        }
+        if is_lws(c) {
+            if seen {
+                break;
+            }
+            continue;
+        }
+        seen = true;
+        hash = fnv1a_step(hash, c);
     }
     hash
 }

@@ -47,9 +47,10 @@ pub enum Counter {
     Other,
     /// IP fragments (always passed).
     PassFragment,
-    /// A keep-alive from a source that is never answered (multicast,
-    /// broadcast, loopback, unspecified address or port 0).
-    PassBadSource,
+    /// A keep-alive that is never answered because of its addresses: a
+    /// multicast, broadcast, loopback or unspecified source (or port 0), or
+    /// a multicast or broadcast destination.
+    PassBadAddress,
     /// A keep-alive whose IPv4 header or UDP checksum is wrong (or a zero
     /// UDP checksum over IPv6); the stack drops it.
     PassBadChecksum,
@@ -92,7 +93,7 @@ pub const COUNTER_NAMES: [&str; NAMED_COUNTERS] = [
     "resp_6xx",
     "other",
     "pass_fragment",
-    "pass_bad_source",
+    "pass_bad_address",
     "pass_bad_checksum",
     "pass_malformed",
     "pass_too_long",

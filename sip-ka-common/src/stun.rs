@@ -126,23 +126,33 @@ pub fn build_binding_success(
         }
         i += 1;
     }
-    let mut len = 24 + attr_len;
-    if fingerprint {
-        let mut crc = 0xFFFF_FFFFu32;
-        let mut j = 0;
-        while j < MAX_ANSWER - 8 {
-            if j < len {
-                crc = crc32_step(crc, out[j]);
-            }
-            j += 1;
-        }
-        let fp = !crc ^ FINGERPRINT_XOR;
-        out[len..len + 2].copy_from_slice(&ATTR_FINGERPRINT.to_be_bytes());
-        out[len + 2..len + 4].copy_from_slice(&4u16.to_be_bytes());
-        out[len + 4..len + 8].copy_from_slice(&fp.to_be_bytes());
-        len += 8;
+    let len = 24 + attr_len;
+    if !fingerprint {
+        return len;
     }
-    len
+    // Constant offsets for each family keep every index provable in BPF.
+    if src.is_v4 {
+        write_fingerprint::<32>(out)
+    } else {
+        write_fingerprint::<44>(out)
+    }
+}
+
+/// Appends FINGERPRINT at `AT` over the `AT` bytes before it; returns the
+/// new length.
+#[inline(always)]
+fn write_fingerprint<const AT: usize>(out: &mut [u8; MAX_ANSWER]) -> usize {
+    let mut crc = 0xFFFF_FFFFu32;
+    let mut j = 0;
+    while j < AT {
+        crc = crc32_step(crc, out[j]);
+        j += 1;
+    }
+    let fp = !crc ^ FINGERPRINT_XOR;
+    out[AT..AT + 2].copy_from_slice(&ATTR_FINGERPRINT.to_be_bytes());
+    out[AT + 2..AT + 4].copy_from_slice(&4u16.to_be_bytes());
+    out[AT + 4..AT + 8].copy_from_slice(&fp.to_be_bytes());
+    AT + 8
 }
 
 /// What the fast path decides about a datagram that may be a Binding

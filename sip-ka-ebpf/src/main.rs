@@ -1,1 +1,303 @@
-#![no_std] #![no_main]
+//! sip-ka's XDP program: answers UDP CRLF pings and STUN Binding requests
+//! on the SIP ports, counts SIP traffic, and bumps per-dialog keep-alive
+//! counters. Everything it does not answer or drop is passed untouched.
+#![no_std]
+#![no_main]
+// Atomic adds on map values shared by all CPUs (BPF_ATOMIC_ADD).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod csum;
+mod guard;
+mod maps;
+mod parse;
+mod reply;
+mod scratch;
+mod sip;
+mod stun;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
+    macros::xdp,
+    programs::XdpContext,
+};
+use aya_log_ebpf::debug;
+use sip_ka_common::{
+    counters::sip_request_index,
+    maps::{KIND_CRLF, KIND_SIP, KIND_STUN},
+    sip::Method,
+    stun::{build_binding_success, Reflexive},
+    Action, Config, Counter,
+};
+
+use crate::{
+    maps::{config, count, count_index, is_sip_port, DIALOGS, SCRATCH},
+    parse::{parse_udp, Udp},
+    scratch::{Scratch, BUF_LEN},
+};
+
+#[xdp]
+pub fn sip_ka(ctx: XdpContext) -> u32 {
+    count(Counter::RxPackets);
+    let p = match parse_udp(&ctx) {
+        Ok(p) => p,
+        Err(stop) => {
+            if let Some(c) = stop.counter() {
+                count(c);
+            }
+            return xdp_action::XDP_PASS;
+        }
+    };
+    if !is_sip_port(p.dport) {
+        return xdp_action::XDP_PASS;
+    }
+    count(Counter::SipPortDatagrams);
+    let cfg = config();
+    if guard::acl_refuses(cfg, &p) {
+        count(Counter::DropAcl);
+        return xdp_action::XDP_DROP;
+    }
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let s = unsafe { &mut *s };
+    on_sip_port(&ctx, cfg, &p, s)
+}
+
+#[inline(always)]
+fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
+    let plen = p.payload_len;
+    if plen == 0 {
+        count(Counter::Other);
+        return xdp_action::XDP_PASS;
+    }
+    let n = if plen > BUF_LEN { BUF_LEN } else { plen };
+    let n = n & (BUF_LEN - 1 | BUF_LEN);
+    if n == 0
+        || unsafe {
+            bpf_xdp_load_bytes(ctx.ctx, p.payload_off as u32, s.buf.as_mut_ptr() as *mut _, n as u32)
+        } != 0
+    {
+        count(Counter::PassMalformed);
+        return xdp_action::XDP_PASS;
+    }
+    if plen == 4 && s.buf[0] == b'\r' && s.buf[1] == b'\n' && s.buf[2] == b'\r' && s.buf[3] == b'\n'
+    {
+        return crlf_ping(ctx, cfg, p, s);
+    }
+    if plen == 2 && s.buf[0] == b'\r' && s.buf[1] == b'\n' {
+        count(Counter::CrlfLone);
+        return match Action::from_u32(cfg.lone_crlf) {
+            Action::Pass => xdp_action::XDP_PASS,
+            _ => xdp_action::XDP_DROP,
+        };
+    }
+    if s.buf[0] & 0xC0 == 0 {
+        return stun_message(ctx, cfg, p, s, plen);
+    }
+    if cfg.sip_classify != 0 {
+        sip_message(cfg, p, s, n);
+    } else {
+        count(Counter::Other);
+    }
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn crlf_ping(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
+    count(Counter::CrlfPing);
+    match Action::from_u32(cfg.udp_crlf) {
+        Action::Drop => {
+            count(Counter::CrlfDropped);
+            return xdp_action::XDP_DROP;
+        }
+        Action::Pass => return xdp_action::XDP_PASS,
+        Action::Answer => {}
+    }
+    s.out[0] = b'\r';
+    s.out[1] = b'\n';
+    s.out[2] = 0;
+    s.out[3] = 0;
+    answer(ctx, cfg, p, s, 4, 2, KIND_CRLF, Counter::CrlfPongSent)
+}
+
+#[inline(always)]
+fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: usize) -> u32 {
+    let generation = match stun::classify(s, plen) {
+        stun::Verdict::NotStun => {
+            count(Counter::Other);
+            return xdp_action::XDP_PASS;
+        }
+        stun::Verdict::Pass => {
+            count(Counter::StunPassed);
+            return xdp_action::XDP_PASS;
+        }
+        stun::Verdict::TooLong => {
+            count(Counter::PassTooLong);
+            count(Counter::StunPassed);
+            return xdp_action::XDP_PASS;
+        }
+        stun::Verdict::BadFingerprint => {
+            count(Counter::StunReq);
+            count(Counter::StunBadFp);
+            debug!(ctx, "STUN request with a wrong FINGERPRINT from port {}", p.sport);
+            return xdp_action::XDP_DROP;
+        }
+        stun::Verdict::Answer(g) => g,
+    };
+    let action = match generation {
+        sip_ka_common::stun::Generation::Classic => {
+            count(Counter::StunClassic);
+            // Classic requests are answered or passed, never dropped.
+            match Action::from_u32(cfg.stun_classic) {
+                Action::Answer => Action::from_u32(cfg.stun),
+                _ => Action::Pass,
+            }
+        }
+        _ => {
+            count(Counter::StunReq);
+            Action::from_u32(cfg.stun)
+        }
+    };
+    match action {
+        Action::Drop => {
+            count(Counter::StunDropped);
+            return xdp_action::XDP_DROP;
+        }
+        Action::Pass => {
+            count(Counter::StunPassed);
+            return xdp_action::XDP_PASS;
+        }
+        Action::Answer => {}
+    }
+    let mut addr = [0u8; 16];
+    if p.is_v4 {
+        addr[..4].copy_from_slice(&p.src[12..16]);
+    } else {
+        addr = p.src;
+    }
+    let reflexive = Reflexive {
+        addr,
+        is_v4: p.is_v4,
+        port: p.sport,
+    };
+    let id = stun::id(s);
+    let out_len = build_binding_success(&mut s.out, &id, generation, &reflexive);
+    answer(ctx, cfg, p, s, plen, out_len, KIND_STUN, Counter::StunResp)
+}
+
+/// The common tail of every answer: refusal rules, checksum check, peer
+/// bookkeeping, rewrite and XDP_TX.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn answer(
+    ctx: &XdpContext,
+    cfg: &Config,
+    p: &Udp,
+    s: &mut Scratch,
+    plen: usize,
+    out_len: usize,
+    kind: u32,
+    sent: Counter,
+) -> u32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(refused) = guard::refuse(cfg, p, now) {
+        count(refused);
+        return if refused == Counter::DropRateLimit {
+            debug!(ctx, "over the answer rate: source port {}", p.sport);
+            xdp_action::XDP_DROP
+        } else {
+            xdp_action::XDP_PASS
+        };
+    }
+    if cfg.verify_checksums != 0 && !reply::checksums_ok(ctx, p, s, plen) {
+        count(Counter::PassBadChecksum);
+        return xdp_action::XDP_PASS;
+    }
+    guard::note_peer(cfg, p, kind);
+    match reply::transmit(ctx, p, s, out_len) {
+        Some(action) => {
+            count(sent);
+            action
+        }
+        None => {
+            count(Counter::PassMalformed);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[inline(always)]
+fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch, n: usize) {
+    let method = match sip::start_line(s, n) {
+        sip::Start::NotSip => {
+            count(Counter::Other);
+            return;
+        }
+        sip::Start::Response(class) => {
+            count(Counter::SipResponses);
+            count_index(Counter::Resp1xx as u32 + (class as u32 - 1));
+            return;
+        }
+        sip::Start::Request(m) => m,
+    };
+    sip::scan(s, n);
+    if !sip::request_line_ok(s) {
+        count(Counter::Other);
+        return;
+    }
+    let in_dialog = sip::to_has_tag(s, n);
+    let has_body = sip::has_body(s, n);
+    count(Counter::SipRequests);
+    count_index(sip_request_index(method as u32, in_dialog, has_body));
+    if has_body {
+        return;
+    }
+    if method == Method::Options && !in_dialog {
+        guard::note_peer(cfg, p, KIND_SIP);
+        return;
+    }
+    if !in_dialog || !method.is_session_keepalive() {
+        return;
+    }
+    guard::note_peer(cfg, p, KIND_SIP);
+    let known = match sip::callid_hash(s, n) {
+        Some(hash) => match DIALOGS.get_ptr_mut(&hash) {
+            Some(d) => {
+                unsafe {
+                    atomic_add(&raw mut (*d).ka_count, 1);
+                    (*d).last_ka_ns = bpf_ktime_get_ns();
+                }
+                true
+            }
+            None => false,
+        },
+        None => false,
+    };
+    count(if known {
+        Counter::KaInDialog
+    } else {
+        Counter::KaUnknownDialog
+    });
+}
+
+/// Adds to a u64 shared by all CPUs (a map value) with BPF_ATOMIC_ADD.
+#[inline(always)]
+pub(crate) fn atomic_add(dst: *mut u64, v: u64) {
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            dst, v,
+        );
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

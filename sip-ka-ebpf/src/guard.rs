@@ -1,0 +1,145 @@
+//! Who may be answered: address sanity, the ACL, per-source rate limits,
+//! and the PEERS table of sources that sent keep-alives.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use sip_ka_common::{
+    config::{ACL_ALLOW_ONLY, ACL_OFF},
+    maps::{PeerKey, PeerValue, RateValue, KIND_CRLF, KIND_SIP, KIND_STUN},
+    Config, Counter,
+};
+
+use crate::{
+    maps::{ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, PEERS, RATE},
+    parse::Udp,
+};
+
+const V4_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// A source that must never get an answer: multicast, broadcast, loopback,
+/// unspecified (and, for IPv6, IPv4-mapped on the wire), or port 0; or a
+/// destination that is multicast or broadcast.
+#[inline(always)]
+pub fn unanswerable(p: &Udp) -> bool {
+    if p.sport == 0 {
+        return true;
+    }
+    if p.is_v4 {
+        let s = [p.src[12], p.src[13], p.src[14], p.src[15]];
+        let d = [p.dst[12], p.dst[13], p.dst[14], p.dst[15]];
+        s[0] == 0                      // 0.0.0.0/8
+            || s[0] == 127             // loopback
+            || s[0] >= 224             // multicast, class E, broadcast
+            || d[0] >= 224
+    } else {
+        let s = &p.src;
+        let d = &p.dst;
+        let s_zero_head = s[..15].iter().all(|b| *b == 0);
+        s[0] == 0xff
+            || d[0] == 0xff
+            || (s_zero_head && (s[15] == 0 || s[15] == 1))
+            || s[..12] == V4_PREFIX
+    }
+}
+
+/// The ACL verdict: `Some(DropAcl)` when the source is refused.
+#[inline(always)]
+pub fn acl_refuses(cfg: &Config, p: &Udp) -> bool {
+    if cfg.acl == ACL_OFF {
+        return false;
+    }
+    let key = Key::new(128, p.src);
+    if ACL_DENY_MAP.get(&key).is_some() {
+        return true;
+    }
+    cfg.acl == ACL_ALLOW_ONLY && ACL_ALLOW.get(&key).is_none()
+}
+
+const NS: u64 = 1_000_000_000;
+
+/// Token bucket per source address; `true` when over the rate.
+#[inline(always)]
+pub fn over_rate(cfg: &Config, p: &Udp, now: u64) -> bool {
+    let pps = cfg.rate_limit_pps as u64;
+    if pps == 0 {
+        return false;
+    }
+    let cap = (cfg.rate_limit_burst as u64).max(1) * NS;
+    match RATE.get_ptr_mut(&p.src) {
+        Some(b) => {
+            let b = unsafe { &mut *b };
+            // Cap the elapsed time so the refill cannot overflow.
+            let elapsed = now.saturating_sub(b.last_ns).min(100 * NS);
+            let tokens = (b.tokens + elapsed * pps).min(cap);
+            b.last_ns = now;
+            if tokens < NS {
+                b.tokens = tokens;
+                return true;
+            }
+            b.tokens = tokens - NS;
+            false
+        }
+        None => {
+            let fresh = RateValue {
+                tokens: cap - NS,
+                last_ns: now,
+            };
+            let _ = RATE.insert(&p.src, &fresh, 0);
+            false
+        }
+    }
+}
+
+/// Every reason not to answer, checked in order; the counter to bump when
+/// one applies.
+#[inline(always)]
+pub fn refuse(cfg: &Config, p: &Udp, now: u64) -> Option<Counter> {
+    if unanswerable(p) {
+        return Some(Counter::PassBadAddress);
+    }
+    if over_rate(cfg, p, now) {
+        return Some(Counter::DropRateLimit);
+    }
+    None
+}
+
+/// Records a keep-alive of `kind` from the packet's source in PEERS.
+#[inline(always)]
+pub fn note_peer(cfg: &Config, p: &Udp, kind: u32) {
+    if cfg.track_peers == 0 {
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = PeerKey {
+        addr: p.src,
+        port: p.sport,
+        _pad: 0,
+    };
+    match PEERS.get_ptr_mut(&key) {
+        Some(v) => unsafe {
+            let counter = match kind {
+                KIND_CRLF => &raw mut (*v).crlf,
+                KIND_STUN => &raw mut (*v).stun,
+                _ => &raw mut (*v).sip,
+            };
+            // Shared across CPUs: atomic add, plain stores for the times.
+            crate::atomic_add(counter, 1);
+            (*v).last_seen_ns = now;
+            (*v).last_kind = kind;
+        },
+        None => {
+            let mut v = PeerValue {
+                first_seen_ns: now,
+                last_seen_ns: now,
+                last_kind: kind,
+                ..PeerValue::default()
+            };
+            match kind {
+                KIND_CRLF => v.crlf = 1,
+                KIND_STUN => v.stun = 1,
+                KIND_SIP => v.sip = 1,
+                _ => {}
+            }
+            let _ = PEERS.insert(&key, &v, 0);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The program's maps and the small accessors the hot path uses.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use sip_ka_common::{
+    maps::{
+        AclAddr, DialogValue, PeerKey, PeerValue, RateValue, ACL_MAX, DIALOGS_MAX, PEERS_MAX,
+        RATE_MAX, SIP_PORTS_MAX,
+    },
+    counters::NUM_COUNTERS,
+    Config, Counter,
+};
+
+use crate::scratch::Scratch;
+
+#[map]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+#[map]
+pub static SIP_PORTS: Array<u8> = Array::pinned(SIP_PORTS_MAX, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(NUM_COUNTERS, 0);
+
+#[map]
+pub static PEERS: LruHashMap<PeerKey, PeerValue> = LruHashMap::pinned(PEERS_MAX, 0);
+
+#[map]
+pub static DIALOGS: HashMap<u64, DialogValue> = HashMap::pinned(DIALOGS_MAX, 0);
+
+#[map]
+pub static ACL_ALLOW: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
+
+#[map]
+pub static ACL_DENY: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
+
+#[map]
+pub static RATE: LruHashMap<AclAddr, RateValue> = LruHashMap::pinned(RATE_MAX, 0);
+
+/// Per-CPU work area: the payload copy, the answer being built, and the
+/// positions the SIP scan records (kept in map memory so the verifier
+/// does not track them and the scan loop verifies in linear time).
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    count_index(counter as u32);
+}
+
+#[inline(always)]
+pub fn count_index(index: u32) {
+    if let Some(slot) = STATS.get_ptr_mut(index) {
+        // Per-CPU slot: a plain increment is race-free.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The configuration in force; the defaults until the daemon writes it.
+static DEFAULT_CONFIG: Config = Config::DEFAULT;
+
+#[inline(always)]
+pub fn config() -> &'static Config {
+    match CONFIG.get(0) {
+        Some(cfg) if cfg.initialised != 0 => cfg,
+        _ => &DEFAULT_CONFIG,
+    }
+}
+
+#[inline(always)]
+pub fn is_sip_port(port: u16) -> bool {
+    matches!(SIP_PORTS.get(port as u32), Some(v) if *v != 0)
+}

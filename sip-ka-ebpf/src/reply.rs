@@ -1,0 +1,166 @@
+//! Checksum verification of a request and its rewrite into an answer sent
+//! back with XDP_TX: swap L2/L3/L4, resize, fix the IP and UDP checksums.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    programs::XdpContext,
+};
+use sip_ka_common::stun::MAX_ANSWER;
+
+use crate::{
+    csum,
+    parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, UdpHdr, Udp, UDP_HLEN},
+    scratch::{Scratch, BUF_MASK},
+};
+
+/// Largest payload whose checksum is verified (bpf_csum_diff takes 512).
+pub const VERIFY_MAX: usize = 256;
+const TTL: u8 = 64;
+
+/// The IPv4 header checksum and the UDP checksum are both right. The
+/// payload (`plen` bytes, at most `VERIFY_MAX`) is in `s.buf`.
+#[inline(always)]
+pub fn checksums_ok(ctx: &XdpContext, p: &Udp, s: &mut Scratch, plen: usize) -> bool {
+    if plen > VERIFY_MAX {
+        return false;
+    }
+    if p.is_v4 {
+        let ihl = (p.l4_off - p.l3_off) & 0x3c;
+        if ihl < 20 {
+            return false;
+        }
+        let r = unsafe {
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                p.l3_off as u32,
+                s.ip_hdr.as_mut_ptr() as *mut _,
+                ihl as u32,
+            )
+        };
+        if r != 0 {
+            return false;
+        }
+        match csum::add(s.ip_hdr.as_ptr(), ihl as u32, 0) {
+            Some(sum) if csum::fold(sum as u64) == 0xffff => {}
+            _ => return false,
+        }
+    }
+    let Ok(udp) = ptr_at::<UdpHdr>(ctx, p.l4_off) else {
+        return false;
+    };
+    unsafe {
+        s.udp_hdr[0..2].copy_from_slice(&(*udp).source);
+        s.udp_hdr[2..4].copy_from_slice(&(*udp).dest);
+        s.udp_hdr[4..6].copy_from_slice(&(*udp).len);
+        s.udp_hdr[6..8].copy_from_slice(&(*udp).check);
+    }
+    if s.udp_hdr[6] == 0 && s.udp_hdr[7] == 0 {
+        // No checksum: allowed over IPv4, forbidden over IPv6 (RFC 8200).
+        return p.is_v4;
+    }
+    let udp_len = (UDP_HLEN + plen) as u16;
+    let plen_pseudo = csum::pseudo_header(&mut s.pseudo, p.is_v4, &p.src, &p.dst, udp_len);
+    // Zero the bytes up to the next multiple of 4 so they add nothing.
+    s.buf[plen & BUF_MASK] = 0;
+    s.buf[(plen + 1) & BUF_MASK] = 0;
+    s.buf[(plen + 2) & BUF_MASK] = 0;
+    let padded = ((plen + 3) & !3) & 0x1fc;
+    let sum = csum::add(s.pseudo.as_ptr(), plen_pseudo, 0)
+        .and_then(|sum| csum::add(s.udp_hdr.as_ptr(), 8, sum))
+        .and_then(|sum| csum::add(s.buf.as_ptr(), padded as u32, sum));
+    matches!(sum, Some(sum) if csum::fold(sum as u64) == 0xffff)
+}
+
+#[inline(always)]
+fn read16(b: &[u8; 2]) -> u16 {
+    u16::from_ne_bytes(*b)
+}
+
+/// Turns the request into the answer whose payload is `s.out[..out_len]`
+/// (zero-padded to a multiple of 4) and returns XDP_TX, or `None` if the
+/// frame could not be resized (the caller passes it on).
+#[inline(always)]
+pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> Option<u32> {
+    let out_len = out_len & (MAX_ANSWER - 1);
+    let old_frame = ctx.data_end() - ctx.data();
+    let new_frame = p.payload_off + out_len;
+    let delta = new_frame as i64 - old_frame as i64;
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
+        return None;
+    }
+
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok()?;
+    unsafe {
+        let src = (*eth).src;
+        (*eth).src = (*eth).dst;
+        (*eth).dst = src;
+    }
+
+    let udp_len = (UDP_HLEN + out_len) as u16;
+    if p.is_v4 {
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, p.l3_off).ok()?;
+        unsafe {
+            let ihl = p.l4_off - p.l3_off;
+            let new_tot = ((ihl + udp_len as usize) as u16).to_be_bytes();
+            let mut check = read16(&(*ip).check);
+            check = csum::replace16(check, read16(&(*ip).tot_len), read16(&new_tot));
+            (*ip).tot_len = new_tot;
+            let old_ttl_proto = [(*ip).ttl, (*ip).proto];
+            let new_ttl_proto = [TTL, (*ip).proto];
+            check = csum::replace16(check, read16(&old_ttl_proto), read16(&new_ttl_proto));
+            (*ip).ttl = TTL;
+            (*ip).check = check.to_ne_bytes();
+            // Swapping the addresses leaves the header sum unchanged.
+            let src = (*ip).src;
+            (*ip).src = (*ip).dst;
+            (*ip).dst = src;
+        }
+    } else {
+        let ip: *mut Ipv6Hdr = ptr_at(ctx, p.l3_off).ok()?;
+        unsafe {
+            (*ip).payload_len = udp_len.to_be_bytes();
+            (*ip).hop_limit = TTL;
+            let src = (*ip).src;
+            (*ip).src = (*ip).dst;
+            (*ip).dst = src;
+        }
+    }
+
+    // The answer goes from the request's destination to its source.
+    s.udp_hdr[0..2].copy_from_slice(&p.dport.to_be_bytes());
+    s.udp_hdr[2..4].copy_from_slice(&p.sport.to_be_bytes());
+    s.udp_hdr[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    s.udp_hdr[6..8].copy_from_slice(&[0, 0]);
+    let plen_pseudo = csum::pseudo_header(&mut s.pseudo, p.is_v4, &p.dst, &p.src, udp_len);
+    let padded = ((out_len + 3) & !3) & 0x3c;
+    let sum = csum::add(s.pseudo.as_ptr(), plen_pseudo, 0)
+        .and_then(|sum| csum::add(s.udp_hdr.as_ptr(), 8, sum))
+        .and_then(|sum| csum::add(s.out.as_ptr(), padded as u32, sum))?;
+    let mut check = !csum::fold(sum as u64);
+    if check == 0 {
+        check = 0xffff;
+    }
+    let udp: *mut UdpHdr = ptr_at(ctx, p.l4_off).ok()?;
+    unsafe {
+        (*udp).source = p.dport.to_be_bytes();
+        (*udp).dest = p.sport.to_be_bytes();
+        (*udp).len = udp_len.to_be_bytes();
+        (*udp).check = check.to_ne_bytes();
+    }
+    if out_len == 0 {
+        return None;
+    }
+    let r = unsafe {
+        bpf_xdp_store_bytes(
+            ctx.ctx,
+            p.payload_off as u32,
+            s.out.as_mut_ptr() as *mut _,
+            out_len as u32,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    Some(xdp_action::XDP_TX)
+}

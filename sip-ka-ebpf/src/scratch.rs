@@ -1,0 +1,28 @@
+//! The per-CPU work area.
+
+use sip_ka_common::stun::MAX_ANSWER;
+
+/// Bytes of payload the program copies and reads. A power of two, so an
+/// index masked with `BUF_MASK` is always in bounds.
+pub const BUF_LEN: usize = 2048;
+pub const BUF_MASK: usize = BUF_LEN - 1;
+
+#[repr(C)]
+pub struct Scratch {
+    pub buf: [u8; BUF_LEN],
+    /// The answer payload, zero-padded to a multiple of 4 for the checksum.
+    pub out: [u8; MAX_ANSWER],
+    /// A copy of the IPv4 header being verified.
+    pub ip_hdr: [u8; 60],
+    /// The UDP pseudo-header (12 bytes for IPv4, 40 for IPv6).
+    pub pseudo: [u8; 40],
+    /// A UDP header as summed for the checksum.
+    pub udp_hdr: [u8; 8],
+    /// SIP scan results: offsets into `buf` (0 = not found).
+    pub first_eol: u32,
+    pub to_value: u32,
+    pub callid_value: u32,
+    pub clen_value: u32,
+    pub body_start: u32,
+    pub _pad: u32,
+}
