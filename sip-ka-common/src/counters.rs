@@ -66,6 +66,24 @@ pub enum Counter {
     SipRequests,
     /// SIP responses (all classes).
     SipResponses,
+    // The daemon's userspace responder (written by the daemon only: the
+    // kernel never touches these slots).
+    /// `\r\n\r\n` received by the userspace responder.
+    UserCrlfPing,
+    /// `\r\n` sent by the userspace responder.
+    UserCrlfPongSent,
+    /// STUN Binding requests received by the userspace responder.
+    UserStunReq,
+    /// Binding success responses sent by the userspace responder.
+    UserStunResp,
+    /// Binding error responses (400, 401, 420) sent by the userspace
+    /// responder.
+    UserStunError,
+    /// Requests with a wrong FINGERPRINT dropped by the userspace responder.
+    UserStunBadFp,
+    /// Datagrams the userspace responder ignored (neither keep-alive nor a
+    /// STUN request it answers).
+    UserIgnored,
 }
 
 /// Names of the [`Counter`] block, in index order, as printed by
@@ -101,9 +119,16 @@ pub const COUNTER_NAMES: [&str; NAMED_COUNTERS] = [
     "drop_rate_limit",
     "sip_requests",
     "sip_responses",
+    "user_crlf_ping",
+    "user_crlf_pong_sent",
+    "user_stun_req",
+    "user_stun_resp",
+    "user_stun_error",
+    "user_stun_bad_fp",
+    "user_ignored",
 ];
 
-pub const NAMED_COUNTERS: usize = Counter::SipResponses as usize + 1;
+pub const NAMED_COUNTERS: usize = Counter::UserIgnored as usize + 1;
 /// First index of the per-method SIP request block.
 pub const SIP_METHOD_BASE: u32 = NAMED_COUNTERS as u32;
 /// Total number of slots in `STATS`.
@@ -122,11 +147,7 @@ pub const fn sip_request_slot(index: u32) -> Option<(Method, bool, bool)> {
         return None;
     }
     let off = index - SIP_METHOD_BASE;
-    Some((
-        Method::ALL[(off / 4) as usize],
-        off % 4 >= 2,
-        off % 2 == 1,
-    ))
+    Some((Method::ALL[(off / 4) as usize], off % 4 >= 2, off % 2 == 1))
 }
 
 #[cfg(test)]
@@ -137,8 +158,11 @@ mod tests {
     fn names_match_enum_order() {
         assert_eq!(COUNTER_NAMES[Counter::CrlfPing as usize], "crlf_ping");
         assert_eq!(COUNTER_NAMES[Counter::StunBadFp as usize], "stun_bad_fp");
-        assert_eq!(COUNTER_NAMES[Counter::DropRateLimit as usize], "drop_rate_limit");
-        assert_eq!(COUNTER_NAMES[NAMED_COUNTERS - 1], "sip_responses");
+        assert_eq!(
+            COUNTER_NAMES[Counter::DropRateLimit as usize],
+            "drop_rate_limit"
+        );
+        assert_eq!(COUNTER_NAMES[NAMED_COUNTERS - 1], "user_ignored");
     }
 
     #[test]

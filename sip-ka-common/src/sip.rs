@@ -26,8 +26,21 @@ pub const METHOD_COUNT: usize = 15;
 /// Method tokens, indexed by `Method as usize` (the last one, "OTHER", is a
 /// label for everything else and is never matched).
 pub const METHOD_NAMES: [&str; METHOD_COUNT] = [
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
-    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "OTHER",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PUBLISH",
+    "INFO",
+    "REFER",
+    "MESSAGE",
+    "UPDATE",
+    "OTHER",
 ];
 
 impl Method {

@@ -122,7 +122,11 @@ pub fn build_binding_success(
     let mut i = 0;
     while i < 16 {
         if i < addr_len {
-            out[28 + i] = if xor { src.addr[i] ^ id[i] } else { src.addr[i] };
+            out[28 + i] = if xor {
+                src.addr[i] ^ id[i]
+            } else {
+                src.addr[i]
+            };
         }
         i += 1;
     }
@@ -208,12 +212,8 @@ pub fn classify(msg: &[u8]) -> Verdict {
                 if alen != 4 {
                     return Verdict::Pass;
                 }
-                let want = u32::from_be_bytes([
-                    msg[off + 4],
-                    msg[off + 5],
-                    msg[off + 6],
-                    msg[off + 7],
-                ]);
+                let want =
+                    u32::from_be_bytes([msg[off + 4], msg[off + 5], msg[off + 6], msg[off + 7]]);
                 if crc32(&msg[..off]) ^ FINGERPRINT_XOR != want {
                     return Verdict::BadFingerprint;
                 }

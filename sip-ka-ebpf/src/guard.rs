@@ -11,6 +11,7 @@ use sip_ka_common::{
 use crate::{
     maps::{ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, PEERS, RATE},
     parse::Udp,
+    scratch::Scratch,
 };
 
 const V4_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
@@ -19,35 +20,33 @@ const V4_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 /// unspecified (and, for IPv6, IPv4-mapped on the wire), or port 0; or a
 /// destination that is multicast or broadcast.
 #[inline(always)]
-pub fn unanswerable(p: &Udp) -> bool {
+pub fn unanswerable(p: &Udp, s: &Scratch) -> bool {
     if p.sport == 0 {
         return true;
     }
     if p.is_v4 {
-        let s = [p.src[12], p.src[13], p.src[14], p.src[15]];
-        let d = [p.dst[12], p.dst[13], p.dst[14], p.dst[15]];
-        s[0] == 0                      // 0.0.0.0/8
-            || s[0] == 127             // loopback
-            || s[0] >= 224             // multicast, class E, broadcast
-            || d[0] >= 224
+        let src0 = s.src[12];
+        src0 == 0                      // 0.0.0.0/8
+            || src0 == 127             // loopback
+            || src0 >= 224             // multicast, class E, broadcast
+            || s.dst[12] >= 224
     } else {
-        let s = &p.src;
-        let d = &p.dst;
-        let s_zero_head = s[..15].iter().all(|b| *b == 0);
-        s[0] == 0xff
-            || d[0] == 0xff
-            || (s_zero_head && (s[15] == 0 || s[15] == 1))
-            || s[..12] == V4_PREFIX
+        let src = &s.src;
+        let zero_head = src[..15].iter().all(|b| *b == 0);
+        src[0] == 0xff
+            || s.dst[0] == 0xff
+            || (zero_head && (src[15] == 0 || src[15] == 1))
+            || src[..12] == V4_PREFIX
     }
 }
 
 /// The ACL verdict: `Some(DropAcl)` when the source is refused.
 #[inline(always)]
-pub fn acl_refuses(cfg: &Config, p: &Udp) -> bool {
+pub fn acl_refuses(cfg: &Config, s: &Scratch) -> bool {
     if cfg.acl == ACL_OFF {
         return false;
     }
-    let key = Key::new(128, p.src);
+    let key = Key::new(128, s.src);
     if ACL_DENY_MAP.get(&key).is_some() {
         return true;
     }
@@ -58,13 +57,13 @@ const NS: u64 = 1_000_000_000;
 
 /// Token bucket per source address; `true` when over the rate.
 #[inline(always)]
-pub fn over_rate(cfg: &Config, p: &Udp, now: u64) -> bool {
+pub fn over_rate(cfg: &Config, s: &Scratch, now: u64) -> bool {
     let pps = cfg.rate_limit_pps as u64;
     if pps == 0 {
         return false;
     }
     let cap = (cfg.rate_limit_burst as u64).max(1) * NS;
-    match RATE.get_ptr_mut(&p.src) {
+    match RATE.get_ptr_mut(&s.src) {
         Some(b) => {
             let b = unsafe { &mut *b };
             // Cap the elapsed time so the refill cannot overflow.
@@ -83,7 +82,7 @@ pub fn over_rate(cfg: &Config, p: &Udp, now: u64) -> bool {
                 tokens: cap - NS,
                 last_ns: now,
             };
-            let _ = RATE.insert(&p.src, &fresh, 0);
+            let _ = RATE.insert(&s.src, &fresh, 0);
             false
         }
     }
@@ -92,11 +91,11 @@ pub fn over_rate(cfg: &Config, p: &Udp, now: u64) -> bool {
 /// Every reason not to answer, checked in order; the counter to bump when
 /// one applies.
 #[inline(always)]
-pub fn refuse(cfg: &Config, p: &Udp, now: u64) -> Option<Counter> {
-    if unanswerable(p) {
+pub fn refuse(cfg: &Config, p: &Udp, s: &Scratch, now: u64) -> Option<Counter> {
+    if unanswerable(p, s) {
         return Some(Counter::PassBadAddress);
     }
-    if over_rate(cfg, p, now) {
+    if over_rate(cfg, s, now) {
         return Some(Counter::DropRateLimit);
     }
     None
@@ -104,17 +103,18 @@ pub fn refuse(cfg: &Config, p: &Udp, now: u64) -> Option<Counter> {
 
 /// Records a keep-alive of `kind` from the packet's source in PEERS.
 #[inline(always)]
-pub fn note_peer(cfg: &Config, p: &Udp, kind: u32) {
+pub fn note_peer(cfg: &Config, p: &Udp, s: &mut Scratch, kind: u32) {
     if cfg.track_peers == 0 {
         return;
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = PeerKey {
-        addr: p.src,
+    s.peer = PeerKey {
+        addr: s.src,
         port: p.sport,
         _pad: 0,
     };
-    match PEERS.get_ptr_mut(&key) {
+    let key = &s.peer;
+    match PEERS.get_ptr_mut(key) {
         Some(v) => unsafe {
             let counter = match kind {
                 KIND_CRLF => &raw mut (*v).crlf,
@@ -139,7 +139,7 @@ pub fn note_peer(cfg: &Config, p: &Udp, kind: u32) {
                 KIND_SIP => v.sip = 1,
                 _ => {}
             }
-            let _ = PEERS.insert(&key, &v, 0);
+            let _ = PEERS.insert(key, &v, 0);
         }
     }
 }

@@ -27,7 +27,7 @@ use sip_ka_common::{
     counters::sip_request_index,
     maps::{KIND_CRLF, KIND_SIP, KIND_STUN},
     sip::Method,
-    stun::{build_binding_success, Reflexive},
+    stun::build_binding_success,
     Action, Config, Counter,
 };
 
@@ -40,7 +40,11 @@ use crate::{
 #[xdp]
 pub fn sip_ka(ctx: XdpContext) -> u32 {
     count(Counter::RxPackets);
-    let p = match parse_udp(&ctx) {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let s = unsafe { &mut *s };
+    let p = match parse_udp(&ctx, s) {
         Ok(p) => p,
         Err(stop) => {
             if let Some(c) = stop.counter() {
@@ -52,16 +56,15 @@ pub fn sip_ka(ctx: XdpContext) -> u32 {
     if !is_sip_port(p.dport) {
         return xdp_action::XDP_PASS;
     }
+    let Some(cfg) = config() else {
+        return xdp_action::XDP_PASS;
+    };
     count(Counter::SipPortDatagrams);
-    let cfg = config();
-    if guard::acl_refuses(cfg, &p) {
+    let p = p.converge(&mut s.pkt);
+    if guard::acl_refuses(cfg, s) {
         count(Counter::DropAcl);
         return xdp_action::XDP_DROP;
     }
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return xdp_action::XDP_PASS;
-    };
-    let s = unsafe { &mut *s };
     on_sip_port(&ctx, cfg, &p, s)
 }
 
@@ -76,7 +79,12 @@ fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 
     let n = n & (BUF_LEN - 1 | BUF_LEN);
     if n == 0
         || unsafe {
-            bpf_xdp_load_bytes(ctx.ctx, p.payload_off as u32, s.buf.as_mut_ptr() as *mut _, n as u32)
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                p.payload_off as u32,
+                s.buf.as_mut_ptr() as *mut _,
+                n as u32,
+            )
         } != 0
     {
         count(Counter::PassMalformed);
@@ -97,7 +105,8 @@ fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 
         return stun_message(ctx, cfg, p, s, plen);
     }
     if cfg.sip_classify != 0 {
-        sip_message(cfg, p, s, n);
+        s.len = n as u32;
+        sip_message(cfg, p, s);
     } else {
         count(Counter::Other);
     }
@@ -141,7 +150,10 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
         stun::Verdict::BadFingerprint => {
             count(Counter::StunReq);
             count(Counter::StunBadFp);
-            debug!(ctx, "STUN request with a wrong FINGERPRINT from port {}", p.sport);
+            debug!(
+                ctx,
+                "STUN request with a wrong FINGERPRINT from port {}", p.sport
+            );
             return xdp_action::XDP_DROP;
         }
         stun::Verdict::Answer(g) => g,
@@ -171,19 +183,15 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
         }
         Action::Answer => {}
     }
-    let mut addr = [0u8; 16];
     if p.is_v4 {
-        addr[..4].copy_from_slice(&p.src[12..16]);
+        s.reflexive.addr[..4].copy_from_slice(&s.src[12..16]);
     } else {
-        addr = p.src;
+        s.reflexive.addr = s.src;
     }
-    let reflexive = Reflexive {
-        addr,
-        is_v4: p.is_v4,
-        port: p.sport,
-    };
-    let id = stun::id(s);
-    let out_len = build_binding_success(&mut s.out, &id, generation, &reflexive);
+    s.reflexive.is_v4 = p.is_v4;
+    s.reflexive.port = p.sport;
+    s.stun_id.copy_from_slice(&s.buf[4..20]);
+    let out_len = build_binding_success(&mut s.out, &s.stun_id, generation, &s.reflexive);
     answer(ctx, cfg, p, s, plen, out_len, KIND_STUN, Counter::StunResp)
 }
 
@@ -202,7 +210,7 @@ fn answer(
     sent: Counter,
 ) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(refused) = guard::refuse(cfg, p, now) {
+    if let Some(refused) = guard::refuse(cfg, p, s, now) {
         count(refused);
         return if refused == Counter::DropRateLimit {
             debug!(ctx, "over the answer rate: source port {}", p.sport);
@@ -215,7 +223,7 @@ fn answer(
         count(Counter::PassBadChecksum);
         return xdp_action::XDP_PASS;
     }
-    guard::note_peer(cfg, p, kind);
+    guard::note_peer(cfg, p, s, kind);
     match reply::transmit(ctx, p, s, out_len) {
         Some(action) => {
             count(sent);
@@ -229,8 +237,8 @@ fn answer(
 }
 
 #[inline(always)]
-fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch, n: usize) {
-    let method = match sip::start_line(s, n) {
+fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch) {
+    let method = match sip::start_line(s) {
         sip::Start::NotSip => {
             count(Counter::Other);
             return;
@@ -242,27 +250,34 @@ fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch, n: usize) {
         }
         sip::Start::Request(m) => m,
     };
-    sip::scan(s, n);
+    // Park the method so the scan below is verified once, not per method.
+    s.sip_kind = method as u32;
+    let kind = unsafe { core::ptr::read_volatile(&s.sip_kind) } & 0xf;
+    sip::scan(s);
     if !sip::request_line_ok(s) {
         count(Counter::Other);
         return;
     }
-    let in_dialog = sip::to_has_tag(s, n);
-    let has_body = sip::has_body(s, n);
+    let in_dialog = sip::to_has_tag(s);
+    let has_body = sip::has_body(s);
     count(Counter::SipRequests);
-    count_index(sip_request_index(method as u32, in_dialog, has_body));
+    count_index(sip_request_index(kind, in_dialog, has_body));
     if has_body {
         return;
     }
-    if method == Method::Options && !in_dialog {
-        guard::note_peer(cfg, p, KIND_SIP);
+    if kind == Method::Options as u32 && !in_dialog {
+        guard::note_peer(cfg, p, s, KIND_SIP);
         return;
     }
-    if !in_dialog || !method.is_session_keepalive() {
+    let session_keepalive = kind == Method::Update as u32
+        || kind == Method::Info as u32
+        || kind == Method::Message as u32
+        || kind == Method::Options as u32;
+    if !in_dialog || !session_keepalive {
         return;
     }
-    guard::note_peer(cfg, p, KIND_SIP);
-    let known = match sip::callid_hash(s, n) {
+    guard::note_peer(cfg, p, s, KIND_SIP);
+    let known = match sip::callid_hash(s) {
         Some(hash) => match DIALOGS.get_ptr_mut(&hash) {
             Some(d) => {
                 unsafe {
@@ -290,6 +305,13 @@ pub(crate) fn atomic_add(dst: *mut u64, v: u64) {
             dst, v,
         );
     }
+}
+
+/// Passes everything. The lab attaches it to the far end of a veth pair:
+/// native XDP_TX on veth needs an XDP program on the peer device.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

@@ -5,11 +5,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use sip_ka_common::{
+    counters::NUM_COUNTERS,
     maps::{
         AclAddr, DialogValue, PeerKey, PeerValue, RateValue, ACL_MAX, DIALOGS_MAX, PEERS_MAX,
         RATE_MAX, SIP_PORTS_MAX,
     },
-    counters::NUM_COUNTERS,
     Config, Counter,
 };
 
@@ -59,13 +59,13 @@ pub fn count_index(index: u32) {
 }
 
 /// The configuration in force; the defaults until the daemon writes it.
-static DEFAULT_CONFIG: Config = Config::DEFAULT;
-
+/// The configuration the daemon wrote; `None` until it did, and the
+/// program passes everything until then.
 #[inline(always)]
-pub fn config() -> &'static Config {
+pub fn config() -> Option<&'static Config> {
     match CONFIG.get(0) {
-        Some(cfg) if cfg.initialised != 0 => cfg,
-        _ => &DEFAULT_CONFIG,
+        Some(cfg) if cfg.initialised != 0 => Some(cfg),
+        _ => None,
     }
 }
 

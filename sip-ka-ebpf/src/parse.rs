@@ -3,7 +3,9 @@
 //! time, VLAN tags in a capped loop).
 
 use aya_ebpf::programs::XdpContext;
-use sip_ka_common::{maps::v4_mapped, Counter};
+use sip_ka_common::Counter;
+
+use crate::scratch::Scratch;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
@@ -81,17 +83,37 @@ pub fn be16(b: [u8; 2]) -> u16 {
 }
 
 /// What the walk found: where each header is and the addresses.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Udp {
     pub l3_off: usize,
     pub l4_off: usize,
     pub payload_off: usize,
     pub payload_len: usize,
-    pub is_v4: bool,
-    /// Source and destination, IPv4 mapped into 16 bytes.
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
+    pub is_v4: bool,
+}
+
+impl Udp {
+    /// Parks the packet description in map memory and reads it back.
+    ///
+    /// The verifier does not track values in map memory, so every path
+    /// that reaches this point (VLAN depth, IP version, IHL...) leaves it
+    /// with the same state, and what follows is verified once instead of
+    /// once per path. The masks give back the bounds packet access needs.
+    #[inline(always)]
+    pub fn converge(self, slot: &mut Udp) -> Udp {
+        *slot = self;
+        // SAFETY: a plain read of the value just written; volatile so the
+        // compiler cannot forward the stored registers past it.
+        let mut p = unsafe { core::ptr::read_volatile(slot) };
+        p.l3_off &= 0x3f;
+        p.l4_off &= 0x7f;
+        p.payload_off &= 0x7f;
+        p.payload_len &= 0xffff;
+        p
+    }
 }
 
 /// Why the walk stopped before a UDP payload to look at.
@@ -114,9 +136,19 @@ impl Stop {
     }
 }
 
-/// Walks Ethernet, up to two VLAN tags, IPv4 or IPv6, and UDP.
+/// Copies an IPv4 address into the 16-byte mapped form.
 #[inline(always)]
-pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
+fn put_v4(out: &mut [u8; 16], a: &[u8; 4]) {
+    out[..10].fill(0);
+    out[10] = 0xff;
+    out[11] = 0xff;
+    out[12..].copy_from_slice(a);
+}
+
+/// Walks Ethernet, up to two VLAN tags, IPv4 or IPv6, and UDP. The
+/// addresses go straight into `s.src` / `s.dst` (map memory, not stack).
+#[inline(always)]
+pub fn parse_udp(ctx: &XdpContext, s: &mut Scratch) -> Result<Udp, Stop> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Stop::NotUdp)?;
     let mut proto = be16(unsafe { (*eth).proto });
     let mut off = ETH_HLEN;
@@ -130,7 +162,7 @@ pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
     }
     let frame_len = ctx.data_end() - ctx.data();
     let l3_off = off;
-    let (l4_off, ip_payload_len, is_v4, src, dst) = match proto {
+    let (l4_off, ip_payload_len, is_v4) = match proto {
         ETH_P_IP => {
             let ip: *mut Ipv4Hdr = ptr_at(ctx, l3_off).map_err(|_| Stop::Malformed)?;
             let ver_ihl = unsafe { (*ip).ver_ihl };
@@ -149,13 +181,11 @@ pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
             if tot_len < ihl + UDP_HLEN || l3_off + tot_len > frame_len {
                 return Err(Stop::Malformed);
             }
-            (
-                l3_off + ihl,
-                tot_len - ihl,
-                true,
-                v4_mapped(unsafe { (*ip).src }),
-                v4_mapped(unsafe { (*ip).dst }),
-            )
+            unsafe {
+                put_v4(&mut s.src, &(*ip).src);
+                put_v4(&mut s.dst, &(*ip).dst);
+            }
+            (l3_off + ihl, tot_len - ihl, true)
         }
         ETH_P_IPV6 => {
             let ip: *mut Ipv6Hdr = ptr_at(ctx, l3_off).map_err(|_| Stop::Malformed)?;
@@ -171,13 +201,11 @@ pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
             if plen < UDP_HLEN || l3_off + IPV6_HLEN + plen > frame_len {
                 return Err(Stop::Malformed);
             }
-            (
-                l3_off + IPV6_HLEN,
-                plen,
-                false,
-                unsafe { (*ip).src },
-                unsafe { (*ip).dst },
-            )
+            unsafe {
+                s.src = (*ip).src;
+                s.dst = (*ip).dst;
+            }
+            (l3_off + IPV6_HLEN, plen, false)
         }
         _ => return Err(Stop::NotUdp),
     };
@@ -192,8 +220,6 @@ pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
         payload_off: l4_off + UDP_HLEN,
         payload_len: udp_len - UDP_HLEN,
         is_v4,
-        src,
-        dst,
         sport: be16(unsafe { (*udp).source }),
         dport: be16(unsafe { (*udp).dest }),
     })

@@ -10,7 +10,7 @@ use sip_ka_common::stun::MAX_ANSWER;
 
 use crate::{
     csum,
-    parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, UdpHdr, Udp, UDP_HLEN},
+    parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, Udp, UdpHdr, UDP_HLEN},
     scratch::{Scratch, BUF_MASK},
 };
 
@@ -60,7 +60,7 @@ pub fn checksums_ok(ctx: &XdpContext, p: &Udp, s: &mut Scratch, plen: usize) -> 
         return p.is_v4;
     }
     let udp_len = (UDP_HLEN + plen) as u16;
-    let plen_pseudo = csum::pseudo_header(&mut s.pseudo, p.is_v4, &p.src, &p.dst, udp_len);
+    let plen_pseudo = csum::pseudo_header(&mut s.pseudo, p.is_v4, &s.src, &s.dst, udp_len);
     // Zero the bytes up to the next multiple of 4 so they add nothing.
     s.buf[plen & BUF_MASK] = 0;
     s.buf[(plen + 1) & BUF_MASK] = 0;
@@ -132,7 +132,7 @@ pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> O
     s.udp_hdr[2..4].copy_from_slice(&p.sport.to_be_bytes());
     s.udp_hdr[4..6].copy_from_slice(&udp_len.to_be_bytes());
     s.udp_hdr[6..8].copy_from_slice(&[0, 0]);
-    let plen_pseudo = csum::pseudo_header(&mut s.pseudo, p.is_v4, &p.dst, &p.src, udp_len);
+    let plen_pseudo = csum::pseudo_header(&mut s.pseudo, p.is_v4, &s.dst, &s.src, udp_len);
     let padded = ((out_len + 3) & !3) & 0x3c;
     let sum = csum::add(s.pseudo.as_ptr(), plen_pseudo, 0)
         .and_then(|sum| csum::add(s.udp_hdr.as_ptr(), 8, sum))

@@ -1,6 +1,11 @@
 //! The per-CPU work area.
 
-use sip_ka_common::stun::MAX_ANSWER;
+use sip_ka_common::{
+    maps::PeerKey,
+    stun::{Reflexive, MAX_ANSWER},
+};
+
+use crate::parse::Udp;
 
 /// Bytes of payload the program copies and reads. A power of two, so an
 /// index masked with `BUF_MASK` is always in bounds.
@@ -18,6 +23,22 @@ pub struct Scratch {
     pub pseudo: [u8; 40],
     /// A UDP header as summed for the checksum.
     pub udp_hdr: [u8; 8],
+    /// Source and destination of the packet, IPv4 mapped into 16 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The PEERS key of the packet's source.
+    pub peer: PeerKey,
+    /// A STUN request's cookie and transaction id, and what to reflect.
+    pub stun_id: [u8; 16],
+    pub reflexive: Reflexive,
+    /// The packet being handled (see `Udp::converge`).
+    pub pkt: Udp,
+    /// The SIP request's method or response class, parked like `pkt`.
+    pub sip_kind: u32,
+    /// Payload bytes in `buf` (see `sip::len`).
+    pub len: u32,
+    /// Where the CRC of a STUN request stops (see `stun::crc_until`).
+    pub crc_end: u32,
     /// SIP scan results: offsets into `buf` (0 = not found).
     pub first_eol: u32,
     pub to_value: u32,

@@ -32,9 +32,14 @@ fn be16_at(s: &Scratch, i: usize) -> usize {
     ((at(s, i) as usize) << 8) | at(s, i + 1) as usize
 }
 
-/// CRC-32 of `buf[..end]`, `end` at most `XDP_MAX_REQUEST`.
+/// CRC-32 of `buf[..crc_end]`. The end is read back from map memory so
+/// the loop's exit test does not refine the caller's offset (which would
+/// make the verifier walk the rest of the attribute loop once per exit).
 #[inline(always)]
-fn crc_until(s: &Scratch, end: usize) -> u32 {
+fn crc_until(s: &mut Scratch, end: usize) -> u32 {
+    s.crc_end = end as u32;
+    // SAFETY: a plain read of the field just written.
+    let end = unsafe { core::ptr::read_volatile(&s.crc_end) } as usize & REQ_MASK;
     let mut crc = 0xFFFF_FFFFu32;
     for j in 0..XDP_MAX_REQUEST {
         if j >= end {
@@ -48,7 +53,7 @@ fn crc_until(s: &Scratch, end: usize) -> u32 {
 /// Classifies a payload of `plen` bytes whose first `min(plen, buffer)`
 /// bytes are in `s.buf`.
 #[inline(always)]
-pub fn classify(s: &Scratch, plen: usize) -> Verdict {
+pub fn classify(s: &mut Scratch, plen: usize) -> Verdict {
     if plen < HEADER_LEN || at(s, 0) & 0xC0 != 0 {
         return Verdict::NotStun;
     }
@@ -95,9 +100,7 @@ pub fn classify(s: &Scratch, plen: usize) -> Verdict {
             }
             fingerprint = true;
         } else if attr == ATTR_CHANGE_REQUEST && !modern {
-            if alen != 4
-                || at(s, off + 4) | at(s, off + 5) | at(s, off + 6) | at(s, off + 7) != 0
-            {
+            if alen != 4 || at(s, off + 4) | at(s, off + 5) | at(s, off + 6) | at(s, off + 7) != 0 {
                 return Verdict::Pass;
             }
         } else if attr < 0x8000 {
@@ -115,12 +118,4 @@ pub fn classify(s: &Scratch, plen: usize) -> Verdict {
     } else {
         Verdict::Answer(Generation::Classic)
     }
-}
-
-/// The 16 bytes after type and length: cookie + transaction id.
-#[inline(always)]
-pub fn id(s: &Scratch) -> [u8; 16] {
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&s.buf[4..20]);
-    id
 }

@@ -1,0 +1,38 @@
+//! `sip-ka detach`: what `run` does on exit, for a daemon that left with
+//! --keep-attached or died.
+
+use anyhow::Result;
+use clap::Args;
+
+use super::PinDir;
+use crate::{attach, pins};
+
+#[derive(Args, Debug)]
+pub struct DetachArgs {
+    /// The interface to detach from.
+    #[arg(long)]
+    pub iface: String,
+    /// Keep the maps pinned (counters, peers, dialogs survive).
+    #[arg(long)]
+    pub keep_maps: bool,
+    #[command(flatten)]
+    pub pin: PinDir,
+}
+
+pub fn detach(args: DetachArgs) -> Result<()> {
+    let pins = pins::Pins::new(&args.pin.pin_dir);
+    let had = attach::detach(&pins.link_path(&args.iface))?;
+    if had {
+        println!("detached from {}", args.iface);
+    } else {
+        println!(
+            "no pinned link for {} in {}",
+            args.iface,
+            pins.dir.display()
+        );
+    }
+    if !args.keep_maps {
+        super::run::unpin_all(&pins.dir)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! The `sip-ka` command line: one module per subcommand.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+mod config;
+mod detach;
+mod peers;
+mod run;
+mod stats;
+mod xdp_pass;
+
+/// sip-ka: SIP keep-alives answered in the XDP path, stats in BPF maps.
+#[derive(Parser, Debug)]
+#[command(name = "sip-ka", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the maps and the XDP link are pinned; every command that talks to
+/// a running daemon takes it.
+#[derive(Args, Debug, Clone)]
+pub struct PinDir {
+    /// Directory on a bpffs where maps and the link are pinned.
+    #[arg(long, default_value = crate::ebpf::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load and attach the XDP program and run the daemon until SIGINT/SIGTERM.
+    Run(run::RunArgs),
+    /// Print the counters (summed over CPUs) from the pinned STATS map.
+    Stats(stats::StatsArgs),
+    /// List the sources that sent keep-alives (the PEERS map: NAT bindings).
+    Peers(peers::PeersArgs),
+    /// Read or change the fast path's configuration; takes effect on the next packet.
+    Config(config::ConfigArgs),
+    /// Detach the program from an interface and remove the pins.
+    Detach(detach::DetachArgs),
+    /// Attach a pass-through XDP program (lab use: native XDP_TX on a veth
+    /// needs an XDP program on the peer device).
+    #[command(hide = true)]
+    XdpPass(xdp_pass::XdpPassArgs),
+}
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Stats(a) => stats::stats(a),
+        Command::Peers(a) => peers::peers(a),
+        Command::Config(a) => config::config(a),
+        Command::Detach(a) => detach::detach(a),
+        Command::XdpPass(a) => xdp_pass::xdp_pass(a),
+    }
+}

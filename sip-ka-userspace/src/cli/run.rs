@@ -1,0 +1,244 @@
+//! `sip-ka run`: load, attach, serve, and clean up on SIGINT/SIGTERM.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::{Array, MapData, PerCpuArray};
+use clap::{Args, ValueEnum};
+use sip_ka_common::{
+    maps::{MAP_CONFIG, MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PROGRAM_NAME},
+    Config,
+};
+use tokio::{io::unix::AsyncFd, net::UdpSocket, signal::unix::SignalKind};
+
+use super::PinDir;
+use crate::{
+    attach::{self, XdpModeChoice},
+    config_keys, ebpf, pins,
+    responder::{self, Shared},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// XDP only, for a PBX on the same host: the daemon manages maps and
+    /// stats and binds no SIP port (except --listen responder sockets).
+    Offload,
+    /// RFC 5626 edge proxy in front of the PBX (not available yet).
+    Edge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Interface to attach the XDP program to (required unless --xdp off).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// What the daemon does besides the fast path.
+    #[arg(long, value_enum, default_value = "offload")]
+    pub mode: Mode,
+    /// UDP address for the userspace keep-alive responder (repeatable):
+    /// answers CRLF and STUN that XDP passes, or all of it with --xdp off.
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// The PBX's address (edge mode).
+    #[arg(long)]
+    pub upstream: Option<SocketAddr>,
+    /// Config file of `key = value` lines (the keys of `sip-ka config get`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// XDP attach mode: native first with SKB fallback, or one of them.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: XdpModeChoice,
+    /// `off` loads the maps but attaches nothing: the userspace responder
+    /// answers everything (the fallback, and the benchmark's baseline).
+    #[arg(long, value_enum, default_value = "on")]
+    pub xdp: OnOff,
+    /// UDP ports the fast path handles (repeatable; default 5060 when none
+    /// was ever set).
+    #[arg(long = "sip-port", value_name = "PORT")]
+    pub sip_ports: Vec<u16>,
+    /// Leave the program attached and the maps pinned on exit, so the fast
+    /// path keeps answering while no daemon runs.
+    #[arg(long)]
+    pub keep_attached: bool,
+    #[command(flatten)]
+    pub pin: PinDir,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    init_logging();
+    if args.mode == Mode::Edge {
+        bail!("edge mode is not available in this build; use --mode offload");
+    }
+    if args.upstream.is_some() {
+        bail!("--upstream only applies to edge mode");
+    }
+    let iface = match (&args.iface, args.xdp) {
+        (Some(i), _) => Some(i.clone()),
+        (None, OnOff::Off) => None,
+        (None, OnOff::On) => bail!("--iface is required (or --xdp off)"),
+    };
+    let file_cfg = match &args.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?,
+        ),
+        None => None,
+    };
+
+    let pin_dir = args.pin.pin_dir.clone();
+    let mut bpf = ebpf::load(&pin_dir, ebpf::aya_log_level())?;
+
+    // Configuration: keep what a previous run left in the pinned map
+    // (operators' `config set` survives a restart) unless a file is given.
+    let mut config_map: Array<MapData, Config> =
+        Array::try_from(bpf.take_map(MAP_CONFIG).context("CONFIG map missing")?)?;
+    let mut cfg = pins::read_config(&config_map)?;
+    if let Some(text) = &file_cfg {
+        config_keys::apply_file(&mut cfg, text)?;
+    }
+    cfg.initialised = 1;
+    config_map.set(0, cfg, 0)?;
+
+    let mut ports_map: Array<MapData, u8> = Array::try_from(
+        bpf.take_map(MAP_SIP_PORTS)
+            .context("SIP_PORTS map missing")?,
+    )?;
+    if !args.sip_ports.is_empty() {
+        pins::set_sip_ports(&mut ports_map, &args.sip_ports)?;
+    } else if pins::sip_ports(&ports_map)?.is_empty() {
+        pins::set_sip_ports(&mut ports_map, &[5060])?;
+    }
+    let ports = pins::sip_ports(&ports_map)?;
+
+    let mut stats_map: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(bpf.take_map(MAP_STATS).context("STATS map missing")?)?;
+
+    let pins = pins::Pins::new(&pin_dir);
+    let link_path = iface.as_ref().map(|i| pins.link_path(i));
+    if let (Some(iface), Some(link_path)) = (&iface, &link_path) {
+        let how = attach::attach(&mut bpf, PROGRAM_NAME, iface, args.xdp_mode, link_path)?;
+        log::info!("XDP program on {iface}: {how}; SIP ports {ports:?}");
+    } else {
+        log::info!(
+            "XDP off: maps pinned in {}, nothing attached",
+            pin_dir.display()
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let shared = Shared::new(cfg);
+    let result = rt.block_on(async {
+        let logger = aya_log::EbpfLogger::init(&mut bpf);
+        match logger {
+            Ok(logger) => {
+                tokio::spawn(forward_logs(logger));
+            }
+            Err(e) => log::warn!("aya-log: {e}; XDP program logs are not forwarded"),
+        }
+        for addr in &args.listen {
+            let sock = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding the UDP responder to {addr}"))?;
+            log::info!("userspace responder on udp/{}", sock.local_addr()?);
+            tokio::spawn(responder::serve(sock, shared.clone()));
+        }
+        println!("sip-ka: ready (pins in {})", pin_dir.display());
+        use std::io::Write as _;
+        std::io::stdout().flush().ok();
+
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => {
+                    housekeeping(&config_map, &mut stats_map, &shared);
+                }
+            }
+        }
+        housekeeping(&config_map, &mut stats_map, &shared);
+        anyhow::Ok(())
+    });
+    drop(rt);
+
+    if args.keep_attached {
+        log::info!(
+            "leaving the program attached and the maps pinned in {}",
+            pin_dir.display()
+        );
+        return result;
+    }
+    if let Some(link_path) = &link_path {
+        attach::detach(link_path)?;
+    }
+    drop(bpf);
+    unpin_all(&pin_dir)?;
+    log::info!("detached and unpinned");
+    result
+}
+
+/// Refreshes the responder's view of CONFIG and publishes its counters.
+fn housekeeping(
+    config_map: &Array<MapData, Config>,
+    stats: &mut PerCpuArray<MapData, u64>,
+    shared: &Arc<Shared>,
+) {
+    match pins::read_config(config_map) {
+        Ok(cfg) => {
+            if let Ok(mut c) = shared.config.write() {
+                *c = cfg;
+            }
+        }
+        Err(e) => log::warn!("reading CONFIG: {e:#}"),
+    }
+    if let Err(e) = shared.counters.publish(stats) {
+        log::warn!("publishing responder counters: {e:#}");
+    }
+}
+
+async fn forward_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer fd for as long as the
+    // AsyncFd owns the logger.
+    let mut fd = match unsafe { AsyncFd::register(logger) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn!("aya-log: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+/// Removes every pinned map and the directory if it is then empty.
+pub fn unpin_all(pin_dir: &std::path::Path) -> Result<()> {
+    for name in PINNED_MAPS {
+        let p = pin_dir.join(name);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(())
+}
+
+fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .try_init();
+}

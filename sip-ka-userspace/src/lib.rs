@@ -1,0 +1,11 @@
+//! sip-ka: the daemon and CLI around the XDP keep-alive responder.
+
+pub mod attach;
+pub mod cli;
+pub mod clock;
+pub mod config_keys;
+pub mod ebpf;
+pub mod pins;
+pub mod responder;
+pub mod stats;
+pub mod stun_server;

@@ -1,0 +1,113 @@
+//! The pinned maps, opened by path: how the CLI reads and writes state
+//! while the daemon runs (or after it left with --keep-attached).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use sip_ka_common::{
+    maps::{
+        AclAddr, DialogValue, PeerKey, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG,
+        MAP_DIALOGS, MAP_PEERS, MAP_SIP_PORTS, MAP_STATS, PIN_LINK_PREFIX,
+    },
+    Config,
+};
+
+pub struct Pins {
+    pub dir: PathBuf,
+}
+
+impl Pins {
+    pub fn new(dir: &Path) -> Pins {
+        Pins {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn data(&self, name: &str) -> Result<MapData> {
+        let path = self.dir.join(name);
+        MapData::from_pin(&path).with_context(|| {
+            format!(
+                "opening pinned map {}: is `sip-ka run` running (or did it leave with \
+                 --keep-attached) with --pin-dir {}?",
+                path.display(),
+                self.dir.display()
+            )
+        })
+    }
+
+    pub fn stats(&self) -> Result<PerCpuArray<MapData, u64>> {
+        Ok(PerCpuArray::try_from(Map::PerCpuArray(
+            self.data(MAP_STATS)?,
+        ))?)
+    }
+
+    pub fn config(&self) -> Result<Array<MapData, Config>> {
+        Ok(Array::try_from(Map::Array(self.data(MAP_CONFIG)?))?)
+    }
+
+    pub fn sip_ports(&self) -> Result<Array<MapData, u8>> {
+        Ok(Array::try_from(Map::Array(self.data(MAP_SIP_PORTS)?))?)
+    }
+
+    pub fn peers(&self) -> Result<HashMap<MapData, PeerKey, PeerValue>> {
+        Ok(HashMap::try_from(Map::LruHashMap(self.data(MAP_PEERS)?))?)
+    }
+
+    pub fn dialogs(&self) -> Result<HashMap<MapData, u64, DialogValue>> {
+        Ok(HashMap::try_from(Map::HashMap(self.data(MAP_DIALOGS)?))?)
+    }
+
+    pub fn acl(&self, allow: bool) -> Result<LpmTrie<MapData, AclAddr, u32>> {
+        let name = if allow { MAP_ACL_ALLOW } else { MAP_ACL_DENY };
+        Ok(LpmTrie::try_from(Map::LpmTrie(self.data(name)?))?)
+    }
+
+    pub fn link_path(&self, iface: &str) -> PathBuf {
+        self.dir.join(format!("{PIN_LINK_PREFIX}{iface}"))
+    }
+}
+
+/// Reads the configuration in force (the defaults if never written).
+pub fn read_config(map: &Array<MapData, Config>) -> Result<Config> {
+    let cfg = map.get(&0, 0)?;
+    Ok(if cfg.initialised == 0 {
+        Config::DEFAULT
+    } else {
+        cfg
+    })
+}
+
+/// Sums every CPU's slot of every counter.
+pub fn counter_totals(stats: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>> {
+    let mut totals = Vec::with_capacity(stats.len() as usize);
+    for i in 0..stats.len() {
+        let values: PerCpuValues<u64> = stats.get(&i, 0)?;
+        totals.push(values.iter().sum());
+    }
+    Ok(totals)
+}
+
+/// The ports marked in SIP_PORTS.
+pub fn sip_ports(map: &Array<MapData, u8>) -> Result<Vec<u16>> {
+    let mut ports = Vec::new();
+    for (i, v) in map.iter().enumerate() {
+        if v? != 0 {
+            ports.push(i as u16);
+        }
+    }
+    Ok(ports)
+}
+
+/// Marks exactly `ports` in SIP_PORTS.
+pub fn set_sip_ports(map: &mut Array<MapData, u8>, ports: &[u16]) -> Result<()> {
+    for old in sip_ports(map)? {
+        if !ports.contains(&old) {
+            map.set(old as u32, 0, 0)?;
+        }
+    }
+    for &p in ports {
+        map.set(p as u32, 1, 0)?;
+    }
+    Ok(())
+}
