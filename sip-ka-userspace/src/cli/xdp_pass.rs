@@ -28,7 +28,7 @@ pub fn xdp_pass(args: XdpPassArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     // Pinned maps of this load go into a scratch directory next to the link
     // and are removed right away; only the program and its link stay.
-    let maps_dir = dir.join(format!(".pass-maps-{}", std::process::id()));
+    let maps_dir = dir.join(format!("pass-maps-{}", std::process::id()));
     let mut bpf = ebpf::load(&maps_dir, 0)?;
     let how = attach::attach(
         &mut bpf,
