@@ -3,7 +3,9 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::generated::{
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     programs::XdpContext,
 };
 use sip_ka_common::stun::MAX_ANSWER;
@@ -11,7 +13,7 @@ use sip_ka_common::stun::MAX_ANSWER;
 use crate::{
     csum,
     parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, Udp, UdpHdr, UDP_HLEN},
-    scratch::{Scratch, BUF_MASK},
+    scratch::{Scratch, BUF_MASK, HEADERS_MAX},
 };
 
 /// Largest payload whose checksum is verified (bpf_csum_diff takes 512).
@@ -72,6 +74,40 @@ pub fn checksums_ok(ctx: &XdpContext, p: &Udp, s: &mut Scratch, plen: usize) -> 
     matches!(sum, Some(sum) if csum::fold(sum as u64) == 0xffff)
 }
 
+/// Makes the frame exactly headers + `out_len` bytes long. Shrinking
+/// trims the tail (Ethernet padding included). Growing uses the headroom,
+/// which XDP guarantees (256 bytes), rather than the tailroom, which a
+/// veth or generic-mode frame built from a small skb may not have: the
+/// headers are copied to the new front and the payload is written after
+/// them by the caller.
+#[inline(always)]
+fn resize(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> Option<()> {
+    let old_frame = ctx.data_end() - ctx.data();
+    let new_frame = p.payload_off + out_len;
+    if new_frame < old_frame {
+        let delta = old_frame - new_frame;
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(delta as i32)) } != 0 {
+            return None;
+        }
+    } else if new_frame > old_frame {
+        let grow = (new_frame - old_frame) & (MAX_ANSWER - 1);
+        let hlen = p.payload_off & (HEADERS_MAX - 1);
+        if hlen == 0 {
+            return None;
+        }
+        let h = s.headers.as_mut_ptr() as *mut _;
+        unsafe {
+            if bpf_xdp_load_bytes(ctx.ctx, 0, h, hlen as u32) != 0
+                || bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) != 0
+                || bpf_xdp_store_bytes(ctx.ctx, 0, h, hlen as u32) != 0
+            {
+                return None;
+            }
+        }
+    }
+    Some(())
+}
+
 #[inline(always)]
 fn read16(b: &[u8; 2]) -> u16 {
     u16::from_ne_bytes(*b)
@@ -83,12 +119,7 @@ fn read16(b: &[u8; 2]) -> u16 {
 #[inline(always)]
 pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> Option<u32> {
     let out_len = out_len & (MAX_ANSWER - 1);
-    let old_frame = ctx.data_end() - ctx.data();
-    let new_frame = p.payload_off + out_len;
-    let delta = new_frame as i64 - old_frame as i64;
-    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
-        return None;
-    }
+    resize(ctx, p, s, out_len)?;
 
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok()?;
     unsafe {

@@ -11,12 +11,20 @@ use crate::parse::Udp;
 /// index masked with `BUF_MASK` is always in bounds.
 pub const BUF_LEN: usize = 2048;
 pub const BUF_MASK: usize = BUF_LEN - 1;
+pub const BUF_SLACK: usize = 16;
+/// Ethernet + 2 VLAN tags + IPv4 with options + UDP fit in this.
+pub const HEADERS_MAX: usize = 128;
 
 #[repr(C)]
 pub struct Scratch {
-    pub buf: [u8; BUF_LEN],
+    /// The payload copy, with `BUF_SLACK` bytes past `BUF_LEN` so a word
+    /// read at any masked index stays inside.
+    pub buf: [u8; BUF_LEN + BUF_SLACK],
     /// The answer payload, zero-padded to a multiple of 4 for the checksum.
     pub out: [u8; MAX_ANSWER],
+    /// The headers of a frame being grown at the front (see
+    /// `reply::resize`).
+    pub headers: [u8; HEADERS_MAX],
     /// A copy of the IPv4 header being verified.
     pub ip_hdr: [u8; 60],
     /// The UDP pseudo-header (12 bytes for IPv4, 40 for IPv6).

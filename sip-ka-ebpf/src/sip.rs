@@ -14,6 +14,8 @@ use core::ffi::c_void;
 
 use crate::scratch::{Scratch, BUF_LEN, BUF_MASK};
 
+const _: () = assert!(crate::scratch::BUF_SLACK >= 8);
+
 /// Bytes of a SIP message the scan reads (headers past this are not seen).
 pub const SCAN_LEN: usize = 1504;
 /// Longest To / Call-ID / Content-Length value read.
@@ -133,8 +135,8 @@ pub fn start_line(s: &Scratch) -> Start {
 /// compares per line keep the scan loop cheap for the verifier.
 #[inline(always)]
 fn word_at(s: &Scratch, p: usize) -> u64 {
-    let off = p & (BUF_MASK - 8);
-    // SAFETY: off + 8 <= BUF_LEN by the mask.
+    let off = p & BUF_MASK;
+    // SAFETY: off + 8 <= BUF_LEN + BUF_SLACK by the mask.
     let w = unsafe { (s.buf.as_ptr().add(off) as *const u64).read_unaligned() };
     w | 0x2020_2020_2020_2020
 }

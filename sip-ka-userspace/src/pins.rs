@@ -8,7 +8,7 @@ use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray, Pe
 use sip_ka_common::{
     maps::{
         AclAddr, DialogValue, PeerKey, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG,
-        MAP_DIALOGS, MAP_PEERS, MAP_SIP_PORTS, MAP_STATS, PIN_LINK_PREFIX,
+        MAP_DIALOGS, MAP_PEERS, MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PIN_LINK_PREFIX,
     },
     Config,
 };
@@ -109,5 +109,17 @@ pub fn set_sip_ports(map: &mut Array<MapData, u8>, ports: &[u16]) -> Result<()> 
     for &p in ports {
         map.set(p as u32, 1, 0)?;
     }
+    Ok(())
+}
+
+/// Removes every pinned map (and the directory, if that leaves it empty).
+pub fn unpin_all(pin_dir: &Path) -> Result<()> {
+    for name in PINNED_MAPS {
+        let p = pin_dir.join(name);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir(pin_dir);
     Ok(())
 }

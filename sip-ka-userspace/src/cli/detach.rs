@@ -32,7 +32,7 @@ pub fn detach(args: DetachArgs) -> Result<()> {
         );
     }
     if !args.keep_maps {
-        super::run::unpin_all(&pins.dir)?;
+        crate::pins::unpin_all(&pins.dir)?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, MapData, PerCpuArray};
 use clap::{Args, ValueEnum};
 use sip_ka_common::{
-    maps::{MAP_CONFIG, MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PROGRAM_NAME},
+    maps::{MAP_CONFIG, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
     Config,
 };
 use tokio::{io::unix::AsyncFd, net::UdpSocket, signal::unix::SignalKind};
@@ -182,7 +182,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         attach::detach(link_path)?;
     }
     drop(bpf);
-    unpin_all(&pin_dir)?;
+    pins::unpin_all(&pin_dir)?;
     log::info!("detached and unpinned");
     result
 }
@@ -223,18 +223,6 @@ async fn forward_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         guard.get_inner_mut().flush();
         guard.clear_ready();
     }
-}
-
-/// Removes every pinned map and the directory if it is then empty.
-pub fn unpin_all(pin_dir: &std::path::Path) -> Result<()> {
-    for name in PINNED_MAPS {
-        let p = pin_dir.join(name);
-        if p.exists() {
-            std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
-        }
-    }
-    let _ = std::fs::remove_dir(pin_dir);
-    Ok(())
 }
 
 fn init_logging() {

@@ -38,7 +38,7 @@ pub fn xdp_pass(args: XdpPassArgs) -> Result<()> {
         &args.pin,
     )?;
     drop(bpf);
-    super::run::unpin_all(&maps_dir)?;
+    crate::pins::unpin_all(&maps_dir)?;
     println!("xdp_pass on {}: {how}", args.iface);
     Ok(())
 }

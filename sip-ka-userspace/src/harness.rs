@@ -1,0 +1,143 @@
+//! The XDP program run through BPF_PROG_TEST_RUN: loaded (not attached)
+//! with its maps pinned in a private directory, configured like the
+//! daemon configures it. Used by the fixture tests and the benchmark.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use sip_ka_common::{
+    maps::{DialogValue, MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
+    Config,
+};
+
+use crate::{ebpf, pins};
+
+pub struct Harness {
+    bpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+/// What one run returned.
+#[derive(Debug)]
+pub struct Outcome {
+    pub action: u32,
+    /// The packet after the program (rewritten for XDP_TX).
+    pub packet: Vec<u8>,
+    pub duration: Duration,
+}
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Harness {
+    /// Loads the program with the default configuration and port 5060.
+    pub fn new() -> Result<Harness> {
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("BPF_PROG_TEST_RUN needs root (CAP_BPF, CAP_NET_ADMIN)");
+        }
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/ska{}x{seq}t", std::process::id()));
+        let mut bpf = ebpf::load(&pin_dir, 0)?;
+        let prog: &mut Xdp = bpf
+            .program_mut(PROGRAM_NAME)
+            .context("program missing")?
+            .try_into()?;
+        prog.load().context("verifier")?;
+        let mut h = Harness { bpf, pin_dir };
+        h.set_config(Config::DEFAULT)?;
+        let mut ports: Array<&mut MapData, u8> =
+            Array::try_from(h.bpf.map_mut(MAP_SIP_PORTS).context("SIP_PORTS")?)?;
+        ports.set(5060, 1, 0)?;
+        Ok(h)
+    }
+
+    pub fn set_config(&mut self, mut cfg: Config) -> Result<()> {
+        cfg.initialised = 1;
+        let mut map: Array<&mut MapData, Config> =
+            Array::try_from(self.bpf.map_mut(MAP_CONFIG).context("CONFIG")?)?;
+        map.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    /// Writes the raw CONFIG value (even an uninitialised one).
+    pub fn set_raw_config(&mut self, cfg: Config) -> Result<()> {
+        let mut map: Array<&mut MapData, Config> =
+            Array::try_from(self.bpf.map_mut(MAP_CONFIG).context("CONFIG")?)?;
+        map.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    pub fn insert_dialog(&mut self, hash: u64, value: DialogValue) -> Result<()> {
+        let mut map: HashMap<&mut MapData, u64, DialogValue> =
+            HashMap::try_from(self.bpf.map_mut(MAP_DIALOGS).context("DIALOGS")?)?;
+        map.insert(hash, value, 0)?;
+        Ok(())
+    }
+
+    pub fn dialog(&self, hash: u64) -> Result<Option<DialogValue>> {
+        let map: HashMap<&MapData, u64, DialogValue> =
+            HashMap::try_from(self.bpf.map(MAP_DIALOGS).context("DIALOGS")?)?;
+        match map.get(&hash, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Counter totals, indexed like `Counter`.
+    pub fn counters(&self) -> Result<Vec<u64>> {
+        let stats: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.bpf.map(MAP_STATS).context("STATS")?)?;
+        let mut totals = Vec::new();
+        for i in 0..stats.len() {
+            totals.push(stats.get(&i, 0)?.iter().sum());
+        }
+        Ok(totals)
+    }
+
+    fn prog(&self) -> Result<&Xdp> {
+        Ok(self
+            .bpf
+            .program(PROGRAM_NAME)
+            .context("program missing")?
+            .try_into()?)
+    }
+
+    /// Runs the program once on `packet`.
+    pub fn run(&self, packet: &[u8]) -> Result<Outcome> {
+        self.run_repeat(packet, 1)
+    }
+
+    /// Runs the program `repeat` times on `packet` (the kernel reuses the
+    /// same buffer, so a rewriting path sees its own output from the second
+    /// run on); `duration` is the kernel's mean per run.
+    pub fn run_repeat(&self, packet: &[u8], repeat: u32) -> Result<Outcome> {
+        let mut out = vec![0u8; packet.len() + 256];
+        let r = self.prog()?.test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::new()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok(Outcome {
+            action: r.return_value,
+            packet: out,
+            duration: r.duration,
+        })
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = pins::unpin_all(&self.pin_dir);
+    }
+}
