@@ -184,7 +184,7 @@ pub fn classify(msg: &[u8]) -> Verdict {
     }
     let msg_type = u16::from_be_bytes([msg[0], msg[1]]);
     let len = u16::from_be_bytes([msg[2], msg[3]]) as usize;
-    if len % 4 != 0 || len + HEADER_LEN != msg.len() {
+    if !len.is_multiple_of(4) || len + HEADER_LEN != msg.len() {
         return Verdict::NotStun;
     }
     let modern = msg[4..8] == MAGIC_COOKIE_BYTES;
@@ -219,11 +219,10 @@ pub fn classify(msg: &[u8]) -> Verdict {
                 }
                 fingerprint = true;
             }
-            ATTR_CHANGE_REQUEST if !modern => {
-                if alen != 4 || msg[off + 4..off + 8] != [0, 0, 0, 0] {
-                    return Verdict::Pass;
-                }
+            ATTR_CHANGE_REQUEST if !modern && (alen != 4 || msg[off + 4..off + 8] != [0; 4]) => {
+                return Verdict::Pass;
             }
+            ATTR_CHANGE_REQUEST if !modern => {}
             // USERNAME, MESSAGE-INTEGRITY and every other
             // comprehension-required attribute go to the daemon.
             t if t < 0x8000 => return Verdict::Pass,

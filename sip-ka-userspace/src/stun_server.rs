@@ -113,11 +113,7 @@ fn walk(msg: &[u8], modern: bool) -> Result<Walk, &'static str> {
             | ATTR_MESSAGE_INTEGRITY
             | ATTR_MESSAGE_INTEGRITY_SHA256
             | ATTR_USERHASH => w.credentials = true,
-            ATTR_CHANGE_REQUEST => {
-                if value.iter().any(|b| *b != 0) {
-                    w.change_flags = true;
-                }
-            }
+            ATTR_CHANGE_REQUEST => w.change_flags |= value.iter().any(|b| *b != 0),
             t if t < 0x8000 => w.unknown.push(t),
             _ => {}
         }
@@ -160,7 +156,7 @@ fn push_attr(out: &mut Vec<u8>, at: u16, value: &[u8]) {
     out.extend_from_slice(&at.to_be_bytes());
     out.extend_from_slice(&(value.len() as u16).to_be_bytes());
     out.extend_from_slice(value);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

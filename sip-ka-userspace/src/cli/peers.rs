@@ -44,7 +44,7 @@ pub fn peers(args: PeersArgs) -> Result<()> {
         let (k, v) = entry?;
         rows.push((addr_of(&k.addr, k.port), v));
     }
-    rows.sort_by(|a, b| b.1.last_seen_ns.cmp(&a.1.last_seen_ns));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.last_seen_ns));
     if args.json {
         let arr: Vec<_> = rows
             .iter()
