@@ -1,1 +1,61 @@
-fn main() {}
+//! `cargo xtask`: setting up a machine, testing, the demo and the benchmark.
+//!
+//! Stable Rust only and no eBPF dependencies: everything that touches BPF
+//! lives in the `sip-ka` and `sip-ka-bench` binaries this tool builds.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod proc;
+mod setup;
+mod tasks;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "sip-ka developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Install what building and testing need (idempotent): Debian
+    /// packages, the nightly toolchain with rust-src, bpf-linker 0.13
+    /// built against LLVM 22, and a bpffs on /sys/fs/bpf.
+    Setup,
+    /// Setup, then build, rustfmt check, clippy, and the tests (as root).
+    Test {
+        /// Stop the whole run after this many minutes.
+        #[arg(long, default_value_t = 55)]
+        timeout_min: u64,
+    },
+    /// Setup, release build, then `sip-ka lab`: the demonstration in
+    /// network namespaces.
+    Demo,
+    /// Setup, release build, then `sip-ka-bench`: BPF_PROG_TEST_RUN ns per
+    /// packet and the veth lab comparison (XDP, userspace, coturn).
+    Bench {
+        /// Arguments passed to sip-ka-bench (see `sip-ka-bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::setup().map(|()| 0),
+        Task::Test { timeout_min } => tasks::test(timeout_min),
+        Task::Demo => tasks::demo(),
+        Task::Bench { args } => tasks::bench(&args),
+    };
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(1, 255) as u8),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! `cargo xtask test`, `demo` and `bench`.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+
+use crate::{
+    proc::{self, is_root, target_dir},
+    setup,
+};
+
+/// The packages built and tested: the workspace's default members. The
+/// eBPF crate is not one of them (it only builds for bpfel-unknown-none,
+/// through sip-ka-userspace's build.rs).
+const NOT_HOST: [&str; 2] = ["--exclude", "sip-ka-ebpf"];
+
+struct Step {
+    name: &'static str,
+    args: Vec<&'static str>,
+    /// Longest this step may take.
+    limit: Duration,
+}
+
+pub fn test(timeout_min: u64) -> Result<i32> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(timeout_min * 60);
+    setup::setup()?;
+    if !is_root() {
+        println!(
+            "xtask: warning: not root; the BPF and network-namespace tests need root \
+             and will fail"
+        );
+    }
+    let ws = |cmd: &'static str, rest: &[&'static str]| {
+        let mut v = vec![cmd, "--workspace"];
+        v.extend(NOT_HOST);
+        v.extend(rest);
+        v
+    };
+    let steps = [
+        Step {
+            name: "build",
+            args: ws("build", &[]),
+            limit: Duration::from_secs(30 * 60),
+        },
+        Step {
+            name: "rustfmt",
+            args: vec!["fmt", "--all", "--", "--check"],
+            limit: Duration::from_secs(5 * 60),
+        },
+        Step {
+            name: "clippy",
+            args: ws("clippy", &["--", "-D", "warnings"]),
+            limit: Duration::from_secs(20 * 60),
+        },
+        Step {
+            name: "tests",
+            args: ws("test", &["--no-fail-fast", "--", "--test-threads", "2"]),
+            limit: Duration::from_secs(40 * 60),
+        },
+    ];
+    let mut results: Vec<(&str, String, bool)> = Vec::new();
+    let mut failed_tests: Vec<String> = Vec::new();
+    let mut failed_binaries: Vec<String> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        println!();
+        println!("== [{}/{}] {}", i + 1, steps.len(), step.name);
+        let step_deadline = deadline.min(Instant::now() + step.limit);
+        let mut cmd = proc::cargo();
+        cmd.args(&step.args);
+        let done = if step.name == "tests" {
+            let mut collect = |line: &str| {
+                let l = line.trim();
+                if let Some(name) = l
+                    .strip_prefix("test ")
+                    .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+                {
+                    failed_tests.push(name.to_string());
+                }
+            };
+            let done = proc::run(&mut cmd, Some(step_deadline), Some(&mut collect))?;
+            failed_binaries = test_binaries_failed(&failed_tests);
+            done
+        } else {
+            proc::run(&mut cmd, Some(step_deadline), None)?
+        };
+        println!("== {}: {}", step.name, done.describe());
+        results.push((step.name, done.describe(), done.ok()));
+        if step.name == "build" && !done.ok() {
+            println!("xtask: the build failed; clippy and the tests cannot run");
+            break;
+        }
+        if Instant::now() > deadline {
+            println!("xtask: the {timeout_min}-minute limit is reached; stopping");
+            break;
+        }
+    }
+    println!();
+    println!("== summary ({:.0} s in all)", start.elapsed().as_secs_f64());
+    for (name, how, ok) in &results {
+        println!("  {:<8} {:<4} {how}", name, if *ok { "ok" } else { "FAIL" });
+    }
+    for s in steps.iter().skip(results.len()) {
+        println!("  {:<8} skip", s.name);
+    }
+    if !failed_tests.is_empty() {
+        println!("  failing tests ({}):", failed_tests.len());
+        for t in &failed_tests {
+            println!("    {t}");
+        }
+    }
+    for b in &failed_binaries {
+        println!("  {b}");
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, _, ok)| !ok)
+        .map(|(n, _, _)| *n)
+        .collect();
+    if failed.is_empty() && results.len() == steps.len() {
+        println!("== all steps passed");
+        Ok(0)
+    } else {
+        let mut what = failed.join(", ");
+        if results.len() < steps.len() {
+            if !what.is_empty() {
+                what.push_str("; ");
+            }
+            what.push_str("not run: ");
+            what.push_str(
+                &steps[results.len()..]
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        println!("== FAILED: {what}");
+        Ok(1)
+    }
+}
+
+/// A note when the test step failed without a failing test line (a test
+/// binary that did not build, crashed, or was stopped).
+fn test_binaries_failed(failed_tests: &[String]) -> Vec<String> {
+    if failed_tests.is_empty() {
+        vec!["(see the cargo output above for test binaries that failed to build or run)".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+fn release_build(bins: &[&str]) -> Result<()> {
+    let mut cmd = proc::cargo();
+    cmd.args(["build", "--release", "-p", "sip-ka-userspace"]);
+    for b in bins {
+        cmd.args(["--bin", b]);
+    }
+    let done = proc::run(&mut cmd, None, None)?;
+    if !done.ok() {
+        bail!("release build failed ({})", done.describe());
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} needs root (network namespaces, XDP, bpffs): run it as root");
+    }
+    Ok(())
+}
+
+pub fn demo() -> Result<i32> {
+    setup::setup()?;
+    require_root("the demo")?;
+    release_build(&["sip-ka"])?;
+    let exe = target_dir().join("release/sip-ka");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("lab");
+    let done = proc::run(&mut cmd, None, None)?;
+    println!("== sip-ka lab: {}", done.describe());
+    Ok(done.code())
+}
+
+pub fn bench(args: &[String]) -> Result<i32> {
+    setup::setup()?;
+    require_root("the benchmark")?;
+    release_build(&["sip-ka", "sip-ka-bench"])?;
+    let release = target_dir().join("release");
+    let mut cmd = Command::new(release.join("sip-ka-bench"));
+    cmd.args(args).env("SIP_KA_BIN", release.join("sip-ka"));
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn");
+    }
+    let done = proc::run(&mut cmd, None, None)?;
+    println!("== sip-ka-bench: {}", done.describe());
+    Ok(done.code())
+}
