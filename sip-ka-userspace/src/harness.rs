@@ -6,12 +6,18 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, MapData, PerCpuArray,
+    },
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
 use sip_ka_common::{
-    maps::{DialogValue, MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
+    maps::{
+        DialogValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS,
+        MAP_STATS, PROGRAM_NAME,
+    },
     Config,
 };
 
@@ -72,6 +78,15 @@ impl Harness {
         let mut map: Array<&mut MapData, Config> =
             Array::try_from(self.bpf.map_mut(MAP_CONFIG).context("CONFIG")?)?;
         map.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    /// Adds a prefix (`len` bits of the 16-byte form) to ACL_ALLOW or ACL_DENY.
+    pub fn acl_insert(&mut self, allow: bool, len: u32, addr: [u8; 16]) -> Result<()> {
+        let name = if allow { MAP_ACL_ALLOW } else { MAP_ACL_DENY };
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
+            LpmTrie::try_from(self.bpf.map_mut(name).context("ACL")?)?;
+        trie.insert(&Key::new(len, addr), 1, 0)?;
         Ok(())
     }
 

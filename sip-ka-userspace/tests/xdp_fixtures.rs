@@ -15,9 +15,9 @@ use sip_ka::{
 };
 use sip_ka_common::{
     callid_hash,
-    config::ACL_OFF,
+    config::{ACL_ALLOW_ONLY, ACL_DENY, ACL_OFF},
     counters::{sip_request_index, NAMED_COUNTERS},
-    maps::{DialogValue, DIALOG_CONFIRMED},
+    maps::{v4_mapped, DialogValue, DIALOG_CONFIRMED},
     sip::Method,
     stun::{crc32, FINGERPRINT_XOR, MAGIC_COOKIE_BYTES, MAX_AMPLIFICATION},
     Action, Config, Counter,
@@ -773,6 +773,40 @@ fn never_answer_rules_hold() {
     );
     let other = ping.clone().with(|p| p.src4 = [198, 18, 0, 9]).bytes();
     assert_eq!(h.run(&other).unwrap().action, XDP_TX);
+}
+
+#[test]
+fn acl_deny_and_allow_only() {
+    let mut h = harness();
+    let ping = Pkt::v4(b"\r\n\r\n");
+    let stranger = ping.clone().with(|p| p.src4 = [203, 0, 113, 7]);
+    // 198.18.0.0/24 denied (IPv4 prefixes are mapped: length + 96).
+    h.acl_insert(false, 96 + 24, v4_mapped([198, 18, 0, 0]))
+        .unwrap();
+    // Deny list present but ACL off: still answered.
+    assert_eq!(h.run(&ping.bytes()).unwrap().action, XDP_TX);
+    h.set_config(Config {
+        acl: ACL_DENY,
+        ..Config::DEFAULT
+    })
+    .unwrap();
+    let d = Delta::new(&h);
+    assert_eq!(h.run(&ping.bytes()).unwrap().action, XDP_DROP);
+    d.expect(&h, "denied", &[(Counter::DropAcl, 1)]);
+    assert_eq!(h.run(&stranger.bytes()).unwrap().action, XDP_TX);
+    // Allow-only: 203.0.113.7/32 allowed, everything else refused.
+    h.acl_insert(true, 128, v4_mapped([203, 0, 113, 7]))
+        .unwrap();
+    h.set_config(Config {
+        acl: ACL_ALLOW_ONLY,
+        ..Config::DEFAULT
+    })
+    .unwrap();
+    assert_eq!(h.run(&stranger.bytes()).unwrap().action, XDP_TX);
+    let other = ping.clone().with(|p| p.src4 = [203, 0, 113, 8]);
+    let d = Delta::new(&h);
+    assert_eq!(h.run(&other.bytes()).unwrap().action, XDP_DROP);
+    d.expect(&h, "not allowed", &[(Counter::DropAcl, 1)]);
 }
 
 fn sip(method: &str, to_tag: bool, body: &str, extra: &str) -> Vec<u8> {
