@@ -325,7 +325,10 @@ pub fn has_body(s: &Scratch) -> bool {
     let n = len(s);
     let start = recorded(&s.clen_value);
     if start == 0 {
-        let b = recorded(&s.body_start);
+        // Not `recorded`: the body may start just past the buffer
+        // (2048 + 1), which must stay out of range, not wrap to 1.
+        // SAFETY: a plain read of a field of the scratch value.
+        let b = (unsafe { core::ptr::read_volatile(&s.body_start) } as usize) & (BUF_LEN * 2 - 1);
         return b != 0 && b < n;
     }
     for j in 0..16 {
