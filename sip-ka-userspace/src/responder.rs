@@ -111,3 +111,48 @@ pub async fn serve(sock: UdpSocket, shared: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sip_ka_common::stun::MAGIC_COOKIE_BYTES;
+
+    fn src() -> SocketAddr {
+        "198.18.0.2:40000".parse().unwrap()
+    }
+
+    #[test]
+    fn crlf_ping_gets_a_pong_unless_configured_to_drop() {
+        let shared = Shared::new(Config::DEFAULT);
+        assert_eq!(answer(&shared, b"\r\n\r\n", src()), Some(b"\r\n".to_vec()));
+        assert_eq!(
+            answer(&shared, b"\r\n", src()),
+            None,
+            "a pong is never answered"
+        );
+        if let Ok(mut c) = shared.config.write() {
+            c.udp_crlf = Action::Drop as u32;
+        }
+        assert_eq!(answer(&shared, b"\r\n\r\n", src()), None);
+        assert_eq!(shared.counters.get(Counter::UserCrlfPing), 2);
+        assert_eq!(shared.counters.get(Counter::UserCrlfPongSent), 1);
+        assert_eq!(shared.counters.get(Counter::UserIgnored), 1);
+    }
+
+    #[test]
+    fn stun_request_gets_a_success_and_bad_sources_get_nothing() {
+        let shared = Shared::new(Config::DEFAULT);
+        let mut req = vec![0x00, 0x01, 0x00, 0x00];
+        req.extend_from_slice(&MAGIC_COOKIE_BYTES);
+        req.extend_from_slice(&[9u8; 12]);
+        let reply = answer(&shared, &req, src()).expect("answered");
+        assert_eq!(&reply[..2], &[0x01, 0x01]);
+        assert_eq!(answer(&shared, &req, "198.18.0.2:0".parse().unwrap()), None);
+        assert_eq!(
+            answer(&shared, &req, "224.0.0.1:5060".parse().unwrap()),
+            None
+        );
+        assert_eq!(shared.counters.get(Counter::UserStunResp), 1);
+        assert_eq!(shared.counters.get(Counter::UserStunReq), 3);
+    }
+}
