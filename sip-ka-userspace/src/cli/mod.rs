@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod config;
 mod detach;
+mod lab;
 mod peers;
 mod run;
 mod stats;
@@ -45,6 +46,9 @@ pub enum Command {
     /// needs an XDP program on the peer device).
     #[command(hide = true)]
     XdpPass(xdp_pass::XdpPassArgs),
+    /// A self-contained demonstration in network namespaces: real clients
+    /// send CRLF, STUN and SIP to sip-ka; prints the stats and the peers.
+    Lab(lab::LabArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -55,5 +59,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Config(a) => config::config(a),
         Command::Detach(a) => detach::detach(a),
         Command::XdpPass(a) => xdp_pass::xdp_pass(a),
+        Command::Lab(a) => lab::lab(a),
     }
 }

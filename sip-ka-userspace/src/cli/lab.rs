@@ -1,0 +1,456 @@
+//! `sip-ka lab`: a self-contained demonstration in network namespaces.
+//! It builds a lab (a server namespace where sip-ka runs on one end of a
+//! veth pair, a client namespace on the other end), starts the daemon,
+//! sends CRLF, STUN and SIP traffic from real clients, checks the answers,
+//! prints the counters and the peers table, and tears everything down.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::Args;
+use tokio::signal::unix::SignalKind;
+
+use crate::{
+    attach::XdpModeChoice,
+    lab::{self, Lab, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
+};
+
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    /// XDP attach mode of the daemon in the lab: native with a fallback to
+    /// SKB mode (auto), or only one of them.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: XdpModeChoice,
+    /// Leave the lab up after the traffic and print how to poke at it;
+    /// it is torn down on Ctrl-C (SIGINT) or SIGTERM.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// The clients the demonstration drives and the tools the lab needs,
+/// with their Debian packages.
+const TOOLS: &[(&str, &str)] = &[
+    ("turnutils_stunclient", "coturn"),
+    ("stun", "stun-client"),
+    ("sipsak", "sipsak"),
+    ("sipp", "sip-tester"),
+    ("ip", "iproute2"),
+    ("ethtool", "ethtool"),
+    ("sysctl", "procps"),
+    ("nsenter", "util-linux"),
+    ("timeout", "coreutils"),
+];
+
+const SIP_PORT: u16 = 5060;
+
+pub fn lab(args: LabArgs) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("sip-ka lab needs root (network namespaces, XDP, bpffs)");
+    }
+    let missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(tool, _)| on_path(tool).is_none())
+        .map(|(tool, pkg)| format!("{tool} (Debian package {pkg})"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing tools: {}; install them with `cargo xtask setup` or apt-get",
+            missing.join(", ")
+        );
+    }
+
+    step("building the lab: two network namespaces joined by a veth pair");
+    let mut lab = Lab::new()?;
+    println!(
+        "    server ns {} ({} = {SERVER_V4}, {SERVER_V6}), client ns {} ({} = {CLIENT_V4}, {CLIENT_V6})",
+        lab.server_ns, lab.server_if, lab.client_ns, lab.client_if
+    );
+    // A client whose request nothing answers (sipsak's OPTIONS: no PBX
+    // here) then hears so at once from an ICMP error, every time.
+    for key in ["net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0"] {
+        lab::run(lab.server("sysctl").args(["-q", "-w", key]))?;
+    }
+
+    let mode = match args.xdp_mode {
+        XdpModeChoice::Auto => "auto",
+        XdpModeChoice::Native => "native",
+        XdpModeChoice::Skb => "skb",
+    };
+    step(&format!(
+        "starting `sip-ka run --mode offload --xdp-mode {mode}` on {}",
+        lab.server_if
+    ));
+    lab.start_daemon(&["--mode", "offload", "--xdp-mode", mode])?;
+    println!("    XDP program attached: {}", attached_mode(&lab)?);
+
+    let scratch = std::env::temp_dir().join(format!("{}-lab", lab.name));
+    let result = traffic(&lab, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+
+    step("sip-ka stats (non-zero counters)");
+    let out = lab::run(&mut lab.sip_ka(&["stats"])?)?;
+    print_indented(&out.stdout);
+    step("sip-ka peers");
+    let out = lab::run(&mut lab.sip_ka(&["peers"])?)?;
+    print_indented(&out.stdout);
+
+    if args.keep {
+        keep_up(&lab)?;
+    }
+    step("tearing the lab down");
+    if lab.daemon_pid().is_some() {
+        let status = lab.stop_daemon()?;
+        if !status.success() {
+            bail!("sip-ka run exited with {status} on SIGTERM");
+        }
+    }
+    drop(lab);
+    println!("done: every keep-alive was answered and counted");
+    Ok(())
+}
+
+/// The traffic of the demonstration, each step checked.
+fn traffic(lab: &Lab, scratch: &Path) -> Result<()> {
+    let server4 = SocketAddr::new(SERVER_V4.into(), SIP_PORT);
+    let server6 = SocketAddr::new(SERVER_V6.into(), SIP_PORT);
+
+    step("CRLF keep-alives: a UDP socket sends \\r\\n\\r\\n (RFC 5626 4.4.1)");
+    for (bind, to, count) in [
+        (SocketAddr::new(CLIENT_V4.into(), 0), server4, 3),
+        (SocketAddr::new(CLIENT_V6.into(), 0), server6, 2),
+    ] {
+        let sock = client_socket(lab, bind)?;
+        let me = sock.local_addr()?;
+        for _ in 0..count {
+            match exchange(&sock, to, b"\r\n\r\n")? {
+                Some((reply, from)) if reply == b"\r\n" && from == to => {}
+                Some((reply, from)) => {
+                    bail!("CRLF ping from {me}: unexpected answer {reply:02x?} from {from}")
+                }
+                None => bail!("CRLF ping from {me} to {to}: no pong within 2 s"),
+            }
+        }
+        println!("    {me} -> {to}: {count} pings, {count} pongs (\\r\\n)");
+    }
+
+    step("STUN: coturn's turnutils_stunclient (RFC 5389 Binding)");
+    for server in [SERVER_V4.to_string(), SERVER_V6.to_string()] {
+        let out = client_run(
+            lab,
+            None,
+            10,
+            "turnutils_stunclient",
+            &["-p", &SIP_PORT.to_string(), &server],
+        )?;
+        let t = text(&out);
+        let mapped = addr_after(&t, "UDP reflexive addr: ").ok_or_else(|| {
+            anyhow!("turnutils_stunclient -p {SIP_PORT} {server}: no answer: {t}")
+        })?;
+        println!("    turnutils_stunclient -p {SIP_PORT} {server}: reflexive address {mapped}");
+    }
+
+    step("STUN: the classic client `stun` (RFC 3489), test 1");
+    let out = client_run(
+        lab,
+        None,
+        10,
+        "stun",
+        &[&server4.to_string(), "1", "-v", "-p", "40000"],
+    )?;
+    let t = text(&out);
+    let mapped = addr_after(&t, "MappedAddress = ")
+        .ok_or_else(|| anyhow!("stun {server4} 1: no mapped address: {t}"))?;
+    println!("    stun {server4} 1 -p 40000: MAPPED-ADDRESS {mapped}");
+
+    step("SIP: sipsak OPTIONS (counted by the fast path; no PBX answers here)");
+    let before = lab.counters()?;
+    let out = client_run(
+        lab,
+        None,
+        10,
+        "sipsak",
+        &["-s", &format!("sip:{SERVER_V4}"), "--timer-t1=100"],
+    )?;
+    if out.status.code() == Some(124) {
+        bail!("sipsak timed out: {}", text(&out));
+    }
+    let counted = grew(
+        &before,
+        &lab.counters()?,
+        "req_options_out_of_dialog_no_body",
+    );
+    if counted == 0 {
+        bail!("sipsak's OPTIONS was not counted: {}", text(&out));
+    }
+    println!("    sipsak -s sip:{SERVER_V4}: {counted} OPTIONS counted out of dialog, no body");
+
+    step("SIP: sipp sends an OPTIONS and an in-dialog INFO without a body");
+    std::fs::create_dir_all(scratch)?;
+    std::fs::write(scratch.join("ka.xml"), SIPP_SCENARIO)?;
+    let before = lab.counters()?;
+    let out = client_run(
+        lab,
+        Some(scratch),
+        15,
+        "sipp",
+        &[
+            "-sf",
+            "ka.xml",
+            "-m",
+            "1",
+            "-nostdin",
+            "-i",
+            &CLIENT_V4.to_string(),
+            "-p",
+            "45060",
+            "-timeout",
+            "10s",
+            &server4.to_string(),
+        ],
+    )?;
+    if !out.status.success() {
+        bail!("sipp failed ({}): {}", out.status, text(&out));
+    }
+    let after = lab.counters()?;
+    let info = grew(&before, &after, "req_info_in_dialog_no_body");
+    if info == 0 {
+        bail!("sipp's INFO was not counted");
+    }
+    println!(
+        "    sipp: OPTIONS +{}, INFO in dialog +{info}, keep-alives for unknown dialogs +{}",
+        grew(&before, &after, "req_options_out_of_dialog_no_body"),
+        grew(&before, &after, "ka_unknown_dialog")
+    );
+    Ok(())
+}
+
+/// sipp sends both requests and expects nothing back.
+const SIPP_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="sip-ka lab keep-alives">
+  <send>
+    <![CDATA[
+
+      OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="20"/>
+  <send>
+    <![CDATA[
+
+      INFO sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[remote_ip]:[remote_port]>;tag=sip-ka-lab
+      Call-ID: [call_id]
+      CSeq: 2 INFO
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
+/// Prints how to use the lab, then waits for SIGINT or SIGTERM.
+fn keep_up(lab: &Lab) -> Result<()> {
+    let exe = lab::sip_ka_exe()?;
+    let pins = lab.pin_dir.display();
+    step("the lab stays up; from another shell:");
+    println!(
+        "    sudo {} stats --watch 1 --pin-dir {pins}",
+        exe.display()
+    );
+    println!("    sudo {} peers --pin-dir {pins}", exe.display());
+    println!(
+        "    sudo {} config --pin-dir {pins} set udp_crlf drop",
+        exe.display()
+    );
+    println!(
+        "    sudo nsenter --net=/run/netns/{} -- turnutils_stunclient -p {SIP_PORT} {SERVER_V4}",
+        lab.client_ns
+    );
+    println!(
+        "    sudo nsenter --net=/run/netns/{} -- sipsak -s sip:{SERVER_V4}",
+        lab.client_ns
+    );
+    println!(
+        "    sudo nsenter --net=/run/netns/{} -- python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b'\\r\\n\\r\\n', ('{SERVER_V4}', {SIP_PORT})); print(s.recvfrom(64))\"",
+        lab.client_ns
+    );
+    println!(
+        "    sudo ip netns exec {} tcpdump -ni {} udp port {SIP_PORT}",
+        lab.client_ns, lab.client_if
+    );
+    if let Some(pid) = lab.daemon_pid() {
+        println!("    (sip-ka run is process {pid})");
+    }
+    println!("press Ctrl-C to tear the lab down");
+    use std::io::Write as _;
+    std::io::stdout().flush().ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    println!();
+    Ok(())
+}
+
+fn step(what: &str) {
+    println!("==> {what}");
+}
+
+fn print_indented(bytes: &[u8]) {
+    for line in String::from_utf8_lossy(bytes).lines() {
+        println!("    {line}");
+    }
+}
+
+fn on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// "native", "skb" or "none", as the kernel reports it for the server
+/// interface.
+fn attached_mode(lab: &Lab) -> Result<&'static str> {
+    let out = lab::run(
+        lab.server("ip")
+            .args(["-d", "link", "show", "dev", &lab.server_if]),
+    )?;
+    let t = String::from_utf8_lossy(&out.stdout);
+    Ok(if t.contains("xdpgeneric") {
+        "skb (generic) mode"
+    } else if t.contains(" xdp ") || t.contains("prog/xdp") {
+        "native (driver) mode"
+    } else {
+        "none"
+    })
+}
+
+/// Runs `program args...` in the client namespace under `timeout`.
+fn client_run(
+    lab: &Lab,
+    dir: Option<&Path>,
+    secs: u32,
+    program: &str,
+    args: &[&str],
+) -> Result<Output> {
+    let mut cmd: Command = lab.client("timeout");
+    cmd.args(["-k", "2", &secs.to_string(), program])
+        .args(args)
+        .stdin(Stdio::null());
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    cmd.output()
+        .with_context(|| format!("running {program} in {}", lab.client_ns))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .trim()
+    .to_string()
+}
+
+fn grew(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    name: &str,
+) -> u64 {
+    after
+        .get(name)
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(before.get(name).copied().unwrap_or(0))
+}
+
+/// The address a client printed after `marker`: `a.b.c.d:port`,
+/// `[v6]:port` or a bare `v6:port`.
+fn addr_after(output: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &output[output.find(marker)? + marker.len()..];
+    let token: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ',')
+        .collect();
+    if let Ok(a) = token.parse() {
+        return Some(a);
+    }
+    let (ip, port) = token.rsplit_once(':')?;
+    Some(SocketAddr::new(
+        ip.parse::<IpAddr>().ok()?,
+        port.parse().ok()?,
+    ))
+}
+
+/// A UDP socket in the lab's client namespace: made by a thread that
+/// joined the namespace (a socket keeps the namespace it was made in).
+fn client_socket(lab: &Lab, bind: SocketAddr) -> Result<UdpSocket> {
+    let ns = format!("/run/netns/{}", lab.client_ns);
+    std::thread::spawn(move || -> Result<UdpSocket> {
+        let f = std::fs::File::open(&ns).with_context(|| format!("opening {ns}"))?;
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns({ns}): {}", std::io::Error::last_os_error());
+        }
+        let s = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(s)
+    })
+    .join()
+    .map_err(|_| anyhow!("client socket thread panicked"))?
+}
+
+/// Sends `payload` to `to`; the first datagram back within 2 s, if any.
+fn exchange(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    payload: &[u8],
+) -> Result<Option<(Vec<u8>, SocketAddr)>> {
+    sock.send_to(payload, to)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut buf = [0u8; 2048];
+    for _ in 0..100 {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => return Ok(Some((buf[..n].to_vec(), from))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
