@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+mod acl;
 mod config;
 mod detach;
 mod lab;
-mod peers;
+pub mod peers;
 mod run;
 mod stats;
 mod xdp_pass;
@@ -40,6 +41,8 @@ pub enum Command {
     Peers(peers::PeersArgs),
     /// Read or change the fast path's configuration; takes effect on the next packet.
     Config(config::ConfigArgs),
+    /// Edit the ACL prefix lists (used when `config set acl deny|allow-only`).
+    Acl(acl::AclArgs),
     /// Detach the program from an interface and remove the pins.
     Detach(detach::DetachArgs),
     /// Attach a pass-through XDP program (lab use: native XDP_TX on a veth
@@ -57,6 +60,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Stats(a) => stats::stats(a),
         Command::Peers(a) => peers::peers(a),
         Command::Config(a) => config::config(a),
+        Command::Acl(a) => acl::acl(a),
         Command::Detach(a) => detach::detach(a),
         Command::XdpPass(a) => xdp_pass::xdp_pass(a),
         Command::Lab(a) => lab::lab(a),
