@@ -54,10 +54,17 @@ pub struct Config {
     /// Token bucket depth per source address.
     pub rate_limit_burst: u32,
     /// Set by the daemon when the map was initialised (0 = never written:
-    /// the program then uses [`Config::DEFAULT`]).
+    /// the program then passes everything).
     pub initialised: u32,
     pub _pad: u32,
+    /// The ports marked in `SIP_PORTS` (0 = unused slot), so userspace can
+    /// list them without reading 65536 array entries. The program does not
+    /// read this.
+    pub sip_ports: [u16; MAX_SIP_PORTS],
 }
+
+/// How many SIP ports can be configured.
+pub const MAX_SIP_PORTS: usize = 8;
 
 impl Config {
     pub const DEFAULT: Config = Config {
@@ -73,6 +80,7 @@ impl Config {
         rate_limit_burst: 20,
         initialised: 1,
         _pad: 0,
+        sip_ports: [0; MAX_SIP_PORTS],
     };
 }
 

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use sip_ka_common::{
+    config::MAX_SIP_PORTS,
     maps::{
         AclAddr, DialogValue, PeerKey, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG,
         MAP_DIALOGS, MAP_PEERS, MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PIN_LINK_PREFIX,
@@ -88,27 +89,33 @@ pub fn counter_totals(stats: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>> {
     Ok(totals)
 }
 
-/// The ports marked in SIP_PORTS.
-pub fn sip_ports(map: &Array<MapData, u8>) -> Result<Vec<u16>> {
-    let mut ports = Vec::new();
-    for (i, v) in map.iter().enumerate() {
-        if v? != 0 {
-            ports.push(i as u16);
-        }
-    }
-    Ok(ports)
+/// The ports marked in SIP_PORTS, as recorded in the configuration.
+pub fn sip_ports(cfg: &Config) -> Vec<u16> {
+    cfg.sip_ports.iter().copied().filter(|p| *p != 0).collect()
 }
 
-/// Marks exactly `ports` in SIP_PORTS.
-pub fn set_sip_ports(map: &mut Array<MapData, u8>, ports: &[u16]) -> Result<()> {
-    for old in sip_ports(map)? {
-        if !ports.contains(&old) {
+/// Marks exactly `ports` in SIP_PORTS and records them in `cfg` (which the
+/// caller then writes to CONFIG).
+pub fn set_sip_ports(map: &mut Array<MapData, u8>, cfg: &mut Config, ports: &[u16]) -> Result<()> {
+    let mut wanted: Vec<u16> = ports.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() || wanted.contains(&0) {
+        bail!("SIP ports: give at least one port between 1 and 65535");
+    }
+    if wanted.len() > MAX_SIP_PORTS {
+        bail!("at most {MAX_SIP_PORTS} SIP ports can be configured");
+    }
+    for old in sip_ports(cfg) {
+        if !wanted.contains(&old) {
             map.set(old as u32, 0, 0)?;
         }
     }
-    for &p in ports {
+    for &p in &wanted {
         map.set(p as u32, 1, 0)?;
     }
+    cfg.sip_ports = [0; MAX_SIP_PORTS];
+    cfg.sip_ports[..wanted.len()].copy_from_slice(&wanted);
     Ok(())
 }
 

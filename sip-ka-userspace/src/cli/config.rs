@@ -54,10 +54,10 @@ pub fn config(args: ConfigArgs) -> Result<()> {
                     .map(|p| p.trim().parse::<u16>())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| anyhow::anyhow!("sip_ports: {e}: expected e.g. 5060,5080"))?;
-                if ports.is_empty() || ports.contains(&0) {
-                    anyhow::bail!("sip_ports: give at least one port between 1 and 65535");
-                }
-                pins::set_sip_ports(&mut pins.sip_ports()?, &ports)?;
+                let mut map = pins.config()?;
+                let mut cfg = pins::read_config(&map)?;
+                pins::set_sip_ports(&mut pins.sip_ports()?, &mut cfg, &ports)?;
+                map.set(0, cfg, 0)?;
             } else {
                 let mut map = pins.config()?;
                 let mut cfg = pins::read_config(&map)?;
@@ -71,7 +71,7 @@ pub fn config(args: ConfigArgs) -> Result<()> {
 }
 
 fn ports_string(pins: &pins::Pins) -> Result<String> {
-    Ok(pins::sip_ports(&pins.sip_ports()?)?
+    Ok(pins::sip_ports(&pins::read_config(&pins.config()?)?)
         .iter()
         .map(|p| p.to_string())
         .collect::<Vec<_>>()

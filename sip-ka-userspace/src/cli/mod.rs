@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct PinDir {
     /// Directory on a bpffs where maps and the link are pinned.
-    #[arg(long, default_value = crate::ebpf::DEFAULT_PIN_DIR)]
+    #[arg(long, global = true, default_value = crate::ebpf::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
 }
 

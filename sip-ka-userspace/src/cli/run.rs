@@ -78,9 +78,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.upstream.is_some() {
         bail!("--upstream only applies to edge mode");
     }
+    // With --xdp off nothing is attached, even if --iface is given.
     let iface = match (&args.iface, args.xdp) {
-        (Some(i), _) => Some(i.clone()),
-        (None, OnOff::Off) => None,
+        (_, OnOff::Off) => None,
+        (Some(i), OnOff::On) => Some(i.clone()),
         (None, OnOff::On) => bail!("--iface is required (or --xdp off)"),
     };
     let file_cfg = match &args.config {
@@ -103,18 +104,23 @@ pub fn run(args: RunArgs) -> Result<()> {
         config_keys::apply_file(&mut cfg, text)?;
     }
     cfg.initialised = 1;
-    config_map.set(0, cfg, 0)?;
 
+    // Ports: the command line, else what a previous run left, else 5060.
     let mut ports_map: Array<MapData, u8> = Array::try_from(
         bpf.take_map(MAP_SIP_PORTS)
             .context("SIP_PORTS map missing")?,
     )?;
-    if !args.sip_ports.is_empty() {
-        pins::set_sip_ports(&mut ports_map, &args.sip_ports)?;
-    } else if pins::sip_ports(&ports_map)?.is_empty() {
-        pins::set_sip_ports(&mut ports_map, &[5060])?;
-    }
-    let ports = pins::sip_ports(&ports_map)?;
+    let ports = if !args.sip_ports.is_empty() {
+        args.sip_ports.clone()
+    } else {
+        match pins::sip_ports(&cfg) {
+            p if p.is_empty() => vec![5060],
+            p => p,
+        }
+    };
+    pins::set_sip_ports(&mut ports_map, &mut cfg, &ports)?;
+    config_map.set(0, cfg, 0)?;
+    let ports = pins::sip_ports(&cfg);
 
     let mut stats_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(bpf.take_map(MAP_STATS).context("STATS map missing")?)?;
