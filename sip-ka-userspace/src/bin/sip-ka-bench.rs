@@ -1,0 +1,1166 @@
+//! sip-ka-bench: the figures behind `cargo xtask bench`.
+//!
+//! (a) Nanoseconds per packet of the XDP program, from BPF_PROG_TEST_RUN,
+//!     for each fast path.
+//! (b) In a veth lab, in one run: answered keep-alives per second and CPU
+//!     time per answer for XDP, the daemon's userspace responder
+//!     (`--xdp off`), and coturn answering the same STUN load.
+//!
+//! Needs root. Every loop is bounded in count and in time, and the lab
+//! only uses the addresses of the namespaces it creates.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use clap::Parser;
+use sip_ka::{
+    harness::{Harness, XDP_PASS, XDP_TX},
+    lab::{self, Lab, SERVER_V4},
+};
+use sip_ka_common::{
+    callid_hash,
+    maps::{DialogValue, DIALOG_CONFIRMED},
+    stun::{crc32, ATTR_FINGERPRINT, FINGERPRINT_XOR, MAGIC_COOKIE_BYTES},
+    Counter,
+};
+
+/// Benchmarks of sip-ka's fast path (run as root).
+#[derive(Parser, Debug)]
+#[command(name = "sip-ka-bench")]
+struct Opts {
+    /// BPF_PROG_TEST_RUN calls (repeat=1 each) per answering path.
+    #[arg(long, default_value_t = 50_000)]
+    calls: u32,
+    /// Repeat count for the paths that leave the packet unchanged.
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    /// Requests per lab row, at most.
+    #[arg(long, default_value_t = 200_000)]
+    count: u64,
+    /// Seconds per lab row, at most.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Requests in flight at once in the lab load.
+    #[arg(long, default_value_t = 128)]
+    window: u32,
+    /// Send STUN requests without FINGERPRINT in the lab load.
+    #[arg(long)]
+    no_fingerprint: bool,
+    /// Leave NAPI of the lab's veth pair in softirq context (see the notes).
+    #[arg(long)]
+    no_threaded_napi: bool,
+    /// Only the BPF_PROG_TEST_RUN part.
+    #[arg(long)]
+    test_run_only: bool,
+    /// Only the lab part.
+    #[arg(long)]
+    lab_only: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let opts = Opts::parse();
+    match bench(&opts) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sip-ka-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(opts: &Opts) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root (BPF_PROG_TEST_RUN, network namespaces, XDP)");
+    }
+    if !opts.lab_only {
+        test_run_bench(opts)?;
+    }
+    if !opts.test_run_only {
+        if !opts.lab_only {
+            println!();
+        }
+        lab_bench(opts)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// Packets
+// ---------------------------------------------------------------------
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const CLIENT4: [u8; 4] = [198, 18, 0, 2];
+const SERVER4: [u8; 4] = [198, 18, 0, 1];
+
+fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn sum16(data: &[u8]) -> u32 {
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+/// Ethernet + IPv4 + UDP around `payload`, checksums correct.
+fn udp4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let mut p = Vec::with_capacity(34 + udp_len);
+    p.extend(SERVER_MAC);
+    p.extend(CLIENT_MAC);
+    p.extend(0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&0x1c46u16.to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&CLIENT4);
+    ip[16..20].copy_from_slice(&SERVER4);
+    let c = fold(sum16(&ip));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend(ip);
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend(sport.to_be_bytes());
+    udp.extend(dport.to_be_bytes());
+    udp.extend((udp_len as u16).to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(payload);
+    let mut pseudo = Vec::with_capacity(12 + udp.len());
+    pseudo.extend(CLIENT4);
+    pseudo.extend(SERVER4);
+    pseudo.extend([0, 17]);
+    pseudo.extend((udp_len as u16).to_be_bytes());
+    pseudo.extend(&udp);
+    let c = match fold(sum16(&pseudo)) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    p.extend(udp);
+    p
+}
+
+/// A STUN Binding request (RFC 5389) with no attributes, or only a
+/// FINGERPRINT.
+fn binding_request(txid: [u8; 12], fingerprint: bool) -> Vec<u8> {
+    let mut m = Vec::with_capacity(28);
+    m.extend(1u16.to_be_bytes());
+    m.extend((if fingerprint { 8u16 } else { 0 }).to_be_bytes());
+    m.extend(MAGIC_COOKIE_BYTES);
+    m.extend(txid);
+    if fingerprint {
+        let fp = crc32(&m) ^ FINGERPRINT_XOR;
+        m.extend(ATTR_FINGERPRINT.to_be_bytes());
+        m.extend(4u16.to_be_bytes());
+        m.extend(fp.to_be_bytes());
+    }
+    m
+}
+
+const CALL_ID: &str = "a84b4c76e66710-3f1c@198.18.0.2";
+
+/// A realistic OPTIONS (about 450 bytes): out of dialog, or in dialog
+/// (To tag) for a dialog the DIALOGS map knows.
+fn sip_options(in_dialog: bool) -> Vec<u8> {
+    let to_tag = if in_dialog { ";tag=as5f2c1a9e" } else { "" };
+    format!(
+        "OPTIONS sip:pbx@198.18.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.18.0.2:5060;branch=z9hG4bK-524287-1---7c2f4a9d0e1b;rport\r\n\
+         Max-Forwards: 70\r\n\
+         To: <sip:pbx@198.18.0.1:5060>{to_tag}\r\n\
+         From: \"Alice\" <sip:alice@198.18.0.2:5060>;tag=1928301774\r\n\
+         Call-ID: {CALL_ID}\r\n\
+         CSeq: 63104 OPTIONS\r\n\
+         Contact: <sip:alice@198.18.0.2:5060;ob>\r\n\
+         Accept: application/sdp\r\n\
+         Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO\r\n\
+         User-Agent: Bench-Phone/4.2\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+// ---------------------------------------------------------------------
+// (a) BPF_PROG_TEST_RUN
+// ---------------------------------------------------------------------
+
+struct Case {
+    name: String,
+    packet: Vec<u8>,
+    action: u32,
+    /// The program leaves the packet as it was, so `repeat` runs the same
+    /// path every time.
+    fixed_point: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let tx = |n: &str, p| Case {
+        name: n.to_string(),
+        packet: p,
+        action: XDP_TX,
+        fixed_point: false,
+    };
+    let pass = |n: String, p| Case {
+        name: n,
+        packet: p,
+        action: XDP_PASS,
+        fixed_point: true,
+    };
+    let txid = *b"bench-txid-1";
+    vec![
+        tx("CRLF ping -> pong", udp4(40000, 5060, b"\r\n\r\n")),
+        tx(
+            "STUN Binding -> success",
+            udp4(40000, 5060, &binding_request(txid, false)),
+        ),
+        tx(
+            "STUN Binding + FINGERPRINT -> success + FP",
+            udp4(40000, 5060, &binding_request(txid, true)),
+        ),
+        pass(
+            format!(
+                "SIP OPTIONS, {} B, counted (out of dialog)",
+                sip_options(false).len()
+            ),
+            udp4(40000, 5060, &sip_options(false)),
+        ),
+        pass(
+            format!(
+                "SIP OPTIONS, {} B, counted (in dialog, DIALOGS)",
+                sip_options(true).len()
+            ),
+            udp4(40000, 5060, &sip_options(true)),
+        ),
+        pass(
+            "non-SIP UDP to port 53, 64 B, passed".into(),
+            udp4(40000, 53, &[0x5a; 64]),
+        ),
+    ]
+}
+
+struct Timing {
+    median: f64,
+    mean: f64,
+}
+
+/// `calls` separate runs with repeat=1, each on a fresh copy of the packet
+/// (the kernel copies data_in for every call).
+fn single_runs(h: &Harness, case: &Case, calls: u32) -> Result<Timing> {
+    let mut ns = Vec::with_capacity(calls as usize);
+    for _ in 0..calls {
+        let o = h.run(&case.packet)?;
+        if o.action != case.action {
+            bail!(
+                "{}: the program returned {} (expected {})",
+                case.name,
+                o.action,
+                case.action
+            );
+        }
+        ns.push(o.duration.as_nanos() as f64);
+    }
+    let mean = ns.iter().sum::<f64>() / ns.len() as f64;
+    Ok(Timing {
+        median: median(ns),
+        mean,
+    })
+}
+
+fn check_answer(case: &Case, out: &[u8]) -> Result<()> {
+    let payload = out.get(42..).unwrap_or(&[]);
+    let ok = match case.name.as_str() {
+        n if n.starts_with("CRLF") => payload == b"\r\n",
+        n if n.contains("FINGERPRINT") => {
+            payload.len() >= 28
+                && payload[..2] == [1, 1]
+                && payload[payload.len() - 8..payload.len() - 6] == ATTR_FINGERPRINT.to_be_bytes()
+        }
+        _ => payload.len() >= 20 && payload[..2] == [1, 1],
+    };
+    if !ok {
+        bail!("{}: unexpected answer {:02x?}", case.name, payload);
+    }
+    Ok(())
+}
+
+/// The object's empty program (`xdp_pass`, which returns XDP_PASS at
+/// once), loaded on its own: the floor of a BPF_PROG_TEST_RUN run on this
+/// machine.
+struct EmptyProgram {
+    bpf: aya::Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl EmptyProgram {
+    fn load() -> Result<EmptyProgram> {
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/ska{}p", std::process::id()));
+        let mut bpf = sip_ka::ebpf::load(&pin_dir, 0)?;
+        let prog: &mut Xdp = bpf
+            .program_mut("xdp_pass")
+            .context("xdp_pass missing from the object")?
+            .try_into()?;
+        prog.load().context("loading xdp_pass")?;
+        Ok(EmptyProgram { bpf, pin_dir })
+    }
+
+    /// Mean ns per run over `repeat` runs.
+    fn run(&self, packet: &[u8], repeat: u32) -> Result<f64> {
+        let prog: &Xdp = self
+            .bpf
+            .program("xdp_pass")
+            .context("xdp_pass")?
+            .try_into()?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::new()
+        })?;
+        Ok(r.duration.as_nanos() as f64)
+    }
+}
+
+impl Drop for EmptyProgram {
+    fn drop(&mut self) {
+        let _ = sip_ka::pins::unpin_all(&self.pin_dir);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn test_run_bench(opts: &Opts) -> Result<()> {
+    println!("== (a) XDP program, ns per packet (BPF_PROG_TEST_RUN)");
+    let calls = opts.calls.max(1);
+    let repeat = opts.repeat.max(1);
+    let mut h = Harness::new().context("loading the XDP program for BPF_PROG_TEST_RUN")?;
+    h.insert_dialog(
+        callid_hash(CALL_ID.as_bytes()),
+        DialogValue {
+            state: DIALOG_CONFIRMED,
+            ..Default::default()
+        },
+    )?;
+    let cases = cases();
+
+    // What the kernel's timer adds to a repeat=1 call (ktime_get_ns, bh
+    // disable/enable, a cold start): an empty program timed both ways.
+    let empty = EmptyProgram::load()?;
+    let probe = &cases[0].packet;
+    for _ in 0..2000 {
+        empty.run(probe, 1)?;
+    }
+    let empty_single = median(
+        (0..calls)
+            .map(|_| empty.run(probe, 1))
+            .collect::<Result<Vec<_>>>()?,
+    );
+    let empty_repeat = empty.run(probe, repeat)?;
+    drop(empty);
+    let overhead = (empty_single - empty_repeat).max(0.0);
+
+    println!(
+        "{:<48} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "path", "repeat=1", "repeat=1", "repeat=N", "estimate", "above"
+    );
+    println!(
+        "{:<48} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "", "median", "mean", "mean", "ns/packet", "empty prog"
+    );
+    println!(
+        "{:<48} {:>9.0} {:>9} {:>9.1} {:>10.1} {:>10}",
+        "(empty XDP program, for reference)", empty_single, "", empty_repeat, empty_repeat, "0"
+    );
+    for case in &cases {
+        let in_dialog_before = h.counters()?[Counter::KaInDialog as usize];
+        let first = h.run(&case.packet)?;
+        if case.name.contains("in dialog")
+            && h.counters()?[Counter::KaInDialog as usize] == in_dialog_before
+        {
+            bail!("{}: the dialog was not found in DIALOGS", case.name);
+        }
+        if first.action != case.action {
+            bail!(
+                "{}: the program returned {} (expected {})",
+                case.name,
+                first.action,
+                case.action
+            );
+        }
+        if case.action == XDP_TX {
+            check_answer(case, &first.packet)?;
+        } else if first.packet != case.packet {
+            bail!("{}: a passed packet was changed", case.name);
+        }
+        for _ in 0..1000 {
+            h.run(&case.packet)?;
+        }
+        let single = single_runs(&h, case, calls)?;
+        let (repeat_col, estimate) = if case.fixed_point {
+            let r = h.run_repeat(&case.packet, repeat)?;
+            if r.action != case.action {
+                bail!("{}: repeat run returned {}", case.name, r.action);
+            }
+            let ns = r.duration.as_nanos() as f64;
+            (format!("{ns:.1}"), ns)
+        } else {
+            ("n/a".to_string(), (single.median - overhead).max(0.0))
+        };
+        println!(
+            "{:<48} {:>9.0} {:>9.1} {:>9} {:>10.1} {:>10.1}",
+            case.name,
+            single.median,
+            single.mean,
+            repeat_col,
+            estimate,
+            (estimate - empty_repeat).max(0.0)
+        );
+    }
+    println!(
+        "per-call timer overhead: {overhead:.1} ns (empty program: repeat=1 median \
+         {empty_single:.0} ns minus repeat={repeat} mean {empty_repeat:.1} ns)"
+    );
+    println!(
+        "notes: BPF_PROG_TEST_RUN reuses one buffer for all `repeat` runs of a call, and \
+         XDP_TX rewrites the packet in place (a pong becomes a lone CRLF to the sender, a \
+         STUN success is no request), so `repeat` would time an answer once and then another \
+         path. Answering paths are therefore timed with {calls} separate calls of repeat=1, \
+         each on a fresh copy of the request (the kernel copies data_in per call); their \
+         estimate is the median minus the per-call timer overhead. Paths that leave the \
+         packet unchanged (XDP_PASS) are timed with repeat={repeat} and the estimate is the \
+         kernel's mean. \"above empty prog\" subtracts what the kernel's run loop costs an \
+         empty XDP program on this machine. Times in ns. The answers were checked (a CRLF pong, a Binding success, with \
+         FINGERPRINT when asked) and the passed packets left unchanged."
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// (b) veth lab
+// ---------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Stun,
+    Crlf,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Stun => "STUN Binding",
+            Kind::Crlf => "CRLF ping",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Server {
+    Xdp,
+    User,
+    Coturn,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Xdp => "sip-ka XDP (native)",
+            Server::User => "sip-ka userspace (--xdp off)",
+            Server::Coturn => "coturn turnserver",
+        }
+    }
+}
+
+#[derive(Default, Debug, Clone)]
+struct Load {
+    sent: u64,
+    answered: u64,
+    bad: u64,
+    /// Readiness probes sent before the measured run.
+    probes: u64,
+    elapsed: f64,
+    /// CPU time of the load generator thread.
+    gen_cpu: f64,
+    /// Busy CPU time of the whole machine (/proc/stat).
+    busy_cpu: f64,
+    /// CPU time of the server's tasks: its process(es) and the server
+    /// veth's NAPI thread (None when that thread was not found).
+    server_cpu: Option<f64>,
+    /// CPU time of the client veth's NAPI thread (receiving the answers).
+    client_napi_cpu: Option<f64>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.answered as f64 / self.elapsed.max(1e-9)
+    }
+
+    /// ns of CPU per answer: the whole machine's busy time minus the load
+    /// generator's own.
+    fn machine_per_answer(&self) -> f64 {
+        (self.busy_cpu - self.gen_cpu).max(0.0) * 1e9 / (self.answered.max(1) as f64)
+    }
+
+    /// ns of the server's own CPU per answer.
+    fn server_per_answer(&self) -> Option<f64> {
+        self.server_cpu
+            .map(|c| c * 1e9 / (self.answered.max(1) as f64))
+    }
+}
+
+struct Row {
+    server: Server,
+    kind: Kind,
+    load: Load,
+    /// Answers sip-ka's own counters saw (None for coturn).
+    counted: Option<u64>,
+    /// The attached program's own run time per packet and its run count
+    /// over the row (BPF_ENABLE_STATS), for the XDP rows.
+    prog: Option<(f64, u64)>,
+}
+
+/// Busy CPU seconds of the whole machine: user + nice + system + irq +
+/// softirq from the first line of /proc/stat.
+fn machine_busy() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    if f.len() < 7 {
+        bail!("unexpected /proc/stat line {line:?}");
+    }
+    let ticks = f[0] + f[1] + f[2] + f[5] + f[6];
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// CPU seconds (user + system) of the calling thread.
+fn thread_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into `ru` only.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU seconds the scheduler counted for every thread of `pids`
+/// (/proc/PID/task/TID/schedstat, nanoseconds on CPU).
+fn tasks_cpu(pids: &[u32]) -> f64 {
+    let mut ns: u64 = 0;
+    for pid in pids {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    ns as f64 * 1e-9
+}
+
+/// Kernel threads of threaded NAPI ("napi/<dev>-<id>").
+fn napi_threads() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                let comm = comm.trim_end().to_string();
+                if comm.starts_with("napi/") {
+                    out.push((pid, comm));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Switches `dev` in namespace `ns` to threaded NAPI (with GRO on, so the
+/// device uses NAPI even without XDP) and returns the NAPI threads that
+/// appeared.
+fn threaded_napi(ns: &str, dev: &str) -> Result<Vec<u32>> {
+    let before: Vec<u32> = napi_threads().into_iter().map(|(p, _)| p).collect();
+    let script =
+        format!("ethtool -K {dev} gro on >/dev/null && echo 1 > /sys/class/net/{dev}/threaded");
+    // `ip netns exec` mounts the namespace's own /sys for the command.
+    lab::run(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", &script]))
+        .with_context(|| format!("enabling threaded NAPI on {dev}"))?;
+    // Recent kernels show the whole name; older ones cut it at 15 characters.
+    let want = format!("napi/{dev}-");
+    let matches =
+        |comm: &str| comm.starts_with(&want) || (comm.len() == 15 && want.starts_with(comm));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let new: Vec<u32> = napi_threads()
+            .into_iter()
+            .filter(|(p, comm)| !before.contains(p) && matches(comm))
+            .map(|(p, _)| p)
+            .collect();
+        if !new.is_empty() || Instant::now() > deadline {
+            return Ok(new);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct LoadSpec {
+    kind: Kind,
+    target: SocketAddr,
+    count: u64,
+    seconds: u64,
+    window: u32,
+    fingerprint: bool,
+    /// Processes and kernel threads that make up the server side.
+    server_tasks: Option<Vec<u32>>,
+    client_napi: Option<Vec<u32>>,
+}
+
+fn request(spec: &LoadSpec, seq: u64) -> Vec<u8> {
+    match spec.kind {
+        Kind::Crlf => b"\r\n\r\n".to_vec(),
+        Kind::Stun => {
+            let mut txid = [0u8; 12];
+            txid[..4].copy_from_slice(b"skab");
+            txid[4..].copy_from_slice(&seq.to_be_bytes());
+            binding_request(txid, spec.fingerprint)
+        }
+    }
+}
+
+fn is_answer(kind: Kind, msg: &[u8]) -> bool {
+    match kind {
+        Kind::Crlf => msg == b"\r\n",
+        Kind::Stun => msg.len() >= 20 && msg[..2] == [1, 1] && msg[4..8] == MAGIC_COOKIE_BYTES,
+    }
+}
+
+/// Waits until `fd` is readable or `ms` pass.
+fn wait_readable(fd: i32, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on the stack.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// Runs the load from a thread that joined the client namespace.
+fn run_load(lab: &Lab, spec: LoadSpec) -> Result<Load> {
+    let ns = format!("/run/netns/{}", lab.client_ns);
+    std::thread::spawn(move || -> Result<Load> {
+        let f = std::fs::File::open(&ns).with_context(|| format!("opening {ns}"))?;
+        // SAFETY: setns on this thread only; the thread ends with the load.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns({ns}): {}", std::io::Error::last_os_error());
+        }
+        let sock = UdpSocket::bind("0.0.0.0:0")?;
+        sock.connect(spec.target)?;
+        sock.set_nonblocking(true)?;
+        generate(&sock, &spec)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
+}
+
+fn generate(sock: &UdpSocket, spec: &LoadSpec) -> Result<Load> {
+    let fd = sock.as_raw_fd();
+    let mut buf = [0u8; 2048];
+    let mut load = Load::default();
+    // Readiness: one request every 100 ms until one is answered (10 s).
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    let mut ready = false;
+    while !ready && Instant::now() < ready_by {
+        let _ = sock.send(&request(spec, 0));
+        load.probes += 1;
+        if wait_readable(fd, 100) {
+            while let Ok(n) = sock.recv(&mut buf) {
+                ready |= is_answer(spec.kind, &buf[..n]);
+            }
+        }
+    }
+    if !ready {
+        bail!(
+            "no answer to a {} sent to {} within 10 s",
+            spec.kind.name(),
+            spec.target
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    while sock.recv(&mut buf).is_ok() {}
+
+    let server0 = spec.server_tasks.as_deref().map(tasks_cpu);
+    let client0 = spec.client_napi.as_deref().map(tasks_cpu);
+    let busy0 = machine_busy()?;
+    let cpu0 = thread_cpu();
+    let start = Instant::now();
+    let end = start + Duration::from_secs(spec.seconds);
+    let mut in_flight: u64 = 0;
+    let mut quiet_since = Instant::now();
+    let mut seq = 1u64;
+    loop {
+        let now = Instant::now();
+        if now >= end || (load.sent >= spec.count && in_flight == 0) {
+            break;
+        }
+        while in_flight < u64::from(spec.window) && load.sent < spec.count {
+            match sock.send(&request(spec, seq)) {
+                Ok(_) => {
+                    load.sent += 1;
+                    in_flight += 1;
+                    seq += 1;
+                }
+                // A full socket buffer or an ICMP error: retry later.
+                Err(_) => break,
+            }
+        }
+        let mut got = 0;
+        if wait_readable(fd, 5) {
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => {
+                        if is_answer(spec.kind, &buf[..n]) {
+                            load.answered += 1;
+                        } else {
+                            load.bad += 1;
+                        }
+                        got += 1;
+                        in_flight = in_flight.saturating_sub(1);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => continue,
+                }
+            }
+        }
+        if got > 0 {
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() > Duration::from_millis(50) {
+            // Nothing for 50 ms: what is in flight is lost.
+            in_flight = 0;
+            quiet_since = Instant::now();
+        }
+    }
+    load.elapsed = start.elapsed().as_secs_f64();
+    load.gen_cpu = thread_cpu() - cpu0;
+    load.busy_cpu = machine_busy()? - busy0;
+    load.server_cpu = spec
+        .server_tasks
+        .as_deref()
+        .zip(server0)
+        .map(|(t, c0)| tasks_cpu(t) - c0);
+    load.client_napi_cpu = spec
+        .client_napi
+        .as_deref()
+        .zip(client0)
+        .map(|(t, c0)| tasks_cpu(t) - c0);
+    Ok(load)
+}
+
+/// A server started in the lab's server namespace by the benchmark itself,
+/// stopped with SIGTERM when dropped.
+struct Background(Child);
+
+impl Background {
+    /// `sip-ka run --xdp off --listen 198.18.0.1:5060` with no interface:
+    /// the daemon's userspace responder answers everything and nothing is
+    /// attached. Waits (30 s at most) for its "ready" line.
+    fn userspace_daemon(lab: &Lab) -> Result<Background> {
+        let exe = lab::sip_ka_exe()?;
+        let mut child = lab
+            .server(&exe)
+            .args([
+                "run",
+                "--xdp",
+                "off",
+                "--listen",
+                "198.18.0.1:5060",
+                "--pin-dir",
+            ])
+            .arg(&lab.pin_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting sip-ka run --xdp off in the server namespace")?;
+        let out = child.stdout.take().context("daemon stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut d = Background(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                return Ok(d);
+            }
+            if let Some(status) = d.0.try_wait()? {
+                bail!("sip-ka run --xdp off exited before it was ready: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("sip-ka run --xdp off was not ready within 30 s");
+            }
+        }
+    }
+
+    /// coturn's `turnserver`, answering STUN on 198.18.0.1:5060 (UDP only,
+    /// STUN only, no authentication for Binding).
+    fn coturn(lab: &Lab) -> Result<Background> {
+        if lab::run(Command::new("sh").args(["-c", "command -v turnserver"])).is_err() {
+            bail!("turnserver not found: apt-get install coturn (`cargo xtask setup`)");
+        }
+        let child = lab
+            .server("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=198.18.0.1",
+                "--listening-port=5060",
+                "--no-tcp",
+                "--no-tls",
+                "--no-dtls",
+                "--stun-only",
+                "--no-cli",
+                "--no-rfc5780",
+                "--no-software-attribute",
+                "--log-file=stdout",
+                "--simple-log",
+                "--no-stdout-log",
+                "--pidfile=/dev/null",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting turnserver in the server namespace")?;
+        Ok(Background(child))
+    }
+
+    fn pid(&self) -> u32 {
+        // nsenter execs the program, so this pid is the server's own.
+        self.0.id()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn xdp_attached(lab: &Lab) -> Result<bool> {
+    let out = lab::run(
+        lab.server("ip")
+            .args(["link", "show", "dev", &lab.server_if]),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.contains("prog/xdp") || text.contains(" xdp"))
+}
+
+/// The id of the XDP program attached to the server veth, from
+/// `ip link show` ("prog/xdp id N").
+fn attached_prog_id(lab: &Lab) -> Option<u32> {
+    let out = lab::run(
+        lab.server("ip")
+            .args(["link", "show", "dev", &lab.server_if]),
+    )
+    .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rest = &text[text.find("prog/xdp id ")? + "prog/xdp id ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// (run time, run count) the kernel accumulated for program `id` while
+/// BPF_ENABLE_STATS is held.
+fn prog_stats(id: u32) -> Option<(Duration, u64)> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .find(|p| p.id() == id)
+        .map(|p| (p.run_time(), p.run_count()))
+}
+
+fn counter(lab: &Lab, name: &str) -> Result<u64> {
+    Ok(lab.counters()?.get(name).copied().unwrap_or(0))
+}
+
+fn ratio(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.1}x", v / b),
+        _ => "n/a".into(),
+    }
+}
+
+fn ns_or_na(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.0}"))
+}
+
+fn lab_bench(opts: &Opts) -> Result<()> {
+    println!("== (b) veth lab: answered keep-alives per second and CPU per answer");
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut lab = Lab::new()?;
+    let (server_napi, client_napi) = if opts.no_threaded_napi {
+        (None, None)
+    } else {
+        let s = threaded_napi(&lab.server_ns, &lab.server_if)?;
+        let c = threaded_napi(&lab.client_ns, &lab.client_if)?;
+        if s.is_empty() || c.is_empty() {
+            println!(
+                "warning: the NAPI threads of the veth pair were not found; the server-side \
+                 column is left out"
+            );
+            (None, None)
+        } else {
+            (Some(s), Some(c))
+        }
+    };
+    let target = SocketAddr::from((SERVER_V4, 5060));
+    // The kernel times every BPF program run while this fd is open (all
+    // rows alike: the client veth runs an XDP program in every row).
+    let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+    // Background: busy CPU over one idle second, for reference.
+    let b0 = machine_busy()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let background = machine_busy()? - b0;
+
+    let mut rows = Vec::new();
+    let plan = [
+        (Server::Xdp, vec![Kind::Stun, Kind::Crlf]),
+        (Server::User, vec![Kind::Stun, Kind::Crlf]),
+        (Server::Coturn, vec![Kind::Stun]),
+    ];
+    for (server, kinds) in plan {
+        let background_server = match server {
+            Server::Xdp => {
+                lab.start_daemon(&["--xdp-mode", "native"])?;
+                None
+            }
+            Server::User => {
+                let d = Background::userspace_daemon(&lab)?;
+                if xdp_attached(&lab)? {
+                    bail!(
+                        "an XDP program is attached to {} with sip-ka's XDP off: the \
+                         userspace row would measure XDP",
+                        lab.server_if
+                    );
+                }
+                Some(d)
+            }
+            Server::Coturn => Some(Background::coturn(&lab)?),
+        };
+        let server_pid = match &background_server {
+            Some(b) => b.pid(),
+            None => lab.daemon_pid().context("daemon pid")?,
+        };
+        for kind in kinds {
+            let name = match (server, kind) {
+                (Server::Xdp, Kind::Stun) => Some("stun_resp"),
+                (Server::Xdp, Kind::Crlf) => Some("crlf_pong_sent"),
+                (Server::User, Kind::Stun) => Some("user_stun_resp"),
+                (Server::User, Kind::Crlf) => Some("user_crlf_pong_sent"),
+                (Server::Coturn, _) => None,
+            };
+            let before = match name {
+                Some(n) => Some(counter(&lab, n)?),
+                None => None,
+            };
+            print!("{} / {} ... ", server.name(), kind.name());
+            use std::io::Write as _;
+            std::io::stdout().flush().ok();
+            let spec = LoadSpec {
+                kind,
+                target,
+                count: opts.count,
+                seconds: opts.seconds,
+                window: opts.window,
+                fingerprint: !opts.no_fingerprint,
+                server_tasks: server_napi.as_ref().map(|n| {
+                    let mut t = n.clone();
+                    t.push(server_pid);
+                    t
+                }),
+                client_napi: client_napi.clone(),
+            };
+            let prog_id = (server == Server::Xdp && stats_fd.is_some())
+                .then(|| attached_prog_id(&lab))
+                .flatten();
+            let prog0 = prog_id.and_then(prog_stats);
+            let load = run_load(&lab, spec)
+                .with_context(|| format!("{} / {}", server.name(), kind.name()))?;
+            let prog = match (prog0, prog_id.and_then(prog_stats)) {
+                (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => {
+                    Some(((t1 - t0).as_nanos() as f64 / (n1 - n0) as f64, n1 - n0))
+                }
+                _ => None,
+            };
+            println!(
+                "{} answered of {} sent in {:.2} s",
+                load.answered, load.sent, load.elapsed
+            );
+            let counted = match (name, before) {
+                (Some(n), Some(b)) => {
+                    // The userspace responder publishes its counters every 0.5 s.
+                    std::thread::sleep(Duration::from_millis(1200));
+                    Some(counter(&lab, n)?.saturating_sub(b))
+                }
+                _ => None,
+            };
+            rows.push(Row {
+                server,
+                kind,
+                load,
+                counted,
+                prog,
+            });
+        }
+        match background_server {
+            Some(b) => drop(b),
+            None => {
+                lab.stop_daemon()?;
+            }
+        }
+    }
+    drop(lab);
+    drop(stats_fd);
+
+    println!();
+    println!(
+        "{:<29} {:<12} {:>8} {:>10} {:>7} | {:>10} {:>7} | {:>10} {:>7}",
+        "", "", "", "answers", "", "CPU ns per", "", "server CPU", ""
+    );
+    println!(
+        "{:<29} {:<12} {:>8} {:>10} {:>7} | {:>10} {:>7} | {:>10} {:>7}",
+        "server",
+        "keep-alive",
+        "answered",
+        "per s",
+        "÷ XDP",
+        "answer",
+        "÷ XDP",
+        "ns/answer",
+        "÷ XDP"
+    );
+    for r in &rows {
+        let xdp = rows
+            .iter()
+            .find(|x| x.server == Server::Xdp && x.kind == r.kind)
+            .map(|x| &x.load);
+        println!(
+            "{:<29} {:<12} {:>8} {:>10.0} {:>7} | {:>10.0} {:>7} | {:>10} {:>7}",
+            r.server.name(),
+            r.kind.name(),
+            r.load.answered,
+            r.load.rate(),
+            ratio(Some(r.load.rate()), xdp.map(|x| x.rate())).replace(".0x", "x"),
+            r.load.machine_per_answer(),
+            ratio(
+                Some(r.load.machine_per_answer()),
+                xdp.map(|x| x.machine_per_answer())
+            ),
+            ns_or_na(r.load.server_per_answer()),
+            ratio(
+                r.load.server_per_answer(),
+                xdp.and_then(|x| x.server_per_answer())
+            ),
+        );
+    }
+    println!();
+    for r in &rows {
+        let l = &r.load;
+        println!(
+            "  {} / {}: {} sent, {} answered in {:.2} s, {} bad replies; CPU s: machine busy \
+             {:.3}, load generator {:.3}, server {}, client NAPI {}{}",
+            r.server.name(),
+            r.kind.name(),
+            l.sent,
+            l.answered,
+            l.elapsed,
+            l.bad,
+            l.busy_cpu,
+            l.gen_cpu,
+            l.server_cpu.map_or("n/a".into(), |c| format!("{c:.3}")),
+            l.client_napi_cpu
+                .map_or("n/a".into(), |c| format!("{c:.3}")),
+            match r.counted {
+                Some(c) => format!(
+                    "; sip-ka counted {c} answers ({} readiness probes included)",
+                    l.probes
+                ),
+                None => String::new(),
+            }
+        );
+        if let Some((ns, runs)) = r.prog {
+            println!(
+                "    the attached XDP program itself: {ns:.0} ns per run over {runs} runs \
+                 (kernel run-time statistics)"
+            );
+        }
+    }
+    println!(
+        "notes: one UDP socket in the client namespace keeps up to {window} requests in \
+         flight, {count} requests and {seconds} s at most per row; STUN requests {fp} \
+         FINGERPRINT. \"CPU ns per answer\" = (busy CPU time of the whole machine from \
+         /proc/stat over the row - the load generator thread's own CPU time from getrusage) / \
+         answers: it includes receiving the answers in the client namespace and anything \
+         else running on the machine (busy before the run: {bg:.0} ms per second over {ncpu} \
+         CPUs). \"server CPU\" = CPU time (schedstat) of the server process and of the server \
+         veth's NAPI thread only. {napi}",
+        window = opts.window,
+        count = opts.count,
+        seconds = opts.seconds,
+        fp = if opts.no_fingerprint {
+            "without"
+        } else {
+            "with"
+        },
+        bg = background * 1000.0,
+        napi = if server_napi.is_some() {
+            "Both veths run threaded NAPI (GRO on), so receive work runs in each side's NAPI \
+             thread rather than in the softirq of whichever thread sent the packet; without it \
+             the XDP program would run in the load generator's softirq and its cost would be \
+             subtracted with the generator's."
+        } else {
+            "NAPI is not threaded (--no-threaded-napi): receive work runs in the sender's \
+             softirq and is charged to it."
+        },
+    );
+    Ok(())
+}
