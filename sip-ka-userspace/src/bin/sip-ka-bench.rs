@@ -783,60 +783,14 @@ fn generate(sock: &UdpSocket, spec: &LoadSpec) -> Result<Load> {
     Ok(load)
 }
 
-/// A server started in the lab's server namespace by the benchmark itself,
-/// stopped with SIGTERM when dropped.
-struct Background(Child);
+/// coturn, started in the lab's server namespace by the benchmark itself
+/// and stopped with SIGTERM when dropped.
+struct Coturn(Child);
 
-impl Background {
-    /// `sip-ka run --xdp off --listen 198.18.0.1:5060` with no interface:
-    /// the daemon's userspace responder answers everything and nothing is
-    /// attached. Waits (30 s at most) for its "ready" line.
-    fn userspace_daemon(lab: &Lab) -> Result<Background> {
-        let exe = lab::sip_ka_exe()?;
-        let mut child = lab
-            .server(&exe)
-            .args([
-                "run",
-                "--xdp",
-                "off",
-                "--listen",
-                "198.18.0.1:5060",
-                "--pin-dir",
-            ])
-            .arg(&lab.pin_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting sip-ka run --xdp off in the server namespace")?;
-        let out = child.stdout.take().context("daemon stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if line.contains("ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let mut d = Background(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                return Ok(d);
-            }
-            if let Some(status) = d.0.try_wait()? {
-                bail!("sip-ka run --xdp off exited before it was ready: {status}");
-            }
-            if Instant::now() > deadline {
-                bail!("sip-ka run --xdp off was not ready within 30 s");
-            }
-        }
-    }
-
+impl Coturn {
     /// coturn's `turnserver`, answering STUN on 198.18.0.1:5060 (UDP only,
     /// STUN only, no authentication for Binding).
-    fn coturn(lab: &Lab) -> Result<Background> {
+    fn start(lab: &Lab) -> Result<Coturn> {
         if lab::run(Command::new("sh").args(["-c", "command -v turnserver"])).is_err() {
             bail!("turnserver not found: apt-get install coturn (`cargo xtask setup`)");
         }
@@ -863,7 +817,7 @@ impl Background {
             .stderr(Stdio::null())
             .spawn()
             .context("starting turnserver in the server namespace")?;
-        Ok(Background(child))
+        Ok(Coturn(child))
     }
 
     fn pid(&self) -> u32 {
@@ -872,7 +826,7 @@ impl Background {
     }
 }
 
-impl Drop for Background {
+impl Drop for Coturn {
     fn drop(&mut self) {
         unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
         let until = Instant::now() + Duration::from_secs(10);
@@ -968,13 +922,13 @@ fn lab_bench(opts: &Opts) -> Result<()> {
         (Server::Coturn, vec![Kind::Stun]),
     ];
     for (server, kinds) in plan {
-        let background_server = match server {
+        let coturn = match server {
             Server::Xdp => {
                 lab.start_daemon(&["--xdp-mode", "native"])?;
                 None
             }
             Server::User => {
-                let d = Background::userspace_daemon(&lab)?;
+                lab.start_daemon(&["--xdp", "off", "--listen", "198.18.0.1:5060"])?;
                 if xdp_attached(&lab)? {
                     bail!(
                         "an XDP program is attached to {} with sip-ka's XDP off: the \
@@ -982,11 +936,11 @@ fn lab_bench(opts: &Opts) -> Result<()> {
                         lab.server_if
                     );
                 }
-                Some(d)
+                None
             }
-            Server::Coturn => Some(Background::coturn(&lab)?),
+            Server::Coturn => Some(Coturn::start(&lab)?),
         };
-        let server_pid = match &background_server {
+        let server_pid = match &coturn {
             Some(b) => b.pid(),
             None => lab.daemon_pid().context("daemon pid")?,
         };
@@ -1051,7 +1005,7 @@ fn lab_bench(opts: &Opts) -> Result<()> {
                 prog,
             });
         }
-        match background_server {
+        match coturn {
             Some(b) => drop(b),
             None => {
                 lab.stop_daemon()?;
@@ -1127,12 +1081,27 @@ fn lab_bench(opts: &Opts) -> Result<()> {
                 None => String::new(),
             }
         );
+        if let Some(c) = r.counted {
+            if c < l.answered {
+                println!(
+                    "    warning: sip-ka counted fewer answers than the client received: \
+                     something else answered"
+                );
+            }
+        }
         if let Some((ns, runs)) = r.prog {
             println!(
                 "    the attached XDP program itself: {ns:.0} ns per run over {runs} runs \
                  (kernel run-time statistics)"
             );
         }
+    }
+    if background > 0.1 {
+        println!(
+            "warning: the machine was busy before the run ({:.0} ms of CPU per second): the \
+             whole-machine column includes that work, the server column does not",
+            background * 1000.0
+        );
     }
     println!(
         "notes: one UDP socket in the client namespace keeps up to {window} requests in \
