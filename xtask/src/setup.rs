@@ -26,6 +26,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "`ip`: namespaces, veth, XDP"),
     ("ethtool", "checksum offload settings in the lab"),
     ("util-linux", "`nsenter` and `mount`"),
+    ("procps", "`sysctl` in the lab namespaces"),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
