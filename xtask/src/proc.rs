@@ -127,9 +127,9 @@ impl Finished {
     }
 }
 
-/// Runs `cmd` (stdin closed), echoing it first. `on_line` sees every
-/// stdout line (which is still printed). At `deadline` the command and its
-/// descendants get SIGTERM, then SIGKILL.
+/// Runs `cmd` (stdin closed), echoing it first. `on_line` sees every line
+/// of its stdout and stderr (which are still printed where they belong).
+/// At `deadline` the command and its descendants get SIGTERM, then SIGKILL.
 pub fn run(
     cmd: &mut Command,
     deadline: Option<Instant>,
@@ -139,49 +139,56 @@ pub fn run(
     let start = Instant::now();
     cmd.stdin(Stdio::null());
     if on_line.is_some() {
-        cmd.stdout(Stdio::piped());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", describe(cmd)))?;
-    let reader = child.stdout.take().map(|out| {
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
+    // (from stderr?, line); the channel closes when both pipes have.
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    let mut piped = false;
+    if let Some(out) = child.stdout.take() {
+        piped = true;
+        let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if tx.send((false, line)).is_err() {
                     break;
                 }
             }
         });
-        rx
-    });
-    let mut drain = |rx: &std::sync::mpsc::Receiver<String>, wait: Duration| {
-        if let Ok(line) = rx.recv_timeout(wait) {
-            println!("{line}");
-            if let Some(f) = on_line.as_mut() {
-                f(&line);
-            }
-            while let Ok(line) = rx.try_recv() {
-                println!("{line}");
-                if let Some(f) = on_line.as_mut() {
-                    f(&line);
+    }
+    if let Some(err) = child.stderr.take() {
+        piped = true;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send((true, line)).is_err() {
+                    break;
                 }
             }
+        });
+    }
+    drop(tx);
+    let mut show = |(is_err, line): (bool, String)| {
+        if is_err {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        if let Some(f) = on_line.as_mut() {
+            f(&line);
         }
     };
     loop {
         if let Some(status) = child.try_wait()? {
-            if let Some(rx) = &reader {
-                // The pipe closes when the last writer exits.
+            if piped {
+                // The pipes close when the last writer exits (a grandchild
+                // may hold them a little longer).
                 let until = Instant::now() + Duration::from_secs(5);
                 loop {
                     match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(line) => {
-                            println!("{line}");
-                            if let Some(f) = on_line.as_mut() {
-                                f(&line);
-                            }
-                        }
+                        Ok(item) => show(item),
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                         Err(_) if Instant::now() > until => break,
                         Err(_) => {}
@@ -197,14 +204,23 @@ pub fn run(
             eprintln!("xtask: deadline reached, stopping {}", describe(cmd));
             stop_tree(child.id());
             let _ = child.wait();
+            while let Ok(item) = rx.try_recv() {
+                show(item);
+            }
             return Ok(Finished {
                 status: None,
                 elapsed: start.elapsed(),
             });
         }
-        match &reader {
-            Some(rx) => drain(rx, Duration::from_millis(100)),
-            None => std::thread::sleep(Duration::from_millis(100)),
+        if piped {
+            if let Ok(item) = rx.recv_timeout(Duration::from_millis(100)) {
+                show(item);
+                while let Ok(item) = rx.try_recv() {
+                    show(item);
+                }
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

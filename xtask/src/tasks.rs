@@ -62,33 +62,19 @@ pub fn test(timeout_min: u64) -> Result<i32> {
             limit: Duration::from_secs(40 * 60),
         },
     ];
-    let mut results: Vec<(&str, String, bool)> = Vec::new();
-    let mut failed_tests: Vec<String> = Vec::new();
-    let mut failed_binaries: Vec<String> = Vec::new();
+    let mut results: Vec<(&str, String, bool, Findings)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         println!();
         println!("== [{}/{}] {}", i + 1, steps.len(), step.name);
         let step_deadline = deadline.min(Instant::now() + step.limit);
         let mut cmd = proc::cargo();
         cmd.args(&step.args);
-        let done = if step.name == "tests" {
-            let mut collect = |line: &str| {
-                let l = line.trim();
-                if let Some(name) = l
-                    .strip_prefix("test ")
-                    .and_then(|rest| rest.strip_suffix(" ... FAILED"))
-                {
-                    failed_tests.push(name.to_string());
-                }
-            };
-            let done = proc::run(&mut cmd, Some(step_deadline), Some(&mut collect))?;
-            failed_binaries = test_binaries_failed(&failed_tests);
-            done
-        } else {
-            proc::run(&mut cmd, Some(step_deadline), None)?
-        };
+        let mut findings = Findings::default();
+        let mut see = |line: &str| findings.see(step.name, line);
+        let done = proc::run(&mut cmd, Some(step_deadline), Some(&mut see))?;
+        findings.finish();
         println!("== {}: {}", step.name, done.describe());
-        results.push((step.name, done.describe(), done.ok()));
+        results.push((step.name, done.describe(), done.ok(), findings));
         if step.name == "build" && !done.ok() {
             println!("xtask: the build failed; clippy and the tests cannot run");
             break;
@@ -100,25 +86,28 @@ pub fn test(timeout_min: u64) -> Result<i32> {
     }
     println!();
     println!("== summary ({:.0} s in all)", start.elapsed().as_secs_f64());
-    for (name, how, ok) in &results {
+    for (name, how, ok, findings) in &results {
         println!("  {:<8} {:<4} {how}", name, if *ok { "ok" } else { "FAIL" });
-    }
-    for s in steps.iter().skip(results.len()) {
-        println!("  {:<8} skip", s.name);
-    }
-    if !failed_tests.is_empty() {
-        println!("  failing tests ({}):", failed_tests.len());
-        for t in &failed_tests {
-            println!("    {t}");
+        if !ok {
+            const MAX: usize = 40;
+            for l in findings.lines.iter().take(MAX) {
+                println!("           {l}");
+            }
+            if findings.lines.len() > MAX {
+                println!("           ... and {} more", findings.lines.len() - MAX);
+            }
+            if findings.lines.is_empty() {
+                println!("           (see the output of this step above)");
+            }
         }
     }
-    for b in &failed_binaries {
-        println!("  {b}");
+    for s in steps.iter().skip(results.len()) {
+        println!("  {:<8} not run", s.name);
     }
     let failed: Vec<&str> = results
         .iter()
-        .filter(|(_, _, ok)| !ok)
-        .map(|(n, _, _)| *n)
+        .filter(|(_, _, ok, _)| !ok)
+        .map(|(n, _, _, _)| *n)
         .collect();
     if failed.is_empty() && results.len() == steps.len() {
         println!("== all steps passed");
@@ -143,13 +132,61 @@ pub fn test(timeout_min: u64) -> Result<i32> {
     }
 }
 
-/// A note when the test step failed without a failing test line (a test
-/// binary that did not build, crashed, or was stopped).
-fn test_binaries_failed(failed_tests: &[String]) -> Vec<String> {
-    if failed_tests.is_empty() {
-        vec!["(see the cargo output above for test binaries that failed to build or run)".into()]
-    } else {
-        Vec::new()
+/// What a step's output says went wrong, for the summary: files rustfmt
+/// would change, compiler and clippy errors with their locations, failing
+/// tests and the test binaries cargo reports.
+#[derive(Default)]
+struct Findings {
+    lines: Vec<String>,
+    /// An `error...` line waiting for its `--> file:line:col`.
+    pending: Option<String>,
+}
+
+impl Findings {
+    fn push(&mut self, line: String) {
+        if !self.lines.contains(&line) {
+            self.lines.push(line);
+        }
+    }
+
+    fn see(&mut self, step: &str, line: &str) {
+        let l = line.trim_end();
+        if step == "rustfmt" {
+            if let Some(rest) = l.strip_prefix("Diff in ") {
+                let rest = rest.trim_end_matches(':');
+                let file = rest.rsplit_once(':').map_or(rest, |(f, _)| f);
+                let file = file
+                    .strip_prefix(&format!("{}/", proc::root_dir().display()))
+                    .unwrap_or(file);
+                self.push(format!("not formatted: {file}"));
+            }
+            return;
+        }
+        if let Some(name) = l
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            self.push(format!("failed test: {name}"));
+        } else if l.starts_with("error: test failed")
+            || l.starts_with("error: could not compile")
+            || (l.starts_with("error: ") && l.contains("target(s) failed"))
+        {
+            self.push(l.to_string());
+        } else if l.starts_with("error") && !l.starts_with("error: aborting") {
+            if let Some(prev) = self.pending.replace(l.to_string()) {
+                self.push(prev);
+            }
+        } else if let Some(loc) = l.trim_start().strip_prefix("--> ") {
+            if let Some(e) = self.pending.take() {
+                self.push(format!("{loc}: {e}"));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(e) = self.pending.take() {
+            self.push(e);
+        }
     }
 }
 
