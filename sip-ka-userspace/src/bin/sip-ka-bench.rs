@@ -59,6 +59,11 @@ struct Opts {
     /// Only the BPF_PROG_TEST_RUN part.
     #[arg(long)]
     test_run_only: bool,
+    /// A configuration key for the BPF_PROG_TEST_RUN part, as `key=value`
+    /// (the keys of `sip-ka config get`; repeatable), e.g. to see what
+    /// `verify_checksums=off` or `track_peers=off` saves.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Only the lab part.
     #[arg(long)]
     lab_only: bool,
@@ -350,6 +355,21 @@ fn test_run_bench(opts: &Opts) -> Result<()> {
     let calls = opts.calls.max(1);
     let repeat = opts.repeat.max(1);
     let mut h = Harness::new().context("loading the XDP program for BPF_PROG_TEST_RUN")?;
+    if !opts.set.is_empty() {
+        let mut cfg = sip_ka_common::Config::DEFAULT;
+        for kv in &opts.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+            sip_ka::config_keys::set(&mut cfg, k.trim(), v.trim())
+                .with_context(|| format!("--set {kv}"))?;
+        }
+        h.set_config(cfg)?;
+        println!(
+            "configuration changed from the defaults: {}",
+            opts.set.join(" ")
+        );
+    }
     h.insert_dialog(
         callid_hash(CALL_ID.as_bytes()),
         DialogValue {
