@@ -9,5 +9,6 @@ pub mod harness;
 pub mod lab;
 pub mod pins;
 pub mod responder;
+pub mod sip;
 pub mod stats;
 pub mod stun_server;

@@ -1,0 +1,218 @@
+//! Cutting a TCP/TLS byte stream into SIP messages and CRLF keep-alives.
+//!
+//! # Keep-alives at message boundaries (RFC 5626 4.4.1)
+//!
+//! Between messages a client sends a *ping*, `CRLF CRLF`, and the server
+//! answers with a *pong*, `CRLF`. Byte for byte, two pongs glued together
+//! are the same as one ping, and a ping split across two reads looks like
+//! two pongs, so the framer does not look at read boundaries at all; it
+//! looks at the role of this end of the connection ([`CrlfRole`]):
+//!
+//! * [`CrlfRole::Server`] (the edge on connections that UAs opened): at a
+//!   message boundary `CRLF CRLF` is a [`StreamEvent::Ping`], whether it
+//!   arrived in one read or split across several, as RFC 5626 has the
+//!   server treat it. A `CRLF` followed by anything other than `CR` is a
+//!   stray [`StreamEvent::Pong`] and is consumed. A lone `CRLF` with
+//!   nothing after it yet is held back: it is reported as a pong when the
+//!   next byte shows it was not the first half of a ping. Two pongs glued
+//!   together therefore count as one ping here; a server never sent the
+//!   pings those pongs would answer, so nothing is lost by answering.
+//! * [`CrlfRole::Client`] (this end sends the pings, e.g. a connection the
+//!   edge opened to the PBX): every `CRLF` at a boundary is a
+//!   [`StreamEvent::Pong`] and nothing is a ping, so two pongs read
+//!   together are two pongs, never a ping to answer (which would start a
+//!   ping-pong loop).
+//!
+//! `CRLF`s inside a message (in the body, for instance) are part of the
+//! message: only bytes at a boundary are keep-alives.
+//!
+//! # Messages
+//!
+//! A message runs to the end of its header section plus Content-Length,
+//! which streams require (RFC 3261 18.3). The whole message, and so its
+//! header section, is bounded by [`Limits::max_message_size`]. A missing
+//! or bad Content-Length or an oversized message is a
+//! [`StreamEvent::Error`]: framing is lost, the framer stops, and the
+//! connection should be closed. Anything else wrong with a message is left
+//! to [`super::parse_message`] with [`super::Framing::Stream`], so it can
+//! be answered with a 400 while the connection goes on.
+
+use super::errors::ParseError;
+use super::lex::find_bytes;
+use super::message::scan_content_length;
+use super::Limits;
+
+/// Which side of the CRLF keep-alive exchange this end is (see the module
+/// docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrlfRole {
+    /// Receives pings, answers pongs (the edge toward UAs).
+    Server,
+    /// Sends pings, receives pongs.
+    Client,
+}
+
+/// What the framer found in the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// One complete message (header section plus Content-Length bytes of
+    /// body), to be parsed with [`super::Framing::Stream`].
+    Message(Vec<u8>),
+    /// `CRLF CRLF`: answer with `CRLF` ([`CrlfRole::Server`] only).
+    Ping,
+    /// A `CRLF` keep-alive answer (consumed).
+    Pong,
+    /// Framing is lost; close the connection. No events follow.
+    Error(ParseError),
+}
+
+/// Incremental stream framer: feed bytes with [`StreamFramer::push`] as
+/// they are read, act on the events.
+#[derive(Debug)]
+pub struct StreamFramer {
+    role: CrlfRole,
+    limits: Limits,
+    buf: Vec<u8>,
+    /// Where to resume looking for the end of the header section.
+    scan_from: usize,
+    /// Total length of the message at the front once its header section
+    /// has been read.
+    pending_len: Option<usize>,
+    failed: bool,
+}
+
+impl StreamFramer {
+    pub fn new(role: CrlfRole, limits: Limits) -> Self {
+        StreamFramer {
+            role,
+            limits,
+            buf: Vec::new(),
+            scan_from: 0,
+            pending_len: None,
+            failed: false,
+        }
+    }
+
+    /// Bytes held that are not yet a complete event.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether an error stopped the framer.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Feeds bytes read from the stream; returns the events they complete,
+    /// in order.
+    pub fn push(&mut self, data: &[u8]) -> Vec<StreamEvent> {
+        let mut events = Vec::new();
+        if self.failed {
+            return events;
+        }
+        self.buf.extend_from_slice(data);
+        loop {
+            match self.next_event() {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => break,
+                Err(e) => {
+                    self.failed = true;
+                    self.buf = Vec::new();
+                    events.push(StreamEvent::Error(e));
+                    break;
+                }
+            }
+        }
+        events
+    }
+
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        self.buf.drain(..n);
+        self.scan_from = 0;
+        self.pending_len = None;
+    }
+
+    /// One event from the front of the buffer, `Ok(None)` if more bytes
+    /// are needed.
+    fn next_event(&mut self) -> Result<Option<StreamEvent>, ParseError> {
+        if self.pending_len.is_none() && self.scan_from == 0 {
+            // At a message boundary: keep-alives.
+            let b = |i: usize| self.buf.get(i).copied();
+            match (b(0), b(1)) {
+                (None, _) => return Ok(None),
+                (Some(b'\r'), None) => return Ok(None),
+                (Some(b'\r'), Some(b'\n')) => match self.role {
+                    CrlfRole::Client => {
+                        self.consume(2);
+                        return Ok(Some(StreamEvent::Pong));
+                    }
+                    CrlfRole::Server => match (b(2), b(3)) {
+                        (None, _) | (Some(b'\r'), None) => return Ok(None),
+                        (Some(b'\r'), Some(b'\n')) => {
+                            self.consume(4);
+                            return Ok(Some(StreamEvent::Ping));
+                        }
+                        _ => {
+                            self.consume(2);
+                            return Ok(Some(StreamEvent::Pong));
+                        }
+                    },
+                },
+                (Some(b'\r'), Some(_)) => {
+                    return Err(ParseError::StrayBytes(
+                        "CR without LF between messages".into(),
+                    ))
+                }
+                (Some(b'\n'), _) => {
+                    return Err(ParseError::StrayBytes(
+                        "LF without CR between messages".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let limit = self.limits.max_message_size;
+        let total = match self.pending_len {
+            Some(total) => total,
+            None => {
+                // Look for the end of the header section, resuming where the
+                // last search stopped (minus 3 bytes for a split CRLF CRLF).
+                let from = self.scan_from.saturating_sub(3);
+                let window = self.buf.get(from..).unwrap_or(&[]);
+                let Some(pos) = find_bytes(window, b"\r\n\r\n") else {
+                    if self.buf.len() > limit {
+                        return Err(ParseError::HeaderSectionTooLarge { limit });
+                    }
+                    self.scan_from = self.buf.len().max(1);
+                    return Ok(None);
+                };
+                let header_end = from + pos + 4;
+                if header_end > limit {
+                    return Err(ParseError::HeaderSectionTooLarge { limit });
+                }
+                let head = self.buf.get(..header_end).unwrap_or(&[]);
+                // The header lines follow the start line.
+                let section = find_bytes(head, b"\r\n")
+                    .and_then(|i| head.get(i + 2..))
+                    .unwrap_or(&[]);
+                let cl = scan_content_length(section)?.ok_or(ParseError::MissingContentLength)?;
+                let total = header_end.checked_add(cl).filter(|t| *t <= limit).ok_or(
+                    ParseError::MessageTooLarge {
+                        size: header_end.saturating_add(cl),
+                        limit,
+                    },
+                )?;
+                self.pending_len = Some(total);
+                total
+            }
+        };
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let msg: Vec<u8> = self.buf.drain(..total).collect();
+        self.scan_from = 0;
+        self.pending_len = None;
+        Ok(Some(StreamEvent::Message(msg)))
+    }
+}
