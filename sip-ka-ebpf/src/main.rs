@@ -76,7 +76,7 @@ fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 
         return xdp_action::XDP_PASS;
     }
     let n = if plen > BUF_LEN { BUF_LEN } else { plen };
-    let n = n & (BUF_LEN - 1 | BUF_LEN);
+    let n = n & (BUF_LEN * 2 - 1);
     if n == 0
         || unsafe {
             bpf_xdp_load_bytes(
