@@ -1,7 +1,7 @@
 //! Who may be answered: address sanity, the ACL, per-source rate limits,
 //! and the PEERS table of sources that sent keep-alives.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::maps::lpm_trie::Key;
 use sip_ka_common::{
     config::{ACL_ALLOW_ONLY, ACL_OFF},
     maps::{PeerKey, PeerValue, RateValue, KIND_CRLF, KIND_SIP, KIND_STUN},
@@ -103,11 +103,10 @@ pub fn refuse(cfg: &Config, p: &Udp, s: &Scratch, now: u64) -> Option<Counter> {
 
 /// Records a keep-alive of `kind` from the packet's source in PEERS.
 #[inline(always)]
-pub fn note_peer(cfg: &Config, p: &Udp, s: &mut Scratch, kind: u32) {
+pub fn note_peer(cfg: &Config, p: &Udp, s: &mut Scratch, kind: u32, now: u64) {
     if cfg.track_peers == 0 {
         return;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
     s.peer = PeerKey {
         addr: s.src,
         port: p.sport,

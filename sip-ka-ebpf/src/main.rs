@@ -27,7 +27,7 @@ use sip_ka_common::{
     counters::sip_request_index,
     maps::{KIND_CRLF, KIND_SIP, KIND_STUN},
     sip::Method,
-    stun::build_binding_success,
+    stun::{build_binding_success, MAX_ANSWER},
     Action, Config, Counter,
 };
 
@@ -40,11 +40,7 @@ use crate::{
 #[xdp]
 pub fn sip_ka(ctx: XdpContext) -> u32 {
     count(Counter::RxPackets);
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return xdp_action::XDP_PASS;
-    };
-    let s = unsafe { &mut *s };
-    let p = match parse_udp(&ctx, s) {
+    let p = match parse_udp(&ctx) {
         Ok(p) => p,
         Err(stop) => {
             if let Some(c) = stop.counter() {
@@ -60,7 +56,15 @@ pub fn sip_ka(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     count(Counter::SipPortDatagrams);
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let s = unsafe { &mut *s };
     let p = p.converge(&mut s.pkt);
+    if parse::copy_addrs(&ctx, &p, s).is_err() {
+        count(Counter::PassMalformed);
+        return xdp_action::XDP_PASS;
+    }
     if guard::acl_refuses(cfg, s) {
         count(Counter::DropAcl);
         return xdp_action::XDP_DROP;
@@ -124,10 +128,9 @@ fn crlf_ping(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
         Action::Pass => return xdp_action::XDP_PASS,
         Action::Answer => {}
     }
+    s.out = [0; MAX_ANSWER];
     s.out[0] = b'\r';
     s.out[1] = b'\n';
-    s.out[2] = 0;
-    s.out[3] = 0;
     answer(ctx, cfg, p, s, 4, 2, KIND_CRLF, Counter::CrlfPongSent)
 }
 
@@ -191,6 +194,7 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
     s.reflexive.is_v4 = p.is_v4;
     s.reflexive.port = p.sport;
     s.stun_id.copy_from_slice(&s.buf[4..20]);
+    s.out = [0; MAX_ANSWER];
     let out_len = build_binding_success(&mut s.out, &s.stun_id, generation, &s.reflexive);
     answer(ctx, cfg, p, s, plen, out_len, KIND_STUN, Counter::StunResp)
 }
@@ -223,7 +227,7 @@ fn answer(
         count(Counter::PassBadChecksum);
         return xdp_action::XDP_PASS;
     }
-    guard::note_peer(cfg, p, s, kind);
+    guard::note_peer(cfg, p, s, kind, now);
     match reply::transmit(ctx, p, s, out_len) {
         Some(action) => {
             count(sent);
@@ -265,8 +269,9 @@ fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch) {
     if has_body {
         return;
     }
+    let now = unsafe { bpf_ktime_get_ns() };
     if kind == Method::Options as u32 && !in_dialog {
-        guard::note_peer(cfg, p, s, KIND_SIP);
+        guard::note_peer(cfg, p, s, KIND_SIP, now);
         return;
     }
     let session_keepalive = kind == Method::Update as u32
@@ -276,13 +281,13 @@ fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch) {
     if !in_dialog || !session_keepalive {
         return;
     }
-    guard::note_peer(cfg, p, s, KIND_SIP);
+    guard::note_peer(cfg, p, s, KIND_SIP, now);
     let known = match sip::callid_hash(s) {
         Some(hash) => match DIALOGS.get_ptr_mut(&hash) {
             Some(d) => {
                 unsafe {
                     atomic_add(&raw mut (*d).ka_count, 1);
-                    (*d).last_ka_ns = bpf_ktime_get_ns();
+                    (*d).last_ka_ns = now;
                 }
                 true
             }

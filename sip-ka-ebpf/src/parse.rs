@@ -145,10 +145,11 @@ fn put_v4(out: &mut [u8; 16], a: &[u8; 4]) {
     out[12..].copy_from_slice(a);
 }
 
-/// Walks Ethernet, up to two VLAN tags, IPv4 or IPv6, and UDP. The
-/// addresses go straight into `s.src` / `s.dst` (map memory, not stack).
+/// Walks Ethernet, up to two VLAN tags, IPv4 or IPv6, and UDP. Only
+/// offsets and ports are taken: most traffic is not for a SIP port, and
+/// the addresses are copied (`copy_addrs`) only for what is.
 #[inline(always)]
-pub fn parse_udp(ctx: &XdpContext, s: &mut Scratch) -> Result<Udp, Stop> {
+pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Stop::NotUdp)?;
     let mut proto = be16(unsafe { (*eth).proto });
     let mut off = ETH_HLEN;
@@ -181,10 +182,6 @@ pub fn parse_udp(ctx: &XdpContext, s: &mut Scratch) -> Result<Udp, Stop> {
             if tot_len < ihl + UDP_HLEN || l3_off + tot_len > frame_len {
                 return Err(Stop::Malformed);
             }
-            unsafe {
-                put_v4(&mut s.src, &(*ip).src);
-                put_v4(&mut s.dst, &(*ip).dst);
-            }
             (l3_off + ihl, tot_len - ihl, true)
         }
         ETH_P_IPV6 => {
@@ -200,10 +197,6 @@ pub fn parse_udp(ctx: &XdpContext, s: &mut Scratch) -> Result<Udp, Stop> {
             let plen = be16(unsafe { (*ip).payload_len }) as usize;
             if plen < UDP_HLEN || l3_off + IPV6_HLEN + plen > frame_len {
                 return Err(Stop::Malformed);
-            }
-            unsafe {
-                s.src = (*ip).src;
-                s.dst = (*ip).dst;
             }
             (l3_off + IPV6_HLEN, plen, false)
         }
@@ -223,4 +216,24 @@ pub fn parse_udp(ctx: &XdpContext, s: &mut Scratch) -> Result<Udp, Stop> {
         sport: be16(unsafe { (*udp).source }),
         dport: be16(unsafe { (*udp).dest }),
     })
+}
+
+/// Copies the packet's addresses into `s.src` / `s.dst` (map memory, not
+/// stack), IPv4 mapped into 16 bytes.
+#[inline(always)]
+pub fn copy_addrs(ctx: &XdpContext, p: &Udp, s: &mut Scratch) -> Result<(), ()> {
+    if p.is_v4 {
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, p.l3_off)?;
+        unsafe {
+            put_v4(&mut s.src, &(*ip).src);
+            put_v4(&mut s.dst, &(*ip).dst);
+        }
+    } else {
+        let ip: *mut Ipv6Hdr = ptr_at(ctx, p.l3_off)?;
+        unsafe {
+            s.src = (*ip).src;
+            s.dst = (*ip).dst;
+        }
+    }
+    Ok(())
 }

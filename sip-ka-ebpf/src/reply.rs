@@ -16,7 +16,7 @@ use crate::{
     scratch::{Scratch, BUF_MASK, HEADERS_MAX},
 };
 
-/// Largest payload whose checksum is verified (bpf_csum_diff takes 512).
+/// Largest payload whose checksum is verified (keep-alives are smaller).
 pub const VERIFY_MAX: usize = 256;
 const TTL: u8 = 64;
 
@@ -27,51 +27,63 @@ pub fn checksums_ok(ctx: &XdpContext, p: &Udp, s: &mut Scratch, plen: usize) -> 
     if plen > VERIFY_MAX {
         return false;
     }
-    if p.is_v4 {
-        let ihl = (p.l4_off - p.l3_off) & 0x3c;
-        if ihl < 20 {
-            return false;
-        }
-        let r = unsafe {
-            bpf_xdp_load_bytes(
-                ctx.ctx,
-                p.l3_off as u32,
-                s.ip_hdr.as_mut_ptr() as *mut _,
-                ihl as u32,
-            )
-        };
-        if r != 0 {
-            return false;
-        }
-        match csum::add(s.ip_hdr.as_ptr(), ihl as u32, 0) {
-            Some(sum) if csum::fold(sum as u64) == 0xffff => {}
-            _ => return false,
-        }
+    if p.is_v4 && !ipv4_header_ok(ctx, p) {
+        return false;
     }
     let Ok(udp) = ptr_at::<UdpHdr>(ctx, p.l4_off) else {
         return false;
     };
-    unsafe {
-        s.udp_hdr[0..2].copy_from_slice(&(*udp).source);
-        s.udp_hdr[2..4].copy_from_slice(&(*udp).dest);
-        s.udp_hdr[4..6].copy_from_slice(&(*udp).len);
-        s.udp_hdr[6..8].copy_from_slice(&(*udp).check);
-    }
-    if s.udp_hdr[6] == 0 && s.udp_hdr[7] == 0 {
+    let (len, check) = unsafe { ((*udp).len, (*udp).check) };
+    if check == [0, 0] {
         // No checksum: allowed over IPv4, forbidden over IPv6 (RFC 8200).
         return p.is_v4;
     }
     let udp_len = (UDP_HLEN + plen) as u16;
-    let plen_pseudo = csum::pseudo_header(&mut s.pseudo, p.is_v4, &s.src, &s.dst, udp_len);
-    // Zero the bytes up to the next multiple of 4 so they add nothing.
+    // Ports and length are already in the pseudo-header sum's terms.
+    let mut sum = csum::pseudo_sum(p.is_v4, &s.src, &s.dst, udp_len)
+        + p.sport as u64
+        + p.dport as u64
+        + csum::word(len[0], len[1])
+        + csum::word(check[0], check[1]);
+    // The payload, an odd last byte padded with zero.
     s.buf[plen & BUF_MASK] = 0;
-    s.buf[(plen + 1) & BUF_MASK] = 0;
-    s.buf[(plen + 2) & BUF_MASK] = 0;
-    let padded = ((plen + 3) & !3) & 0x1fc;
-    let sum = csum::add(s.pseudo.as_ptr(), plen_pseudo, 0)
-        .and_then(|sum| csum::add(s.udp_hdr.as_ptr(), 8, sum))
-        .and_then(|sum| csum::add(s.buf.as_ptr(), padded as u32, sum));
-    matches!(sum, Some(sum) if csum::fold(sum as u64) == 0xffff)
+    for i in 0..VERIFY_MAX / 2 {
+        let off = 2 * i;
+        if off >= plen {
+            break;
+        }
+        sum += csum::word(s.buf[off & BUF_MASK], s.buf[(off + 1) & BUF_MASK]);
+    }
+    csum::fold(sum) == 0xffff
+}
+
+/// Sums the IPv4 header (20 bytes, then any options) straight from the
+/// packet.
+#[inline(always)]
+fn ipv4_header_ok(ctx: &XdpContext, p: &Udp) -> bool {
+    let ihl = (p.l4_off - p.l3_off) & 0x3c;
+    let Ok(h) = ptr_at::<[u8; 20]>(ctx, p.l3_off) else {
+        return false;
+    };
+    let h = unsafe { &*h };
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < 20 {
+        sum += csum::word(h[i], h[i + 1]);
+        i += 2;
+    }
+    for j in 0..20 {
+        let off = 20 + 2 * j;
+        if off >= ihl {
+            break;
+        }
+        let Ok(w) = ptr_at::<[u8; 2]>(ctx, p.l3_off + off) else {
+            return false;
+        };
+        let w = unsafe { &*w };
+        sum += csum::word(w[0], w[1]);
+    }
+    csum::fold(sum) == 0xffff
 }
 
 /// Makes the frame exactly headers + `out_len` bytes long. Shrinking
@@ -158,17 +170,19 @@ pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> O
         }
     }
 
-    // The answer goes from the request's destination to its source.
-    s.udp_hdr[0..2].copy_from_slice(&p.dport.to_be_bytes());
-    s.udp_hdr[2..4].copy_from_slice(&p.sport.to_be_bytes());
-    s.udp_hdr[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    s.udp_hdr[6..8].copy_from_slice(&[0, 0]);
-    let plen_pseudo = csum::pseudo_header(&mut s.pseudo, p.is_v4, &s.dst, &s.src, udp_len);
-    let padded = ((out_len + 3) & !3) & 0x3c;
-    let sum = csum::add(s.pseudo.as_ptr(), plen_pseudo, 0)
-        .and_then(|sum| csum::add(s.udp_hdr.as_ptr(), 8, sum))
-        .and_then(|sum| csum::add(s.out.as_ptr(), padded as u32, sum))?;
-    let mut check = !csum::fold(sum as u64);
+    // The answer goes from the request's destination to its source; the
+    // pseudo-header sum does not care which address is which. `s.out` is
+    // zero past the answer, so all of it can be summed.
+    let mut sum = csum::pseudo_sum(p.is_v4, &s.src, &s.dst, udp_len)
+        + p.sport as u64
+        + p.dport as u64
+        + udp_len as u64;
+    let mut i = 0;
+    while i < MAX_ANSWER {
+        sum += csum::word(s.out[i], s.out[i + 1]);
+        i += 2;
+    }
+    let mut check = !csum::fold(sum);
     if check == 0 {
         check = 0xffff;
     }
@@ -177,7 +191,7 @@ pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> O
         (*udp).source = p.dport.to_be_bytes();
         (*udp).dest = p.sport.to_be_bytes();
         (*udp).len = udp_len.to_be_bytes();
-        (*udp).check = check.to_ne_bytes();
+        (*udp).check = check.to_be_bytes();
     }
     if out_len == 0 {
         return None;

@@ -17,20 +17,15 @@ pub const HEADERS_MAX: usize = 128;
 
 #[repr(C)]
 pub struct Scratch {
+    /// The answer payload, zero past its end (the UDP checksum sums all of
+    /// it). First, so it is 8-aligned and cleared with word stores.
+    pub out: [u8; MAX_ANSWER],
     /// The payload copy, with `BUF_SLACK` bytes past `BUF_LEN` so a word
     /// read at any masked index stays inside.
     pub buf: [u8; BUF_LEN + BUF_SLACK],
-    /// The answer payload, zero-padded to a multiple of 4 for the checksum.
-    pub out: [u8; MAX_ANSWER],
     /// The headers of a frame being grown at the front (see
     /// `reply::resize`).
     pub headers: [u8; HEADERS_MAX],
-    /// A copy of the IPv4 header being verified.
-    pub ip_hdr: [u8; 60],
-    /// The UDP pseudo-header (12 bytes for IPv4, 40 for IPv6).
-    pub pseudo: [u8; 40],
-    /// A UDP header as summed for the checksum.
-    pub udp_hdr: [u8; 8],
     /// Source and destination of the packet, IPv4 mapped into 16 bytes.
     pub src: [u8; 16],
     pub dst: [u8; 16],
