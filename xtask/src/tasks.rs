@@ -109,8 +109,13 @@ pub fn test(timeout_min: u64) -> Result<i32> {
         .filter(|(_, _, ok, _)| !ok)
         .map(|(n, _, _, _)| *n)
         .collect();
+    let (passed_tests, failed_tests) = results
+        .iter()
+        .fold((0, 0), |(p, f), (_, _, _, r)| (p + r.passed, f + r.failed));
     if failed.is_empty() && results.len() == steps.len() {
         println!("== all steps passed");
+        // The closing line CI reads: every test runner's totals.
+        println!("tests: {passed_tests} passed, {failed_tests} failed");
         Ok(0)
     } else {
         let mut what = failed.join(", ");
@@ -128,6 +133,7 @@ pub fn test(timeout_min: u64) -> Result<i32> {
             );
         }
         println!("== FAILED: {what}");
+        println!("tests: {passed_tests} passed, {failed_tests} failed");
         Ok(1)
     }
 }
@@ -140,6 +146,9 @@ struct Findings {
     lines: Vec<String>,
     /// An `error...` line waiting for its `--> file:line:col`.
     pending: Option<String>,
+    /// Totals of the test runners' `test result:` lines.
+    passed: u64,
+    failed: u64,
 }
 
 impl Findings {
@@ -151,6 +160,19 @@ impl Findings {
 
     fn see(&mut self, step: &str, line: &str) {
         let l = line.trim_end();
+        if let Some(rest) = l.strip_prefix("test result: ") {
+            // "ok. 9 passed; 0 failed; 0 ignored; ..."
+            for part in rest.split(';') {
+                let words: Vec<&str> = part.split_whitespace().collect();
+                if let [.., n, kind] = words.as_slice() {
+                    match (*kind, n.parse::<u64>()) {
+                        ("passed", Ok(n)) => self.passed += n,
+                        ("failed", Ok(n)) => self.failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
         if step == "rustfmt" {
             if let Some(rest) = l.strip_prefix("Diff in ") {
                 let rest = rest.trim_end_matches(':');
