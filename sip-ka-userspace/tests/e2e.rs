@@ -704,3 +704,69 @@ fn lab_command_runs_the_demonstration() {
         started.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------
+// The fast path outlives the daemon: with --keep-attached the program stays
+// attached (pinned link) and keeps answering while no daemon runs; a new
+// daemon replaces the program behind the same link and keeps the pinned
+// counters and configuration.
+
+#[test]
+fn fast_path_keeps_answering_across_a_daemon_restart() {
+    let mut lab = common::lab();
+    common::start(&mut lab, &["--xdp-mode", "native", "--keep-attached"]);
+    config_set(&lab, "rate_limit_burst", "7");
+    let sock = client_socket(&lab, "198.18.0.2:0".parse().unwrap());
+    ping_pong(&sock, server4(), "before the restart");
+
+    // A steady sender of pings, bounded in count and time, across the stop
+    // and the restart; every ping must be answered.
+    let sender = {
+        let sock = sock.try_clone().expect("clone socket");
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (mut sent, mut answered) = (0u32, 0u32);
+            while sent < 300 && Instant::now() < deadline {
+                sent += 1;
+                if let Some((reply, _)) = exchange(&sock, server4(), b"\r\n\r\n", ANSWER_WAIT) {
+                    answered += (reply == b"\r\n") as u32;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (sent, answered)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = counters(&lab);
+    let status = lab.stop_daemon().expect("stopping the daemon");
+    assert!(status.success(), "sip-ka run exited with {status}");
+    assert_eq!(
+        common::attached_mode(&lab),
+        "native",
+        "still attached with no daemon"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let while_down = counters(&lab);
+    assert!(
+        delta(&before, &while_down).get("crlf_pong_sent") > 10,
+        "pongs are counted in the pinned STATS map while no daemon runs"
+    );
+    common::start(&mut lab, &["--xdp-mode", "native"]);
+    let (sent, answered) = sender.join().expect("sender thread");
+    assert!(sent >= 100, "only {sent} pings sent");
+    assert_eq!(answered, sent, "pings unanswered across the restart");
+    // Counters and configuration survived the restart.
+    let after = counters(&lab);
+    assert!(after["crlf_pong_sent"] >= while_down["crlf_pong_sent"] + 1);
+    let out = common::run_capture(&mut lab.sip_ka(&["config", "get", "rate_limit_burst"]).unwrap());
+    assert_eq!(text(&out).trim(), "7");
+
+    // A daemon without --keep-attached detaches on exit: no more pongs.
+    let status = lab.stop_daemon().expect("stopping the daemon");
+    assert!(status.success());
+    assert_eq!(common::attached_mode(&lab), "none", "detached on exit");
+    assert!(
+        exchange(&sock, server4(), b"\r\n\r\n", Duration::from_millis(500)).is_none(),
+        "a pong after the daemon detached"
+    );
+}
