@@ -293,6 +293,60 @@ impl Drop for Lab {
     }
 }
 
+/// The address a client printed after `marker` (e.g. `MappedAddress = `):
+/// `a.b.c.d:port`, `[v6]:port` or a bare `v6:port`.
+pub fn addr_after(output: &str, marker: &str) -> Option<std::net::SocketAddr> {
+    let rest = &output[output.find(marker)? + marker.len()..];
+    let token: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ',')
+        .collect();
+    if let Ok(a) = token.parse() {
+        return Some(a);
+    }
+    let (ip, port) = token.rsplit_once(':')?;
+    Some(std::net::SocketAddr::new(
+        ip.parse().ok()?,
+        port.parse().ok()?,
+    ))
+}
+
+/// A sipp scenario for the lab: an OPTIONS out of dialog, then an INFO
+/// without a body inside a dialog (To has a tag), expecting nothing back.
+pub const SIPP_KEEPALIVE_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="sip-ka keep-alives">
+  <send>
+    <![CDATA[
+
+      OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="20"/>
+  <send>
+    <![CDATA[
+
+      INFO sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[remote_ip]:[remote_port]>;tag=sip-ka-lab
+      Call-ID: [call_id]
+      CSeq: 2 INFO
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
 /// The sip-ka binary: this process when it is sip-ka, otherwise
 /// `SIP_KA_BIN`, otherwise `sip-ka` next to the current executable (how
 /// cargo lays out tests and binaries in target/<profile>/).

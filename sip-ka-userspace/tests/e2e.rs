@@ -177,7 +177,7 @@ fn crlf_and_sip(mode: &str) {
     // sipp as a UAC: an OPTIONS outside a dialog, then a bodiless INFO with
     // a To tag (an in-dialog keep-alive for a dialog sip-ka does not know).
     let dir = scratch_dir(&lab);
-    std::fs::write(dir.join("ka.xml"), SIPP_SCENARIO).unwrap();
+    std::fs::write(dir.join("ka.xml"), sip_ka::lab::SIPP_KEEPALIVE_SCENARIO).unwrap();
     let before = counters(&lab);
     let out = run_sipp(
         &lab,
@@ -218,41 +218,6 @@ fn crlf_and_sip_native() {
 fn crlf_and_sip_skb() {
     crlf_and_sip("skb");
 }
-
-/// sipp sends both requests and expects nothing back.
-const SIPP_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="sip-ka keep-alives">
-  <send>
-    <![CDATA[
-
-      OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 OPTIONS
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <pause milliseconds="20"/>
-  <send>
-    <![CDATA[
-
-      INFO sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[remote_ip]:[remote_port]>;tag=e2e-test
-      Call-ID: [call_id]
-      CSeq: 2 INFO
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
 
 fn scratch_dir(lab: &Lab) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("{}-e2e", lab.name));

@@ -5,7 +5,7 @@
 //! prints the counters and the peers table, and tears everything down.
 
 use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
+    net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -150,7 +150,7 @@ fn traffic(lab: &Lab, scratch: &Path) -> Result<()> {
             &["-p", &SIP_PORT.to_string(), &server],
         )?;
         let t = text(&out);
-        let mapped = addr_after(&t, "UDP reflexive addr: ").ok_or_else(|| {
+        let mapped = crate::lab::addr_after(&t, "UDP reflexive addr: ").ok_or_else(|| {
             anyhow!("turnutils_stunclient -p {SIP_PORT} {server}: no answer: {t}")
         })?;
         println!("    turnutils_stunclient -p {SIP_PORT} {server}: reflexive address {mapped}");
@@ -165,7 +165,7 @@ fn traffic(lab: &Lab, scratch: &Path) -> Result<()> {
         &[&server4.to_string(), "1", "-v", "-p", "40000"],
     )?;
     let t = text(&out);
-    let mapped = addr_after(&t, "MappedAddress = ")
+    let mapped = crate::lab::addr_after(&t, "MappedAddress = ")
         .ok_or_else(|| anyhow!("stun {server4} 1: no mapped address: {t}"))?;
     println!("    stun {server4} 1 -p 40000: MAPPED-ADDRESS {mapped}");
 
@@ -193,7 +193,7 @@ fn traffic(lab: &Lab, scratch: &Path) -> Result<()> {
 
     step("SIP: sipp sends an OPTIONS and an in-dialog INFO without a body");
     std::fs::create_dir_all(scratch)?;
-    std::fs::write(scratch.join("ka.xml"), SIPP_SCENARIO)?;
+    std::fs::write(scratch.join("ka.xml"), crate::lab::SIPP_KEEPALIVE_SCENARIO)?;
     let before = lab.counters()?;
     let out = client_run(
         lab,
@@ -230,41 +230,6 @@ fn traffic(lab: &Lab, scratch: &Path) -> Result<()> {
     );
     Ok(())
 }
-
-/// sipp sends both requests and expects nothing back.
-const SIPP_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="sip-ka lab keep-alives">
-  <send>
-    <![CDATA[
-
-      OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 OPTIONS
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <pause milliseconds="20"/>
-  <send>
-    <![CDATA[
-
-      INFO sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[remote_ip]:[remote_port]>;tag=sip-ka-lab
-      Call-ID: [call_id]
-      CSeq: 2 INFO
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
 
 /// Prints how to use the lab, then waits for SIGINT or SIGTERM.
 fn keep_up(lab: &Lab) -> Result<()> {
@@ -390,24 +355,6 @@ fn grew(
         .copied()
         .unwrap_or(0)
         .saturating_sub(before.get(name).copied().unwrap_or(0))
-}
-
-/// The address a client printed after `marker`: `a.b.c.d:port`,
-/// `[v6]:port` or a bare `v6:port`.
-fn addr_after(output: &str, marker: &str) -> Option<SocketAddr> {
-    let rest = &output[output.find(marker)? + marker.len()..];
-    let token: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != ',')
-        .collect();
-    if let Ok(a) = token.parse() {
-        return Some(a);
-    }
-    let (ip, port) = token.rsplit_once(':')?;
-    Some(SocketAddr::new(
-        ip.parse::<IpAddr>().ok()?,
-        port.parse().ok()?,
-    ))
 }
 
 /// A UDP socket in the lab's client namespace: made by a thread that

@@ -574,17 +574,4 @@ pub fn full_id(id: [u8; 12]) -> [u8; 16] {
     f
 }
 
-/// The address a tool printed after `marker` (e.g. `MappedAddress = `),
-/// accepting `a.b.c.d:port`, `[v6]:port` and a bare `v6:port`.
-pub fn addr_after(output: &str, marker: &str) -> Option<SocketAddr> {
-    let rest = &output[output.find(marker)? + marker.len()..];
-    let token: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != ',')
-        .collect();
-    if let Ok(a) = token.parse() {
-        return Some(a);
-    }
-    let (ip, port) = token.rsplit_once(':')?;
-    Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
-}
+pub use sip_ka::lab::addr_after;
