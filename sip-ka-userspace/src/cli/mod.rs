@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 mod acl;
 mod config;
 mod detach;
+mod dialogs;
 mod lab;
 pub mod peers;
 mod run;
@@ -41,6 +42,9 @@ pub enum Command {
     Peers(peers::PeersArgs),
     /// Read or change the fast path's configuration; takes effect on the next packet.
     Config(config::ConfigArgs),
+    /// List the live dialogs (edge mode's DIALOGS map): Call-ID hash,
+    /// state, age, and the in-dialog keep-alives XDP counted.
+    Dialogs(dialogs::DialogsArgs),
     /// Edit the ACL prefix lists (used when `config set acl deny|allow-only`).
     Acl(acl::AclArgs),
     /// Detach the program from an interface and remove the pins.
@@ -60,6 +64,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Stats(a) => stats::stats(a),
         Command::Peers(a) => peers::peers(a),
         Command::Config(a) => config::config(a),
+        Command::Dialogs(a) => dialogs::dialogs(a),
         Command::Acl(a) => acl::acl(a),
         Command::Detach(a) => detach::detach(a),
         Command::XdpPass(a) => xdp_pass::xdp_pass(a),

@@ -3,10 +3,10 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
-use aya::maps::{Array, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use clap::{Args, ValueEnum};
 use sip_ka_common::{
-    maps::{MAP_CONFIG, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
+    maps::{MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
     Config,
 };
 use tokio::{io::unix::AsyncFd, net::UdpSocket, signal::unix::SignalKind};
@@ -14,7 +14,7 @@ use tokio::{io::unix::AsyncFd, net::UdpSocket, signal::unix::SignalKind};
 use super::PinDir;
 use crate::{
     attach::{self, XdpModeChoice},
-    config_keys, ebpf, pins,
+    config_keys, ebpf, edge, pins,
     responder::{self, Shared},
 };
 
@@ -23,7 +23,9 @@ pub enum Mode {
     /// XDP only, for a PBX on the same host: the daemon manages maps and
     /// stats and binds no SIP port (except --listen responder sockets).
     Offload,
-    /// RFC 5626 edge proxy in front of the PBX (not available yet).
+    /// SIP edge proxy in front of the PBX (UDP): listens on --listen,
+    /// forwards to --upstream, answers keep-alives and OPTIONS itself and
+    /// mirrors dialogs into the DIALOGS map.
     Edge,
 }
 
@@ -41,13 +43,18 @@ pub struct RunArgs {
     /// What the daemon does besides the fast path.
     #[arg(long, value_enum, default_value = "offload")]
     pub mode: Mode,
-    /// UDP address for the userspace keep-alive responder (repeatable):
-    /// answers CRLF and STUN that XDP passes, or all of it with --xdp off.
+    /// UDP address (repeatable). Offload mode: the userspace keep-alive
+    /// responder, answering CRLF and STUN that XDP passes, or all of it with
+    /// --xdp off. Edge mode: where the edge proxy listens for SIP.
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
     /// The PBX's address (edge mode).
     #[arg(long)]
     pub upstream: Option<SocketAddr>,
+    /// Seconds between OPTIONS pings to the PBX (edge mode); two unanswered
+    /// pings in a row make it down.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub qualify_frequency: u64,
     /// Config file of `key = value` lines (the keys of `sip-ka config get`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -72,12 +79,21 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     init_logging();
-    if args.mode == Mode::Edge {
-        bail!("edge mode is not available in this build; use --mode offload");
-    }
-    if args.upstream.is_some() {
-        bail!("--upstream only applies to edge mode");
-    }
+    let edge_cfg = match (args.mode, args.upstream) {
+        (Mode::Edge, Some(upstream)) => {
+            let cfg = edge::EdgeConfig {
+                listen: args.listen.clone(),
+                upstream,
+                qualify_frequency: Duration::from_secs(args.qualify_frequency),
+                limits: Default::default(),
+            };
+            cfg.check()?;
+            Some(cfg)
+        }
+        (Mode::Edge, None) => bail!("edge mode needs --upstream PBX_ADDR"),
+        (Mode::Offload, Some(_)) => bail!("--upstream only applies to edge mode"),
+        (Mode::Offload, None) => None,
+    };
     // With --xdp off nothing is attached, even if --iface is given.
     let iface = match (&args.iface, args.xdp) {
         (_, OnOff::Off) => None,
@@ -137,6 +153,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
+    // Edge mode owns the DIALOGS map: it mirrors its live dialogs there.
+    let dialogs_sink: Option<Box<dyn edge::dialog::DialogSink>> = match &edge_cfg {
+        Some(_) => {
+            let map = HashMap::try_from(bpf.take_map(MAP_DIALOGS).context("DIALOGS map missing")?)?;
+            let mut sink = edge::dialog::BpfDialogs(map);
+            let stale = sink.clear();
+            if stale > 0 {
+                log::info!("DIALOGS: {stale} entries from an earlier run removed");
+            }
+            Some(Box::new(sink))
+        }
+        None => None,
+    };
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -150,13 +180,19 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             Err(e) => log::warn!("aya-log: {e}; XDP program logs are not forwarded"),
         }
-        for addr in &args.listen {
-            let sock = UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("binding the UDP responder to {addr}"))?;
-            log::info!("userspace responder on udp/{}", sock.local_addr()?);
-            tokio::spawn(responder::serve(sock, shared.clone()));
-        }
+        let edge = match (edge_cfg, dialogs_sink) {
+            (Some(cfg), Some(sink)) => Some(edge::start(cfg, sink, Some(shared.clone())).await?),
+            _ => {
+                for addr in &args.listen {
+                    let sock = UdpSocket::bind(addr)
+                        .await
+                        .with_context(|| format!("binding the UDP responder to {addr}"))?;
+                    log::info!("userspace responder on udp/{}", sock.local_addr()?);
+                    tokio::spawn(responder::serve(sock, shared.clone()));
+                }
+                None
+            }
+        };
         println!("sip-ka: ready (pins in {})", pin_dir.display());
         use std::io::Write as _;
         std::io::stdout().flush().ok();
@@ -173,6 +209,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
         housekeeping(&config_map, &mut stats_map, &shared);
+        if let Some(edge) = &edge {
+            edge::log_counters(edge);
+        }
         anyhow::Ok(())
     });
     drop(rt);

@@ -1,0 +1,79 @@
+//! `sip-ka dialogs`: the live dialogs the edge mirrors into DIALOGS, with
+//! the keep-alive count and time the XDP program keeps.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use clap::Args;
+use sip_ka_common::maps::{DIALOG_CONFIRMED, DIALOG_EARLY, DIALOG_TERMINATING};
+
+use super::PinDir;
+use crate::{clock, pins};
+
+#[derive(Args, Debug)]
+pub struct DialogsArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub pin: PinDir,
+}
+
+pub fn state_name(s: u32) -> &'static str {
+    match s {
+        DIALOG_EARLY => "early",
+        DIALOG_CONFIRMED => "confirmed",
+        DIALOG_TERMINATING => "terminating",
+        _ => "-",
+    }
+}
+
+pub fn dialogs(args: DialogsArgs) -> Result<()> {
+    let pins = pins::Pins::new(&args.pin.pin_dir);
+    let map = pins.dialogs()?;
+    let now_ns = clock::monotonic_ns();
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut rows = Vec::new();
+    for entry in map.iter() {
+        rows.push(entry?);
+    }
+    rows.sort_by_key(|(_, v)| std::cmp::Reverse(v.created_unix));
+    let last_ka = |ns: u64| (ns != 0).then(|| clock::age(now_ns, ns));
+    if args.json {
+        let arr: Vec<_> = rows
+            .iter()
+            .map(|(k, v)| {
+                serde_json::json!({
+                    "call_id_hash": format!("{k:016x}"),
+                    "state": state_name(v.state),
+                    "age_secs": now_unix.saturating_sub(v.created_unix),
+                    "ka_count": v.ka_count,
+                    "last_ka_secs_ago": last_ka(v.last_ka_ns),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<12} {:>8} {:>10} {:>12}",
+        "CALL-ID HASH", "STATE", "AGE(s)", "KA", "LAST KA(s)"
+    );
+    for (k, v) in &rows {
+        println!(
+            "{:<18} {:<12} {:>8} {:>10} {:>12}",
+            format!("{k:016x}"),
+            state_name(v.state),
+            now_unix.saturating_sub(v.created_unix),
+            v.ka_count,
+            last_ka(v.last_ka_ns)
+                .map(|a| format!("{a:.1}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("{} dialog(s)", rows.len());
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Stateless forwarding (RFC 3261 16.11): our Via with a deterministic
+//! branch, `received`/`rport` on the sender's Via (RFC 3581),
+//! Max-Forwards, Record-Route and Route, loop detection, and where a
+//! message goes next.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::sip::{Method, SipMessage, Via};
+
+/// Every branch the edge puts in a Via starts with this (RFC 3261 magic
+/// cookie, then `ska`).
+pub const BRANCH_PREFIX: &str = "z9hG4bKska";
+
+/// Max-Forwards put on a request that has none (RFC 3261 8.1.1.6).
+pub const DEFAULT_MAX_FORWARDS: u32 = 70;
+
+/// 64-bit FNV-1a over `parts`, each followed by a 0xff separator.
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(std::iter::once(&0xffu8)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The loop-detection hash of a request (RFC 3261 16.6 item 8): the
+/// Request-URI, From and To tags, Call-ID, CSeq number and the Route
+/// values, taken after our own Route entries were removed.
+pub fn loop_key(msg: &SipMessage) -> u64 {
+    let ruri = msg.request_uri().map(|u| u.to_string()).unwrap_or_default();
+    let from_tag = msg.from_tag().unwrap_or_default();
+    let to_tag = msg.to_tag().unwrap_or_default();
+    let call_id = msg.call_id().unwrap_or_default();
+    let cseq = msg.cseq().map(|c| c.seq.to_string()).unwrap_or_default();
+    let routes: Vec<&str> = msg.header_values("Route").collect();
+    let routes = routes.join(",");
+    fnv1a(&[
+        ruri.as_bytes(),
+        from_tag.as_bytes(),
+        to_tag.as_bytes(),
+        call_id.as_bytes(),
+        cseq.as_bytes(),
+        routes.as_bytes(),
+    ])
+}
+
+/// Our branch for a request: the loop key, then a hash of the incoming
+/// top Via's branch. A retransmission, and the CANCEL or non-2xx ACK of
+/// an INVITE, get the same branch as the request they belong to.
+pub fn branch(msg: &SipMessage) -> String {
+    let top = msg
+        .top_via()
+        .and_then(|v| v.branch().map(str::to_string))
+        .unwrap_or_default();
+    format!(
+        "{BRANCH_PREFIX}{:016x}.{:016x}",
+        loop_key(msg),
+        fnv1a(&[top.as_bytes()])
+    )
+}
+
+/// An IP address as a URI or Via host (IPv6 in brackets).
+pub fn uri_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+/// A host from a URI or Via as an IP address (brackets removed); `None`
+/// for a host name.
+pub fn host_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Whether `host:port` (port defaulting to 5060) names `local`.
+pub fn names(local: SocketAddr, host: Option<&str>, port: Option<u16>) -> bool {
+    host.and_then(host_ip) == Some(local.ip()) && port.unwrap_or(5060) == local.port()
+}
+
+/// Whether a Via was put there by the edge listening on `local`.
+pub fn is_own_via(via: &Via, local: SocketAddr) -> bool {
+    names(local, Some(&via.host), Some(via.port_or_default()))
+        && via.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX))
+}
+
+/// Whether the request already passed this edge in the same state (a
+/// Via of ours carrying this loop key): answer 482.
+pub fn is_loop(msg: &SipMessage, local: SocketAddr) -> bool {
+    let mark = format!("{BRANCH_PREFIX}{:016x}.", loop_key(msg));
+    msg.vias()
+        .unwrap_or_default()
+        .iter()
+        .any(|v| is_own_via(v, local) && v.branch().is_some_and(|b| b.starts_with(&mark)))
+}
+
+/// RFC 3581 / RFC 3261 18.2.1: `received` when the sent-by differs from
+/// the packet's source, and `rport` (with `received`) filled in when the
+/// sender asked for it, so the response finds its way back through NAT.
+pub fn stamp_received(msg: &mut SipMessage, src: SocketAddr) {
+    let Some(mut top) = msg.top_via() else {
+        return;
+    };
+    if top.rport().is_some() {
+        top.set_param("rport", Some(src.port().to_string()));
+        top.set_param("received", Some(src.ip().to_string()));
+    } else if host_ip(&top.host) != Some(src.ip()) {
+        top.set_param("received", Some(src.ip().to_string()));
+    } else {
+        return;
+    }
+    msg.set_top_via(&top);
+}
+
+/// Removes the Route entries at the top that name this edge (it put them
+/// there with Record-Route); returns how many.
+pub fn pop_own_routes(msg: &mut SipMessage, local: SocketAddr) -> usize {
+    let Ok(routes) = msg.routes() else {
+        return 0;
+    };
+    let own = routes
+        .iter()
+        .take_while(|r| names(local, r.uri.host(), r.uri.port()))
+        .count();
+    if own == 0 {
+        return 0;
+    }
+    let rest: Vec<String> = routes.iter().skip(own).map(|r| r.to_string()).collect();
+    if rest.is_empty() {
+        msg.remove_header("Route");
+    } else {
+        msg.set_header("Route", rest.join(", "));
+    }
+    own
+}
+
+/// Whether a request can create a dialog (and so gets our Record-Route).
+pub fn creates_dialog(msg: &SipMessage) -> bool {
+    msg.to_tag().is_none()
+        && matches!(
+            msg.method(),
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        )
+}
+
+/// Why a request is not forwarded, with the status to answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 483 Too Many Hops.
+    TooManyHops,
+    /// 482 Loop Detected.
+    Loop,
+}
+
+impl Refusal {
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            Refusal::TooManyHops => (483, "Too Many Hops"),
+            Refusal::Loop => (482, "Loop Detected"),
+        }
+    }
+}
+
+/// Prepares a request for the next hop (RFC 3261 16.6): checks
+/// Max-Forwards and loops, removes our Route entries, stamps the sender's
+/// Via, decrements Max-Forwards, adds Record-Route to dialog-creating
+/// requests and pushes our Via. `local` is the address the request came
+/// in on and leaves from.
+pub fn prepare_request(
+    msg: &mut SipMessage,
+    src: SocketAddr,
+    local: SocketAddr,
+) -> Result<(), Refusal> {
+    let hops = msg.max_forwards().unwrap_or(DEFAULT_MAX_FORWARDS);
+    if hops == 0 {
+        return Err(Refusal::TooManyHops);
+    }
+    pop_own_routes(msg, local);
+    if is_loop(msg, local) {
+        return Err(Refusal::Loop);
+    }
+    let branch = branch(msg);
+    stamp_received(msg, src);
+    msg.set_max_forwards(hops - 1);
+    if creates_dialog(msg) {
+        msg.prepend_header(
+            "Record-Route",
+            format!("<sip:{}:{};lr>", uri_host(local.ip()), local.port()),
+        );
+    }
+    let via = Via::new("UDP", &uri_host(local.ip()), Some(local.port()), &branch);
+    msg.prepend_via(&via);
+    Ok(())
+}
+
+/// Where a request from the PBX goes when the dialog does not say: the
+/// first remaining Route, else the Request-URI (IP hosts only).
+pub fn request_destination(msg: &SipMessage) -> Option<SocketAddr> {
+    let uri = match msg.routes().ok().and_then(|r| r.into_iter().next()) {
+        Some(route) => route.uri,
+        None => msg.request_uri()?.clone(),
+    };
+    let ip = host_ip(uri.host()?)?;
+    Some(SocketAddr::new(ip, uri.port().unwrap_or(5060)))
+}
+
+/// Where a response goes, from the Via below ours: `received` (else the
+/// sent-by host, an IP) and `rport` (else the sent-by port).
+pub fn via_destination(via: &Via) -> Option<SocketAddr> {
+    let ip = match via.received() {
+        Some(r) => host_ip(r)?,
+        None => host_ip(&via.host)?,
+    };
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => via.port_or_default(),
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Removes our top Via from a response and says where it goes next;
+/// `None` when the top Via is not ours or nothing below it is routable.
+pub fn prepare_response(msg: &mut SipMessage, local: SocketAddr) -> Option<SocketAddr> {
+    let top = msg.top_via()?;
+    if !is_own_via(&top, local) {
+        return None;
+    }
+    msg.remove_top_via()?;
+    via_destination(&msg.top_via()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Framing, Limits};
+
+    const EDGE: &str = "198.18.0.1:5060";
+
+    fn parse(s: &str) -> SipMessage {
+        crate::sip::parse_message(s.as_bytes(), Framing::Datagram, &Limits::default()).unwrap()
+    }
+
+    fn invite() -> SipMessage {
+        parse(
+            "INVITE sip:bob@198.18.0.1:5080 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKabc;rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@example.com>;tag=a1\r\n\
+             To: <sip:bob@example.com>\r\n\
+             Call-ID: c1@example.com\r\n\
+             CSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n",
+        )
+    }
+
+    #[test]
+    fn request_gets_via_record_route_rport_and_one_hop_less() {
+        let local: SocketAddr = EDGE.parse().unwrap();
+        let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
+        let mut m = invite();
+        let expected_branch = branch(&m);
+        prepare_request(&mut m, src, local).unwrap();
+        let vias = m.vias().unwrap();
+        assert_eq!(vias.len(), 2);
+        assert_eq!(vias[0].branch(), Some(expected_branch.as_str()));
+        assert!(is_own_via(&vias[0], local));
+        assert_eq!(vias[1].received(), Some("198.18.0.2"));
+        assert_eq!(vias[1].rport(), Some(Some(40000)));
+        assert_eq!(m.max_forwards(), Some(69));
+        assert_eq!(m.header("Record-Route"), Some("<sip:198.18.0.1:5060;lr>"));
+        // Deterministic: the same request gives the same branch.
+        let mut again = invite();
+        prepare_request(&mut again, src, local).unwrap();
+        assert_eq!(again.top_via(), m.top_via());
+    }
+
+    #[test]
+    fn zero_hops_and_loops_are_refused() {
+        let local: SocketAddr = EDGE.parse().unwrap();
+        let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
+        let mut m = invite();
+        m.set_max_forwards(0);
+        assert_eq!(
+            prepare_request(&mut m, src, local),
+            Err(Refusal::TooManyHops)
+        );
+        let mut m = invite();
+        prepare_request(&mut m, src, local).unwrap();
+        // The same request comes back (the PBX sent it to us again).
+        m.remove_header("Record-Route");
+        assert_eq!(prepare_request(&mut m, src, local), Err(Refusal::Loop));
+    }
+
+    #[test]
+    fn own_routes_are_popped() {
+        let local: SocketAddr = EDGE.parse().unwrap();
+        let mut m = invite();
+        m.push_header("Route", "<sip:198.18.0.1:5060;lr>, <sip:10.1.1.1;lr>");
+        assert_eq!(pop_own_routes(&mut m, local), 1);
+        assert_eq!(m.header("Route"), Some("<sip:10.1.1.1;lr>"));
+        assert_eq!(
+            request_destination(&m),
+            Some("10.1.1.1:5060".parse().unwrap())
+        );
+        m.remove_header("Route");
+        assert_eq!(
+            request_destination(&m),
+            Some("198.18.0.1:5080".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn response_goes_to_received_and_rport() {
+        let local: SocketAddr = EDGE.parse().unwrap();
+        let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
+        let mut m = invite();
+        prepare_request(&mut m, src, local).unwrap();
+        let mut resp = m.response(180, "Ringing", Some("b1")).unwrap();
+        assert_eq!(prepare_response(&mut resp, local), Some(src));
+        assert_eq!(resp.vias().unwrap().len(), 1);
+        // A response whose top Via is not ours is not forwarded.
+        assert_eq!(prepare_response(&mut resp, local), None);
+    }
+}

@@ -1,0 +1,193 @@
+//! Requests the edge answers itself and never forwards (seed 000 and
+//! design section 4): in-dialog UPDATE/INFO/MESSAGE/OPTIONS without a
+//! body, and OPTIONS outside a dialog.
+
+use std::net::SocketAddr;
+
+use super::forward::{fnv1a, names};
+use crate::sip::{Method, SipMessage};
+
+/// Methods the edge answers for itself, in `Allow`.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, PRACK, \
+                         SUBSCRIBE, NOTIFY, REFER";
+/// Bodies the edge accepts (it forwards SDP untouched).
+pub const ACCEPT: &str = "application/sdp";
+
+/// What kind of keep-alive a request is, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// In-dialog (To tag) UPDATE, INFO, MESSAGE or OPTIONS without body.
+    InDialog,
+    /// OPTIONS outside a dialog whose Request-URI has no user part and
+    /// names the edge's listening address.
+    OptionsToEdge,
+    /// Any other OPTIONS outside a dialog: answered for the PBX.
+    OptionsToPbx,
+}
+
+/// Classifies a request that arrived on `local`; `None` means forward it
+/// (a re-INVITE without SDP, for one, is never a keep-alive: 3PCC).
+pub fn classify(msg: &SipMessage, local: SocketAddr) -> Option<Kind> {
+    let method = msg.method()?;
+    if msg.to_tag().is_some() {
+        let ka = matches!(
+            method,
+            Method::Update | Method::Info | Method::Message | Method::Options
+        );
+        return (ka && msg.body().is_empty()).then_some(Kind::InDialog);
+    }
+    if *method != Method::Options {
+        return None;
+    }
+    let to_edge = msg
+        .request_uri()
+        .is_some_and(|u| u.user().is_none() && names(local, u.host(), u.port()));
+    Some(if to_edge {
+        Kind::OptionsToEdge
+    } else {
+        Kind::OptionsToPbx
+    })
+}
+
+/// The To tag the edge puts on responses it generates: stable for a
+/// Call-ID and From tag, so retransmissions get the same answer.
+pub fn local_tag(msg: &SipMessage) -> String {
+    let call_id = msg.call_id().unwrap_or_default();
+    let from_tag = msg.from_tag().unwrap_or_default();
+    format!(
+        "ska{:012x}",
+        fnv1a(&[call_id.as_bytes(), from_tag.as_bytes()]) & 0xffff_ffff_ffff
+    )
+}
+
+/// What the edge answers, given whether the dialog is known, whether the
+/// PBX is up, and the Retry-After (seconds) for a 503.
+pub fn answer(
+    msg: &SipMessage,
+    kind: Kind,
+    dialog_known: bool,
+    upstream_up: bool,
+    retry_after: u64,
+) -> Option<SipMessage> {
+    let tag = local_tag(msg);
+    match kind {
+        Kind::InDialog if dialog_known => msg.response(200, "OK", None),
+        Kind::InDialog => msg.response(481, "Call/Transaction Does Not Exist", None),
+        Kind::OptionsToEdge => {
+            let mut r = msg.response(200, "OK", Some(&tag))?;
+            capabilities(&mut r);
+            Some(r)
+        }
+        Kind::OptionsToPbx if upstream_up => {
+            let mut r = msg.response(200, "OK", Some(&tag))?;
+            capabilities(&mut r);
+            Some(r)
+        }
+        Kind::OptionsToPbx => {
+            let mut r = msg.response(503, "Service Unavailable", Some(&tag))?;
+            insert_before_length(&mut r, "Retry-After", retry_after.to_string());
+            Some(r)
+        }
+    }
+}
+
+fn capabilities(r: &mut SipMessage) {
+    insert_before_length(r, "Allow", ALLOW.to_string());
+    insert_before_length(r, "Accept", ACCEPT.to_string());
+    // The edge itself requires no extension and offers none.
+    insert_before_length(r, "Supported", String::new());
+}
+
+/// Adds a header, keeping Content-Length last.
+fn insert_before_length(r: &mut SipMessage, name: &str, value: String) {
+    r.remove_header("Content-Length");
+    r.push_header(name, value);
+    r.push_header("Content-Length", "0");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Framing, Limits};
+
+    fn msg(s: &str) -> SipMessage {
+        crate::sip::parse_message(s.as_bytes(), Framing::Datagram, &Limits::default()).unwrap()
+    }
+
+    fn req(method: &str, ruri: &str, to_tag: &str, body: &str) -> SipMessage {
+        msg(&format!(
+            "{method} {ruri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.2:5060;branch=z9hG4bK1\r\n\
+             From: <sip:alice@example.com>;tag=a1\r\n\
+             To: <sip:bob@example.com>{to_tag}\r\n\
+             Call-ID: k1@example.com\r\n\
+             CSeq: 1 {method}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    #[test]
+    fn classification() {
+        let local = "198.18.0.1:5060".parse().unwrap();
+        for m in ["UPDATE", "INFO", "MESSAGE", "OPTIONS"] {
+            assert_eq!(
+                classify(&req(m, "sip:bob@x", ";tag=t", ""), local),
+                Some(Kind::InDialog),
+                "{m}"
+            );
+            assert_eq!(
+                classify(&req(m, "sip:bob@x", ";tag=t", "v=0\r\n"), local),
+                None
+            );
+        }
+        assert_eq!(
+            classify(&req("INVITE", "sip:bob@x", ";tag=t", ""), local),
+            None
+        );
+        assert_eq!(
+            classify(&req("BYE", "sip:bob@x", ";tag=t", ""), local),
+            None
+        );
+        assert_eq!(classify(&req("INFO", "sip:bob@x", "", ""), local), None);
+        assert_eq!(
+            classify(&req("OPTIONS", "sip:198.18.0.1", "", ""), local),
+            Some(Kind::OptionsToEdge)
+        );
+        assert_eq!(
+            classify(&req("OPTIONS", "sip:198.18.0.1:5060", "", ""), local),
+            Some(Kind::OptionsToEdge)
+        );
+        assert_eq!(
+            classify(&req("OPTIONS", "sip:100@198.18.0.1", "", ""), local),
+            Some(Kind::OptionsToPbx)
+        );
+        assert_eq!(
+            classify(&req("OPTIONS", "sip:198.18.0.1:5080", "", ""), local),
+            Some(Kind::OptionsToPbx)
+        );
+    }
+
+    #[test]
+    fn answers() {
+        let ka = req("INFO", "sip:bob@x", ";tag=t", "");
+        let r = answer(&ka, Kind::InDialog, true, true, 5).unwrap();
+        assert_eq!(r.status_code(), Some(200));
+        let r = answer(&ka, Kind::InDialog, false, true, 5).unwrap();
+        assert_eq!(r.status_code(), Some(481));
+        let opt = req("OPTIONS", "sip:198.18.0.1", "", "");
+        let r = answer(&opt, Kind::OptionsToEdge, false, false, 5).unwrap();
+        assert_eq!(r.status_code(), Some(200));
+        assert_eq!(r.header("Allow"), Some(ALLOW));
+        assert_eq!(r.header("Accept"), Some(ACCEPT));
+        assert!(r.has_header("Supported"));
+        assert!(r.to_tag().is_some());
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"), "{text}");
+        let r = answer(&opt, Kind::OptionsToPbx, false, false, 7).unwrap();
+        assert_eq!(r.status_code(), Some(503));
+        assert_eq!(r.header("Retry-After"), Some("7"));
+        // Parses back.
+        msg(&String::from_utf8(r.to_bytes()).unwrap());
+    }
+}

@@ -1,0 +1,215 @@
+//! Edge mode: a SIP edge proxy in front of the PBX (UDP).
+//!
+//! * [`transport`]: the UDP sockets on `--listen`.
+//! * [`proxy`]: what happens to one datagram (answer, forward, drop).
+//! * [`forward`]: stateless forwarding rules (RFC 3261 16.11, RFC 3581).
+//! * [`keepalive`]: the requests the edge answers itself.
+//! * [`dialog`]: INVITE dialogs, mirrored into the DIALOGS map.
+//! * [`upstream`]: OPTIONS pings to the PBX, up/down and RTT.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use tokio::net::UdpSocket;
+
+use crate::{responder::Shared, sip::Limits};
+
+pub mod dialog;
+pub mod forward;
+pub mod keepalive;
+pub mod proxy;
+pub mod transport;
+pub mod upstream;
+
+use dialog::{DialogSink, Dialogs};
+use upstream::Health;
+
+/// What `sip-ka run --mode edge` was told.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// UDP addresses the edge listens on (specific IPs: they go into Via
+    /// and Record-Route).
+    pub listen: Vec<SocketAddr>,
+    /// The PBX.
+    pub upstream: SocketAddr,
+    /// Seconds between OPTIONS pings to the PBX.
+    pub qualify_frequency: Duration,
+    pub limits: Limits,
+}
+
+impl EdgeConfig {
+    pub fn check(&self) -> Result<()> {
+        if self.listen.is_empty() {
+            bail!("edge mode needs at least one --listen ADDR");
+        }
+        if let Some(a) = self
+            .listen
+            .iter()
+            .find(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            bail!("--listen {a}: edge mode needs a specific IP and port (they go into Via and Record-Route)");
+        }
+        if self.qualify_frequency.is_zero() {
+            bail!("--qualify-frequency must be at least 1 second");
+        }
+        Ok(())
+    }
+
+    /// Retry-After for a 503 while the PBX is down: the next ping.
+    pub fn retry_after(&self) -> u64 {
+        self.qualify_frequency.as_secs().max(1)
+    }
+}
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal,)*) => {
+        /// What the edge did, for the logs.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+        }
+
+        impl Counters {
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    requests_forwarded: "Requests sent on (either direction).",
+    responses_forwarded: "Responses sent on (either direction).",
+    ka_in_dialog_ok: "In-dialog keep-alives answered 200.",
+    ka_unknown_dialog: "In-dialog keep-alives answered 481.",
+    options_edge: "OPTIONS to the edge answered 200.",
+    options_pbx_up: "OPTIONS for the PBX answered 200 (PBX up).",
+    options_pbx_down: "OPTIONS for the PBX answered 503 (PBX down).",
+    bad_requests: "Malformed requests answered 400 (or 505/513).",
+    too_many_hops: "Requests answered 483.",
+    loops: "Requests answered 482.",
+    unroutable: "Requests from the PBX with no UA address (answered 404).",
+    dropped: "Datagrams dropped: unanswerable garbage, responses not ours.",
+    other: "CRLF/STUN handed to the keep-alive responder.",
+}
+
+impl Counters {
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The edge's shared state.
+pub struct Edge {
+    pub cfg: EdgeConfig,
+    pub dialogs: Mutex<Dialogs>,
+    pub health: Health,
+    pub counters: Counters,
+    /// Answers CRLF and STUN that reach the SIP sockets.
+    pub responder: Option<Arc<Shared>>,
+}
+
+impl Edge {
+    pub fn new(cfg: EdgeConfig, sink: Box<dyn DialogSink>, responder: Option<Arc<Shared>>) -> Edge {
+        Edge {
+            cfg,
+            dialogs: Mutex::new(Dialogs::new(sink)),
+            health: Health::default(),
+            counters: Counters::default(),
+            responder,
+        }
+    }
+
+    pub fn dialogs(&self) -> std::sync::MutexGuard<'_, Dialogs> {
+        match self.dialogs.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+/// Binds the listening sockets and starts the edge's tasks; returns once
+/// every socket is bound.
+pub async fn start(
+    cfg: EdgeConfig,
+    sink: Box<dyn DialogSink>,
+    responder: Option<Arc<Shared>>,
+) -> Result<Arc<Edge>> {
+    cfg.check()?;
+    let mut socks = Vec::new();
+    for addr in &cfg.listen {
+        let sock = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding the edge to udp/{addr}"))?;
+        socks.push(sock);
+    }
+    let bind_any: SocketAddr = if cfg.upstream.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let qualify_sock = UdpSocket::bind(bind_any)
+        .await
+        .context("binding the qualify socket")?;
+    let edge = Arc::new(Edge::new(cfg, sink, responder));
+    for sock in socks {
+        log::info!(
+            "edge on udp/{} -> upstream {}",
+            sock.local_addr()?,
+            edge.cfg.upstream
+        );
+        tokio::spawn(transport::serve_udp(sock, edge.clone()));
+    }
+    {
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            upstream::qualify(
+                qualify_sock,
+                edge.cfg.upstream,
+                edge.cfg.qualify_frequency,
+                &edge.health,
+            )
+            .await
+        });
+    }
+    {
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let swept = edge.dialogs().sweep(Instant::now());
+                if swept > 0 {
+                    log::info!("edge: {swept} stale dialog(s) dropped");
+                }
+            }
+        });
+    }
+    Ok(edge)
+}
+
+/// Logs the counters (at exit).
+pub fn log_counters(edge: &Edge) {
+    let parts: Vec<String> = edge
+        .counters
+        .snapshot()
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let st = edge.health.status();
+    log::info!(
+        "edge: {} live dialog(s); upstream up={:?} rtt={:?}; {}",
+        edge.dialogs().len(),
+        st.up,
+        st.rtt,
+        parts.join(" ")
+    );
+}

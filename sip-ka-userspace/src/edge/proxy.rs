@@ -1,0 +1,274 @@
+//! One datagram in, at most one datagram out: answer it, forward it, or
+//! drop it (counted).
+
+use std::net::SocketAddr;
+
+use super::{
+    forward::{self, fnv1a},
+    keepalive::{self, Kind},
+    Counters, Edge,
+};
+use crate::{
+    responder,
+    sip::{error_response, is_crlf_keepalive, parse_message, Framing, SipMessage},
+};
+
+/// Bytes to send and where.
+pub type Out = Option<(Vec<u8>, SocketAddr)>;
+
+impl Edge {
+    /// Handles a datagram that arrived from `src` on `local`.
+    pub fn handle(&self, raw: &[u8], src: SocketAddr, local: SocketAddr) -> Out {
+        let c = &self.counters;
+        if is_crlf_keepalive(raw) || raw.first().is_some_and(|b| b & 0xC0 == 0) {
+            Counters::bump(&c.other);
+            let shared = self.responder.as_ref()?;
+            return responder::answer(shared, raw, src).map(|r| (r, src));
+        }
+        match parse_message(raw, Framing::Datagram, &self.cfg.limits) {
+            Ok(msg) if msg.is_request() => self.request(msg, src, local),
+            Ok(msg) => self.response(msg, local),
+            Err(err) => {
+                let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
+                match error_response(raw, &err, &tag) {
+                    Some(bytes) => {
+                        log::debug!("edge: 400 to {src}: {err}");
+                        Counters::bump(&c.bad_requests);
+                        Some((bytes, src))
+                    }
+                    None => {
+                        log::debug!("edge: dropped from {src}: {err}");
+                        Counters::bump(&c.dropped);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn request(&self, msg: SipMessage, src: SocketAddr, local: SocketAddr) -> Out {
+        let c = &self.counters;
+        let from_pbx = src == self.cfg.upstream;
+        let call_id = msg.call_id().unwrap_or_default().to_string();
+        if !from_pbx {
+            if let Some(kind) = keepalive::classify(&msg, local) {
+                let known = self.dialogs().known(&call_id);
+                let up = self.health.is_up();
+                let counter = match kind {
+                    Kind::InDialog if known => &c.ka_in_dialog_ok,
+                    Kind::InDialog => &c.ka_unknown_dialog,
+                    Kind::OptionsToEdge => &c.options_edge,
+                    Kind::OptionsToPbx if up => &c.options_pbx_up,
+                    Kind::OptionsToPbx => &c.options_pbx_down,
+                };
+                Counters::bump(counter);
+                let answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
+                return Some((answer.to_bytes(), src));
+            }
+        }
+        let mut fwd = msg.clone();
+        if let Err(refusal) = forward::prepare_request(&mut fwd, src, local) {
+            Counters::bump(match refusal {
+                forward::Refusal::TooManyHops => &c.too_many_hops,
+                forward::Refusal::Loop => &c.loops,
+            });
+            let (code, reason) = refusal.status();
+            let tag = keepalive::local_tag(&msg);
+            return msg
+                .response(code, reason, Some(&tag))
+                .map(|r| (r.to_bytes(), src));
+        }
+        let dest = if from_pbx {
+            let learned = self.dialogs().ua_addr(&call_id);
+            match learned.or_else(|| forward::request_destination(&fwd)) {
+                Some(d) => d,
+                None => {
+                    Counters::bump(&c.unroutable);
+                    let tag = keepalive::local_tag(&msg);
+                    return msg
+                        .response(404, "Not Found", Some(&tag))
+                        .map(|r| (r.to_bytes(), src));
+                }
+            }
+        } else {
+            self.cfg.upstream
+        };
+        let ua = if from_pbx { dest } else { src };
+        self.dialogs().on_request(&fwd, ua);
+        Counters::bump(&c.requests_forwarded);
+        Some((fwd.to_bytes(), dest))
+    }
+
+    fn response(&self, mut msg: SipMessage, local: SocketAddr) -> Out {
+        let c = &self.counters;
+        let Some(dest) = forward::prepare_response(&mut msg, local) else {
+            Counters::bump(&c.dropped);
+            return None;
+        };
+        self.dialogs().on_response(&msg);
+        Counters::bump(&c.responses_forwarded);
+        Some((msg.to_bytes(), dest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        edge::{dialog::NoSink, EdgeConfig},
+        sip::Limits,
+    };
+
+    const EDGE: &str = "198.18.0.1:5060";
+    const PBX: &str = "198.18.0.1:5080";
+    const UA: &str = "198.18.0.2:5062";
+
+    fn edge() -> Edge {
+        Edge::new(
+            EdgeConfig {
+                listen: vec![EDGE.parse().unwrap()],
+                upstream: PBX.parse().unwrap(),
+                qualify_frequency: Duration::from_secs(1),
+                limits: Limits::default(),
+            },
+            Box::new(NoSink),
+            None,
+        )
+    }
+
+    fn parse(b: &[u8]) -> SipMessage {
+        parse_message(b, Framing::Datagram, &Limits::default()).unwrap()
+    }
+
+    fn request(method: &str, to_tag: &str, cseq: u32, body: &str) -> Vec<u8> {
+        format!(
+            "{method} sip:service@198.18.0.1:5080 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.2:5062;branch=z9hG4bK{cseq}{method};rport\r\n\
+             From: <sip:ua@198.18.0.2>;tag=u1\r\n\
+             To: <sip:service@198.18.0.1>{to_tag}\r\n\
+             Call-ID: p1@198.18.0.2\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Max-Forwards: 70\r\n\
+             Contact: <sip:ua@198.18.0.2:5062>\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    /// The PBX's answer to what the edge forwarded.
+    fn pbx_response(fwd: &[u8], code: u16, tag: &str) -> Vec<u8> {
+        parse(fwd)
+            .response(code, "X", Some(tag))
+            .unwrap()
+            .to_bytes()
+    }
+
+    #[test]
+    fn call_through_the_edge_and_keepalives() {
+        let e = edge();
+        let (local, pbx, ua) = (
+            EDGE.parse().unwrap(),
+            PBX.parse().unwrap(),
+            UA.parse().unwrap(),
+        );
+        let (fwd, dest) = e
+            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local)
+            .unwrap();
+        assert_eq!(dest, pbx);
+        let fwd_msg = parse(&fwd);
+        assert_eq!(fwd_msg.max_forwards(), Some(69));
+        assert!(fwd_msg.has_header("Record-Route"));
+        // Unknown dialog before any 1xx.
+        let (r, _) = e
+            .handle(&request("INFO", ";tag=p1", 2, ""), ua, local)
+            .unwrap();
+        assert_eq!(parse(&r).status_code(), Some(481));
+        for (code, tag) in [(100, ""), (180, "p1"), (200, "p1")] {
+            let tag = (!tag.is_empty()).then_some(tag);
+            let resp = parse(&fwd).response(code, "X", tag).unwrap().to_bytes();
+            let (out, dest) = e.handle(&resp, pbx, local).unwrap();
+            assert_eq!(dest, ua, "{code}");
+            assert_eq!(parse(&out).vias().unwrap().len(), 1);
+        }
+        // In-dialog keep-alives are answered, never forwarded.
+        for m in ["INFO", "UPDATE", "MESSAGE", "OPTIONS"] {
+            let (r, dest) = e.handle(&request(m, ";tag=p1", 3, ""), ua, local).unwrap();
+            assert_eq!(dest, ua);
+            assert_eq!(parse(&r).status_code(), Some(200), "{m}");
+        }
+        // A re-INVITE without SDP and an INFO with a body go to the PBX.
+        let (_, dest) = e
+            .handle(&request("INVITE", ";tag=p1", 4, ""), ua, local)
+            .unwrap();
+        assert_eq!(dest, pbx);
+        let (_, dest) = e
+            .handle(&request("INFO", ";tag=p1", 5, "x"), ua, local)
+            .unwrap();
+        assert_eq!(dest, pbx);
+        // A BYE from the PBX goes to the UA's learned address.
+        let bye = "BYE sip:ua@198.18.0.2:5062 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKpbx1\r\n\
+             Route: <sip:198.18.0.1:5060;lr>\r\n\
+             From: <sip:service@198.18.0.1>;tag=p1\r\n\
+             To: <sip:ua@198.18.0.2>;tag=u1\r\n\
+             Call-ID: p1@198.18.0.2\r\n\
+             CSeq: 1 BYE\r\n\
+             Content-Length: 0\r\n\r\n";
+        let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        assert_eq!(dest, ua);
+        let out_msg = parse(&out);
+        assert!(!out_msg.has_header("Route"));
+        let (back, dest) = e.handle(&pbx_response(&out, 200, "u1"), ua, local).unwrap();
+        assert_eq!(dest, pbx);
+        assert_eq!(parse(&back).status_code(), Some(200));
+        assert!(e.dialogs().is_empty());
+    }
+
+    #[test]
+    fn options_and_errors() {
+        let e = edge();
+        let (local, ua) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        let opt = String::from_utf8(request("OPTIONS", "", 1, ""))
+            .unwrap()
+            .replace(
+                "OPTIONS sip:service@198.18.0.1:5080",
+                "OPTIONS sip:198.18.0.1",
+            );
+        let (r, _) = e.handle(opt.as_bytes(), ua, local).unwrap();
+        let r = parse(&r);
+        assert_eq!(r.status_code(), Some(200));
+        assert!(r.has_header("Allow"));
+        // For the PBX, which has not answered a ping yet: 503.
+        let (r, _) = e.handle(&request("OPTIONS", "", 1, ""), ua, local).unwrap();
+        let r = parse(&r);
+        assert_eq!(r.status_code(), Some(503));
+        assert_eq!(r.header("Retry-After"), Some("1"));
+        e.health
+            .answered(PBX.parse().unwrap(), Duration::from_millis(1));
+        let (r, _) = e.handle(&request("OPTIONS", "", 1, ""), ua, local).unwrap();
+        assert_eq!(parse(&r).status_code(), Some(200));
+        // Max-Forwards 0: 483.
+        let zero = String::from_utf8(request("INVITE", "", 1, ""))
+            .unwrap()
+            .replace("Max-Forwards: 70", "Max-Forwards: 0");
+        let (r, _) = e.handle(zero.as_bytes(), ua, local).unwrap();
+        assert_eq!(parse(&r).status_code(), Some(483));
+        // Malformed: 400 with a reason; garbage: dropped.
+        let bad = String::from_utf8(request("INVITE", "", 1, ""))
+            .unwrap()
+            .replace("Call-ID: p1@198.18.0.2\r\n", "");
+        let (r, dest) = e.handle(bad.as_bytes(), ua, local).unwrap();
+        assert_eq!(dest, ua);
+        assert!(String::from_utf8_lossy(&r).starts_with("SIP/2.0 400 "));
+        assert!(e.handle(b"hello world", ua, local).is_none());
+        assert_eq!(
+            e.counters
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+}
