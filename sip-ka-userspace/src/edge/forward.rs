@@ -27,12 +27,13 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 }
 
 /// The loop-detection hash of a request (RFC 3261 16.6 item 8): the
-/// Request-URI, From and To tags, Call-ID, CSeq number and the Route
-/// values, taken after our own Route entries were removed.
+/// Request-URI, From tag, Call-ID, CSeq number and the Route values,
+/// taken after our own Route entries were removed. The To tag is left
+/// out so that the ACK of a non-2xx final response (which has one) gets
+/// the INVITE's branch (RFC 3261 16.11).
 pub fn loop_key(msg: &SipMessage) -> u64 {
     let ruri = msg.request_uri().map(|u| u.to_string()).unwrap_or_default();
     let from_tag = msg.from_tag().unwrap_or_default();
-    let to_tag = msg.to_tag().unwrap_or_default();
     let call_id = msg.call_id().unwrap_or_default();
     let cseq = msg.cseq().map(|c| c.seq.to_string()).unwrap_or_default();
     let routes: Vec<&str> = msg.header_values("Route").collect();
@@ -40,7 +41,6 @@ pub fn loop_key(msg: &SipMessage) -> u64 {
     fnv1a(&[
         ruri.as_bytes(),
         from_tag.as_bytes(),
-        to_tag.as_bytes(),
         call_id.as_bytes(),
         cseq.as_bytes(),
         routes.as_bytes(),
@@ -278,6 +278,28 @@ mod tests {
         let mut again = invite();
         prepare_request(&mut again, src, local).unwrap();
         assert_eq!(again.top_via(), m.top_via());
+    }
+
+    #[test]
+    fn cancel_and_non_2xx_ack_get_the_invite_branch() {
+        let inv = invite();
+        let as_method = |m: &str, to_tag: &str| {
+            let text = String::from_utf8(invite().to_bytes())
+                .unwrap()
+                .replace("INVITE", m)
+                .replace(
+                    "<sip:bob@example.com>",
+                    &format!("<sip:bob@example.com>{to_tag}"),
+                );
+            parse(&text)
+        };
+        assert_eq!(branch(&as_method("CANCEL", "")), branch(&inv));
+        assert_eq!(branch(&as_method("ACK", ";tag=b1")), branch(&inv));
+        // Another transaction (a new top branch) gets another branch.
+        let text = String::from_utf8(inv.to_bytes())
+            .unwrap()
+            .replace("z9hG4bKabc", "z9hG4bKdef");
+        assert_ne!(branch(&parse(&text)), branch(&inv));
     }
 
     #[test]
