@@ -1,0 +1,572 @@
+//! One timer structure for every dialog: a hierarchical timing wheel keyed
+//! by a dialog id (`u64`), with absolute expiry times.
+//!
+//! * Times are absolute milliseconds on whatever clock the caller uses
+//!   (wall-clock milliseconds since the epoch when the expiry times are
+//!   persisted and restored after a restart; a time already in the past
+//!   expires at the next [`TimerWheel::expire`]).
+//! * [`TimerWheel::set`] (insert or refresh) and [`TimerWheel::cancel`] are
+//!   O(1): a hash lookup plus unlinking/linking one node of an intrusive
+//!   doubly linked list.
+//! * [`TimerWheel::expire`] advances the wheel to `now` and yields the ids
+//!   that are due. It jumps from one occupied slot to the next with
+//!   per-level occupancy bitmaps, so idle ticks cost nothing; an entry is
+//!   moved down (cascaded) at most once per level.
+//! * An id fires no earlier than its expiry time and no later than one tick
+//!   after it (the expiry is rounded up to a whole tick).
+//!
+//! Layout: 11 levels of 64 slots (6 bits each, 66 bits: the whole `u64`
+//! tick range, so nothing overflows). Entries live in a slab (`Vec`) of
+//! [`ENTRY_BYTES`]-byte nodes; an id map ([`MAP_ENTRY_BYTES`] bytes per
+//! entry plus one control byte, at most 8/7 overhead before the table
+//! doubles) finds the node of an id. Each slot is a circular list whose
+//! head is a sentinel node of the slab, so unlinking never needs to know
+//! the slot; a slot's occupancy bit is cleared lazily when the wheel
+//! reaches it empty.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+const SLOT_BITS: u32 = 6;
+const SLOTS: usize = 1 << SLOT_BITS;
+const SLOT_MASK: u64 = (SLOTS as u64) - 1;
+const LEVELS: usize = 11;
+const SENTINELS: usize = LEVELS * SLOTS;
+const NIL: u32 = u32::MAX;
+
+/// A node of the slab: a timer, a slot's sentinel, or a free node.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    id: u64,
+    /// Expiry, in ticks.
+    when: u64,
+    prev: u32,
+    next: u32,
+}
+
+/// Bytes of one timer node in the slab.
+pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+/// Bytes of one (id, node index) pair in the id map.
+pub const MAP_ENTRY_BYTES: usize = std::mem::size_of::<(u64, u32)>();
+
+/// Hasher for ids: dialog ids are already hashes of Call-IDs, so a seeded
+/// multiply-xorshift mix is enough to spread them (the seed is random per
+/// process, so ids chosen from outside cannot be aimed at one bucket
+/// without knowing it).
+#[derive(Clone, Copy, Debug)]
+pub struct IdHashBuilder {
+    seed: u64,
+}
+
+impl Default for IdHashBuilder {
+    fn default() -> Self {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        IdHashBuilder { seed: seed | 1 }
+    }
+}
+
+impl BuildHasher for IdHashBuilder {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            seed: self.seed,
+            h: 0,
+        }
+    }
+}
+
+/// See [`IdHashBuilder`].
+#[derive(Clone, Copy, Debug)]
+pub struct IdHasher {
+    seed: u64,
+    h: u64,
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.h
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        let mut v = (self.h ^ x ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        v ^= v >> 29;
+        v = v.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        v ^= v >> 32;
+        self.h = v;
+    }
+}
+
+/// The timing wheel. See the module documentation.
+#[derive(Debug)]
+pub struct TimerWheel {
+    tick_ms: u64,
+    /// The wheel's current tick: everything before it has been expired.
+    elapsed: u64,
+    /// Per level, which slots may hold entries (bits are cleared lazily).
+    occupied: [u64; LEVELS],
+    /// Sentinels (the first [`SENTINELS`] nodes), then timers and free
+    /// nodes.
+    nodes: Vec<Entry>,
+    free: u32,
+    index: HashMap<u64, u32, IdHashBuilder>,
+    due: Vec<u64>,
+}
+
+fn level_for(elapsed: u64, when: u64) -> usize {
+    let masked = (elapsed ^ when) | SLOT_MASK;
+    let significant = 63 - masked.leading_zeros();
+    (significant / SLOT_BITS) as usize
+}
+
+fn slot_for(level: usize, when: u64) -> usize {
+    ((when >> (level as u32 * SLOT_BITS)) & SLOT_MASK) as usize
+}
+
+impl TimerWheel {
+    /// A wheel with ticks of `tick_ms` milliseconds (at least 1), whose
+    /// clock starts at `now_ms`.
+    pub fn new(tick_ms: u64, now_ms: u64) -> Self {
+        Self::with_capacity(tick_ms, now_ms, 0)
+    }
+
+    /// As [`TimerWheel::new`], with room for `capacity` timers.
+    pub fn with_capacity(tick_ms: u64, now_ms: u64, capacity: usize) -> Self {
+        let tick_ms = tick_ms.max(1);
+        let mut nodes = Vec::with_capacity(SENTINELS + capacity);
+        for i in 0..SENTINELS as u32 {
+            nodes.push(Entry {
+                id: 0,
+                when: 0,
+                prev: i,
+                next: i,
+            });
+        }
+        TimerWheel {
+            tick_ms,
+            elapsed: now_ms / tick_ms,
+            occupied: [0; LEVELS],
+            nodes,
+            free: NIL,
+            index: HashMap::with_capacity_and_hasher(capacity, IdHashBuilder::default()),
+            due: Vec::new(),
+        }
+    }
+
+    pub fn tick_ms(&self) -> u64 {
+        self.tick_ms
+    }
+
+    /// Number of pending timers.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.index.contains_key(&id)
+    }
+
+    /// The expiry of `id` in milliseconds (rounded up to a tick).
+    pub fn expires_at(&self, id: u64) -> Option<u64> {
+        let &i = self.index.get(&id)?;
+        self.nodes
+            .get(i as usize)
+            .map(|e| e.when.saturating_mul(self.tick_ms))
+    }
+
+    /// Sets the expiry of `id` to `at_ms` (absolute), inserting it or
+    /// moving it (a refresh). Returns the previous expiry, if any. A time
+    /// at or before the wheel's clock expires at the next
+    /// [`TimerWheel::expire`].
+    pub fn set(&mut self, id: u64, at_ms: u64) -> Option<u64> {
+        let when = at_ms.div_ceil(self.tick_ms).max(self.elapsed);
+        let (idx, previous) = match self.index.get(&id) {
+            Some(&i) => {
+                let prev = self.nodes.get(i as usize).map(|e| e.when);
+                self.unlink(i);
+                (i, prev.map(|w| w.saturating_mul(self.tick_ms)))
+            }
+            None => {
+                let i = self.alloc(id);
+                self.index.insert(id, i);
+                (i, None)
+            }
+        };
+        if let Some(e) = self.nodes.get_mut(idx as usize) {
+            e.when = when;
+        }
+        self.link(idx, when);
+        previous
+    }
+
+    /// Removes the timer of `id`; returns its expiry if there was one.
+    pub fn cancel(&mut self, id: u64) -> Option<u64> {
+        let i = self.index.remove(&id)?;
+        let when = self.nodes.get(i as usize).map(|e| e.when)?;
+        self.unlink(i);
+        self.release(i);
+        Some(when.saturating_mul(self.tick_ms))
+    }
+
+    /// Every pending timer as (id, expiry in ms), in no particular order
+    /// (for persisting absolute expiry times).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.index.iter().filter_map(move |(&id, &i)| {
+            self.nodes
+                .get(i as usize)
+                .map(|e| (id, e.when.saturating_mul(self.tick_ms)))
+        })
+    }
+
+    /// A time (ms) at or before the next expiry, to sleep until; `None`
+    /// when no timer is pending. It may be early (a slot that must be
+    /// cascaded, or emptied by cancels), never late.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.next_slot()
+            .map(|(_, _, d)| d.saturating_mul(self.tick_ms))
+    }
+
+    /// Advances the wheel to `now_ms` and returns the ids that are due,
+    /// which are removed. Ids come out in order of expiry tick.
+    pub fn expire(&mut self, now_ms: u64) -> impl Iterator<Item = u64> + '_ {
+        let now = now_ms / self.tick_ms;
+        self.due.clear();
+        while let Some((level, slot, deadline)) = self.next_slot() {
+            if deadline > now {
+                break;
+            }
+            self.elapsed = self.elapsed.max(deadline);
+            self.take_slot(level, slot);
+        }
+        self.elapsed = self.elapsed.max(now);
+        self.due.drain(..)
+    }
+
+    // ----- internals -----
+
+    /// The next occupied slot: (level, slot, deadline in ticks).
+    fn next_slot(&self) -> Option<(usize, usize, u64)> {
+        for (level, &bits) in self.occupied.iter().enumerate() {
+            if bits == 0 {
+                continue;
+            }
+            let shift = level as u32 * SLOT_BITS;
+            let now_slot = ((self.elapsed >> shift) & SLOT_MASK) as u32;
+            let zeros = bits.rotate_right(now_slot).trailing_zeros();
+            let slot = (zeros + now_slot) as u64 & SLOT_MASK;
+            let span = shift + SLOT_BITS;
+            let level_start = if span >= 64 {
+                0
+            } else {
+                self.elapsed & !((1u64 << span) - 1)
+            };
+            let mut deadline = level_start + (slot << shift);
+            if deadline < self.elapsed && span < 64 {
+                // Behind the current position: the next turn of this level
+                // (never happens while the invariants hold).
+                deadline = deadline.saturating_add(1u64 << span);
+            }
+            return Some((level, slot as usize, deadline.max(self.elapsed)));
+        }
+        None
+    }
+
+    /// Empties one slot: level-0 entries are due, higher levels cascade.
+    fn take_slot(&mut self, level: usize, slot: usize) {
+        if let Some(bits) = self.occupied.get_mut(level) {
+            *bits &= !(1u64 << slot);
+        }
+        let head = (level * SLOTS + slot) as u32;
+        let mut i = self.nodes.get(head as usize).map_or(head, |e| e.next);
+        // Detach the whole list from its sentinel first.
+        if let Some(h) = self.nodes.get_mut(head as usize) {
+            h.next = head;
+            h.prev = head;
+        }
+        while i != head {
+            let Some(&e) = self.nodes.get(i as usize) else {
+                break;
+            };
+            let next = e.next;
+            if e.when <= self.elapsed {
+                self.index.remove(&e.id);
+                self.release(i);
+                self.due.push(e.id);
+            } else {
+                self.link(i, e.when);
+            }
+            i = next;
+        }
+    }
+
+    fn alloc(&mut self, id: u64) -> u32 {
+        let entry = Entry {
+            id,
+            when: 0,
+            prev: NIL,
+            next: NIL,
+        };
+        if self.free != NIL {
+            let i = self.free;
+            if let Some(e) = self.nodes.get_mut(i as usize) {
+                self.free = e.next;
+                *e = entry;
+            }
+            i
+        } else {
+            self.nodes.push(entry);
+            (self.nodes.len() - 1) as u32
+        }
+    }
+
+    fn release(&mut self, i: u32) {
+        let free = self.free;
+        if let Some(e) = self.nodes.get_mut(i as usize) {
+            e.prev = NIL;
+            e.next = free;
+            self.free = i;
+        }
+    }
+
+    fn link(&mut self, i: u32, when: u64) {
+        let level = level_for(self.elapsed, when);
+        let slot = slot_for(level, when);
+        let head = (level * SLOTS + slot) as u32;
+        let tail = self.nodes.get(head as usize).map_or(head, |h| h.prev);
+        if let Some(e) = self.nodes.get_mut(i as usize) {
+            e.prev = tail;
+            e.next = head;
+        }
+        if let Some(t) = self.nodes.get_mut(tail as usize) {
+            t.next = i;
+        }
+        if let Some(h) = self.nodes.get_mut(head as usize) {
+            h.prev = i;
+        }
+        if let Some(bits) = self.occupied.get_mut(level) {
+            *bits |= 1u64 << slot;
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Some(&e) = self.nodes.get(i as usize) else {
+            return;
+        };
+        if let Some(p) = self.nodes.get_mut(e.prev as usize) {
+            p.next = e.next;
+        }
+        if let Some(n) = self.nodes.get_mut(e.next as usize) {
+            n.prev = e.prev;
+        }
+    }
+}
+
+/// Memory per timer, in bytes, by the structure sizes: one slab node plus
+/// one id-map entry and its control byte, at a load factor of `load` (the
+/// map holds between 7/16 and 7/8 of its buckets).
+pub fn bytes_per_timer(load: f64) -> f64 {
+    ENTRY_BYTES as f64 + (MAP_ENTRY_BYTES as f64 + 1.0) / load
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn drain(w: &mut TimerWheel, now: u64) -> Vec<u64> {
+        let mut v: Vec<u64> = w.expire(now).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn entry_is_24_bytes() {
+        assert_eq!(ENTRY_BYTES, 24);
+        assert_eq!(MAP_ENTRY_BYTES, 16);
+    }
+
+    #[test]
+    fn expires_at_the_right_tick() {
+        let mut w = TimerWheel::new(1, 1_000);
+        w.set(7, 1_000 + 90_000);
+        assert!(drain(&mut w, 1_000 + 89_999).is_empty());
+        assert_eq!(w.len(), 1);
+        assert_eq!(drain(&mut w, 1_000 + 90_000), vec![7]);
+        assert!(w.is_empty());
+        assert!(drain(&mut w, 1_000_000).is_empty());
+    }
+
+    #[test]
+    fn expiry_rounds_up_to_a_tick_never_early() {
+        let mut w = TimerWheel::new(100, 0);
+        w.set(1, 1_050); // rounds up to 1_100
+        assert_eq!(w.expires_at(1), Some(1_100));
+        assert!(drain(&mut w, 1_050).is_empty());
+        assert!(drain(&mut w, 1_099).is_empty());
+        assert_eq!(drain(&mut w, 1_100), vec![1]);
+    }
+
+    #[test]
+    fn expires_exactly_when_stepping_every_tick() {
+        let mut w = TimerWheel::new(1, 0);
+        let targets = [1u64, 63, 64, 65, 4_095, 4_096, 4_097, 262_145, 300_000];
+        for (i, &t) in targets.iter().enumerate() {
+            w.set(i as u64, t);
+        }
+        let mut fired = Vec::new();
+        for now in 0..=300_000u64 {
+            for id in w.expire(now) {
+                fired.push((id, now));
+            }
+        }
+        let want: Vec<(u64, u64)> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (i as u64, t))
+            .collect();
+        assert_eq!(fired, want);
+    }
+
+    #[test]
+    fn refresh_moves_the_expiry() {
+        let mut w = TimerWheel::new(1, 0);
+        assert_eq!(w.set(5, 10_000), None);
+        assert_eq!(drain(&mut w, 4_000), Vec::<u64>::new());
+        // Refresh later.
+        assert_eq!(w.set(5, 20_000), Some(10_000));
+        assert!(drain(&mut w, 10_000).is_empty());
+        assert!(drain(&mut w, 19_999).is_empty());
+        assert_eq!(drain(&mut w, 20_000), vec![5]);
+        // Refresh earlier.
+        w.set(6, 90_000);
+        w.set(6, 30_000);
+        assert_eq!(drain(&mut w, 30_000), vec![6]);
+        assert!(drain(&mut w, 100_000).is_empty());
+    }
+
+    #[test]
+    fn cancel_removes() {
+        let mut w = TimerWheel::new(1, 0);
+        w.set(1, 500);
+        w.set(2, 500);
+        w.set(3, 500);
+        assert_eq!(w.cancel(2), Some(500));
+        assert_eq!(w.cancel(2), None);
+        assert!(!w.contains(2));
+        assert_eq!(drain(&mut w, 500), vec![1, 3]);
+        assert_eq!(w.cancel(1), None);
+        // A slot emptied by cancels is skipped.
+        w.set(9, 10_000);
+        w.cancel(9);
+        assert!(drain(&mut w, 20_000).is_empty());
+        assert_eq!(w.next_deadline(), None);
+    }
+
+    #[test]
+    fn many_timers() {
+        let mut w = TimerWheel::new(1, 0);
+        let n = 100_000u64;
+        for id in 0..n {
+            // Spread over ~1 hour, deterministic.
+            w.set(id, (id * 7_919) % 3_600_000 + 1);
+        }
+        // Cancel every tenth, refresh every seventh to +1 h.
+        for id in (0..n).step_by(10) {
+            w.cancel(id);
+        }
+        for id in (3..n).step_by(7) {
+            if id % 10 != 0 {
+                w.set(id, 3_600_000 + id);
+            }
+        }
+        let mut seen = 0u64;
+        let mut now = 0;
+        while now <= 7_300_000 {
+            now += 997;
+            for id in w.expire(now) {
+                let want = if id % 7 == 3 {
+                    3_600_000 + id
+                } else {
+                    (id * 7_919) % 3_600_000 + 1
+                };
+                assert!(want <= now && want + 997 > now, "id {id} at {now}");
+                assert_ne!(id % 10, 0);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, n - n / 10);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn far_future_cascades() {
+        let start = 1_700_000_000_000u64; // wall-clock ms
+        let mut w = TimerWheel::new(1, start);
+        let far = [
+            start + 86_400_000,        // a day
+            start + 31_536_000_000,    // a year
+            start + 3_153_600_000_000, // a century
+            u64::MAX - 5,
+        ];
+        for (i, &t) in far.iter().enumerate() {
+            w.set(i as u64, t);
+        }
+        for (i, &t) in far.iter().enumerate() {
+            assert!(drain(&mut w, t - 1).is_empty(), "{i} early");
+            assert_eq!(drain(&mut w, t), vec![i as u64], "{i}");
+        }
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn restored_times_in_the_past_expire_at_once() {
+        let mut w = TimerWheel::new(10, 5_000_000);
+        w.set(1, 4_000_000); // fell due while the daemon was down
+        w.set(2, 0);
+        w.set(3, 5_000_000);
+        w.set(4, 5_000_001); // future
+        assert_eq!(w.next_deadline(), Some(5_000_000));
+        assert_eq!(drain(&mut w, 5_000_000), vec![1, 2, 3]);
+        assert_eq!(drain(&mut w, 5_000_010), vec![4]);
+    }
+
+    #[test]
+    fn persisted_times_round_trip() {
+        let mut w = TimerWheel::new(1, 1_000);
+        for id in 0..100u64 {
+            w.set(id, 2_000 + id * 1_000);
+        }
+        let mut saved: Vec<(u64, u64)> = w.iter().collect();
+        saved.sort_unstable();
+        let mut restored = TimerWheel::new(1, 50_000);
+        for &(id, at) in &saved {
+            restored.set(id, at);
+        }
+        assert_eq!(drain(&mut restored, 50_000).len(), 49);
+        assert_eq!(drain(&mut restored, 51_000), vec![49]);
+        assert_eq!(restored.expires_at(99), Some(101_000));
+    }
+
+    #[test]
+    fn next_deadline_is_never_late() {
+        let mut w = TimerWheel::new(1, 0);
+        w.set(1, 1_000_000);
+        let mut now = 0;
+        loop {
+            let d = w.next_deadline().unwrap();
+            assert!(d <= 1_000_000);
+            now = d.max(now);
+            if w.expire(now).next() == Some(1) {
+                break;
+            }
+        }
+        assert_eq!(now, 1_000_000);
+    }
+}
