@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod config_keys;
 pub mod ebpf;
+pub mod edge;
 pub mod harness;
 pub mod lab;
 pub mod pins;
