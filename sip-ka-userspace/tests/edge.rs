@@ -54,7 +54,9 @@ fn edge_lab() -> (Lab, PathBuf) {
     let dir = std::env::temp_dir().join(format!("{}-edge", lab.name));
     std::fs::create_dir_all(&dir).unwrap();
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edge");
-    std::fs::copy(here.join("pbx_uas.xml"), dir.join("pbx_uas.xml")).unwrap();
+    for f in ["pbx_uas.xml", "pbx_reinvite.xml", "ua_reinvite.xml"] {
+        std::fs::copy(here.join(f), dir.join(f)).unwrap();
+    }
     (lab, dir)
 }
 
@@ -82,12 +84,16 @@ struct Pbx {
 
 impl Pbx {
     fn start(lab: &Lab, dir: &Path, secs: u32) -> Pbx {
+        Pbx::start_with(lab, dir, "pbx_uas.xml", secs)
+    }
+
+    fn start_with(lab: &Lab, dir: &Path, scenario: &str, secs: u32) -> Pbx {
         let mut cmd = lab.server("timeout");
         cmd.current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .args(["-k", "2", &secs.to_string(), "sipp", "-sf", "pbx_uas.xml"])
+            .args(["-k", "2", &secs.to_string(), "sipp", "-sf", scenario])
             .args(["-nostdin", "-trace_err"])
             .args(["-i", &SERVER_V4.to_string(), "-p", &PBX_PORT.to_string()])
             .args(["-recv_timeout", "10000"]);
@@ -130,10 +136,21 @@ impl Drop for Pbx {
 /// The UA: sipp UAC in the client namespace, `calls` calls at `rate` per
 /// second through the edge.
 fn ua_command(lab: &Lab, dir: &Path, calls: u32, rate: u32, secs: u32) -> Command {
+    ua_command_with(lab, dir, "ua_call.xml", calls, rate, secs)
+}
+
+fn ua_command_with(
+    lab: &Lab,
+    dir: &Path,
+    scenario: &str,
+    calls: u32,
+    rate: u32,
+    secs: u32,
+) -> Command {
     let mut cmd = lab.client("timeout");
     cmd.current_dir(dir)
         .stdin(Stdio::null())
-        .args(["-k", "2", &secs.to_string(), "sipp", "-sf", "ua_call.xml"])
+        .args(["-k", "2", &secs.to_string(), "sipp", "-sf", scenario])
         .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
         .args(["-l", "20", "-nostdin", "-trace_err", "-s", "service"])
         .args(["-i", &CLIENT_V4.to_string(), "-p", &UA_PORT.to_string()])
@@ -314,6 +331,39 @@ fn options_and_unknown_dialogs_follow_the_pbx_health() {
     cleanup(&dir);
     eprintln!(
         "options_and_unknown_dialogs_follow_the_pbx_health: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua() {
+    let started = Instant::now();
+    let (lab, dir) = edge_lab();
+    let pbx = Pbx::start_with(&lab, &dir, "pbx_reinvite.xml", 30);
+    std::thread::sleep(Duration::from_millis(300));
+    let ua = common::run_capture(&mut ua_command_with(
+        &lab,
+        &dir,
+        "ua_reinvite.xml",
+        1,
+        1,
+        20,
+    ));
+    // The UA answered the PBX's BYE; once the edge relayed that 200 the
+    // dialog is gone and the PBX's call is complete.
+    let gone = wait_until(Duration::from_secs(5), || dialogs(&lab).is_empty());
+    std::thread::sleep(Duration::from_millis(200));
+    let pbx = pbx.finish();
+    assert!(ua.status.success(), "UA sipp: {}", text(&ua));
+    assert!(
+        pbx.status.success(),
+        "PBX sipp (the re-INVITE did not reach it?): {}",
+        text(&pbx)
+    );
+    assert!(gone, "after the PBX's BYE: {:?}", dialogs(&lab));
+    cleanup(&dir);
+    eprintln!(
+        "reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua: {:?}",
         started.elapsed()
     );
 }
