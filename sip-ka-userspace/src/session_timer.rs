@@ -15,9 +15,10 @@
 //! * [`SessionTimers`] tracks the sessions of confirmed dialogs on one
 //!   [`TimerWheel`]: every 2xx to a refresh (re-INVITE or UPDATE, with or
 //!   without SDP) restarts the dialog's timer; a dialog with no refresh
-//!   before its expiry is expired (8.3) and forgotten, so a later refresh
-//!   is answered 481. A proxy does not send BYE on expiry (8.3):
-//!   [`Expired::reap`] only says whether the configuration asks for it.
+//!   before its expiry is expired (8.3): its state is dropped and only a
+//!   tombstone stays for one interval, so a late refresh is answered 481.
+//!   A proxy does not send BYE on expiry (8.3): [`Expired::reap`] only
+//!   says whether the configuration asks for it.
 //!
 //! Times are absolute milliseconds on the caller's clock, so expiry times
 //! can be persisted ([`SessionTimers::snapshot`]) and restored after a
@@ -315,8 +316,14 @@ pub struct SessionTimers {
     sessions: HashMap<u64, Session, IdHashBuilder>,
     /// The outstanding refresh request of a dialog: (CSeq number, offer).
     pending: HashMap<u64, (u32, Offer), IdHashBuilder>,
+    /// Expired dialogs, remembered for [`SessionTimers::tombstone_ms`] so
+    /// that a late refresh gets 481; purged by the same wheel.
+    expired: HashMap<u64, (), IdHashBuilder>,
     expired_total: u64,
 }
+
+/// Shortest time an expired dialog is remembered (RFC 3261 64*T1).
+pub const MIN_TOMBSTONE_MS: u64 = 32_000;
 
 impl SessionTimers {
     /// Tracking with ticks of 1 ms, starting at `now_ms`.
@@ -327,6 +334,7 @@ impl SessionTimers {
             wheel: TimerWheel::new(1, now_ms),
             sessions: HashMap::with_hasher(IdHashBuilder::default()),
             pending: HashMap::with_hasher(IdHashBuilder::default()),
+            expired: HashMap::with_hasher(IdHashBuilder::default()),
             expired_total: 0,
         }
     }
@@ -365,10 +373,23 @@ impl SessionTimers {
         self.wheel.next_deadline()
     }
 
+    /// How long an expired dialog is remembered to answer 481: one session
+    /// interval, at least [`MIN_TOMBSTONE_MS`].
+    pub fn tombstone_ms(interval: u32) -> u64 {
+        (u64::from(interval) * 1_000).max(MIN_TOMBSTONE_MS)
+    }
+
+    /// Whether `dialog` expired recently (a refresh now gets 481).
+    pub fn is_expired(&self, dialog: u64) -> bool {
+        self.expired.contains_key(&dialog)
+    }
+
     /// A request of `dialog` on its way through. An in-dialog (To tag)
-    /// INVITE or UPDATE of a dialog that is not tracked (never confirmed,
-    /// ended, or expired) is answered 481; otherwise RFC 4028 8.1 applies
-    /// ([`process_request`]) and the offer is kept for the response.
+    /// INVITE or UPDATE of a dialog whose session expired is answered 481;
+    /// otherwise RFC 4028 8.1 applies ([`process_request`]) and the offer
+    /// is kept for the response. A dialog the tracker has not seen
+    /// confirmed (an UPDATE in an early dialog) is processed normally:
+    /// whether a dialog exists at all is the dialog table's business.
     pub fn on_request(
         &mut self,
         dialog: u64,
@@ -379,7 +400,7 @@ impl SessionTimers {
             Some(m) if is_refresh_method(m) => {}
             _ => return RequestAction::NotApplicable,
         }
-        if req.to_tag().is_some() && !self.sessions.contains_key(&dialog) {
+        if req.to_tag().is_some() && self.expired.contains_key(&dialog) {
             return reject(req, 481, "Call/Transaction Does Not Exist", None);
         }
         let action = process_request(&self.cfg, req, to_tag);
@@ -427,6 +448,7 @@ impl SessionTimers {
             edit: RequestEdit::Unchanged,
         });
         let negotiated = process_response(&offer, resp);
+        self.expired.remove(&dialog);
         match negotiated {
             Some(n) => {
                 self.sessions.insert(
@@ -456,18 +478,26 @@ impl SessionTimers {
     /// The dialog ended (BYE, failure): forget it.
     pub fn end(&mut self, dialog: u64) -> Option<Session> {
         self.wheel.cancel(dialog);
+        self.expired.remove(&dialog);
         self.pending.remove(&dialog);
         self.sessions.remove(&dialog)
     }
 
     /// Sessions whose expiry is at or before `now_ms`: removed (RFC 4028
-    /// 8.3: the proxy drops their state) and returned.
+    /// 8.3: the proxy drops their state), remembered as expired for
+    /// [`SessionTimers::tombstone_ms`], and returned.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Expired> {
         let ids: Vec<u64> = self.wheel.expire(now_ms).collect();
         let mut out = Vec::with_capacity(ids.len());
         for dialog in ids {
+            if self.expired.remove(&dialog).is_some() {
+                continue; // a tombstone's time is up
+            }
             self.pending.remove(&dialog);
             let interval = self.sessions.remove(&dialog).map_or(0, |s| s.interval);
+            self.expired.insert(dialog, ());
+            self.wheel
+                .set(dialog, now_ms.saturating_add(Self::tombstone_ms(interval)));
             self.expired_total += 1;
             out.push(Expired {
                 dialog,
@@ -494,6 +524,7 @@ impl SessionTimers {
     /// past expire at the next [`SessionTimers::expire`].
     pub fn restore(&mut self, records: impl IntoIterator<Item = SessionRecord>) {
         for r in records {
+            self.expired.remove(&r.dialog);
             self.sessions.insert(r.dialog, r.session);
             match r.expires_at_ms {
                 Some(at) => {
@@ -929,15 +960,35 @@ mod tests {
         let e = st.expire(T0 + 90_000);
         assert_eq!(e.len(), 1);
         assert!(e[0].reap, "--reap-expired is only a decision here");
+        assert!(st.is_expired(DIALOG));
         for method in ["UPDATE", "INVITE"] {
             let mut late = request(method, 9, true, "Session-Expires: 90\r\n", "");
             let r = rejected(st.on_request(DIALOG, &mut late, None));
             assert_eq!(r.status_code(), Some(481), "{method}");
             assert_eq!(r.to_tag().as_deref(), Some("pbx1"));
         }
+        // Remembered for one interval, then forgotten without a second
+        // expiry.
+        assert!(st.expire(T0 + 179_999).is_empty());
+        assert!(st.is_expired(DIALOG));
+        assert!(st.expire(T0 + 180_000).is_empty());
+        assert!(!st.is_expired(DIALOG));
+        assert_eq!(st.expired_total(), 1);
         // A new call with the same id (no To tag) is not a refresh.
         let mut fresh = request("INVITE", 1, false, "", SDP);
         forwarded(st.on_request(DIALOG, &mut fresh, None));
+    }
+
+    #[test]
+    fn update_in_an_early_dialog_is_not_481() {
+        let mut st = SessionTimers::new(cfg(), false, T0);
+        let mut inv = request("INVITE", 1, false, "Supported: timer\r\n", SDP);
+        forwarded(st.on_request(DIALOG, &mut inv, None));
+        let mut up = request("UPDATE", 2, true, "Supported: timer\r\nx: 60\r\n", SDP);
+        let r = rejected(st.on_request(DIALOG, &mut up, None));
+        assert_eq!(r.status_code(), Some(422));
+        let mut up = request("UPDATE", 3, true, "Supported: timer\r\n", SDP);
+        forwarded(st.on_request(DIALOG, &mut up, None));
     }
 
     #[test]
