@@ -54,20 +54,31 @@ fn edge_lab() -> (Lab, PathBuf) {
     let dir = std::env::temp_dir().join(format!("{}-edge", lab.name));
     std::fs::create_dir_all(&dir).unwrap();
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edge");
-    for f in ["pbx_uas.xml", "pbx_reinvite.xml", "ua_reinvite.xml"] {
+    for f in [
+        "pbx_uas.xml",
+        "pbx_reinvite.xml",
+        "ua_reinvite.xml",
+        "pbx_cancel.xml",
+        "ua_cancel.xml",
+    ] {
         std::fs::copy(here.join(f), dir.join(f)).unwrap();
     }
     (lab, dir)
 }
 
-/// Writes the UA scenario with `infos` in-dialog INFO keep-alives and a
-/// pause of `hold_ms` before the BYE.
-fn write_ua_scenario(dir: &Path, infos: u32, hold_ms: u32) {
+/// Writes the UA scenario with one in-dialog keep-alive (no body) per
+/// entry of `methods` and a pause of `hold_ms` before the BYE.
+fn write_ua_scenario(dir: &Path, methods: &[&str], hold_ms: u32) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edge");
     let base = std::fs::read_to_string(here.join("ua_call.xml")).unwrap();
-    let info = std::fs::read_to_string(here.join("info_keepalive.xml")).unwrap();
-    let blocks: String = (0..infos)
-        .map(|i| info.replace("CSEQ", &(2 + i).to_string()))
+    let ka = std::fs::read_to_string(here.join("keepalive.xml")).unwrap();
+    let blocks: String = methods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            ka.replace("CSEQ", &(2 + i).to_string())
+                .replace("METHOD", m)
+        })
         .collect();
     let xml = base
         .replace("<!-- IN_DIALOG -->", &blocks)
@@ -208,7 +219,7 @@ fn calls_complete_through_the_edge_and_leave_no_dialog() {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
     const CALLS: u32 = 50;
-    write_ua_scenario(&dir, 0, 0);
+    write_ua_scenario(&dir, &[], 0);
     let pbx = Pbx::start(&lab, &dir, 40);
     std::thread::sleep(Duration::from_millis(300));
     let ua = common::run_capture(&mut ua_command(&lab, &dir, CALLS, 50, 30));
@@ -227,12 +238,18 @@ fn calls_complete_through_the_edge_and_leave_no_dialog() {
     );
 }
 
+/// INFOS INFO keep-alives, then one UPDATE, MESSAGE and OPTIONS each, all
+/// without a body inside the dialog: the edge answers every one (the PBX
+/// scenario would fail on any of them) and XDP counts every one.
 #[test]
-fn in_dialog_info_is_answered_by_the_edge_and_counted_by_xdp() {
+fn in_dialog_keepalives_are_answered_by_the_edge_and_counted_by_xdp() {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
-    const INFOS: u32 = 7;
-    write_ua_scenario(&dir, INFOS, 3000);
+    const INFOS: usize = 7;
+    let mut methods = vec!["INFO"; INFOS];
+    methods.extend(["UPDATE", "MESSAGE", "OPTIONS"]);
+    let total = methods.len();
+    write_ua_scenario(&dir, &methods, 3000);
     let pbx = Pbx::start(&lab, &dir, 30);
     std::thread::sleep(Duration::from_millis(300));
     let ua = ua_command(&lab, &dir, 1, 1, 20)
@@ -240,27 +257,27 @@ fn in_dialog_info_is_answered_by_the_edge_and_counted_by_xdp() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting the UA");
-    // While the UA holds the call after its INFOs: one confirmed dialog
-    // with INFOS keep-alives counted by the XDP program.
+    // While the UA holds the call after its keep-alives: one confirmed
+    // dialog with all of them counted by the XDP program.
     let mut last = Vec::new();
     let seen = wait_until(Duration::from_secs(10), || {
         last = dialogs(&lab);
         last.len() == 1
             && last[0]["state"] == "confirmed"
-            && last[0]["ka_count"] == INFOS
+            && last[0]["ka_count"] == total
             && last[0]["last_ka_secs_ago"].is_number()
     });
     let ua = ua.wait_with_output().expect("UA");
     let pbx = pbx.finish();
     assert!(
         seen,
-        "want one confirmed dialog with ka_count {INFOS}, got {last:?}"
+        "want one confirmed dialog with ka_count {total}, got {last:?}"
     );
-    // The PBX scenario fails on any INFO: the edge answered them all.
+    // The PBX scenario fails on any of them: the edge answered them all.
     assert!(ua.status.success(), "UA sipp: {}", text(&ua));
     assert!(
         pbx.status.success(),
-        "PBX sipp (an INFO reached it?): {}",
+        "PBX sipp (a keep-alive reached it?): {}",
         text(&pbx)
     );
     assert!(
@@ -270,7 +287,7 @@ fn in_dialog_info_is_answered_by_the_edge_and_counted_by_xdp() {
     );
     cleanup(&dir);
     eprintln!(
-        "in_dialog_info_is_answered_by_the_edge_and_counted_by_xdp: {:?}",
+        "in_dialog_keepalives_are_answered_by_the_edge_and_counted_by_xdp: {:?}",
         started.elapsed()
     );
 }
@@ -364,6 +381,38 @@ fn reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua() {
     cleanup(&dir);
     eprintln!(
         "reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn early_dialog_then_cancel_leaves_no_dialog() {
+    let started = Instant::now();
+    let (lab, dir) = edge_lab();
+    let pbx = Pbx::start_with(&lab, &dir, "pbx_cancel.xml", 30);
+    std::thread::sleep(Duration::from_millis(300));
+    let ua = ua_command_with(&lab, &dir, "ua_cancel.xml", 1, 1, 20)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the UA");
+    // Ringing: one early dialog.
+    let mut last = Vec::new();
+    let early = wait_until(Duration::from_secs(5), || {
+        last = dialogs(&lab);
+        last.len() == 1 && last[0]["state"] == "early"
+    });
+    let ua = ua.wait_with_output().expect("UA");
+    let gone = wait_until(Duration::from_secs(5), || dialogs(&lab).is_empty());
+    std::thread::sleep(Duration::from_millis(200));
+    let pbx = pbx.finish();
+    assert!(early, "while ringing: want one early dialog, got {last:?}");
+    assert!(ua.status.success(), "UA sipp: {}", text(&ua));
+    assert!(pbx.status.success(), "PBX sipp: {}", text(&pbx));
+    assert!(gone, "after CANCEL and 487: {:?}", dialogs(&lab));
+    cleanup(&dir);
+    eprintln!(
+        "early_dialog_then_cancel_leaves_no_dialog: {:?}",
         started.elapsed()
     );
 }
