@@ -97,6 +97,7 @@ counters! {
     loops: "Requests answered 482.",
     unroutable: "Requests from the PBX with no UA address (answered 404).",
     dropped: "Datagrams dropped: unanswerable garbage, responses not ours.",
+    acks_absorbed: "ACKs for final responses the edge generated (not forwarded).",
     other: "CRLF/STUN handed to the keep-alive responder.",
 }
 

@@ -66,6 +66,14 @@ impl Edge {
                 return Some((answer.to_bytes(), src));
             }
         }
+        // The ACK for a final response the edge generated itself (483, 482,
+        // 404 to an INVITE) carries the edge's To tag: it ends there.
+        if msg.method() == Some(&crate::sip::Method::Ack)
+            && msg.to_tag().as_deref() == Some(keepalive::local_tag(&msg).as_str())
+        {
+            Counters::bump(&c.acks_absorbed);
+            return None;
+        }
         let mut fwd = msg.clone();
         if let Err(refusal) = forward::prepare_request(&mut fwd, src, local) {
             Counters::bump(match refusal {
@@ -255,7 +263,24 @@ mod tests {
             .unwrap()
             .replace("Max-Forwards: 70", "Max-Forwards: 0");
         let (r, _) = e.handle(zero.as_bytes(), ua, local).unwrap();
-        assert_eq!(parse(&r).status_code(), Some(483));
+        let r = parse(&r);
+        assert_eq!(r.status_code(), Some(483));
+        // Its ACK (the edge's To tag) is not forwarded.
+        let ack = String::from_utf8(request(
+            "ACK",
+            &format!(";tag={}", r.to_tag().unwrap()),
+            1,
+            "",
+        ))
+        .unwrap()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+        assert!(e.handle(ack.as_bytes(), ua, local).is_none());
+        assert_eq!(
+            e.counters
+                .acks_absorbed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         // Malformed: 400 with a reason; garbage: dropped.
         let bad = String::from_utf8(request("INVITE", "", 1, ""))
             .unwrap()
