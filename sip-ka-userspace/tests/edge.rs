@@ -416,3 +416,46 @@ fn early_dialog_then_cancel_leaves_no_dialog() {
         started.elapsed()
     );
 }
+
+#[test]
+fn malformed_and_hop_limited_requests_are_answered_by_the_edge() {
+    let started = Instant::now();
+    let (lab, dir) = edge_lab();
+    let local = SocketAddr::new(CLIENT_V4.into(), 5072);
+    let sock = client_socket(&lab, local);
+
+    // Max-Forwards 0: 483, not forwarded (no PBX runs to take it anyway).
+    let inv = String::from_utf8(sip_request(
+        "INVITE",
+        "sip:svc@198.18.0.1:5060",
+        "",
+        "hops-1",
+        local,
+    ))
+    .unwrap()
+    .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let r = answer_to(&sock, inv.as_bytes()).expect("no answer to Max-Forwards: 0");
+    assert_eq!(status(&r), Some(483), "{r}");
+
+    // No Call-ID: 400 whose reason says so.
+    let bad = String::from_utf8(sip_request(
+        "INVITE",
+        "sip:svc@198.18.0.1:5060",
+        "",
+        "bad-1",
+        local,
+    ))
+    .unwrap()
+    .replace("Call-ID: bad-1\r\n", "");
+    let r = answer_to(&sock, bad.as_bytes()).expect("no answer to a request without Call-ID");
+    assert_eq!(status(&r), Some(400), "{r}");
+    assert!(
+        r.lines().next().unwrap_or("").contains("Call-ID"),
+        "the reason phrase does not name Call-ID: {r}"
+    );
+    cleanup(&dir);
+    eprintln!(
+        "malformed_and_hop_limited_requests_are_answered_by_the_edge: {:?}",
+        started.elapsed()
+    );
+}
