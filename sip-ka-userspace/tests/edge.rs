@@ -402,11 +402,18 @@ fn early_dialog_then_cancel_leaves_no_dialog() {
         last = dialogs(&lab);
         last.len() == 1 && last[0]["state"] == "early"
     });
+    // The table form says the same.
+    let table = lab::run(&mut lab.sip_ka(&["dialogs"]).unwrap()).expect("sip-ka dialogs");
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
     let ua = ua.wait_with_output().expect("UA");
     let gone = wait_until(Duration::from_secs(5), || dialogs(&lab).is_empty());
     std::thread::sleep(Duration::from_millis(200));
     let pbx = pbx.finish();
     assert!(early, "while ringing: want one early dialog, got {last:?}");
+    assert!(
+        table.contains(" early ") && table.contains("1 dialog(s)"),
+        "`sip-ka dialogs` while ringing:\n{table}"
+    );
     assert!(ua.status.success(), "UA sipp: {}", text(&ua));
     assert!(pbx.status.success(), "PBX sipp: {}", text(&pbx));
     assert!(gone, "after CANCEL and 487: {:?}", dialogs(&lab));
