@@ -8,7 +8,7 @@ use clap::Args;
 use sip_ka_common::maps::{DIALOG_CONFIRMED, DIALOG_EARLY, DIALOG_TERMINATING};
 
 use super::PinDir;
-use crate::{clock, pins};
+use crate::{clock, edge::dialog::decode_session_flags, pins};
 
 #[derive(Args, Debug)]
 pub struct DialogsArgs {
@@ -42,6 +42,13 @@ pub fn dialogs(args: DialogsArgs) -> Result<()> {
     }
     rows.sort_by_key(|(_, v)| std::cmp::Reverse(v.created_unix));
     let last_ka = |ns: u64| (ns != 0).then(|| clock::age(now_ns, ns));
+    // RFC 4028 session: interval, refresher, seconds left (from the
+    // absolute expiry the edge writes).
+    let session = |v: &sip_ka_common::maps::DialogValue| {
+        let (interval, refresher) = decode_session_flags(v.flags)?;
+        let left = (v.expires_unix != 0).then(|| v.expires_unix.saturating_sub(now_unix));
+        Some((interval, refresher, left))
+    };
     if args.json {
         let arr: Vec<_> = rows
             .iter()
@@ -52,6 +59,10 @@ pub fn dialogs(args: DialogsArgs) -> Result<()> {
                     "age_secs": now_unix.saturating_sub(v.created_unix),
                     "ka_count": v.ka_count,
                     "last_ka_secs_ago": last_ka(v.last_ka_ns),
+                    "session_interval_secs": session(v).map(|s| s.0),
+                    "refresher": session(v).and_then(|s| s.1),
+                    "session_expires_unix": (v.expires_unix != 0).then_some(v.expires_unix),
+                    "session_left_secs": session(v).and_then(|s| s.2),
                 })
             })
             .collect();
@@ -59,19 +70,26 @@ pub fn dialogs(args: DialogsArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<18} {:<12} {:>8} {:>10} {:>12}",
-        "CALL-ID HASH", "STATE", "AGE(s)", "KA", "LAST KA(s)"
+        "{:<18} {:<12} {:>8} {:>10} {:>12} {:>8} {:>9} {:>8}",
+        "CALL-ID HASH", "STATE", "AGE(s)", "KA", "LAST KA(s)", "SE(s)", "REFRESHER", "LEFT(s)"
     );
     for (k, v) in &rows {
+        let s = session(v);
+        let dash = || "-".to_string();
         println!(
-            "{:<18} {:<12} {:>8} {:>10} {:>12}",
+            "{:<18} {:<12} {:>8} {:>10} {:>12} {:>8} {:>9} {:>8}",
             format!("{k:016x}"),
             state_name(v.state),
             now_unix.saturating_sub(v.created_unix),
             v.ka_count,
             last_ka(v.last_ka_ns)
                 .map(|a| format!("{a:.1}"))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            s.map(|s| s.0.to_string()).unwrap_or_else(dash),
+            s.and_then(|s| s.1).unwrap_or("-"),
+            s.and_then(|s| s.2)
+                .map(|l| l.to_string())
+                .unwrap_or_else(dash),
         );
     }
     println!("{} dialog(s)", rows.len());

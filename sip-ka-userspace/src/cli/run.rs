@@ -55,6 +55,21 @@ pub struct RunArgs {
     /// pings in a row make it down.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub qualify_frequency: u64,
+    /// RFC 4028 Min-SE floor in seconds (edge mode); below 90 only with
+    /// --lab.
+    #[arg(long, value_name = "SECS", default_value_t = 90)]
+    pub timers_min_se: u32,
+    /// Session-Expires inserted into INVITE/UPDATE that lack one (edge
+    /// mode).
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub timers_sess_expires: u32,
+    /// Send BYE to both sides when a session expires (edge mode; RFC 4028
+    /// 8.3 forbids a proxy to, hence off).
+    #[arg(long)]
+    pub reap_expired: bool,
+    /// Lab use: allows a Min-SE below 90 s.
+    #[arg(long)]
+    pub lab: bool,
     /// Config file of `key = value` lines (the keys of `sip-ka config get`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -86,6 +101,13 @@ pub fn run(args: RunArgs) -> Result<()> {
                 upstream,
                 qualify_frequency: Duration::from_secs(args.qualify_frequency),
                 limits: Default::default(),
+                timers: crate::session_timer::TimerConfig::new(
+                    args.timers_min_se,
+                    args.timers_sess_expires,
+                    args.lab,
+                )
+                .map_err(|e| anyhow::anyhow!("--timers-min-se/--timers-sess-expires: {e}"))?,
+                reap_expired: args.reap_expired,
             };
             cfg.check()?;
             Some(cfg)

@@ -10,7 +10,10 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sip_ka_common::maps::{DialogValue, DIALOG_CONFIRMED, DIALOG_EARLY, DIALOG_TERMINATING};
 
-use crate::sip::{Method, SipMessage};
+use crate::{
+    session_timer::{RequestAction, Session, SessionTimers, TimerConfig},
+    sip::{Method, Refresher, SipMessage},
+};
 
 /// Where live dialogs are mirrored.
 pub trait DialogSink: Send {
@@ -18,6 +21,9 @@ pub trait DialogSink: Send {
     /// `DIALOG_*`), keeping the keep-alive count the XDP program keeps.
     fn upsert(&mut self, hash: u64, state: u32, created_unix: u64);
     fn remove(&mut self, hash: u64);
+    /// Records the session timer: absolute expiry (unix seconds, 0 =
+    /// none) and interval/refresher as [`session_flags`].
+    fn set_session(&mut self, _hash: u64, _expires_unix: u64, _flags: u32) {}
 }
 
 /// No mirror (XDP off, or unit tests).
@@ -55,6 +61,45 @@ impl DialogSink for BpfDialogs {
         // Absent already is fine.
         let _ = self.0.remove(&hash);
     }
+
+    fn set_session(&mut self, hash: u64, expires_unix: u64, flags: u32) {
+        if let Ok(mut v) = self.0.get(&hash, 0) {
+            v.expires_unix = expires_unix;
+            v.flags = flags;
+            if let Err(e) = self.0.insert(hash, v, 0) {
+                log::warn!("DIALOGS: writing {hash:#018x}: {e}");
+            }
+        }
+    }
+}
+
+/// `DialogValue.flags` in edge mode: bit 31 says a session timer is
+/// known, bits 28..=29 the refresher (0 none, 1 uac, 2 uas), bits 0..=27
+/// the session interval in seconds.
+pub const SESSION_KNOWN: u32 = 1 << 31;
+const REFRESHER_SHIFT: u32 = 28;
+const INTERVAL_MASK: u32 = (1 << REFRESHER_SHIFT) - 1;
+
+pub fn session_flags(s: &Session) -> u32 {
+    let r = match s.refresher {
+        None => 0,
+        Some(Refresher::Uac) => 1,
+        Some(Refresher::Uas) => 2,
+    };
+    SESSION_KNOWN | (r << REFRESHER_SHIFT) | s.interval.min(INTERVAL_MASK)
+}
+
+/// The interval and refresher in `DialogValue.flags`, if any.
+pub fn decode_session_flags(flags: u32) -> Option<(u32, Option<&'static str>)> {
+    if flags & SESSION_KNOWN == 0 {
+        return None;
+    }
+    let r = match (flags >> REFRESHER_SHIFT) & 3 {
+        1 => Some("uac"),
+        2 => Some("uas"),
+        _ => None,
+    };
+    Some((flags & INTERVAL_MASK, r))
 }
 
 /// Where a dialog is in its life.
@@ -88,6 +133,27 @@ struct Dialog {
     ua: SocketAddr,
     created_unix: u64,
     since: Instant,
+    /// Whether the UA sent the dialog-creating INVITE.
+    caller_is_ua: bool,
+    /// From of the INVITE (caller side, with its tag).
+    caller_from: String,
+    /// To of the 2xx (callee side, with its tag).
+    callee_to: Option<String>,
+    /// Contact URIs of both sides (where a BYE goes).
+    caller_contact: Option<String>,
+    callee_contact: Option<String>,
+    /// Highest CSeq number seen in the dialog.
+    cseq: u32,
+}
+
+/// What the edge needs to end an expired dialog on both sides.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub call_id: String,
+    pub hash: u64,
+    pub interval: u32,
+    /// BYE requests and where they go.
+    pub byes: Vec<(SipMessage, SocketAddr)>,
 }
 
 /// How long a dialog may stay unanswered or early, and how long a BYE
@@ -98,7 +164,28 @@ pub const BYE_LIMIT: Duration = Duration::from_secs(32);
 /// The dialog table.
 pub struct Dialogs {
     by_call: HashMap<String, Dialog>,
+    by_hash: HashMap<u64, String>,
     sink: Box<dyn DialogSink>,
+    timers: SessionTimers,
+    /// A session timer change to mirror once the dialog's entry exists.
+    pending_session: Option<(u64, u64, u32)>,
+}
+
+/// Wall-clock milliseconds: session expiries are absolute, so they can be
+/// shown (and persisted) as unix times.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The URI of a Contact or From/To value (`<uri>` or a bare URI).
+fn uri_of(value: &str) -> String {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
+        _ => value.split(';').next().unwrap_or(value).trim().to_string(),
+    }
 }
 
 fn now_unix() -> u64 {
@@ -110,10 +197,113 @@ fn now_unix() -> u64 {
 
 impl Dialogs {
     pub fn new(sink: Box<dyn DialogSink>) -> Dialogs {
+        let timers = SessionTimers::new(TimerConfig::default(), false, now_ms());
+        Dialogs::with_timers(sink, timers)
+    }
+
+    pub fn with_timers(sink: Box<dyn DialogSink>, timers: SessionTimers) -> Dialogs {
         Dialogs {
             by_call: HashMap::new(),
+            by_hash: HashMap::new(),
             sink,
+            timers,
+            pending_session: None,
         }
+    }
+
+    pub fn timers(&self) -> &SessionTimers {
+        &self.timers
+    }
+
+    /// The session of a dialog and its time left, if a timer runs.
+    pub fn session(&self, call_id: &str, now_ms: u64) -> Option<(Session, Option<u64>)> {
+        let hash = self.by_call.get(call_id)?.hash;
+        let s = self.timers.session(hash)?;
+        Some((s, self.timers.time_left_ms(hash, now_ms)))
+    }
+
+    /// RFC 4028 8.1 on a refresh request (INVITE, re-INVITE, UPDATE) on
+    /// its way through; `to_tag` goes into a 422 or 481 the edge answers.
+    pub fn timer_request(&mut self, msg: &mut SipMessage, to_tag: Option<&str>) -> RequestAction {
+        let Some(hash) = msg.call_id_hash() else {
+            return RequestAction::NotApplicable;
+        };
+        self.timers.on_request(hash, msg, to_tag)
+    }
+
+    /// RFC 4028 8.2 on a response on its way back (a dialog the table
+    /// knows only): a 2xx to a refresh (re)starts the session timer, whose
+    /// absolute expiry goes into the mirror.
+    pub fn timer_response(&mut self, msg: &mut SipMessage, now_ms: u64) {
+        let Some(call_id) = msg.call_id() else {
+            return;
+        };
+        let Some(d) = self.by_call.get_mut(call_id) else {
+            return;
+        };
+        let hash = d.hash;
+        let contact = msg.header("Contact").map(uri_of);
+        let to = msg.header("To").map(str::to_string);
+        if let (Some(code), Some(cseq)) = (msg.status_code(), msg.cseq()) {
+            if cseq.method == Method::Invite && (200..300).contains(&code) && msg.to_tag().is_some()
+            {
+                if d.callee_to.is_none() {
+                    d.callee_to = to;
+                }
+                if contact.is_some() {
+                    d.callee_contact = contact;
+                }
+            }
+        }
+        let before = self.timers.session(hash);
+        let before_left = self.timers.time_left_ms(hash, now_ms);
+        self.timers.on_response(hash, msg, now_ms);
+        let after = self.timers.session(hash);
+        let left = self.timers.time_left_ms(hash, now_ms);
+        if let Some(s) = after {
+            if after != before || left != before_left {
+                let expires = left.map_or(0, |l| (now_ms + l).div_ceil(1_000));
+                self.pending_session = Some((hash, expires, session_flags(&s)));
+            }
+        }
+    }
+
+    /// Sessions due at `now_ms`: the dialogs are dropped (state and
+    /// mirror) and returned, with BYEs for both sides when reaping.
+    pub fn expire(&mut self, now_ms: u64, upstream: SocketAddr, local: SocketAddr) -> Vec<Ended> {
+        let mut out = Vec::new();
+        for e in self.timers.expire(now_ms) {
+            let Some(call_id) = self.by_hash.get(&e.dialog).cloned() else {
+                continue;
+            };
+            let Some(d) = self.by_call.get(&call_id) else {
+                continue;
+            };
+            let byes = if e.reap {
+                byes(&call_id, d, upstream, local)
+            } else {
+                Vec::new()
+            };
+            out.push(Ended {
+                call_id: call_id.clone(),
+                hash: e.dialog,
+                interval: e.interval,
+                byes,
+            });
+            // The tombstone stays in the timers (a late refresh gets 481).
+            if let Some(d) = self.by_call.remove(&call_id) {
+                self.by_hash.remove(&d.hash);
+                if d.phase != Phase::Pending {
+                    self.sink.remove(d.hash);
+                }
+            }
+        }
+        out
+    }
+
+    /// When [`Dialogs::expire`] is due next.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.timers.next_deadline_ms()
     }
 
     pub fn len(&self) -> usize {
@@ -156,6 +346,8 @@ impl Dialogs {
 
     fn end(&mut self, call_id: &str) {
         if let Some(d) = self.by_call.remove(call_id) {
+            self.by_hash.remove(&d.hash);
+            self.timers.end(d.hash);
             if d.phase != Phase::Pending {
                 self.sink.remove(d.hash);
             }
@@ -165,13 +357,22 @@ impl Dialogs {
     /// A request being forwarded; `ua` is the UA's address (the source
     /// of a request from a UA, the destination of one from the PBX).
     pub fn on_request(&mut self, msg: &SipMessage, ua: SocketAddr) {
+        self.on_request_from(msg, ua, true)
+    }
+
+    /// [`Dialogs::on_request`], saying whether the UA sent it.
+    pub fn on_request_from(&mut self, msg: &SipMessage, ua: SocketAddr, caller_is_ua: bool) {
         let (Some(call_id), Some(hash)) = (msg.call_id(), msg.call_id_hash()) else {
             return;
         };
+        if let (Some(d), Some(c)) = (self.by_call.get_mut(call_id), msg.cseq()) {
+            d.cseq = d.cseq.max(c.seq);
+        }
         match msg.method() {
             Some(Method::Invite)
                 if msg.to_tag().is_none() && !self.by_call.contains_key(call_id) =>
             {
+                let caller_from = msg.header("From").unwrap_or_default().to_string();
                 self.by_call.insert(
                     call_id.to_string(),
                     Dialog {
@@ -180,8 +381,15 @@ impl Dialogs {
                         ua,
                         created_unix: now_unix(),
                         since: Instant::now(),
+                        caller_is_ua,
+                        caller_from,
+                        callee_to: None,
+                        caller_contact: msg.header("Contact").map(uri_of),
+                        callee_contact: None,
+                        cseq: msg.cseq().map_or(1, |c| c.seq),
                     },
                 );
+                self.by_hash.insert(hash, call_id.to_string());
             }
             Some(Method::Bye) => self.set(call_id, Phase::Terminating),
             _ => {}
@@ -190,6 +398,11 @@ impl Dialogs {
 
     /// A response being forwarded.
     pub fn on_response(&mut self, msg: &SipMessage) {
+        self.phase_response(msg);
+        self.flush_session();
+    }
+
+    fn phase_response(&mut self, msg: &SipMessage) {
         let (Some(call_id), Some(code), Some(cseq)) =
             (msg.call_id(), msg.status_code(), msg.cseq())
         else {
@@ -214,6 +427,15 @@ impl Dialogs {
         }
     }
 
+    /// Mirrors a session timer change noted by [`Dialogs::timer_response`].
+    pub fn flush_session(&mut self) {
+        if let Some((hash, expires, flags)) = self.pending_session.take() {
+            if self.by_hash.contains_key(&hash) {
+                self.sink.set_session(hash, expires, flags);
+            }
+        }
+    }
+
     /// Drops dialogs that stayed unanswered or early past
     /// [`EARLY_LIMIT`], or whose BYE got no response within [`BYE_LIMIT`].
     pub fn sweep(&mut self, now: Instant) -> usize {
@@ -235,6 +457,59 @@ impl Dialogs {
         }
         stale.len()
     }
+}
+
+/// BYEs (with our Via) to both sides of an expired dialog, built from what
+/// the table kept; a side whose Contact is unknown gets none.
+fn byes(
+    call_id: &str,
+    d: &Dialog,
+    upstream: SocketAddr,
+    local: SocketAddr,
+) -> Vec<(SipMessage, SocketAddr)> {
+    let Some(callee_to) = &d.callee_to else {
+        return Vec::new();
+    };
+    let (caller_addr, callee_addr) = if d.caller_is_ua {
+        (d.ua, upstream)
+    } else {
+        (upstream, d.ua)
+    };
+    let cseq = d.cseq.saturating_add(1);
+    let mut out = Vec::new();
+    for (ruri, from, to, dest) in [
+        (&d.callee_contact, &d.caller_from, callee_to, callee_addr),
+        (&d.caller_contact, callee_to, &d.caller_from, caller_addr),
+    ] {
+        let Some(ruri) = ruri else { continue };
+        let host = super::forward::uri_host(local.ip());
+        let port = local.port();
+        let branch = format!(
+            "{}{:016x}",
+            super::forward::BRANCH_PREFIX,
+            super::forward::fnv1a(&[call_id.as_bytes(), ruri.as_bytes(), b"reap"])
+        );
+        let text = format!(
+            "BYE {ruri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {host}:{port};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: {from}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} BYE\r\n\
+             Reason: SIP;cause=408;text=\"Session expired\"\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        match crate::sip::parse_message(
+            text.as_bytes(),
+            crate::sip::Framing::Datagram,
+            &crate::sip::Limits::default(),
+        ) {
+            Ok(m) => out.push((m, dest)),
+            Err(e) => log::warn!("edge: BYE for {call_id}: {e}"),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

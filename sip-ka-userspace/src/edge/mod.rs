@@ -19,7 +19,11 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use tokio::net::UdpSocket;
 
-use crate::{responder::Shared, sip::Limits};
+use crate::{
+    responder::Shared,
+    session_timer::{SessionTimers, TimerConfig},
+    sip::Limits,
+};
 
 pub mod dialog;
 pub mod forward;
@@ -42,6 +46,10 @@ pub struct EdgeConfig {
     /// Seconds between OPTIONS pings to the PBX.
     pub qualify_frequency: Duration,
     pub limits: Limits,
+    /// RFC 4028 settings (Min-SE floor, Session-Expires to insert).
+    pub timers: TimerConfig,
+    /// Send BYE to both sides when a session expires.
+    pub reap_expired: bool,
 }
 
 impl EdgeConfig {
@@ -99,6 +107,9 @@ counters! {
     dropped: "Datagrams dropped: unanswerable garbage, responses not ours.",
     acks_absorbed: "ACKs for final responses the edge generated (not forwarded).",
     other: "CRLF/STUN handed to the keep-alive responder.",
+    timer_rejects: "Refresh requests answered 422 (Min-SE) or 481 (session expired).",
+    sessions_expired: "Dialogs whose session timer expired (dropped).",
+    sessions_reaped: "Expired dialogs ended with a BYE to both sides (--reap-expired).",
 }
 
 impl Counters {
@@ -119,9 +130,10 @@ pub struct Edge {
 
 impl Edge {
     pub fn new(cfg: EdgeConfig, sink: Box<dyn DialogSink>, responder: Option<Arc<Shared>>) -> Edge {
+        let timers = SessionTimers::new(cfg.timers, cfg.reap_expired, dialog::now_ms());
         Edge {
             cfg,
-            dialogs: Mutex::new(Dialogs::new(sink)),
+            dialogs: Mutex::new(Dialogs::with_timers(sink, timers)),
             health: Health::default(),
             counters: Counters::default(),
             responder,
@@ -160,13 +172,17 @@ pub async fn start(
         .await
         .context("binding the qualify socket")?;
     let edge = Arc::new(Edge::new(cfg, sink, responder));
-    for sock in socks {
+    let socks: Vec<Arc<UdpSocket>> = socks.into_iter().map(Arc::new).collect();
+    for sock in &socks {
         log::info!(
             "edge on udp/{} -> upstream {}",
             sock.local_addr()?,
             edge.cfg.upstream
         );
-        tokio::spawn(transport::serve_udp(sock, edge.clone()));
+        tokio::spawn(transport::serve_udp(sock.clone(), edge.clone()));
+    }
+    if let Some(sock) = socks.first() {
+        tokio::spawn(session_expiry(sock.clone(), edge.clone()));
     }
     {
         let edge = edge.clone();
@@ -194,6 +210,60 @@ pub async fn start(
         });
     }
     Ok(edge)
+}
+
+/// Longest sleep between two looks at the session timers.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
+
+/// Expires sessions when due (at most [`EXPIRY_TICK`] late) and, with
+/// `--reap-expired`, sends the BYEs from `sock`.
+async fn session_expiry(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
+    let Ok(local) = sock.local_addr() else {
+        return;
+    };
+    loop {
+        let now = dialog::now_ms();
+        for out in edge.expire(now, local) {
+            let (bytes, dest) = out;
+            if let Err(e) = sock.send_to(&bytes, dest).await {
+                log::debug!("send from udp/{local} to {dest}: {e}");
+            }
+        }
+        let next = edge.dialogs().next_deadline_ms();
+        let wait = next.map_or(EXPIRY_TICK, |at| {
+            Duration::from_millis(at.saturating_sub(dialog::now_ms())).min(EXPIRY_TICK)
+        });
+        tokio::time::sleep(wait).await;
+    }
+}
+
+impl Edge {
+    /// Expires the sessions due at `now_ms`: counted, logged, and with
+    /// `--reap-expired` the BYEs to send (with our Via) are returned.
+    pub fn expire(&self, now_ms: u64, local: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
+        let ended = self.dialogs().expire(now_ms, self.cfg.upstream, local);
+        let mut out = Vec::new();
+        for e in ended {
+            Counters::bump(&self.counters.sessions_expired);
+            log::info!(
+                "edge: session expired ({} s without refresh): Call-ID {}",
+                e.interval,
+                e.call_id
+            );
+            if !self.cfg.reap_expired {
+                continue;
+            }
+            Counters::bump(&self.counters.sessions_reaped);
+            log::info!(
+                "edge: reaping expired call {}: BYE to both sides",
+                e.call_id
+            );
+            for (bye, dest) in e.byes {
+                out.push((bye.to_bytes(), dest));
+            }
+        }
+        out
+    }
 }
 
 /// Logs the counters (at exit).

@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 
 use super::{
+    dialog::now_ms,
     forward::{self, fnv1a},
     keepalive::{self, Kind},
     Counters, Edge,
 };
 use crate::{
     responder,
+    session_timer::RequestAction,
     sip::{error_response, is_crlf_keepalive, parse_message, Framing, SipMessage},
 };
 
@@ -61,8 +63,46 @@ impl Edge {
                     Kind::OptionsToPbx if up => &c.options_pbx_up,
                     Kind::OptionsToPbx => &c.options_pbx_down,
                 };
+                // A keep-alive UPDATE the edge answers is also a session
+                // refresh: RFC 4028 applies to it and to the 200.
+                let refresh = known && kind == Kind::InDialog;
+                let mut msg = msg;
+                let mut offer = None;
+                if refresh {
+                    let tag = keepalive::local_tag(&msg);
+                    match self.dialogs().timer_request(&mut msg, Some(&tag)) {
+                        RequestAction::Reject(r) => {
+                            Counters::bump(&c.timer_rejects);
+                            return Some((r.to_bytes(), src));
+                        }
+                        RequestAction::Forward(o) => offer = Some(o),
+                        RequestAction::NotApplicable => {}
+                    }
+                }
                 Counters::bump(counter);
-                let answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
+                let mut answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
+                if let Some(o) = offer {
+                    // The edge answers as the UAS (RFC 4028 9): the
+                    // interval, and the refresher the UAC asked for, else
+                    // the one in effect, else the UAC.
+                    let mut d = self.dialogs();
+                    let refresher = msg
+                        .session_expires()
+                        .ok()
+                        .flatten()
+                        .and_then(|se| se.refresher)
+                        .or_else(|| d.session(&call_id, now_ms()).and_then(|s| s.0.refresher))
+                        .unwrap_or(crate::sip::Refresher::Uac);
+                    answer.push_header(
+                        "Session-Expires",
+                        format!("{};refresher={refresher}", o.session_expires),
+                    );
+                    if o.uac_supports_timer {
+                        answer.push_header("Require", "timer");
+                    }
+                    d.timer_response(&mut answer, now_ms());
+                    d.flush_session();
+                }
                 return Some((answer.to_bytes(), src));
             }
         }
@@ -102,7 +142,17 @@ impl Edge {
             self.cfg.upstream
         };
         let ua = if from_pbx { dest } else { src };
-        self.dialogs().on_request(&fwd, ua);
+        let mut dialogs = self.dialogs();
+        let tag = keepalive::local_tag(&msg);
+        if let RequestAction::Reject(r) = dialogs.timer_request(&mut fwd, Some(&tag)) {
+            Counters::bump(&c.timer_rejects);
+            // The reject answers the request as it came in (our Via off).
+            let mut r = *r;
+            r.remove_top_via();
+            return Some((r.to_bytes(), src));
+        }
+        dialogs.on_request_from(&fwd, ua, !from_pbx);
+        drop(dialogs);
         Counters::bump(&c.requests_forwarded);
         Some((fwd.to_bytes(), dest))
     }
@@ -113,7 +163,10 @@ impl Edge {
             Counters::bump(&c.dropped);
             return None;
         };
-        self.dialogs().on_response(&msg);
+        let mut dialogs = self.dialogs();
+        dialogs.timer_response(&mut msg, now_ms());
+        dialogs.on_response(&msg);
+        drop(dialogs);
         Counters::bump(&c.responses_forwarded);
         Some((msg.to_bytes(), dest))
     }
@@ -140,6 +193,8 @@ mod tests {
                 upstream: PBX.parse().unwrap(),
                 qualify_frequency: Duration::from_secs(1),
                 limits: Limits::default(),
+                timers: Default::default(),
+                reap_expired: false,
             },
             Box::new(NoSink),
             None,
@@ -232,6 +287,94 @@ mod tests {
         let (back, dest) = e.handle(&pbx_response(&out, 200, "u1"), ua, local).unwrap();
         assert_eq!(dest, pbx);
         assert_eq!(parse(&back).status_code(), Some(200));
+        assert!(e.dialogs().is_empty());
+    }
+
+    fn timed_edge(reap: bool) -> Edge {
+        let mut e = edge();
+        e.cfg.timers = crate::session_timer::TimerConfig::new(2, 4, true).unwrap();
+        e.cfg.reap_expired = reap;
+        Edge::new(e.cfg.clone(), Box::new(NoSink), None)
+    }
+
+    /// An INVITE without Session-Expires: the edge inserts it, the PBX's
+    /// 200 takes it, and the edge tracks the session.
+    fn timed_call(e: &Edge) -> u64 {
+        let (local, pbx, ua) = (
+            EDGE.parse().unwrap(),
+            PBX.parse().unwrap(),
+            UA.parse().unwrap(),
+        );
+        let (fwd, _) = e
+            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local)
+            .unwrap();
+        let fwd_msg = parse(&fwd);
+        assert_eq!(fwd_msg.header("Session-Expires"), Some("4"));
+        let mut ok = fwd_msg.response(200, "OK", Some("p1")).unwrap();
+        ok.push_header("Contact", "<sip:service@198.18.0.1:5080>");
+        ok.push_header("Session-Expires", "4;refresher=uac");
+        e.handle(&ok.to_bytes(), pbx, local).unwrap();
+        let s = e.dialogs().session("p1@198.18.0.2", now_ms()).unwrap();
+        assert_eq!(s.0.interval, 4);
+        fwd_msg.call_id_hash().unwrap()
+    }
+
+    #[test]
+    fn session_timer_refresh_by_update_then_expiry_and_reap() {
+        let e = timed_edge(true);
+        let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        timed_call(&e);
+        let t0 = now_ms();
+        // Below Min-SE with timer supported: 422 with Min-SE.
+        let low = String::from_utf8(request("UPDATE", ";tag=p1", 2, ""))
+            .unwrap()
+            .replace(
+                "Contact:",
+                "Supported: timer\r\nSession-Expires: 1\r\nContact:",
+            );
+        let (r, _) = e.handle(low.as_bytes(), ua, local).unwrap();
+        let r = parse(&r);
+        assert_eq!(r.status_code(), Some(422));
+        assert_eq!(r.header("Min-SE"), Some("2"));
+        // A keep-alive UPDATE answered by the edge refreshes the session.
+        let (r, _) = e
+            .handle(&request("UPDATE", ";tag=p1", 3, ""), ua, local)
+            .unwrap();
+        assert_eq!(parse(&r).status_code(), Some(200));
+        let left = e.dialogs().session("p1@198.18.0.2", t0).unwrap().1.unwrap();
+        assert!(left > 3_500, "{left}");
+        assert!(e.expire(t0 + 3_000, local).is_empty());
+        let byes = e.expire(t0 + 5_000, local);
+        assert!(e.dialogs().is_empty());
+        assert_eq!(
+            e.counters
+                .sessions_expired
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let dests: Vec<SocketAddr> = byes.iter().map(|(_, d)| *d).collect();
+        assert_eq!(dests, vec![PBX.parse().unwrap(), ua]);
+        for (b, _) in &byes {
+            let b = parse(b);
+            assert_eq!(b.method(), Some(&crate::sip::Method::Bye));
+            assert_eq!(b.call_id(), Some("p1@198.18.0.2"));
+        }
+        let to_pbx = parse(&byes[0].0);
+        assert_eq!(to_pbx.from_tag().as_deref(), Some("u1"));
+        assert_eq!(to_pbx.to_tag().as_deref(), Some("p1"));
+        // A late refresh: 481 (the dialog is gone).
+        let (r, _) = e
+            .handle(&request("UPDATE", ";tag=p1", 4, ""), ua, local)
+            .unwrap();
+        assert_eq!(parse(&r).status_code(), Some(481));
+    }
+
+    #[test]
+    fn expiry_without_reap_sends_nothing() {
+        let e = timed_edge(false);
+        let local = EDGE.parse().unwrap();
+        timed_call(&e);
+        assert!(e.expire(now_ms() + 5_000, local).is_empty());
         assert!(e.dialogs().is_empty());
     }
 

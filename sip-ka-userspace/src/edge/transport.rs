@@ -7,7 +7,7 @@ use tokio::net::UdpSocket;
 use super::Edge;
 
 /// Serves one socket until the task is dropped.
-pub async fn serve_udp(sock: UdpSocket, edge: Arc<Edge>) {
+pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
     let local = match sock.local_addr() {
         Ok(a) => a,
         Err(e) => {
