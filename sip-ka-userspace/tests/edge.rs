@@ -33,24 +33,28 @@ fn pbx_addr() -> SocketAddr {
 /// A lab with the edge running and a scratch directory holding the
 /// scenarios.
 fn edge_lab() -> (Lab, PathBuf) {
+    edge_lab_with(&[])
+}
+
+/// [`edge_lab`] with more `sip-ka run` flags.
+fn edge_lab_with(extra: &[&str]) -> (Lab, PathBuf) {
     let mut lab = common::lab();
     let edge = edge_addr().to_string();
     let pbx = pbx_addr().to_string();
-    common::start(
-        &mut lab,
-        &[
-            "--mode",
-            "edge",
-            "--xdp-mode",
-            "native",
-            "--listen",
-            &edge,
-            "--upstream",
-            &pbx,
-            "--qualify-frequency",
-            "1",
-        ],
-    );
+    let mut args = vec![
+        "--mode",
+        "edge",
+        "--xdp-mode",
+        "native",
+        "--listen",
+        &edge,
+        "--upstream",
+        &pbx,
+        "--qualify-frequency",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    common::start(&mut lab, &args);
     let dir = std::env::temp_dir().join(format!("{}-edge", lab.name));
     std::fs::create_dir_all(&dir).unwrap();
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edge");
@@ -463,6 +467,172 @@ fn malformed_and_hop_limited_requests_are_answered_by_the_edge() {
     cleanup(&dir);
     eprintln!(
         "malformed_and_hop_limited_requests_are_answered_by_the_edge: {:?}",
+        started.elapsed()
+    );
+}
+
+/// Session interval of the session timer test (seconds): the lab-only
+/// Min-SE floor is half of it.
+const SE: u64 = 4;
+
+/// A UA on `port` running `scenario` (one call), in the background.
+fn ua_on(lab: &Lab, dir: &Path, scenario: &str, port: u16, secs: u32) -> Child {
+    let mut cmd = lab.client("timeout");
+    cmd.current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .args(["-k", "2", &secs.to_string(), "sipp", "-sf", scenario])
+        .args([
+            "-m",
+            "1",
+            "-r",
+            "1",
+            "-nostdin",
+            "-trace_err",
+            "-s",
+            "service",
+        ])
+        .args(["-i", &CLIENT_V4.to_string(), "-p", &port.to_string()])
+        .args(["-recv_timeout", "10000", "-timeout", &format!("{secs}s")])
+        .arg(edge_addr().to_string());
+    cmd.spawn().expect("starting a UA")
+}
+
+/// RFC 4028 through the edge, in real time, with a lab-only Min-SE of
+/// SE/2 and Session-Expires SE inserted by the edge: the UAs support
+/// `timer`, the PBX does not, so the edge adds `refresher=uac` to the 200.
+/// One UA refreshes with UPDATE every SE/2 (answered by the edge) and
+/// keeps its call for three intervals; the other never refreshes: its
+/// dialog is gone from `sip-ka dialogs` within a second after SE, and
+/// with `--reap-expired` both its UA and the PBX get a BYE from the edge
+/// (the PBX scenario fails without one; the UA scenario waits for it).
+#[test]
+fn session_timer_refresh_keeps_a_call_and_expiry_reaps_the_other() {
+    let started = Instant::now();
+    let se = SE.to_string();
+    let min_se = (SE / 2).to_string();
+    let (lab, dir) = edge_lab_with(&[
+        "--lab",
+        "--timers-min-se",
+        &min_se,
+        "--timers-sess-expires",
+        &se,
+        "--reap-expired",
+    ]);
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edge");
+    let base = std::fs::read_to_string(here.join("ua_call.xml"))
+        .unwrap()
+        .replace(
+            "CSeq: 1 INVITE\n",
+            "CSeq: 1 INVITE\n      Supported: timer\n",
+        );
+    assert!(base.contains("Supported: timer"));
+    let ka = std::fs::read_to_string(here.join("keepalive.xml")).unwrap();
+    // Refreshing: an UPDATE every SE/2 for three intervals, then BYE.
+    let refreshes = 3 * 2;
+    let blocks: String = (0..refreshes)
+        .map(|i| {
+            format!(
+                "<pause milliseconds=\"{}\"/>\n{}",
+                SE * 1000 / 2,
+                ka.replace("CSEQ", &(2 + i).to_string())
+                    .replace("METHOD", "UPDATE")
+            )
+        })
+        .collect();
+    let refreshing = base
+        .replace("<!-- IN_DIALOG -->", &blocks)
+        .replace("HOLD_MS", "1000");
+    std::fs::write(dir.join("ua_refresh.xml"), refreshing).unwrap();
+    std::fs::write(
+        dir.join("ua_expire.xml"),
+        std::fs::read_to_string(here.join("ua_expire.xml"))
+            .unwrap()
+            .replace(
+                "CSeq: 1 INVITE\n",
+                "CSeq: 1 INVITE\n      Supported: timer\n",
+            ),
+    )
+    .unwrap();
+    // The PBX holds the refreshed call for longer than -recv_timeout.
+    let pbx_xml = std::fs::read_to_string(here.join("pbx_uas.xml"))
+        .unwrap()
+        .replace(
+            "<recv request=\"BYE\"/>",
+            "<recv request=\"BYE\" timeout=\"30000\"/>",
+        );
+    std::fs::write(dir.join("pbx_timer.xml"), pbx_xml).unwrap();
+    let pbx = Pbx::start_with(&lab, &dir, "pbx_timer.xml", 30);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let refresh_ua = ua_on(&lab, &dir, "ua_refresh.xml", UA_PORT, 25);
+    let expire_ua = ua_on(&lab, &dir, "ua_expire.xml", UA_PORT + 2, 25);
+    // Both calls confirmed, with the session the edge negotiated.
+    let mut last = Vec::new();
+    let both = wait_until(Duration::from_secs(5), || {
+        last = dialogs(&lab);
+        last.len() == 2
+            && last.iter().all(|d| {
+                d["state"] == "confirmed"
+                    && d["session_interval_secs"] == SE
+                    && d["refresher"] == "uac"
+            })
+    });
+    let confirmed = Instant::now();
+    assert!(both, "want two confirmed dialogs with SE {SE}: {last:?}");
+
+    // The unrefreshed call is gone within one second after SE.
+    let gone = wait_until(Duration::from_secs(SE + 2), || {
+        last = dialogs(&lab);
+        last.len() == 1
+    });
+    let expired_after = confirmed.elapsed();
+    assert!(gone, "the unrefreshed dialog is still listed: {last:?}");
+    assert!(
+        expired_after <= Duration::from_millis(SE * 1000 + 1000),
+        "expired {expired_after:?} after confirmation (SE {SE} s)"
+    );
+    assert!(
+        expired_after >= Duration::from_millis(SE * 1000 - 1000),
+        "expired too early: {expired_after:?} (SE {SE} s)"
+    );
+    let expire_ua = expire_ua.wait_with_output().expect("UA (expired)");
+    assert!(
+        expire_ua.status.success(),
+        "the unrefreshed UA got no BYE from the edge: {}",
+        text(&expire_ua)
+    );
+
+    // The refreshed call is still up after three intervals.
+    let three = Duration::from_secs(3 * SE) + Duration::from_millis(200);
+    std::thread::sleep(three.saturating_sub(confirmed.elapsed()));
+    let still = dialogs(&lab);
+    assert_eq!(still.len(), 1, "after three intervals: {still:?}");
+    assert_eq!(still[0]["state"], "confirmed", "{still:?}");
+    let left = still[0]["session_left_secs"].as_u64().unwrap_or(u64::MAX);
+    assert!(left <= SE, "time left {left} s > SE: {still:?}");
+
+    let refresh_ua = refresh_ua.wait_with_output().expect("UA (refreshing)");
+    assert!(
+        refresh_ua.status.success(),
+        "refreshing UA: {}",
+        text(&refresh_ua)
+    );
+    let pbx = pbx.finish();
+    assert!(
+        pbx.status.success(),
+        "PBX sipp (no BYE for the expired call?): {}",
+        text(&pbx)
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || dialogs(&lab).is_empty()),
+        "after the BYE: {:?}",
+        dialogs(&lab)
+    );
+    cleanup(&dir);
+    eprintln!(
+        "session_timer_refresh_keeps_a_call_and_expiry_reaps_the_other: {:?} (expiry after {expired_after:?})",
         started.elapsed()
     );
 }

@@ -262,7 +262,7 @@ impl Dialogs {
         let left = self.timers.time_left_ms(hash, now_ms);
         if let Some(s) = after {
             if after != before || left != before_left {
-                let expires = left.map_or(0, |l| (now_ms + l).div_ceil(1_000));
+                let expires = left.map_or(0, |l| (now_ms + l) / 1_000);
                 self.pending_session = Some((hash, expires, session_flags(&s)));
             }
         }
