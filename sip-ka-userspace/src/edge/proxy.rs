@@ -370,6 +370,34 @@ mod tests {
     }
 
     #[test]
+    fn invite_below_min_se_gets_422_from_the_edge() {
+        let e = timed_edge(false);
+        let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        let low = String::from_utf8(request("INVITE", "", 1, ""))
+            .unwrap()
+            .replace(
+                "Contact:",
+                "Supported: timer\r\nSession-Expires: 1\r\nContact:",
+            );
+        let (r, dest) = e.handle(low.as_bytes(), ua, local).unwrap();
+        assert_eq!(dest, ua);
+        let r = parse(&r);
+        assert_eq!(r.status_code(), Some(422));
+        assert_eq!(r.header("Min-SE"), Some("2"));
+        assert_eq!(r.vias().unwrap().len(), 1);
+        assert!(e.dialogs().is_empty());
+        // Without timer support the value is raised and forwarded.
+        let low = String::from_utf8(request("INVITE", "", 1, ""))
+            .unwrap()
+            .replace("Contact:", "Session-Expires: 1\r\nContact:");
+        let (f, dest) = e.handle(low.as_bytes(), ua, local).unwrap();
+        assert_eq!(dest, PBX.parse().unwrap());
+        let f = parse(&f);
+        assert_eq!(f.header("Session-Expires"), Some("2"));
+        assert_eq!(f.header("Min-SE"), Some("2"));
+    }
+
+    #[test]
     fn expiry_without_reap_sends_nothing() {
         let e = timed_edge(false);
         let local = EDGE.parse().unwrap();
