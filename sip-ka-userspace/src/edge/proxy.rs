@@ -64,8 +64,21 @@ impl Edge {
                     Kind::OptionsToPbx => &c.options_pbx_down,
                 };
                 // A keep-alive UPDATE the edge answers is also a session
-                // refresh: RFC 4028 applies to it and to the 200.
-                let refresh = known && kind == Kind::InDialog;
+                // refresh when a session timer runs or the UAC asks for
+                // one: RFC 4028 applies to it and to the 200. (The edge
+                // never refreshes, so it starts no timer a UAC without
+                // `timer` did not ask for.)
+                let refresh = known
+                    && kind == Kind::InDialog
+                    && msg.method() == Some(&crate::sip::Method::Update)
+                    && (self
+                        .dialogs()
+                        .session(&call_id, now_ms())
+                        .is_some_and(|s| s.0.interval > 0)
+                        || msg.session_expires().is_ok_and(|se| se.is_some())
+                        || msg
+                            .supported()
+                            .is_ok_and(|t| t.contains(crate::sip::OptionTags::TIMER)));
                 let mut msg = msg;
                 let mut offer = None;
                 if refresh {
@@ -262,6 +275,10 @@ mod tests {
             assert_eq!(dest, ua);
             assert_eq!(parse(&r).status_code(), Some(200), "{m}");
         }
+        // No session timer was negotiated (neither side has `timer`), and
+        // the keep-alive UPDATE the edge answered started none.
+        let s = e.dialogs().session("p1@198.18.0.2", now_ms());
+        assert!(s.is_none_or(|s| s.0.interval == 0), "{s:?}");
         // A re-INVITE without SDP and an INFO with a body go to the PBX.
         let (_, dest) = e
             .handle(&request("INVITE", ";tag=p1", 4, ""), ua, local)
