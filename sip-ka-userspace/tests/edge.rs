@@ -502,8 +502,9 @@ fn ua_on(lab: &Lab, dir: &Path, scenario: &str, port: u16, secs: u32) -> Child {
 /// RFC 4028 through the edge, in real time, with a lab-only Min-SE of
 /// SE/2 and Session-Expires SE inserted by the edge: the UAs support
 /// `timer`, the PBX does not, so the edge adds `refresher=uac` to the 200.
-/// One UA refreshes with UPDATE every SE/2 (answered by the edge) and
-/// keeps its call for three intervals; the other never refreshes: its
+/// One UA refreshes with UPDATE every SE/2 (forwarded to the PBX, which
+/// answers them: a refresh is never answered by the edge) and keeps its
+/// call for three intervals; the other never refreshes: its
 /// dialog is gone from `sip-ka dialogs` within a second after SE, and
 /// with `--reap-expired` both its UA and the PBX get a BYE from the edge
 /// (the PBX scenario fails without one; the UA scenario waits for it).
@@ -538,6 +539,13 @@ fn session_timer_refresh_keeps_a_call_and_expiry_reaps_the_other() {
                 SE * 1000 / 2,
                 ka.replace("CSEQ", &(2 + i).to_string())
                     .replace("METHOD", "UPDATE")
+                    .replace(
+                        "      Max-Forwards: 70\n",
+                        &format!(
+                            "      Max-Forwards: 70\n      Supported: timer\n      \
+                             Session-Expires: {SE};refresher=uac\n"
+                        ),
+                    )
             )
         })
         .collect();
@@ -555,13 +563,24 @@ fn session_timer_refresh_keeps_a_call_and_expiry_reaps_the_other() {
             ),
     )
     .unwrap();
-    // The PBX holds the refreshed call for longer than -recv_timeout.
+    // The PBX holds the refreshed call for longer than -recv_timeout and
+    // answers its refresh UPDATEs.
     let pbx_xml = std::fs::read_to_string(here.join("pbx_uas.xml"))
         .unwrap()
         .replace(
             "<recv request=\"BYE\"/>",
-            "<recv request=\"BYE\" timeout=\"30000\"/>",
+            "<label id=\"incall\"/>\n  \
+             <recv request=\"UPDATE\" optional=\"true\" next=\"update\"/>\n  \
+             <recv request=\"BYE\" timeout=\"30000\"/>",
+        )
+        .replace(
+            "<label id=\"options\"/>",
+            "<label id=\"update\"/>\n  <send>\n    <![CDATA[\n\n      SIP/2.0 200 OK\n      \
+             [last_Via:]\n      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      \
+             [last_CSeq:]\n      Content-Length: 0\n\n    ]]>\n  </send>\n  \
+             <nop next=\"incall\"/>\n\n  <label id=\"options\"/>",
         );
+    assert!(pbx_xml.contains("next=\"update\"") && pbx_xml.contains("<label id=\"update\"/>"));
     std::fs::write(dir.join("pbx_timer.xml"), pbx_xml).unwrap();
     let pbx = Pbx::start_with(&lab, &dir, "pbx_timer.xml", 30);
     std::thread::sleep(Duration::from_millis(300));
@@ -620,6 +639,18 @@ fn session_timer_refresh_keeps_a_call_and_expiry_reaps_the_other() {
         text(&refresh_ua)
     );
     let pbx = pbx.finish();
+    // Every refresh reached the PBX (sipp's screen: `----------> UPDATE  N`).
+    let pbx_text = text(&pbx);
+    let updates = pbx_text
+        .lines()
+        .find(|l| l.contains("UPDATE"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse::<u32>().ok());
+    assert_eq!(
+        updates,
+        Some(refreshes as u32),
+        "refresh UPDATEs received by the PBX: {pbx_text}"
+    );
     assert!(
         pbx.status.success(),
         "PBX sipp (no BYE for the expired call?): {}",

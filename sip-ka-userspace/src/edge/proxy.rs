@@ -63,60 +63,24 @@ impl Edge {
                     Kind::OptionsToPbx if up => &c.options_pbx_up,
                     Kind::OptionsToPbx => &c.options_pbx_down,
                 };
-                // A keep-alive UPDATE the edge answers is also a session
-                // refresh when a session timer runs or the UAC asks for
-                // one: RFC 4028 applies to it and to the 200. (The edge
-                // never refreshes, so it starts no timer a UAC without
-                // `timer` did not ask for.)
-                let refresh = known
-                    && kind == Kind::InDialog
+                // An UPDATE in a dialog with a session timer, or one that
+                // carries Session-Expires, is a session refresh: the PBX
+                // may run the same timer (RFC 4028), and a refresh the
+                // edge answered itself would never reach it, so the PBX
+                // would end a live call. Refreshes are forwarded like any
+                // request; only UPDATEs outside any timer are keep-alives.
+                let refresh = kind == Kind::InDialog
                     && msg.method() == Some(&crate::sip::Method::Update)
                     && (self
                         .dialogs()
                         .session(&call_id, now_ms())
                         .is_some_and(|s| s.0.interval > 0)
-                        || msg.session_expires().is_ok_and(|se| se.is_some())
-                        || msg
-                            .supported()
-                            .is_ok_and(|t| t.contains(crate::sip::OptionTags::TIMER)));
-                let mut msg = msg;
-                let mut offer = None;
-                if refresh {
-                    let tag = keepalive::local_tag(&msg);
-                    match self.dialogs().timer_request(&mut msg, Some(&tag)) {
-                        RequestAction::Reject(r) => {
-                            Counters::bump(&c.timer_rejects);
-                            return Some((r.to_bytes(), src));
-                        }
-                        RequestAction::Forward(o) => offer = Some(o),
-                        RequestAction::NotApplicable => {}
-                    }
+                        || msg.session_expires().is_ok_and(|se| se.is_some()));
+                if !refresh {
+                    Counters::bump(counter);
+                    let answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
+                    return Some((answer.to_bytes(), src));
                 }
-                Counters::bump(counter);
-                let mut answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
-                if let Some(o) = offer {
-                    // The edge answers as the UAS (RFC 4028 9): the
-                    // interval, and the refresher the UAC asked for, else
-                    // the one in effect, else the UAC.
-                    let mut d = self.dialogs();
-                    let refresher = msg
-                        .session_expires()
-                        .ok()
-                        .flatten()
-                        .and_then(|se| se.refresher)
-                        .or_else(|| d.session(&call_id, now_ms()).and_then(|s| s.0.refresher))
-                        .unwrap_or(crate::sip::Refresher::Uac);
-                    answer.push_header(
-                        "Session-Expires",
-                        format!("{};refresher={refresher}", o.session_expires),
-                    );
-                    if o.uac_supports_timer {
-                        answer.push_header("Require", "timer");
-                    }
-                    d.timer_response(&mut answer, now_ms());
-                    d.flush_session();
-                }
-                return Some((answer.to_bytes(), src));
             }
         }
         // The ACK for a final response the edge generated itself (483, 482,
@@ -353,11 +317,19 @@ mod tests {
         let r = parse(&r);
         assert_eq!(r.status_code(), Some(422));
         assert_eq!(r.header("Min-SE"), Some("2"));
-        // A keep-alive UPDATE answered by the edge refreshes the session.
-        let (r, _) = e
+        // An UPDATE in a dialog with a session timer is a refresh: it goes
+        // to the PBX (which may run the same timer), and its 200 coming
+        // back restarts the session timer.
+        let pbx: SocketAddr = PBX.parse().unwrap();
+        let (f, dest) = e
             .handle(&request("UPDATE", ";tag=p1", 3, ""), ua, local)
             .unwrap();
-        assert_eq!(parse(&r).status_code(), Some(200));
+        assert_eq!(dest, pbx, "a refresh is never answered by the edge");
+        let mut ok = parse(&f).response(200, "OK", None).unwrap();
+        ok.push_header("Session-Expires", "4;refresher=uac");
+        let (back, dest) = e.handle(&ok.to_bytes(), pbx, local).unwrap();
+        assert_eq!(dest, ua);
+        assert_eq!(parse(&back).status_code(), Some(200));
         let left = e.dialogs().session("p1@198.18.0.2", t0).unwrap().1.unwrap();
         assert!(left > 3_500, "{left}");
         assert!(e.expire(t0 + 3_000, local).is_empty());
