@@ -131,8 +131,13 @@ pub const COUNTER_NAMES: [&str; NAMED_COUNTERS] = [
 pub const NAMED_COUNTERS: usize = Counter::UserIgnored as usize + 1;
 /// First index of the per-method SIP request block.
 pub const SIP_METHOD_BASE: u32 = NAMED_COUNTERS as u32;
+/// First index of the edge proxy's block: slots the daemon writes in edge
+/// mode (the kernel never touches them); their names come from the daemon.
+pub const EDGE_BASE: u32 = SIP_METHOD_BASE + (METHOD_COUNT as u32) * 4;
+/// Slots reserved for the edge block.
+pub const EDGE_SLOTS: u32 = 32;
 /// Total number of slots in `STATS`.
-pub const NUM_COUNTERS: u32 = SIP_METHOD_BASE + (METHOD_COUNT as u32) * 4;
+pub const NUM_COUNTERS: u32 = EDGE_BASE + EDGE_SLOTS;
 
 /// Index of the counter for a SIP request of `method`, inside a dialog (the
 /// To header has a tag) or not, with a body or without.
@@ -143,7 +148,7 @@ pub const fn sip_request_index(method: u32, in_dialog: bool, has_body: bool) -> 
 
 /// The (method, in_dialog, has_body) a SIP request slot stands for.
 pub const fn sip_request_slot(index: u32) -> Option<(Method, bool, bool)> {
-    if index < SIP_METHOD_BASE || index >= NUM_COUNTERS {
+    if index < SIP_METHOD_BASE || index >= EDGE_BASE {
         return None;
     }
     let off = index - SIP_METHOD_BASE;
@@ -176,6 +181,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(sip_request_slot(NUM_COUNTERS), None);
+        assert_eq!(sip_request_slot(EDGE_BASE), None);
     }
 }

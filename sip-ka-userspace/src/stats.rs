@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 use sip_ka_common::{
-    counters::{sip_request_slot, COUNTER_NAMES, NAMED_COUNTERS, NUM_COUNTERS},
+    counters::{sip_request_slot, COUNTER_NAMES, EDGE_BASE, NAMED_COUNTERS, NUM_COUNTERS},
     Counter,
 };
 
@@ -14,6 +14,12 @@ use sip_ka_common::{
 pub fn counter_name(index: u32) -> String {
     if (index as usize) < NAMED_COUNTERS {
         return COUNTER_NAMES[index as usize].to_string();
+    }
+    if index >= EDGE_BASE {
+        return crate::edge::stats_names()
+            .get((index - EDGE_BASE) as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("edge_slot_{}", index - EDGE_BASE));
     }
     match sip_request_slot(index) {
         Some((method, in_dialog, body)) => format!(
@@ -74,20 +80,55 @@ impl UserCounters {
     /// Writes the totals into STATS (CPU 0's slot carries the total, the
     /// others zero), so `sip-ka stats` sums them like any counter.
     pub fn publish(&self, stats: &mut PerCpuArray<MapData, u64>) -> Result<()> {
-        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        for (i, c) in USER_SLOTS.iter().enumerate() {
-            let mut v = vec![0u64; ncpu];
-            v[0] = self.slots[i].load(Ordering::Relaxed);
-            stats.set(*c as u32, PerCpuValues::try_from(v)?, 0)?;
-        }
-        Ok(())
+        let values: Vec<u64> = self
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect();
+        publish_block(stats, USER_SLOTS[0] as u32, &values)
     }
+}
+
+// The user slots are one block of consecutive indices.
+const _: () = {
+    let mut i = 1;
+    while i < USER_SLOTS.len() {
+        assert!(USER_SLOTS[i] as u32 == USER_SLOTS[0] as u32 + i as u32);
+        i += 1;
+    }
+};
+
+/// Writes `values` into consecutive STATS slots from `base` (CPU 0's slot
+/// carries the value), for counters the daemon owns.
+pub fn publish_block(
+    stats: &mut PerCpuArray<MapData, u64>,
+    base: u32,
+    values: &[u64],
+) -> Result<()> {
+    let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    for (i, value) in values.iter().enumerate() {
+        let mut v = vec![0u64; ncpu];
+        v[0] = *value;
+        stats.set(base + i as u32, PerCpuValues::try_from(v)?, 0)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sip_ka_common::{counters::sip_request_index, sip::Method};
+
+    #[test]
+    fn edge_block_fits_its_reserved_slots() {
+        let names = crate::edge::stats_names();
+        assert!(names.len() <= sip_ka_common::counters::EDGE_SLOTS as usize);
+        assert_eq!(counter_name(EDGE_BASE), names[0]);
+        assert_eq!(
+            counter_name(EDGE_BASE + names.len() as u32 - 1),
+            "edge_pbx_rtt_us"
+        );
+    }
 
     #[test]
     fn names_cover_every_slot_once() {

@@ -334,6 +334,19 @@ fn options_and_unknown_dialogs_follow_the_pbx_health() {
         up,
         "OPTIONS for a running PBX: want 200, last answer {last:?}"
     );
+    // `sip-ka stats` shows the PBX up, its round-trip time and what the
+    // edge answered (published every 500 ms).
+    let mut stats = Default::default();
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            stats = common::counters(&lab);
+            stats.get("edge_pbx_up") == Some(&1)
+                && stats.get("edge_pbx_rtt_us").is_some_and(|v| *v > 0)
+                && stats.get("edge_options_edge").is_some_and(|v| *v >= 1)
+                && stats.get("edge_options_pbx_up").is_some_and(|v| *v >= 1)
+        }),
+        "edge counters in sip-ka stats: {stats:?}"
+    );
 
     // The PBX stops: 503 with Retry-After after two unanswered pings.
     pbx.stop();
@@ -348,6 +361,14 @@ fn options_and_unknown_dialogs_follow_the_pbx_health() {
     assert!(
         last.contains("\r\nRetry-After: "),
         "503 without Retry-After: {last}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            stats = common::counters(&lab);
+            stats.get("edge_pbx_up") == Some(&0)
+                && stats.get("edge_options_pbx_down").is_some_and(|v| *v >= 1)
+        }),
+        "PBX down in sip-ka stats: {stats:?}"
     );
     cleanup(&dir);
     eprintln!(

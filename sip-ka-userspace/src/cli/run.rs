@@ -227,10 +227,12 @@ pub fn run(args: RunArgs) -> Result<()> {
                 _ = term.recv() => break,
                 _ = tick.tick() => {
                     housekeeping(&config_map, &mut stats_map, &shared);
+                    publish_edge(edge.as_ref(), &mut stats_map);
                 }
             }
         }
         housekeeping(&config_map, &mut stats_map, &shared);
+        publish_edge(edge.as_ref(), &mut stats_map);
         if let Some(edge) = &edge {
             edge::log_counters(edge);
         }
@@ -270,6 +272,19 @@ fn housekeeping(
     }
     if let Err(e) = shared.counters.publish(stats) {
         log::warn!("publishing responder counters: {e:#}");
+    }
+}
+
+/// Edge mode: its counters and the PBX's state and RTT into STATS, where
+/// `sip-ka stats` shows them (`edge_*`).
+fn publish_edge(edge: Option<&std::sync::Arc<edge::Edge>>, stats: &mut PerCpuArray<MapData, u64>) {
+    if let Some(edge) = edge {
+        let values = edge::stats_values(edge);
+        if let Err(e) =
+            crate::stats::publish_block(stats, sip_ka_common::counters::EDGE_BASE, &values)
+        {
+            log::warn!("publishing edge counters: {e:#}");
+        }
     }
 }
 

@@ -85,6 +85,10 @@ macro_rules! counters {
         }
 
         impl Counters {
+            /// Counter names in order (`sip-ka stats` prints them with an
+            /// `edge_` prefix, after them `edge_pbx_up` and `edge_pbx_rtt_us`).
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name),)*];
+
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
             }
@@ -267,6 +271,32 @@ impl Edge {
 }
 
 /// Logs the counters (at exit).
+/// The values of the edge block of STATS, in the order of `stats_names`:
+/// the counters, then the PBX's state (1 up, 0 down or not yet known) and
+/// its last round-trip time in microseconds (0 when unknown).
+pub fn stats_values(edge: &Edge) -> Vec<u64> {
+    let mut v: Vec<u64> = edge
+        .counters
+        .snapshot()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let st = edge.health.status();
+    v.push(u64::from(st.up == Some(true)));
+    v.push(st.rtt.map_or(0, |d| d.as_micros() as u64));
+    v
+}
+
+/// Names of the edge block of STATS (`edge_` + counter, `edge_pbx_up`,
+/// `edge_pbx_rtt_us`).
+pub fn stats_names() -> Vec<String> {
+    Counters::NAMES
+        .iter()
+        .map(|n| format!("edge_{n}"))
+        .chain(["edge_pbx_up".to_string(), "edge_pbx_rtt_us".to_string()])
+        .collect()
+}
+
 pub fn log_counters(edge: &Edge) {
     let parts: Vec<String> = edge
         .counters
