@@ -293,6 +293,52 @@ impl Drop for Lab {
     }
 }
 
+/// The tools a lab and its clients need, with their Debian packages.
+pub const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ethtool", "ethtool"),
+    ("nsenter", "util-linux"),
+    ("timeout", "coreutils"),
+    ("sysctl", "procps"),
+    ("sipp", "sip-tester"),
+    ("sipsak", "sipsak"),
+    ("stun", "stun-client"),
+    ("turnutils_stunclient", "coturn"),
+];
+
+/// `tool` on PATH.
+pub fn on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The `TOOLS` not on PATH, as "tool (Debian package pkg)".
+pub fn missing_tools() -> Vec<String> {
+    TOOLS
+        .iter()
+        .filter(|(tool, _)| on_path(tool).is_none())
+        .map(|(tool, pkg)| format!("{tool} (Debian package {pkg})"))
+        .collect()
+}
+
+/// How the kernel reports XDP on the lab's server interface: "native",
+/// "skb" or "none".
+pub fn attached_mode(lab: &Lab) -> Result<&'static str> {
+    let out = run(lab
+        .server("ip")
+        .args(["-d", "link", "show", "dev", &lab.server_if]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(if text.contains("xdpgeneric") {
+        "skb"
+    } else if text.contains(" xdp ") || text.contains("prog/xdp") {
+        "native"
+    } else {
+        "none"
+    })
+}
+
 /// The address a client printed after `marker` (e.g. `MappedAddress = `):
 /// `a.b.c.d:port`, `[v6]:port` or a bare `v6:port`.
 pub fn addr_after(output: &str, marker: &str) -> Option<std::net::SocketAddr> {

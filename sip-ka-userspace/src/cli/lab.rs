@@ -7,7 +7,7 @@
 use std::{
     net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output, Stdio},
     time::Duration,
 };
@@ -33,31 +33,13 @@ pub struct LabArgs {
     pub keep: bool,
 }
 
-/// The clients the demonstration drives and the tools the lab needs,
-/// with their Debian packages.
-const TOOLS: &[(&str, &str)] = &[
-    ("turnutils_stunclient", "coturn"),
-    ("stun", "stun-client"),
-    ("sipsak", "sipsak"),
-    ("sipp", "sip-tester"),
-    ("ip", "iproute2"),
-    ("ethtool", "ethtool"),
-    ("sysctl", "procps"),
-    ("nsenter", "util-linux"),
-    ("timeout", "coreutils"),
-];
-
 const SIP_PORT: u16 = 5060;
 
 pub fn lab(args: LabArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("sip-ka lab needs root (network namespaces, XDP, bpffs)");
     }
-    let missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(tool, _)| on_path(tool).is_none())
-        .map(|(tool, pkg)| format!("{tool} (Debian package {pkg})"))
-        .collect();
+    let missing = lab::missing_tools();
     if !missing.is_empty() {
         bail!(
             "missing tools: {}; install them with `cargo xtask setup` or apt-get",
@@ -87,7 +69,10 @@ pub fn lab(args: LabArgs) -> Result<()> {
         lab.server_if
     ));
     lab.start_daemon(&["--mode", "offload", "--xdp-mode", mode])?;
-    println!("    XDP program attached: {}", attached_mode(&lab)?);
+    println!(
+        "    XDP program attached: {} mode",
+        lab::attached_mode(&lab)?
+    );
 
     let scratch = std::env::temp_dir().join(format!("{}-lab", lab.name));
     let result = traffic(&lab, &scratch);
@@ -290,30 +275,6 @@ fn print_indented(bytes: &[u8]) {
     for line in String::from_utf8_lossy(bytes).lines() {
         println!("    {line}");
     }
-}
-
-fn on_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-/// "native", "skb" or "none", as the kernel reports it for the server
-/// interface.
-fn attached_mode(lab: &Lab) -> Result<&'static str> {
-    let out = lab::run(
-        lab.server("ip")
-            .args(["-d", "link", "show", "dev", &lab.server_if]),
-    )?;
-    let t = String::from_utf8_lossy(&out.stdout);
-    Ok(if t.contains("xdpgeneric") {
-        "skb (generic) mode"
-    } else if t.contains(" xdp ") || t.contains("prog/xdp") {
-        "native (driver) mode"
-    } else {
-        "none"
-    })
 }
 
 /// Runs `program args...` in the client namespace under `timeout`.

@@ -15,19 +15,6 @@ use std::{
 
 use sip_ka::lab::{self, Lab};
 
-/// Tools the end-to-end tests drive, with the Debian package that has them.
-pub const TOOLS: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("ethtool", "ethtool"),
-    ("nsenter", "util-linux"),
-    ("timeout", "coreutils"),
-    ("sysctl", "procps"),
-    ("sipp", "sip-tester"),
-    ("sipsak", "sipsak"),
-    ("stun", "stun-client"),
-    ("turnutils_stunclient", "coturn"),
-];
-
 /// Fails the test (never skips it) when it cannot run here: it needs root
 /// and the real clients.
 pub fn require_env() {
@@ -37,11 +24,7 @@ pub fn require_env() {
              run them as root, e.g. `cargo xtask test`"
         );
     }
-    let missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(tool, _)| which(tool).is_none())
-        .map(|(tool, pkg)| format!("{tool} (Debian package {pkg})"))
-        .collect();
+    let missing = lab::missing_tools();
     if !missing.is_empty() {
         panic!(
             "the end-to-end tests need these tools, which are not on PATH: {}; \
@@ -59,13 +42,6 @@ pub fn require_env() {
             "/sys/fs/bpf is not mounted: `mount -t bpf bpf /sys/fs/bpf` (or `cargo xtask setup`)"
         );
     }
-}
-
-pub fn which(tool: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 /// A new lab with the preconditions checked and ICMP errors unthrottled
@@ -89,19 +65,7 @@ pub fn start(lab: &mut Lab, extra: &[&str]) {
 /// Which XDP mode the kernel reports on the server interface: "native",
 /// "skb", or "none".
 pub fn attached_mode(lab: &Lab) -> String {
-    let out = lab::run(
-        lab.server("ip")
-            .args(["-d", "link", "show", "dev", &lab.server_if]),
-    )
-    .expect("ip link show");
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("xdpgeneric") {
-        "skb".into()
-    } else if text.contains(" xdp ") || text.contains("prog/xdp") {
-        "native".into()
-    } else {
-        "none".into()
-    }
+    lab::attached_mode(lab).expect("ip link show").to_string()
 }
 
 /// A UDP socket created in the lab's client namespace (from a thread that
