@@ -62,6 +62,27 @@ impl Method {
         Method::Other,
     ];
 
+    /// The method with this index (`Method as u32`); out of range: other.
+    pub const fn from_index(index: u32) -> Method {
+        match index {
+            0 => Method::Invite,
+            1 => Method::Ack,
+            2 => Method::Bye,
+            3 => Method::Cancel,
+            4 => Method::Options,
+            5 => Method::Register,
+            6 => Method::Prack,
+            7 => Method::Subscribe,
+            8 => Method::Notify,
+            9 => Method::Publish,
+            10 => Method::Info,
+            11 => Method::Refer,
+            12 => Method::Message,
+            13 => Method::Update,
+            _ => Method::Other,
+        }
+    }
+
     /// Methods that, inside a dialog and without a body, are session
     /// keep-alives (UPDATE, INFO and MESSAGE without SDP; OPTIONS).
     pub const fn is_session_keepalive(self) -> bool {
@@ -86,5 +107,18 @@ impl Method {
             i += 1;
         }
         Method::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_round_trips() {
+        for m in Method::ALL {
+            assert_eq!(Method::from_index(m as u32), m);
+        }
+        assert_eq!(Method::from_index(99), Method::Other);
     }
 }

@@ -257,6 +257,7 @@ fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch) {
     // Park the method so the scan below is verified once, not per method.
     s.sip_kind = method as u32;
     let kind = unsafe { core::ptr::read_volatile(&s.sip_kind) } & 0xf;
+    let method = Method::from_index(kind);
     sip::scan(s);
     if !sip::request_line_ok(s) {
         count(Counter::Other);
@@ -270,15 +271,11 @@ fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch) {
         return;
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    if kind == Method::Options as u32 && !in_dialog {
+    if method == Method::Options && !in_dialog {
         guard::note_peer(cfg, p, s, KIND_SIP, now);
         return;
     }
-    let session_keepalive = kind == Method::Update as u32
-        || kind == Method::Info as u32
-        || kind == Method::Message as u32
-        || kind == Method::Options as u32;
-    if !in_dialog || !session_keepalive {
+    if !in_dialog || !method.is_session_keepalive() {
         return;
     }
     guard::note_peer(cfg, p, s, KIND_SIP, now);
