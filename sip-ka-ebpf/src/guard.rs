@@ -40,7 +40,8 @@ pub fn unanswerable(p: &Udp, s: &Scratch) -> bool {
     }
 }
 
-/// The ACL verdict: `Some(DropAcl)` when the source is refused.
+/// Whether the ACL refuses the source (deny list, or not on the allow list
+/// in allow-only mode).
 #[inline(always)]
 pub fn acl_refuses(cfg: &Config, s: &Scratch) -> bool {
     if cfg.acl == ACL_OFF {
