@@ -63,18 +63,21 @@ const USER_SLOTS: [Counter; 7] = [
 ];
 
 impl UserCounters {
+    /// The slot of `c` (the user counters are one block of indices);
+    /// `None` for a counter the daemon does not own.
+    fn slot(&self, c: Counter) -> Option<&AtomicU64> {
+        let i = (c as u32).checked_sub(USER_SLOTS[0] as u32)?;
+        self.slots.get(i as usize)
+    }
+
     pub fn bump(&self, c: Counter) {
-        if let Some(i) = USER_SLOTS.iter().position(|s| *s == c) {
-            self.slots[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.slot(c) {
+            slot.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn get(&self, c: Counter) -> u64 {
-        USER_SLOTS
-            .iter()
-            .position(|s| *s == c)
-            .map(|i| self.slots[i].load(Ordering::Relaxed))
-            .unwrap_or(0)
+        self.slot(c).map_or(0, |s| s.load(Ordering::Relaxed))
     }
 
     /// Writes the totals into STATS (CPU 0's slot carries the total, the
