@@ -23,8 +23,8 @@ pub enum Mode {
     /// XDP only, for a PBX on the same host: the daemon manages maps and
     /// stats and binds no SIP port (except --listen responder sockets).
     Offload,
-    /// SIP edge proxy in front of the PBX (UDP): listens on --listen,
-    /// forwards to --upstream, answers keep-alives and OPTIONS itself and
+    /// SIP edge proxy in front of the PBX: listens on --listen (UDP and
+    /// TCP), forwards to --upstream (UDP), answers keep-alives and OPTIONS itself and
     /// mirrors dialogs into the DIALOGS map.
     Edge,
 }
@@ -45,7 +45,8 @@ pub struct RunArgs {
     pub mode: Mode,
     /// UDP address (repeatable). Offload mode: the userspace keep-alive
     /// responder, answering CRLF and STUN that XDP passes, or all of it with
-    /// --xdp off. Edge mode: where the edge proxy listens for SIP.
+    /// --xdp off. Edge mode: where the edge proxy listens for SIP, on UDP
+    /// and TCP.
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
     /// The PBX's address (edge mode).
@@ -67,6 +68,32 @@ pub struct RunArgs {
     /// 8.3 forbids a proxy to, hence off).
     #[arg(long)]
     pub reap_expired: bool,
+    /// OPTIONS outside a dialog for the PBX (edge mode): answered by the
+    /// edge (200 while the PBX is up, 503 while down) or forwarded.
+    #[arg(long, value_enum, default_value = "answer")]
+    pub options_pbx: edge::OptionsPolicy,
+    /// Seconds a TCP/TLS connection may stay silent before the edge closes
+    /// it (edge mode; an ms-keep-alive negotiation replaces it).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub tcp_idle_timeout: u64,
+    /// Most TCP/TLS connections open at once (edge mode).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Most TCP/TLS connections open at once from one IP address (edge
+    /// mode).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+    /// `timeout=` the edge answers to an ms-keep-alive offer: the
+    /// connection then lives while keep-alives come within it (edge mode).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub ms_keep_alive_timeout: u32,
+    /// Flow-Timer put on the 2xx to an outbound REGISTER over TCP/TLS
+    /// (RFC 5626: how often the UA sends keep-alives).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub flow_timer_tcp: u32,
+    /// Flow-Timer for an outbound REGISTER over UDP.
+    #[arg(long, value_name = "SECS", default_value_t = 29)]
+    pub flow_timer_udp: u32,
     /// Lab use: allows a Min-SE below 90 s.
     #[arg(long)]
     pub lab: bool,
@@ -108,6 +135,15 @@ pub fn run(args: RunArgs) -> Result<()> {
                 )
                 .map_err(|e| anyhow::anyhow!("--timers-min-se/--timers-sess-expires: {e}"))?,
                 reap_expired: args.reap_expired,
+                streams: edge::StreamConfig {
+                    idle_timeout: Duration::from_secs(args.tcp_idle_timeout),
+                    max_conns: args.max_connections,
+                    max_conns_per_ip: args.max_connections_per_ip,
+                    ms_keepalive_timeout: args.ms_keep_alive_timeout,
+                    flow_timer_stream: args.flow_timer_tcp,
+                    flow_timer_udp: args.flow_timer_udp,
+                },
+                options_pbx: args.options_pbx,
             };
             cfg.check()?;
             Some(cfg)

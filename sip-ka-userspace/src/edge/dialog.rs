@@ -10,6 +10,7 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sip_ka_common::maps::{DialogValue, DIALOG_CONFIRMED, DIALOG_EARLY, DIALOG_TERMINATING};
 
+use super::transport::Flow;
 use crate::{
     session_timer::{RequestAction, Session, SessionTimers, TimerConfig},
     sip::{Method, Refresher, SipMessage},
@@ -129,8 +130,8 @@ impl Phase {
 struct Dialog {
     phase: Phase,
     hash: u64,
-    /// The UA's transport address (where requests from the PBX go).
-    ua: SocketAddr,
+    /// How the UA is reached (where requests from the PBX go).
+    ua: Flow,
     created_unix: u64,
     since: Instant,
     /// Whether the UA sent the dialog-creating INVITE.
@@ -153,7 +154,7 @@ pub struct Ended {
     pub hash: u64,
     pub interval: u32,
     /// BYE requests and where they go.
-    pub byes: Vec<(SipMessage, SocketAddr)>,
+    pub byes: Vec<(SipMessage, Flow)>,
 }
 
 /// How long a dialog may stay unanswered or early, and how long a BYE
@@ -326,8 +327,8 @@ impl Dialogs {
         self.by_call.get(call_id).map(|d| d.phase)
     }
 
-    /// The UA's address for this Call-ID.
-    pub fn ua_addr(&self, call_id: &str) -> Option<SocketAddr> {
+    /// How the UA of this Call-ID is reached.
+    pub fn ua_flow(&self, call_id: &str) -> Option<Flow> {
         self.by_call.get(call_id).map(|d| d.ua)
     }
 
@@ -356,12 +357,12 @@ impl Dialogs {
 
     /// A request being forwarded; `ua` is the UA's address (the source
     /// of a request from a UA, the destination of one from the PBX).
-    pub fn on_request(&mut self, msg: &SipMessage, ua: SocketAddr) {
+    pub fn on_request(&mut self, msg: &SipMessage, ua: Flow) {
         self.on_request_from(msg, ua, true)
     }
 
     /// [`Dialogs::on_request`], saying whether the UA sent it.
-    pub fn on_request_from(&mut self, msg: &SipMessage, ua: SocketAddr, caller_is_ua: bool) {
+    pub fn on_request_from(&mut self, msg: &SipMessage, ua: Flow, caller_is_ua: bool) {
         let (Some(call_id), Some(hash)) = (msg.call_id(), msg.call_id_hash()) else {
             return;
         };
@@ -466,10 +467,11 @@ fn byes(
     d: &Dialog,
     upstream: SocketAddr,
     local: SocketAddr,
-) -> Vec<(SipMessage, SocketAddr)> {
+) -> Vec<(SipMessage, Flow)> {
     let Some(callee_to) = &d.callee_to else {
         return Vec::new();
     };
+    let upstream = Flow::Udp(upstream);
     let (caller_addr, callee_addr) = if d.caller_is_ua {
         (d.ua, upstream)
     } else {
@@ -489,9 +491,10 @@ fn byes(
             super::forward::BRANCH_PREFIX,
             super::forward::fnv1a(&[call_id.as_bytes(), ruri.as_bytes(), b"reap"])
         );
+        let transport = dest.via_transport();
         let text = format!(
             "BYE {ruri} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {host}:{port};branch={branch}\r\n\
+             Via: SIP/2.0/{transport} {host}:{port};branch={branch}\r\n\
              Max-Forwards: 70\r\n\
              From: {from}\r\n\
              To: {to}\r\n\
@@ -553,7 +556,7 @@ mod tests {
     fn invite_ringing_ok_bye() {
         let log = Log::default();
         let mut d = Dialogs::new(Box::new(log.clone()));
-        let ua = "198.18.0.2:5060".parse().unwrap();
+        let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
         let inv = request("INVITE", "", 1);
         let hash = inv.call_id_hash().unwrap();
         d.on_request(&inv, ua);
@@ -564,7 +567,7 @@ mod tests {
         assert!(d.known("d1@example.com"));
         d.on_response(&inv.response(200, "OK", Some("b1")).unwrap());
         assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
-        assert_eq!(d.ua_addr("d1@example.com"), Some(ua));
+        assert_eq!(d.ua_flow("d1@example.com"), Some(ua));
         let bye = request("BYE", ";tag=b1", 2);
         d.on_request(&bye, ua);
         d.on_response(&bye.response(200, "OK", None).unwrap());
@@ -584,7 +587,7 @@ mod tests {
     fn failure_and_cancel_end_the_dialog() {
         let log = Log::default();
         let mut d = Dialogs::new(Box::new(log.clone()));
-        let ua = "198.18.0.2:5060".parse().unwrap();
+        let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
         let inv = request("INVITE", "", 1);
         d.on_request(&inv, ua);
         d.on_response(&inv.response(180, "Ringing", Some("b1")).unwrap());
@@ -603,7 +606,7 @@ mod tests {
     #[test]
     fn reinvite_failure_keeps_a_confirmed_dialog() {
         let mut d = Dialogs::new(Box::new(NoSink));
-        let ua = "198.18.0.2:5060".parse().unwrap();
+        let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
         let inv = request("INVITE", "", 1);
         d.on_request(&inv, ua);
         d.on_response(&inv.response(200, "OK", Some("b1")).unwrap());

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::sip::{Method, SipMessage, Via};
+use crate::sip::{Method, NameAddr, SipMessage, Via};
 
 /// Every branch the edge puts in a Via starts with this (RFC 3261 magic
 /// cookie, then `ska`).
@@ -119,17 +119,18 @@ pub fn stamp_received(msg: &mut SipMessage, src: SocketAddr) {
 }
 
 /// Removes the Route entries at the top that name this edge (it put them
-/// there with Record-Route); returns how many.
-pub fn pop_own_routes(msg: &mut SipMessage, local: SocketAddr) -> usize {
+/// there with Record-Route or Path) and returns them: their user parts
+/// may carry flow tokens.
+pub fn pop_own_routes(msg: &mut SipMessage, local: SocketAddr) -> Vec<NameAddr> {
     let Ok(routes) = msg.routes() else {
-        return 0;
+        return Vec::new();
     };
     let own = routes
         .iter()
         .take_while(|r| names(local, r.uri.host(), r.uri.port()))
         .count();
     if own == 0 {
-        return 0;
+        return Vec::new();
     }
     let rest: Vec<String> = routes.iter().skip(own).map(|r| r.to_string()).collect();
     if rest.is_empty() {
@@ -137,7 +138,7 @@ pub fn pop_own_routes(msg: &mut SipMessage, local: SocketAddr) -> usize {
     } else {
         msg.set_header("Route", rest.join(", "));
     }
-    own
+    routes.into_iter().take(own).collect()
 }
 
 /// Whether a request can create a dialog (and so gets our Record-Route).
@@ -167,6 +168,31 @@ impl Refusal {
     }
 }
 
+/// How a request leaves the edge: the transport of the next hop (for our
+/// Via), the Record-Route values to add to a dialog-creating request (top
+/// first), and parameters for our Via that its responses bring back.
+#[derive(Clone, Debug, Default)]
+pub struct Hop {
+    pub transport: &'static str,
+    pub record_route: Vec<String>,
+    pub via_params: Vec<(&'static str, String)>,
+}
+
+impl Hop {
+    /// A UDP hop with one plain Record-Route naming `local`.
+    pub fn udp(local: SocketAddr) -> Hop {
+        Hop {
+            transport: "UDP",
+            record_route: vec![format!(
+                "<sip:{}:{};lr>",
+                uri_host(local.ip()),
+                local.port()
+            )],
+            via_params: Vec::new(),
+        }
+    }
+}
+
 /// Prepares a request for the next hop (RFC 3261 16.6): checks
 /// Max-Forwards and loops, removes our Route entries, stamps the sender's
 /// Via, decrements Max-Forwards, adds Record-Route to dialog-creating
@@ -176,6 +202,7 @@ pub fn prepare_request(
     msg: &mut SipMessage,
     src: SocketAddr,
     local: SocketAddr,
+    hop: &Hop,
 ) -> Result<(), Refusal> {
     let hops = msg.max_forwards().unwrap_or(DEFAULT_MAX_FORWARDS);
     if hops == 0 {
@@ -189,12 +216,25 @@ pub fn prepare_request(
     stamp_received(msg, src);
     msg.set_max_forwards(hops - 1);
     if creates_dialog(msg) {
-        msg.prepend_header(
-            "Record-Route",
-            format!("<sip:{}:{};lr>", uri_host(local.ip()), local.port()),
-        );
+        // Prepended bottom first, so the first value ends up on top.
+        for rr in hop.record_route.iter().rev() {
+            msg.prepend_header("Record-Route", rr.clone());
+        }
     }
-    let via = Via::new("UDP", &uri_host(local.ip()), Some(local.port()), &branch);
+    let transport = if hop.transport.is_empty() {
+        "UDP"
+    } else {
+        hop.transport
+    };
+    let mut via = Via::new(
+        transport,
+        &uri_host(local.ip()),
+        Some(local.port()),
+        &branch,
+    );
+    for (k, v) in &hop.via_params {
+        via.set_param(k, Some(v.clone()));
+    }
     msg.prepend_via(&via);
     Ok(())
 }
@@ -224,15 +264,16 @@ pub fn via_destination(via: &Via) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Removes our top Via from a response and says where it goes next;
+/// Removes our top Via from a response and says where it goes next (from
+/// the Via below); returns our Via too, whose parameters say more (flow).
 /// `None` when the top Via is not ours or nothing below it is routable.
-pub fn prepare_response(msg: &mut SipMessage, local: SocketAddr) -> Option<SocketAddr> {
+pub fn prepare_response(msg: &mut SipMessage, local: SocketAddr) -> Option<(Via, SocketAddr)> {
     let top = msg.top_via()?;
     if !is_own_via(&top, local) {
         return None;
     }
     msg.remove_top_via()?;
-    via_destination(&msg.top_via()?)
+    Some((top, via_destination(&msg.top_via()?)?))
 }
 
 #[cfg(test)]
@@ -265,7 +306,7 @@ mod tests {
         let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
         let mut m = invite();
         let expected_branch = branch(&m);
-        prepare_request(&mut m, src, local).unwrap();
+        prepare_request(&mut m, src, local, &Hop::udp(local)).unwrap();
         let vias = m.vias().unwrap();
         assert_eq!(vias.len(), 2);
         assert_eq!(vias[0].branch(), Some(expected_branch.as_str()));
@@ -276,7 +317,7 @@ mod tests {
         assert_eq!(m.header("Record-Route"), Some("<sip:198.18.0.1:5060;lr>"));
         // Deterministic: the same request gives the same branch.
         let mut again = invite();
-        prepare_request(&mut again, src, local).unwrap();
+        prepare_request(&mut again, src, local, &Hop::udp(local)).unwrap();
         assert_eq!(again.top_via(), m.top_via());
     }
 
@@ -309,14 +350,17 @@ mod tests {
         let mut m = invite();
         m.set_max_forwards(0);
         assert_eq!(
-            prepare_request(&mut m, src, local),
+            prepare_request(&mut m, src, local, &Hop::udp(local)),
             Err(Refusal::TooManyHops)
         );
         let mut m = invite();
-        prepare_request(&mut m, src, local).unwrap();
+        prepare_request(&mut m, src, local, &Hop::udp(local)).unwrap();
         // The same request comes back (the PBX sent it to us again).
         m.remove_header("Record-Route");
-        assert_eq!(prepare_request(&mut m, src, local), Err(Refusal::Loop));
+        assert_eq!(
+            prepare_request(&mut m, src, local, &Hop::udp(local)),
+            Err(Refusal::Loop)
+        );
     }
 
     #[test]
@@ -324,7 +368,7 @@ mod tests {
         let local: SocketAddr = EDGE.parse().unwrap();
         let mut m = invite();
         m.push_header("Route", "<sip:198.18.0.1:5060;lr>, <sip:10.1.1.1;lr>");
-        assert_eq!(pop_own_routes(&mut m, local), 1);
+        assert_eq!(pop_own_routes(&mut m, local).len(), 1);
         assert_eq!(m.header("Route"), Some("<sip:10.1.1.1;lr>"));
         assert_eq!(
             request_destination(&m),
@@ -342,9 +386,9 @@ mod tests {
         let local: SocketAddr = EDGE.parse().unwrap();
         let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
         let mut m = invite();
-        prepare_request(&mut m, src, local).unwrap();
+        prepare_request(&mut m, src, local, &Hop::udp(local)).unwrap();
         let mut resp = m.response(180, "Ringing", Some("b1")).unwrap();
-        assert_eq!(prepare_response(&mut resp, local), Some(src));
+        assert_eq!(prepare_response(&mut resp, local).map(|r| r.1), Some(src));
         assert_eq!(resp.vias().unwrap().len(), 1);
         // A response whose top Via is not ours is not forwarded.
         assert_eq!(prepare_response(&mut resp, local), None);

@@ -1,7 +1,8 @@
-//! Edge mode: a SIP edge proxy in front of the PBX (UDP).
+//! Edge mode: a SIP edge proxy in front of the PBX.
 //!
-//! * [`transport`]: the UDP sockets on `--listen`.
-//! * [`proxy`]: what happens to one datagram (answer, forward, drop).
+//! * [`transport`]: flows (UDP sockets, connections) and flow tokens.
+//! * [`stream`]: TCP connections from UAs: framing, CRLF pongs, limits.
+//! * [`proxy`]: what happens to one message (answer, forward, drop).
 //! * [`forward`]: stateless forwarding rules (RFC 3261 16.11, RFC 3581).
 //! * [`keepalive`]: the requests the edge answers itself.
 //! * [`dialog`]: INVITE dialogs, mirrored into the DIALOGS map.
@@ -17,7 +18,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 
 use crate::{
     responder::Shared,
@@ -29,6 +30,7 @@ pub mod dialog;
 pub mod forward;
 pub mod keepalive;
 pub mod proxy;
+pub mod stream;
 pub mod transport;
 pub mod upstream;
 
@@ -50,6 +52,51 @@ pub struct EdgeConfig {
     pub timers: TimerConfig,
     /// Send BYE to both sides when a session expires.
     pub reap_expired: bool,
+    /// Connection limits, keep-alive timers.
+    pub streams: StreamConfig,
+    /// What happens to OPTIONS outside a dialog meant for the PBX.
+    pub options_pbx: OptionsPolicy,
+}
+
+/// OPTIONS outside a dialog, addressed to the PBX.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptionsPolicy {
+    /// The edge answers for the PBX: 200 while it is up, 503 while down.
+    #[default]
+    Answer,
+    /// Forwarded to the PBX like any request.
+    Forward,
+}
+
+/// TCP/TLS connections from UAs.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_conns: usize,
+    /// Most connections open at once from one IP address.
+    pub max_conns_per_ip: usize,
+    /// `timeout=` in an ms-keep-alive answer, in seconds.
+    pub ms_keepalive_timeout: u32,
+    /// Flow-Timer put on a 2xx to an outbound REGISTER over TCP/TLS.
+    pub flow_timer_stream: u32,
+    /// Flow-Timer for an outbound REGISTER over UDP (NAT bindings are
+    /// short-lived).
+    pub flow_timer_udp: u32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            idle_timeout: Duration::from_secs(300),
+            max_conns: 10_000,
+            max_conns_per_ip: 64,
+            ms_keepalive_timeout: 120,
+            flow_timer_stream: 120,
+            flow_timer_udp: 29,
+        }
+    }
 }
 
 impl EdgeConfig {
@@ -66,6 +113,13 @@ impl EdgeConfig {
         }
         if self.qualify_frequency.is_zero() {
             bail!("--qualify-frequency must be at least 1 second");
+        }
+        let st = &self.streams;
+        if st.idle_timeout.is_zero() || st.max_conns == 0 || st.max_conns_per_ip == 0 {
+            bail!("--tcp-idle-timeout, --max-connections and --max-connections-per-ip must be at least 1");
+        }
+        if st.ms_keepalive_timeout == 0 || st.flow_timer_stream == 0 || st.flow_timer_udp == 0 {
+            bail!("--ms-keep-alive-timeout and --flow-timer-* must be at least 1 second");
         }
         Ok(())
     }
@@ -110,7 +164,16 @@ counters! {
     unroutable: "Requests from the PBX with no UA address (answered 404).",
     dropped: "Datagrams dropped: unanswerable garbage, responses not ours.",
     acks_absorbed: "ACKs for final responses the edge generated (not forwarded).",
-    other: "CRLF/STUN handed to the keep-alive responder.",
+    other: "CRLF/STUN datagrams handed to the keep-alive responder.",
+    crlf_pings: "CRLFCRLF pings on connections, answered CRLF.",
+    conns_accepted: "TCP/TLS connections accepted.",
+    conns_refused: "Connections refused (--max-connections, per IP).",
+    conns_idle_closed: "Connections closed after their idle time.",
+    stream_errors: "Connections closed because framing was lost (bad Content-Length, oversize).",
+    flow_failed: "Requests answered 430 or responses dropped: the UA's connection is gone.",
+    ms_keepalive_negotiated: "ms-keep-alive offers accepted on a connection.",
+    ms_keepalive_bad: "ms-keep-alive headers repeated or malformed (not negotiated).",
+    registers_outbound: "Outbound REGISTERs given a Path with a flow token.",
     timer_rejects: "Refresh requests answered 422 (Min-SE) or 481 (session expired).",
     sessions_expired: "Dialogs whose session timer expired (dropped).",
     sessions_reaped: "Expired dialogs ended with a BYE to both sides (--reap-expired).",
@@ -128,6 +191,8 @@ pub struct Edge {
     pub dialogs: Mutex<Dialogs>,
     pub health: Health,
     pub counters: Counters,
+    /// UDP sockets and connections.
+    pub transports: transport::Transports,
     /// Answers CRLF and STUN that reach the SIP sockets.
     pub responder: Option<Arc<Shared>>,
 }
@@ -140,6 +205,7 @@ impl Edge {
             dialogs: Mutex::new(Dialogs::with_timers(sink, timers)),
             health: Health::default(),
             counters: Counters::default(),
+            transports: transport::Transports::default(),
             responder,
         }
     }
@@ -161,11 +227,16 @@ pub async fn start(
 ) -> Result<Arc<Edge>> {
     cfg.check()?;
     let mut socks = Vec::new();
+    let mut listeners = Vec::new();
     for addr in &cfg.listen {
         let sock = UdpSocket::bind(addr)
             .await
             .with_context(|| format!("binding the edge to udp/{addr}"))?;
         socks.push(sock);
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the edge to tcp/{addr}"))?;
+        listeners.push((tcp, *addr));
     }
     let bind_any: SocketAddr = if cfg.upstream.is_ipv4() {
         "0.0.0.0:0".parse()?
@@ -178,15 +249,17 @@ pub async fn start(
     let edge = Arc::new(Edge::new(cfg, sink, responder));
     let socks: Vec<Arc<UdpSocket>> = socks.into_iter().map(Arc::new).collect();
     for sock in &socks {
-        log::info!(
-            "edge on udp/{} -> upstream {}",
-            sock.local_addr()?,
-            edge.cfg.upstream
-        );
+        let local = sock.local_addr()?;
+        log::info!("edge on udp/{local} -> upstream {}", edge.cfg.upstream);
+        edge.transports.add_udp(sock.clone(), local);
         tokio::spawn(transport::serve_udp(sock.clone(), edge.clone()));
     }
+    for (tcp, local) in listeners {
+        log::info!("edge on tcp/{local}");
+        tokio::spawn(stream::serve_tcp(tcp, local, edge.clone()));
+    }
     if let Some(sock) = socks.first() {
-        tokio::spawn(session_expiry(sock.clone(), edge.clone()));
+        tokio::spawn(session_expiry(sock.local_addr()?, edge.clone()));
     }
     {
         let edge = edge.clone();
@@ -221,16 +294,12 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 /// Expires sessions when due (at most [`EXPIRY_TICK`] late) and, with
 /// `--reap-expired`, sends the BYEs from `sock`.
-async fn session_expiry(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
-    let Ok(local) = sock.local_addr() else {
-        return;
-    };
+async fn session_expiry(local: SocketAddr, edge: Arc<Edge>) {
     loop {
         let now = dialog::now_ms();
-        for out in edge.expire(now, local) {
-            let (bytes, dest) = out;
-            if let Err(e) = sock.send_to(&bytes, dest).await {
-                log::debug!("send from udp/{local} to {dest}: {e}");
+        for (bytes, dest) in edge.expire(now, local) {
+            if let Err(e) = edge.transports.send(bytes, &dest, local) {
+                log::debug!("edge: BYE to {dest:?}: {e:?}");
             }
         }
         let next = edge.dialogs().next_deadline_ms();
@@ -244,7 +313,7 @@ async fn session_expiry(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
 impl Edge {
     /// Expires the sessions due at `now_ms`: counted, logged, and with
     /// `--reap-expired` the BYEs to send (with our Via) are returned.
-    pub fn expire(&self, now_ms: u64, local: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
+    pub fn expire(&self, now_ms: u64, local: SocketAddr) -> Vec<(Vec<u8>, transport::Flow)> {
         let ended = self.dialogs().expire(now_ms, self.cfg.upstream, local);
         let mut out = Vec::new();
         for e in ended {

@@ -1,45 +1,84 @@
-//! One datagram in, at most one datagram out: answer it, forward it, or
-//! drop it (counted).
+//! One message in, at most one message out: answer it, forward it, or
+//! drop it (counted). Messages come as UDP datagrams or, cut by the
+//! stream framer, from TCP/TLS connections ([`super::stream`]).
 
 use std::net::SocketAddr;
 
 use super::{
     dialog::now_ms,
-    forward::{self, fnv1a},
+    forward::{self, fnv1a, Hop},
     keepalive::{self, Kind},
-    Counters, Edge,
+    transport::Flow,
+    Counters, Edge, OptionsPolicy,
 };
 use crate::{
     responder,
     session_timer::RequestAction,
-    sip::{error_response, is_crlf_keepalive, parse_message, Framing, SipMessage},
+    sip::{
+        error_response, is_crlf_keepalive, parse_message, Framing, Method, MsKeepAlive, SipMessage,
+        Via,
+    },
 };
 
-/// Bytes to send and where.
-pub type Out = Option<(Vec<u8>, SocketAddr)>;
+/// Bytes to send and by which flow.
+pub type Out = Option<(Vec<u8>, Flow)>;
+
+/// Our Via parameter carrying the flow token of the connection a request
+/// came in on (its response goes back there).
+pub const VIA_FLOW: &str = "ska-flow";
+/// Our Via parameter saying the request negotiated ms-keep-alive: its
+/// response gets the answer header.
+pub const VIA_MS_KEEPALIVE: &str = "ska-mka";
+/// Our Via parameter saying a REGISTER used outbound: its 2xx gets
+/// Flow-Timer.
+pub const VIA_OUTBOUND: &str = "ska-ob";
+
+/// What became of an `ms-keep-alive` header on a request from a UA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsKeepAliveOffer {
+    /// No header, or one that does not ask for hop-by-hop keep-alives.
+    None,
+    /// `UAC;hop-hop=yes` on a stream: answered with this timeout.
+    Accepted(u32),
+    /// Repeated or malformed: counted, not negotiated.
+    Bad,
+}
 
 impl Edge {
-    /// Handles a datagram that arrived from `src` on `local`.
+    /// Handles a datagram that arrived from `src` on the socket `local`.
     pub fn handle(&self, raw: &[u8], src: SocketAddr, local: SocketAddr) -> Out {
         let c = &self.counters;
         if is_crlf_keepalive(raw) || raw.first().is_some_and(|b| b & 0xC0 == 0) {
             Counters::bump(&c.other);
             let shared = self.responder.as_ref()?;
-            return responder::answer(shared, raw, src).map(|r| (r, src));
+            return responder::answer(shared, raw, src).map(|r| (r, Flow::Udp(src)));
         }
-        match parse_message(raw, Framing::Datagram, &self.cfg.limits) {
+        self.handle_message(raw, Framing::Datagram, Flow::Udp(src), local)
+    }
+
+    /// Handles one message (a datagram's, or one the stream framer cut)
+    /// that arrived by `src` at the listen address `local`.
+    pub fn handle_message(
+        &self,
+        raw: &[u8],
+        framing: Framing,
+        src: Flow,
+        local: SocketAddr,
+    ) -> Out {
+        let c = &self.counters;
+        match parse_message(raw, framing, &self.cfg.limits) {
             Ok(msg) if msg.is_request() => self.request(msg, src, local),
             Ok(msg) => self.response(msg, local),
             Err(err) => {
                 let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
                 match error_response(raw, &err, &tag) {
                     Some(bytes) => {
-                        log::debug!("edge: 400 to {src}: {err}");
+                        log::debug!("edge: 400 to {src:?}: {err}");
                         Counters::bump(&c.bad_requests);
                         Some((bytes, src))
                     }
                     None => {
-                        log::debug!("edge: dropped from {src}: {err}");
+                        log::debug!("edge: dropped from {src:?}: {err}");
                         Counters::bump(&c.dropped);
                         None
                     }
@@ -48,9 +87,62 @@ impl Edge {
         }
     }
 
-    fn request(&self, msg: SipMessage, src: SocketAddr, local: SocketAddr) -> Out {
+    /// The ms-keep-alive header of a request from a UA: removed (it is
+    /// hop-by-hop), and on a stream an offer of hop-by-hop keep-alives is
+    /// accepted.
+    fn take_ms_keepalive(&self, msg: &mut SipMessage, src: Flow) -> MsKeepAliveOffer {
+        let values: Vec<String> = msg
+            .header_values("ms-keep-alive")
+            .map(str::to_string)
+            .collect();
+        if values.is_empty() {
+            return MsKeepAliveOffer::None;
+        }
+        msg.remove_header("ms-keep-alive");
+        let offer = match values.as_slice() {
+            [one] => match MsKeepAlive::parse(one) {
+                Ok(v) if v.offers_hop_hop() => {
+                    MsKeepAliveOffer::Accepted(self.cfg.streams.ms_keepalive_timeout)
+                }
+                Ok(_) => MsKeepAliveOffer::None,
+                Err(e) => {
+                    log::debug!("edge: ms-keep-alive from {src:?}: {e}");
+                    MsKeepAliveOffer::Bad
+                }
+            },
+            _ => MsKeepAliveOffer::Bad,
+        };
+        match offer {
+            MsKeepAliveOffer::Bad => Counters::bump(&self.counters.ms_keepalive_bad),
+            // Over UDP there is no connection to keep: not negotiated.
+            MsKeepAliveOffer::Accepted(t) if src.is_stream() => {
+                Counters::bump(&self.counters.ms_keepalive_negotiated);
+                self.transports.keep_alive(&src, t);
+            }
+            _ => return MsKeepAliveOffer::None,
+        }
+        offer
+    }
+
+    fn ms_keepalive_answer(timeout: u32) -> String {
+        MsKeepAlive::answer(timeout).to_string()
+    }
+
+    fn request(&self, mut msg: SipMessage, src: Flow, local: SocketAddr) -> Out {
         let c = &self.counters;
-        let from_pbx = src == self.cfg.upstream;
+        let from_pbx = src == Flow::Udp(self.cfg.upstream);
+        let mka = if from_pbx {
+            msg.remove_header("ms-keep-alive");
+            MsKeepAliveOffer::None
+        } else {
+            self.take_ms_keepalive(&mut msg, src)
+        };
+        let with_mka = |mut r: SipMessage| {
+            if let MsKeepAliveOffer::Accepted(t) = mka {
+                r.push_header("ms-keep-alive", Self::ms_keepalive_answer(t));
+            }
+            r
+        };
         let call_id = msg.call_id().unwrap_or_default().to_string();
         if !from_pbx {
             if let Some(kind) = keepalive::classify(&msg, local) {
@@ -70,63 +162,87 @@ impl Edge {
                 // would end a live call. Refreshes are forwarded like any
                 // request; only UPDATEs outside any timer are keep-alives.
                 let refresh = kind == Kind::InDialog
-                    && msg.method() == Some(&crate::sip::Method::Update)
+                    && msg.method() == Some(&Method::Update)
                     && (self
                         .dialogs()
                         .session(&call_id, now_ms())
                         .is_some_and(|s| s.0.interval > 0)
                         || msg.session_expires().is_ok_and(|se| se.is_some()));
-                if !refresh {
+                let forward_options =
+                    kind == Kind::OptionsToPbx && self.cfg.options_pbx == OptionsPolicy::Forward;
+                if !refresh && !forward_options {
                     Counters::bump(counter);
                     let answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
-                    return Some((answer.to_bytes(), src));
+                    return Some((with_mka(answer).to_bytes(), src));
                 }
             }
         }
         // The ACK for a final response the edge generated itself (483, 482,
-        // 404 to an INVITE) carries the edge's To tag: it ends there.
-        if msg.method() == Some(&crate::sip::Method::Ack)
+        // 422, 430, 404) carries the edge's To tag: it ends there.
+        if msg.method() == Some(&Method::Ack)
             && msg.to_tag().as_deref() == Some(keepalive::local_tag(&msg).as_str())
         {
             Counters::bump(&c.acks_absorbed);
             return None;
         }
+        let tag = keepalive::local_tag(&msg);
+        let refuse = |code: u16, reason: &str| {
+            msg.response(code, reason, Some(&tag))
+                .map(|r| (with_mka(r).to_bytes(), src))
+        };
         let mut fwd = msg.clone();
-        if let Err(refusal) = forward::prepare_request(&mut fwd, src, local) {
+        let popped = forward::pop_own_routes(&mut fwd, local);
+        let dest = if from_pbx {
+            // A flow token in our Route (Record-Route or Path) names the
+            // connection the UA opened; it wins over anything learned.
+            let token = popped
+                .iter()
+                .find_map(|r| r.uri.user().and_then(|u| self.transports.tokens.decode(u)));
+            let learned = token.or_else(|| self.dialogs().ua_flow(&call_id));
+            match learned.or_else(|| forward::request_destination(&fwd).map(Flow::Udp)) {
+                Some(d) if self.transports.alive(&d) => d,
+                Some(_) => {
+                    // RFC 5626 5.3: the flow is gone.
+                    Counters::bump(&c.flow_failed);
+                    return refuse(430, "Flow Failed");
+                }
+                None => {
+                    Counters::bump(&c.unroutable);
+                    return refuse(404, "Not Found");
+                }
+            }
+        } else {
+            Flow::Udp(self.cfg.upstream)
+        };
+        let hop = self.hop(&fwd, src, dest, local, mka);
+        if let Err(refusal) = forward::prepare_request(&mut fwd, src.peer(), local, &hop) {
             Counters::bump(match refusal {
                 forward::Refusal::TooManyHops => &c.too_many_hops,
                 forward::Refusal::Loop => &c.loops,
             });
             let (code, reason) = refusal.status();
-            let tag = keepalive::local_tag(&msg);
-            return msg
-                .response(code, reason, Some(&tag))
-                .map(|r| (r.to_bytes(), src));
+            return refuse(code, reason);
         }
-        let dest = if from_pbx {
-            let learned = self.dialogs().ua_addr(&call_id);
-            match learned.or_else(|| forward::request_destination(&fwd)) {
-                Some(d) => d,
-                None => {
-                    Counters::bump(&c.unroutable);
-                    let tag = keepalive::local_tag(&msg);
-                    return msg
-                        .response(404, "Not Found", Some(&tag))
-                        .map(|r| (r.to_bytes(), src));
-                }
-            }
-        } else {
-            self.cfg.upstream
-        };
+        if fwd.method() == Some(&Method::Register) && self.outbound_register(&msg) && !from_pbx {
+            Counters::bump(&c.registers_outbound);
+            fwd.prepend_header(
+                "Path",
+                format!(
+                    "<sip:{}@{}:{};lr;ob>",
+                    self.transports.tokens.encode(&src),
+                    forward::uri_host(local.ip()),
+                    local.port()
+                ),
+            );
+        }
         let ua = if from_pbx { dest } else { src };
         let mut dialogs = self.dialogs();
-        let tag = keepalive::local_tag(&msg);
         if let RequestAction::Reject(r) = dialogs.timer_request(&mut fwd, Some(&tag)) {
             Counters::bump(&c.timer_rejects);
             // The reject answers the request as it came in (our Via off).
             let mut r = *r;
             r.remove_top_via();
-            return Some((r.to_bytes(), src));
+            return Some((with_mka(r).to_bytes(), src));
         }
         dialogs.on_request_from(&fwd, ua, !from_pbx);
         drop(dialogs);
@@ -134,12 +250,107 @@ impl Edge {
         Some((fwd.to_bytes(), dest))
     }
 
+    /// Whether a REGISTER asks for outbound (RFC 5626 5.1): a Contact with
+    /// `reg-id` and `+sip.instance`, and Path support (RFC 3327 5.1: no
+    /// Path unless the UA supports it).
+    fn outbound_register(&self, msg: &SipMessage) -> bool {
+        let path = msg.supported().is_ok_and(|s| s.contains("path"));
+        let reg_id = msg.contacts().is_ok_and(|cs| {
+            cs.iter().any(|c| match c {
+                crate::sip::Contact::Addr(a) => {
+                    a.param("reg-id").is_some() && a.param("+sip.instance").is_some()
+                }
+                crate::sip::Contact::Wildcard => false,
+            })
+        });
+        path && (reg_id || msg.supported().is_ok_and(|s| s.contains("outbound")))
+    }
+
+    /// How a request goes from `src` to `dest`: our Via's transport and
+    /// parameters, and the Record-Route a dialog-creating request gets.
+    /// A UA on a connection gets two Record-Route entries (RFC 5658): the
+    /// top one for the PBX (UDP), the other for the UA, with the stream's
+    /// transport; both carry the flow token so in-dialog requests from the
+    /// PBX find the connection.
+    fn hop(
+        &self,
+        req: &SipMessage,
+        src: Flow,
+        dest: Flow,
+        local: SocketAddr,
+        mka: MsKeepAliveOffer,
+    ) -> Hop {
+        let host = forward::uri_host(local.ip());
+        let port = local.port();
+        let mut hop = Hop::udp(local);
+        hop.transport = dest.via_transport();
+        if let Flow::Stream { kind, .. } = src {
+            let token = self.transports.tokens.encode(&src);
+            hop.record_route = vec![
+                format!("<sip:{token}@{host}:{port};lr>"),
+                format!(
+                    "<sip:{token}@{host}:{port};transport={};lr>",
+                    kind.uri_transport()
+                ),
+            ];
+            hop.via_params.push((VIA_FLOW, token));
+        } else if let Flow::Stream { kind, .. } = dest {
+            // A request from the PBX creating a dialog with a UA on a
+            // connection: the UA's side of the route first (it reverses).
+            let token = self.transports.tokens.encode(&dest);
+            hop.record_route = vec![
+                format!(
+                    "<sip:{token}@{host}:{port};transport={};lr>",
+                    kind.uri_transport()
+                ),
+                format!("<sip:{token}@{host}:{port};lr>"),
+            ];
+        }
+        if matches!(mka, MsKeepAliveOffer::Accepted(_)) {
+            hop.via_params.push((VIA_MS_KEEPALIVE, "1".to_string()));
+        }
+        if req.method() == Some(&Method::Register) && self.outbound_register(req) {
+            hop.via_params.push((VIA_OUTBOUND, "1".to_string()));
+        }
+        hop
+    }
+
     fn response(&self, mut msg: SipMessage, local: SocketAddr) -> Out {
         let c = &self.counters;
-        let Some(dest) = forward::prepare_response(&mut msg, local) else {
+        let Some((ours, next)) = forward::prepare_response(&mut msg, local) else {
             Counters::bump(&c.dropped);
             return None;
         };
+        // ms-keep-alive is hop-by-hop: whatever the PBX said stays here.
+        msg.remove_header("ms-keep-alive");
+        let dest = match via_param(&ours, VIA_FLOW) {
+            Some(token) => match self.transports.tokens.decode(&token) {
+                Some(flow) if self.transports.alive(&flow) => flow,
+                _ => {
+                    // The UA's connection is gone: nothing reaches it.
+                    Counters::bump(&c.flow_failed);
+                    return None;
+                }
+            },
+            None => Flow::Udp(next),
+        };
+        if via_param(&ours, VIA_MS_KEEPALIVE).is_some() {
+            msg.push_header(
+                "ms-keep-alive",
+                Self::ms_keepalive_answer(self.cfg.streams.ms_keepalive_timeout),
+            );
+        }
+        let register_2xx = msg.cseq().is_some_and(|c| c.method == Method::Register)
+            && msg.status_code().is_some_and(|s| (200..300).contains(&s));
+        if register_2xx && via_param(&ours, VIA_OUTBOUND).is_some() && !msg.has_header("Flow-Timer")
+        {
+            let secs = if dest.is_stream() {
+                self.cfg.streams.flow_timer_stream
+            } else {
+                self.cfg.streams.flow_timer_udp
+            };
+            msg.push_header("Flow-Timer", secs.to_string());
+        }
         let mut dialogs = self.dialogs();
         dialogs.timer_response(&mut msg, now_ms());
         dialogs.on_response(&msg);
@@ -147,6 +358,11 @@ impl Edge {
         Counters::bump(&c.responses_forwarded);
         Some((msg.to_bytes(), dest))
     }
+}
+
+/// The value of a parameter of our Via (`None` when absent).
+fn via_param(via: &Via, name: &str) -> Option<String> {
+    via.param(name).map(|v| v.unwrap_or_default().to_string())
 }
 
 #[cfg(test)]
@@ -172,6 +388,8 @@ mod tests {
                 limits: Limits::default(),
                 timers: Default::default(),
                 reap_expired: false,
+                streams: Default::default(),
+                options_pbx: Default::default(),
             },
             Box::new(NoSink),
             None,
@@ -217,7 +435,7 @@ mod tests {
         let (fwd, dest) = e
             .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local)
             .unwrap();
-        assert_eq!(dest, pbx);
+        assert_eq!(dest.peer(), pbx);
         let fwd_msg = parse(&fwd);
         assert_eq!(fwd_msg.max_forwards(), Some(69));
         assert!(fwd_msg.has_header("Record-Route"));
@@ -230,13 +448,13 @@ mod tests {
             let tag = (!tag.is_empty()).then_some(tag);
             let resp = parse(&fwd).response(code, "X", tag).unwrap().to_bytes();
             let (out, dest) = e.handle(&resp, pbx, local).unwrap();
-            assert_eq!(dest, ua, "{code}");
+            assert_eq!(dest.peer(), ua, "{code}");
             assert_eq!(parse(&out).vias().unwrap().len(), 1);
         }
         // In-dialog keep-alives are answered, never forwarded.
         for m in ["INFO", "UPDATE", "MESSAGE", "OPTIONS"] {
             let (r, dest) = e.handle(&request(m, ";tag=p1", 3, ""), ua, local).unwrap();
-            assert_eq!(dest, ua);
+            assert_eq!(dest.peer(), ua);
             assert_eq!(parse(&r).status_code(), Some(200), "{m}");
         }
         // No session timer was negotiated (neither side has `timer`), and
@@ -247,11 +465,11 @@ mod tests {
         let (_, dest) = e
             .handle(&request("INVITE", ";tag=p1", 4, ""), ua, local)
             .unwrap();
-        assert_eq!(dest, pbx);
+        assert_eq!(dest.peer(), pbx);
         let (_, dest) = e
             .handle(&request("INFO", ";tag=p1", 5, "x"), ua, local)
             .unwrap();
-        assert_eq!(dest, pbx);
+        assert_eq!(dest.peer(), pbx);
         // A BYE from the PBX goes to the UA's learned address.
         let bye = "BYE sip:ua@198.18.0.2:5062 SIP/2.0\r\n\
              Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKpbx1\r\n\
@@ -262,11 +480,11 @@ mod tests {
              CSeq: 1 BYE\r\n\
              Content-Length: 0\r\n\r\n";
         let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
-        assert_eq!(dest, ua);
+        assert_eq!(dest.peer(), ua);
         let out_msg = parse(&out);
         assert!(!out_msg.has_header("Route"));
         let (back, dest) = e.handle(&pbx_response(&out, 200, "u1"), ua, local).unwrap();
-        assert_eq!(dest, pbx);
+        assert_eq!(dest.peer(), pbx);
         assert_eq!(parse(&back).status_code(), Some(200));
         assert!(e.dialogs().is_empty());
     }
@@ -324,11 +542,11 @@ mod tests {
         let (f, dest) = e
             .handle(&request("UPDATE", ";tag=p1", 3, ""), ua, local)
             .unwrap();
-        assert_eq!(dest, pbx, "a refresh is never answered by the edge");
+        assert_eq!(dest.peer(), pbx, "a refresh is never answered by the edge");
         let mut ok = parse(&f).response(200, "OK", None).unwrap();
         ok.push_header("Session-Expires", "4;refresher=uac");
         let (back, dest) = e.handle(&ok.to_bytes(), pbx, local).unwrap();
-        assert_eq!(dest, ua);
+        assert_eq!(dest.peer(), ua);
         assert_eq!(parse(&back).status_code(), Some(200));
         let left = e.dialogs().session("p1@198.18.0.2", t0).unwrap().1.unwrap();
         assert!(left > 3_500, "{left}");
@@ -341,7 +559,7 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
-        let dests: Vec<SocketAddr> = byes.iter().map(|(_, d)| *d).collect();
+        let dests: Vec<SocketAddr> = byes.iter().map(|(_, d)| d.peer()).collect();
         assert_eq!(dests, vec![PBX.parse().unwrap(), ua]);
         for (b, _) in &byes {
             let b = parse(b);
@@ -369,7 +587,7 @@ mod tests {
                 "Supported: timer\r\nSession-Expires: 1\r\nContact:",
             );
         let (r, dest) = e.handle(low.as_bytes(), ua, local).unwrap();
-        assert_eq!(dest, ua);
+        assert_eq!(dest.peer(), ua);
         let r = parse(&r);
         assert_eq!(r.status_code(), Some(422));
         assert_eq!(r.header("Min-SE"), Some("2"));
@@ -380,7 +598,7 @@ mod tests {
             .unwrap()
             .replace("Contact:", "Session-Expires: 1\r\nContact:");
         let (f, dest) = e.handle(low.as_bytes(), ua, local).unwrap();
-        assert_eq!(dest, PBX.parse().unwrap());
+        assert_eq!(dest.peer(), PBX.parse().unwrap());
         let f = parse(&f);
         assert_eq!(f.header("Session-Expires"), Some("2"));
         assert_eq!(f.header("Min-SE"), Some("2"));
@@ -446,7 +664,7 @@ mod tests {
             .unwrap()
             .replace("Call-ID: p1@198.18.0.2\r\n", "");
         let (r, dest) = e.handle(bad.as_bytes(), ua, local).unwrap();
-        assert_eq!(dest, ua);
+        assert_eq!(dest.peer(), ua);
         assert!(String::from_utf8_lossy(&r).starts_with("SIP/2.0 400 "));
         assert!(e.handle(b"hello world", ua, local).is_none());
         assert_eq!(

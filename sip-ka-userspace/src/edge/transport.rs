@@ -1,13 +1,327 @@
-//! The UDP transport: one task per `--listen` socket.
+//! Where messages come from and go to: UDP sockets on `--listen`, and the
+//! TCP/TLS connections that UAs open to the edge ([`super::stream`]).
+//!
+//! A [`Flow`] names one of them. Responses and requests for a UA that
+//! reached the edge over a connection must leave by that connection (RFC
+//! 3261 18.2.2, RFC 5626 5.3): the UA may sit behind a NAT or a firewall
+//! that lets nothing else in. The edge puts a [`FlowToken`] where the
+//! message will bring it back: a parameter of its own Via (responses), the
+//! user part of its Record-Route (in-dialog requests) and of its Path
+//! (requests to a registered UA).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hasher},
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+};
 
-use tokio::net::UdpSocket;
+use tokio::{net::UdpSocket, sync::mpsc};
 
-use super::Edge;
+use super::forward::fnv1a;
 
-/// Serves one socket until the task is dropped.
-pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
+/// Stream transports toward UAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    Tcp,
+    Tls,
+}
+
+impl StreamKind {
+    /// The Via transport token.
+    pub fn via_transport(self) -> &'static str {
+        match self {
+            StreamKind::Tcp => "TCP",
+            StreamKind::Tls => "TLS",
+        }
+    }
+
+    /// The `transport=` URI parameter value.
+    pub fn uri_transport(self) -> &'static str {
+        match self {
+            StreamKind::Tcp => "tcp",
+            StreamKind::Tls => "tls",
+        }
+    }
+}
+
+/// One way in or out of the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// UDP to or from this address, through the socket bound to the
+    /// `--listen` address the message concerns.
+    Udp(SocketAddr),
+    /// A connection a UA opened: `id` is the edge's number for it, `peer`
+    /// the UA's address as the connection sees it.
+    Stream {
+        id: u64,
+        peer: SocketAddr,
+        kind: StreamKind,
+    },
+}
+
+impl Flow {
+    /// The remote address.
+    pub fn peer(&self) -> SocketAddr {
+        match *self {
+            Flow::Udp(a) => a,
+            Flow::Stream { peer, .. } => peer,
+        }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Flow::Stream { .. })
+    }
+
+    /// The Via transport a message leaving by this flow carries.
+    pub fn via_transport(&self) -> &'static str {
+        match self {
+            Flow::Udp(_) => "UDP",
+            Flow::Stream { kind, .. } => kind.via_transport(),
+        }
+    }
+}
+
+/// Encodes a [`Flow`] into a token that only this edge process can have
+/// made (a keyed hash over the flow), so a token forged or altered in a
+/// Route, Via or Path is refused rather than used to reach another UA.
+#[derive(Clone)]
+pub struct FlowToken {
+    key: u64,
+}
+
+impl Default for FlowToken {
+    fn default() -> Self {
+        // A random key per process: RandomState draws it from the OS.
+        let key = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        FlowToken { key }
+    }
+}
+
+fn ip_bytes(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+impl FlowToken {
+    #[cfg(test)]
+    pub fn with_key(key: u64) -> FlowToken {
+        FlowToken { key }
+    }
+
+    fn mac(&self, body: &[u8]) -> u64 {
+        fnv1a(&[&self.key.to_le_bytes(), body, &self.key.to_be_bytes()])
+    }
+
+    /// The token: kind letter, fields in hex, and the keyed hash. Only
+    /// characters allowed unescaped in a URI user part and a Via param.
+    pub fn encode(&self, flow: &Flow) -> String {
+        let (letter, id, peer) = match *flow {
+            Flow::Udp(a) => ('u', 0, a),
+            Flow::Stream {
+                id,
+                peer,
+                kind: StreamKind::Tcp,
+            } => ('t', id, peer),
+            Flow::Stream {
+                id,
+                peer,
+                kind: StreamKind::Tls,
+            } => ('s', id, peer),
+        };
+        let body = format!(
+            "{letter}{id:x}-{}-{:x}",
+            hex(&ip_bytes(peer.ip())),
+            peer.port()
+        );
+        let mac = self.mac(body.as_bytes());
+        format!("{body}-{mac:016x}")
+    }
+
+    /// The flow a token names, if this edge made it.
+    pub fn decode(&self, token: &str) -> Option<Flow> {
+        let (body, mac) = token.rsplit_once('-')?;
+        if mac.len() != 16 || u64::from_str_radix(mac, 16).ok()? != self.mac(body.as_bytes()) {
+            return None;
+        }
+        let mut parts = body.splitn(3, '-');
+        let head = parts.next()?;
+        let ip = unhex16(parts.next()?)?;
+        let port = u16::from_str_radix(parts.next()?, 16).ok()?;
+        let letter = head.chars().next()?;
+        let id = u64::from_str_radix(head.get(1..)?, 16).ok()?;
+        let v6 = std::net::Ipv6Addr::from(ip);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        };
+        let peer = SocketAddr::new(ip, port);
+        match letter {
+            'u' => Some(Flow::Udp(peer)),
+            't' => Some(Flow::Stream {
+                id,
+                peer,
+                kind: StreamKind::Tcp,
+            }),
+            's' => Some(Flow::Stream {
+                id,
+                peer,
+                kind: StreamKind::Tls,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A live connection as the rest of the edge sees it.
+pub struct Conn {
+    /// Messages to write on the connection (its task writes them).
+    pub tx: mpsc::Sender<Vec<u8>>,
+    pub peer: SocketAddr,
+    /// The `--listen` address it was accepted on.
+    pub local: SocketAddr,
+    /// Milliseconds without traffic after which the connection is closed
+    /// (its task reads it before each wait; ms-keep-alive changes it).
+    pub idle_ms: Arc<AtomicU64>,
+}
+
+/// The edge's ways out: UDP sockets by listen address, connections by id.
+#[derive(Default)]
+pub struct Transports {
+    udp: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    conns: Mutex<HashMap<u64, Conn>>,
+    next_id: AtomicU64,
+    pub tokens: FlowToken,
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is gone (RFC 5626: 430 Flow Failed).
+    FlowGone,
+    /// The socket or the connection's queue is full; the message is lost
+    /// (UDP semantics; a stream that cannot keep up is closed by its task).
+    Full,
+    /// No UDP socket on that listen address.
+    NoSocket,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Transports {
+    pub fn add_udp(&self, sock: Arc<UdpSocket>, local: SocketAddr) {
+        lock(&self.udp).insert(local, sock);
+    }
+
+    pub fn udp(&self, local: SocketAddr) -> Option<Arc<UdpSocket>> {
+        lock(&self.udp).get(&local).cloned()
+    }
+
+    /// Registers a new connection; returns its id.
+    pub fn add_conn(&self, conn: Conn) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.conns).insert(id, conn);
+        id
+    }
+
+    pub fn remove_conn(&self, id: u64) {
+        lock(&self.conns).remove(&id);
+    }
+
+    /// Connections open now, and those from `ip`.
+    pub fn conn_counts(&self, ip: IpAddr) -> (usize, usize) {
+        let conns = lock(&self.conns);
+        let from = conns.values().filter(|c| c.peer.ip() == ip).count();
+        (conns.len(), from)
+    }
+
+    /// A negotiated ms-keep-alive: the connection lives while traffic
+    /// comes within `timeout` seconds, plus a grace period of a tenth of
+    /// it (at least 2 s) for a keep-alive in flight.
+    pub fn keep_alive(&self, flow: &Flow, timeout: u32) {
+        if let Flow::Stream { id, .. } = flow {
+            if let Some(c) = lock(&self.conns).get(id) {
+                let ms = u64::from(timeout) * 1_000;
+                c.idle_ms
+                    .store(ms + (ms / 10).max(2_000), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether `flow` can still be used: a UDP flow always can, a
+    /// connection while it is open (and still to the same peer).
+    pub fn alive(&self, flow: &Flow) -> bool {
+        match flow {
+            Flow::Udp(_) => true,
+            Flow::Stream { id, peer, .. } => {
+                lock(&self.conns).get(id).is_some_and(|c| c.peer == *peer)
+            }
+        }
+    }
+
+    /// Sends `bytes` by `flow`; UDP leaves from the socket bound to
+    /// `local`. Never waits: a full queue loses the message.
+    pub fn send(&self, bytes: Vec<u8>, flow: &Flow, local: SocketAddr) -> Result<(), SendError> {
+        match *flow {
+            Flow::Udp(dest) => {
+                let sock = self
+                    .udp(local)
+                    .or_else(|| lock(&self.udp).values().next().cloned())
+                    .ok_or(SendError::NoSocket)?;
+                match sock.try_send_to(&bytes, dest) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(SendError::Full),
+                    Err(e) => {
+                        // ICMP-driven errors (unreachable) are not ours to fix.
+                        log::debug!("send to udp/{dest}: {e}");
+                        Ok(())
+                    }
+                }
+            }
+            Flow::Stream { id, peer, .. } => {
+                let conns = lock(&self.conns);
+                let conn = conns
+                    .get(&id)
+                    .filter(|c| c.peer == peer)
+                    .ok_or(SendError::FlowGone)?;
+                conn.tx.try_send(bytes).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => SendError::Full,
+                    mpsc::error::TrySendError::Closed(_) => SendError::FlowGone,
+                })
+            }
+        }
+    }
+}
+
+/// Serves one UDP socket until the task is dropped.
+pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<super::Edge>) {
     let local = match sock.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -28,10 +342,63 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
         let Some(datagram) = buf.get(..n) else {
             continue;
         };
-        if let Some((out, dest)) = edge.handle(datagram, src, local) {
-            if let Err(e) = sock.send_to(&out, dest).await {
-                log::debug!("send from udp/{local} to {dest}: {e}");
+        match edge.handle(datagram, src, local) {
+            Some((out, Flow::Udp(dest))) => {
+                if let Err(e) = sock.send_to(&out, dest).await {
+                    log::debug!("send from udp/{local} to {dest}: {e}");
+                }
             }
+            Some((out, flow)) => {
+                if let Err(e) = edge.transports.send(out, &flow, local) {
+                    log::debug!("edge: to {flow:?}: {e:?}");
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_refuse_tampering() {
+        let t = FlowToken::with_key(7);
+        let flows = [
+            Flow::Udp("198.18.0.2:5062".parse().unwrap()),
+            Flow::Stream {
+                id: 42,
+                peer: "[fd00:5a:0:1::2]:40000".parse().unwrap(),
+                kind: StreamKind::Tcp,
+            },
+            Flow::Stream {
+                id: u64::MAX,
+                peer: "10.0.0.1:1".parse().unwrap(),
+                kind: StreamKind::Tls,
+            },
+        ];
+        for f in flows {
+            let tok = t.encode(&f);
+            assert!(
+                tok.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+                "{tok}"
+            );
+            assert_eq!(t.decode(&tok), Some(f));
+            // Another process (key) does not accept it.
+            assert_eq!(FlowToken::with_key(8).decode(&tok), None);
+            // Any changed character is refused.
+            for i in 0..tok.len() {
+                let mut b = tok.clone().into_bytes();
+                b[i] = if b[i] == b'1' { b'2' } else { b'1' };
+                let s = String::from_utf8(b).unwrap();
+                if s != tok {
+                    assert_eq!(t.decode(&s), None, "{s}");
+                }
+            }
+        }
+        for junk in ["", "-", "t1--", "x", "t1-00-1-0000000000000000"] {
+            assert_eq!(t.decode(junk), None, "{junk}");
         }
     }
 }

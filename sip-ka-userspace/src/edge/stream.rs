@@ -1,0 +1,177 @@
+//! TCP (and TLS) connections from UAs: one task per connection that cuts
+//! the byte stream into messages and CRLF keep-alives (RFC 5626 4.4.1),
+//! writes what the edge sends on the connection, and closes it when it
+//! stays idle past its limit or loses framing.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
+    sync::mpsc,
+    time::{timeout, Instant},
+};
+
+use super::{
+    transport::{Conn, Flow, StreamKind},
+    Counters, Edge,
+};
+use crate::sip::{CrlfRole, Framing, StreamEvent, StreamFramer};
+
+/// Messages queued for one connection; past this the sender's message is
+/// lost (and counted by the sender) rather than the edge waiting.
+const QUEUE: usize = 256;
+/// A write that the peer does not take within this long closes the
+/// connection: a UA that stops reading must not hold anything up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pong for a CRLFCRLF ping.
+const PONG: &[u8] = b"\r\n";
+
+/// Accepts connections on one `--listen` address until the task is dropped.
+pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, for one: back off, keep serving.
+                log::warn!("accept on tcp/{local}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let st = &edge.cfg.streams;
+        let (total, from_ip) = edge.transports.conn_counts(peer.ip());
+        if total >= st.max_conns || from_ip >= st.max_conns_per_ip {
+            Counters::bump(&edge.counters.conns_refused);
+            log::debug!(
+                "edge: connection from {peer} refused ({total} open, {from_ip} from its IP)"
+            );
+            drop(sock);
+            continue;
+        }
+        Counters::bump(&edge.counters.conns_accepted);
+        // Small messages, answered at once: no Nagle delay on pongs.
+        let _ = sock.set_nodelay(true);
+        tokio::spawn(serve_conn(sock, peer, local, edge.clone(), StreamKind::Tcp));
+    }
+}
+
+/// Removes the connection from the registry however its task ends.
+struct Registered<'a> {
+    edge: &'a Edge,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.edge.transports.remove_conn(self.id);
+    }
+}
+
+/// Serves one connection until it closes, fails or idles out.
+pub async fn serve_conn<S>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    edge: Arc<Edge>,
+    kind: StreamKind,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let idle_ms = Arc::new(AtomicU64::new(
+        edge.cfg.streams.idle_timeout.as_millis() as u64
+    ));
+    let id = edge.transports.add_conn(Conn {
+        tx,
+        peer,
+        local,
+        idle_ms: idle_ms.clone(),
+    });
+    let _registered = Registered { edge: &edge, id };
+    let flow = Flow::Stream { id, peer, kind };
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut framer = StreamFramer::new(CrlfRole::Server, edge.cfg.limits);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last = Instant::now();
+    let c = &edge.counters;
+    loop {
+        let deadline = last + Duration::from_millis(idle_ms.load(Ordering::Relaxed));
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        tokio::select! {
+            read = rd.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        log::debug!("edge: read from {peer}: {e}");
+                        break;
+                    }
+                };
+                last = Instant::now();
+                let mut lost = false;
+                for ev in framer.push(buf.get(..n).unwrap_or_default()) {
+                    match ev {
+                        StreamEvent::Ping => {
+                            Counters::bump(&c.crlf_pings);
+                            out.push(PONG.to_vec());
+                        }
+                        // A pong nobody asked for: nothing to do.
+                        StreamEvent::Pong => {}
+                        StreamEvent::Message(raw) => {
+                            match edge.handle_message(&raw, Framing::Stream, flow, local) {
+                                Some((bytes, dest)) if dest == flow => out.push(bytes),
+                                Some((bytes, dest)) => {
+                                    if let Err(e) = edge.transports.send(bytes, &dest, local) {
+                                        log::debug!("edge: to {dest:?}: {e:?}");
+                                    }
+                                }
+                                None => {}
+                            }
+                        }
+                        StreamEvent::Error(e) => {
+                            Counters::bump(&c.stream_errors);
+                            log::debug!("edge: closing {peer}: {e}");
+                            lost = true;
+                        }
+                    }
+                }
+                if lost {
+                    // Answers already due still go out before the close.
+                    let _ = write_all(&mut wr, &out).await;
+                    break;
+                }
+            }
+            queued = rx.recv() => match queued {
+                Some(bytes) => out.push(bytes),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                Counters::bump(&c.conns_idle_closed);
+                log::debug!("edge: closing idle connection from {peer}");
+                break;
+            }
+        }
+        if write_all(&mut wr, &out).await.is_err() {
+            break;
+        }
+    }
+    let _ = timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, chunks: &[Vec<u8>]) -> Result<(), ()> {
+    for chunk in chunks {
+        match timeout(WRITE_TIMEOUT, wr.write_all(chunk)).await {
+            Ok(Ok(())) => {}
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
