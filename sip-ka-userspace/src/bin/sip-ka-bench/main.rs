@@ -5,9 +5,14 @@
 //! (b) In a veth lab, in one run: answered keep-alives per second and CPU
 //!     time per answer for XDP, the daemon's userspace responder
 //!     (`--xdp off`), and coturn answering the same STUN load.
+//! (c) In the same kind of lab: sip-ka's edge against Kamailio 5.6, SIP
+//!     OPTIONS from sipp and CRLF pings over TCP (`versus.rs`).
+//! (d) Session timers with 1,000,000 dialogs (`--timers` runs only this).
 //!
 //! Needs root. Every loop is bounded in count and in time, and the lab
 //! only uses the addresses of the namespaces it creates.
+
+mod versus;
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -71,6 +76,25 @@ struct Opts {
     /// and refreshes per second with 1,000,000 dialogs on one timer wheel.
     #[arg(long)]
     timers: bool,
+    /// Only the comparison with Kamailio: sip-ka's edge and Kamailio 5.6
+    /// answering the same SIP OPTIONS (sipp) and TCP CRLF loads.
+    #[arg(long)]
+    kamailio: bool,
+    /// OPTIONS per server in the Kamailio comparison (sipp -m).
+    #[arg(long, default_value_t = 50_000)]
+    options_count: u64,
+    /// OPTIONS sipp offers per second (sipp -r).
+    #[arg(long, default_value_t = 100_000)]
+    options_rate: u32,
+    /// OPTIONS in flight at once, at most (sipp -l).
+    #[arg(long, default_value_t = 100)]
+    options_window: u32,
+    /// TCP CRLF pings per server in the Kamailio comparison.
+    #[arg(long, default_value_t = 100_000)]
+    crlf_count: u64,
+    /// TCP connections carrying those pings, one ping outstanding on each.
+    #[arg(long, default_value_t = 32)]
+    tcp_conns: u32,
 }
 
 fn main() -> std::process::ExitCode {
@@ -91,14 +115,26 @@ fn bench(opts: &Opts) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("needs root (BPF_PROG_TEST_RUN, network namespaces, XDP)");
     }
-    if !opts.lab_only {
-        test_run_bench(opts)?;
+    // With no part chosen, every part runs, one after the other.
+    let all = !(opts.test_run_only || opts.lab_only || opts.kamailio);
+    let mut parts: Vec<fn(&Opts) -> Result<()>> = Vec::new();
+    if all || opts.test_run_only {
+        parts.push(test_run_bench);
     }
-    if !opts.test_run_only {
-        if !opts.lab_only {
+    if all || opts.lab_only {
+        parts.push(lab_bench);
+    }
+    if all || opts.kamailio {
+        parts.push(versus::kamailio_bench);
+    }
+    if all {
+        parts.push(|_| timers_bench());
+    }
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
             println!();
         }
-        lab_bench(opts)?;
+        part(opts)?;
     }
     Ok(())
 }

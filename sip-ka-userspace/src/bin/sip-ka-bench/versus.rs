@@ -1,0 +1,926 @@
+//! (c) sip-ka's edge against Kamailio 5.6, one after the other in the same
+//! lab and the same run: SIP OPTIONS from sipp over UDP, and RFC 5626 CRLF
+//! pings over TCP from the bench's own load generator.
+//!
+//! Both servers get the same request, `OPTIONS sip:198.18.0.1:5060`: a
+//! Request-URI without a user part naming the server, which sip-ka's edge
+//! answers itself (whatever the PBX's state) and Kamailio's
+//! `options_reply()` answers with 200.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
+
+use super::{machine_busy, tasks_cpu, thread_cpu, threaded_napi, wait_readable, Opts};
+
+const SIP_PORT: u16 = 5060;
+/// The edge's PBX: nothing listens there. The OPTIONS of the load name the
+/// edge itself, which the edge answers without asking the PBX, so no PBX is
+/// needed; its qualify pings get ICMP port unreachable, once a second.
+const UPSTREAM_PORT: u16 = 5080;
+/// sipp's own port in the client namespace.
+const SIPP_PORT: u16 = 5070;
+/// How long sipp waits for an answer before it counts the request failed.
+/// The rate is taken from the answers' own times, so this only bounds how
+/// long a row waits at its end.
+const RECV_TIMEOUT_MS: u64 = 500;
+
+/// sipp UAC: one OPTIONS to the server itself, expecting 200. The response
+/// time distribution (rtd) is what `-trace_rtt` logs, one line per answer
+/// with the time it arrived.
+const SIPP_OPTIONS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="OPTIONS to the server itself">
+  <send start_rtd="true">
+    <![CDATA[
+
+      OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:bench@[local_ip]:[local_port]>;tag=[pid]b[call_number]
+      To: <sip:[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Accept: application/sdp
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" rtd="true"/>
+</scenario>
+"#;
+
+/// The smallest Kamailio configuration that answers OPTIONS: `sl` sends
+/// the stateless reply, `siputils` has `options_reply`, `textops` has
+/// `is_method`, and `pv` is there because siputils will not initialise
+/// without it (its rpid AVP parameter). Two UDP workers and two TCP
+/// readers, like sip-ka's two runtime threads.
+fn kamailio_cfg(modules: &Path) -> String {
+    format!(
+        r#"#!KAMAILIO
+# Written by sip-ka-bench for one run: answers OPTIONS and nothing else.
+debug=0
+log_stderror=yes
+fork=yes
+children=2
+tcp_children=2
+auto_aliases=no
+dns=no
+rev_dns=no
+listen=udp:{ip}:{port}
+listen=tcp:{ip}:{port}
+tcp_crlf_ping=yes
+mpath="{modules}"
+loadmodule "pv.so"
+loadmodule "sl.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+
+request_route {{
+    if (is_method("OPTIONS")) {{
+        options_reply();
+        exit;
+    }}
+    sl_send_reply("501", "Not Implemented");
+    exit;
+}}
+"#,
+        ip = SERVER_V4,
+        port = SIP_PORT,
+        modules = modules.display(),
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Peer {
+    SipKa,
+    Kamailio,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::SipKa => "sip-ka edge (XDP native)",
+            Peer::Kamailio => "Kamailio",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Load {
+    Options,
+    TcpCrlf,
+}
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Options => "OPTIONS/UDP",
+            Load::TcpCrlf => "CRLF/TCP",
+        }
+    }
+}
+
+/// What one load against one server measured.
+#[derive(Debug, Default, Clone)]
+struct Measure {
+    sent: u64,
+    answered: u64,
+    bad: u64,
+    /// Seconds over which the answers arrived.
+    elapsed: f64,
+    /// Wall time of the whole row, waiting for losses included.
+    wall: f64,
+    /// CPU time of the load generator (sipp and its wrappers, or the
+    /// generator thread).
+    gen_cpu: f64,
+    /// Busy CPU time of the whole machine (/proc/stat).
+    busy_cpu: f64,
+    /// The server's processes and the server veth's NAPI thread (None when
+    /// that thread was not found).
+    server_cpu: Option<f64>,
+    /// The server's processes alone.
+    proc_cpu: f64,
+    client_napi_cpu: Option<f64>,
+}
+
+impl Measure {
+    fn rate(&self) -> f64 {
+        self.answered as f64 / self.elapsed.max(1e-9)
+    }
+
+    fn per_answer(&self, cpu: f64) -> f64 {
+        cpu * 1e9 / self.answered.max(1) as f64
+    }
+
+    fn server_per_answer(&self) -> Option<f64> {
+        self.server_cpu.map(|c| self.per_answer(c))
+    }
+
+    fn machine_per_answer(&self) -> f64 {
+        self.per_answer((self.busy_cpu - self.gen_cpu).max(0.0))
+    }
+}
+
+/// A row's outcome: figures, or why there are none.
+enum Outcome {
+    Measured(Measure),
+    NotAvailable(String),
+}
+
+struct Row {
+    peer: Peer,
+    load: Load,
+    outcome: Outcome,
+}
+
+/// CPU counters read before a load and again after it.
+struct Meter {
+    /// The server's processes (all their threads).
+    procs: Vec<u32>,
+    server_napi: Option<Vec<u32>>,
+    client_napi: Option<Vec<u32>>,
+    procs0: f64,
+    server_napi0: Option<f64>,
+    client_napi0: Option<f64>,
+    busy0: f64,
+    start: Instant,
+}
+
+impl Meter {
+    fn start(
+        procs: Vec<u32>,
+        server_napi: Option<Vec<u32>>,
+        client_napi: Option<Vec<u32>>,
+    ) -> Result<Meter> {
+        Ok(Meter {
+            procs0: tasks_cpu(&procs),
+            server_napi0: server_napi.as_deref().map(tasks_cpu),
+            client_napi0: client_napi.as_deref().map(tasks_cpu),
+            busy0: machine_busy()?,
+            start: Instant::now(),
+            procs,
+            server_napi,
+            client_napi,
+        })
+    }
+
+    /// Fills the CPU fields and the wall time of `m`.
+    fn stop(self, m: &mut Measure) -> Result<()> {
+        m.wall = self.start.elapsed().as_secs_f64();
+        m.busy_cpu = machine_busy()? - self.busy0;
+        m.proc_cpu = tasks_cpu(&self.procs) - self.procs0;
+        m.server_cpu = self
+            .server_napi
+            .as_deref()
+            .zip(self.server_napi0)
+            .map(|(t, c0)| m.proc_cpu + tasks_cpu(t) - c0);
+        m.client_napi_cpu = self
+            .client_napi
+            .as_deref()
+            .zip(self.client_napi0)
+            .map(|(t, c0)| tasks_cpu(t) - c0);
+        Ok(())
+    }
+}
+
+/// CPU seconds of the children this process has waited for (sipp, through
+/// nsenter and timeout, which wait for theirs).
+fn children_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into `ru` only.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Runs `f` on a thread that joined network namespace `ns`, so its sockets
+/// live there.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || -> Result<T> {
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        // SAFETY: setns on this thread only; the thread ends with `f`.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns({path}): {}", std::io::Error::last_os_error());
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+}
+
+/// A directory for this run's Kamailio configuration and sipp files,
+/// removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> Result<WorkDir> {
+        let dir = std::env::temp_dir().join(format!("sip-ka-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kamailio's module directory (Debian puts it under the multiarch path).
+fn kamailio_modules() -> Result<PathBuf> {
+    let mut candidates = vec![
+        PathBuf::from("/usr/lib/kamailio/modules"),
+        PathBuf::from("/usr/lib64/kamailio/modules"),
+    ];
+    if let Ok(rd) = std::fs::read_dir("/usr/lib") {
+        for e in rd.flatten() {
+            candidates.push(e.path().join("kamailio/modules"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("sl.so").is_file() && d.join("siputils.so").is_file())
+        .context("Kamailio's modules (sl.so, siputils.so) not found: apt-get install kamailio")
+}
+
+/// `kamailio -v`'s first line, e.g. "kamailio 5.6.3 (x86_64/linux)".
+fn kamailio_version() -> String {
+    lab::run(Command::new("kamailio").arg("-v"))
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim_start_matches("version:").trim().to_string())
+        })
+        .unwrap_or_else(|| "kamailio (version unknown)".into())
+}
+
+/// Kamailio in the server namespace, in the foreground (`-DD`: the main
+/// process stays the one started, its workers are its children), logging
+/// to a file. Stopped with SIGTERM when dropped.
+struct Kamailio {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Kamailio {
+    fn start(lab: &Lab, dir: &Path, modules: &Path) -> Result<Kamailio> {
+        let cfg = dir.join("kamailio.cfg");
+        std::fs::write(&cfg, kamailio_cfg(modules))?;
+        lab::run(Command::new("kamailio").arg("-c").arg("-f").arg(&cfg))
+            .context("kamailio -c rejected the generated configuration")?;
+        let log = dir.join("kamailio.log");
+        let child = lab
+            .server("kamailio")
+            .args(["-DD", "-E", "-f"])
+            .arg(&cfg)
+            .arg("-w")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting kamailio in the server namespace")?;
+        Ok(Kamailio { child, log })
+    }
+
+    /// The main process (nsenter execs kamailio, so the child's pid is
+    /// Kamailio's) and every process it forked.
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        descendants(self.child.id(), &mut pids);
+        pids
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let workers = self.pids();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Only the processes this Kamailio forked, by pid.
+        for pid in workers {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds the descendants of `pid` to `out` (/proc/*/stat parent pids).
+fn descendants(pid: u32, out: &mut Vec<u32>) {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut children = Vec::new();
+    for e in rd.flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            children.push(p);
+        }
+    }
+    for c in children {
+        if !out.contains(&c) {
+            out.push(c);
+            descendants(c, out);
+        }
+    }
+}
+
+/// One OPTIONS to the server every 100 ms from the client namespace until a
+/// 200 comes back (15 s at most): the server is up, and the neighbour
+/// entries exist before the measured load.
+fn wait_options_200(lab: &Lab) -> Result<()> {
+    in_netns(&lab.client_ns, || {
+        let sock = UdpSocket::bind((CLIENT_V4, 0))?;
+        let local = sock.local_addr()?;
+        sock.connect((SERVER_V4, SIP_PORT))?;
+        sock.set_nonblocking(true)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = String::from("nothing");
+        let mut buf = [0u8; 4096];
+        let mut n = 0u32;
+        while Instant::now() < deadline {
+            n += 1;
+            let req = format!(
+                "OPTIONS sip:{SERVER_V4}:{SIP_PORT} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {local};branch=z9hG4bK-probe-{n};rport\r\n\
+                 From: <sip:bench@{local}>;tag=probe\r\n\
+                 To: <sip:{SERVER_V4}:{SIP_PORT}>\r\n\
+                 Call-ID: probe-{n}@{CLIENT_V4}\r\n\
+                 CSeq: {n} OPTIONS\r\n\
+                 Max-Forwards: 70\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            let _ = sock.send(req.as_bytes());
+            if wait_readable(sock.as_raw_fd(), 100) {
+                while let Ok(len) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..len]);
+                    let status = text.lines().next().unwrap_or("").to_string();
+                    if status.starts_with("SIP/2.0 200") {
+                        return Ok(());
+                    }
+                    last = status;
+                }
+            }
+        }
+        bail!("no 200 to OPTIONS within 15 s (last answer: {last})")
+    })
+}
+
+/// The cumulative value of a counter on sipp's statistics screen, e.g.
+/// "  Successful call        |        0                  |    29984".
+fn sipp_counter(screen: &str, name: &str) -> Option<u64> {
+    screen
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with(name))
+        .and_then(|l| l.rsplit('|').next())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The arrival times (ms since sipp started) of the first and the last
+/// answer, and how many there were, from sipp's `-trace_rtt` file.
+fn rtt_span(dir: &Path) -> Result<Option<(f64, f64, u64)>> {
+    let mut span: Option<(f64, f64, u64)> = None;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let path = e.path();
+        if !path.to_string_lossy().ends_with("_rtt.csv") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let _ = std::fs::remove_file(&path);
+        for line in text.lines().skip(1) {
+            let Some(t) = line.split(';').next().and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
+            span = Some(match span {
+                None => (t, t, 1),
+                Some((a, b, n)) => (a.min(t), b.max(t), n + 1),
+            });
+        }
+    }
+    Ok(span)
+}
+
+/// The OPTIONS load: sipp in the client namespace, `count` requests with
+/// `window` in flight at most, `seconds` at most.
+fn options_load(
+    lab: &Lab,
+    dir: &Path,
+    opts: &Opts,
+    procs: Vec<u32>,
+    server_napi: Option<Vec<u32>>,
+    client_napi: Option<Vec<u32>>,
+) -> Result<Measure> {
+    let scenario = dir.join("options.xml");
+    std::fs::write(&scenario, SIPP_OPTIONS)?;
+    let seconds = opts.seconds.max(1);
+    let mut cmd = lab.client("timeout");
+    cmd.current_dir(dir)
+        .stdin(Stdio::null())
+        .args(["-k", "2", &(seconds + 10).to_string(), "sipp"])
+        .arg(format!("{SERVER_V4}:{SIP_PORT}"))
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-m", &opts.options_count.to_string()])
+        .args(["-r", &opts.options_rate.to_string(), "-rp", "1000"])
+        .args(["-l", &opts.options_window.max(1).to_string()])
+        .args(["-t", "u1", "-nostdin"])
+        .args(["-i", &CLIENT_V4.to_string(), "-p", &SIPP_PORT.to_string()])
+        .args(["-timeout", &format!("{seconds}s")])
+        .args(["-recv_timeout", &RECV_TIMEOUT_MS.to_string()])
+        .args(["-trace_rtt", "-rtt_freq", "1"]);
+    let gen0 = children_cpu();
+    let meter = Meter::start(procs, server_napi, client_napi)?;
+    let out = cmd.output().context("running sipp")?;
+    let mut m = Measure::default();
+    meter.stop(&mut m)?;
+    m.gen_cpu = children_cpu() - gen0;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    // sipp exits 1 when some calls failed: still a measurement.
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        bail!(
+            "sipp failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            screen.lines().rev().take(12).collect::<Vec<_>>().join("\n")
+        );
+    }
+    let ok = sipp_counter(&screen, "Successful call").context("no statistics from sipp")?;
+    let failed = sipp_counter(&screen, "Failed call").unwrap_or(0);
+    m.sent = ok + failed;
+    m.answered = ok;
+    m.elapsed = match rtt_span(dir)? {
+        Some((first, last, n)) if n >= 2 && last > first => {
+            // n answers arrived over (last - first): the rate between the
+            // first and the last answer, without the wait for losses at the
+            // end.
+            (last - first) / 1000.0 * n as f64 / (n - 1) as f64
+        }
+        _ => m.wall,
+    };
+    Ok(m)
+}
+
+/// One TCP connection of the CRLF load.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes of pongs received: each pong is "\r\n".
+    rx: u64,
+    waiting: bool,
+    open: bool,
+}
+
+/// The TCP CRLF load from the client namespace: `conns` connections, each
+/// with one `\r\n\r\n` ping outstanding at a time, `count` pings and
+/// `seconds` at most. A refused connection or no pong to a first ping
+/// within 3 s is reported, not failed: the server has no TCP keep-alive.
+fn crlf_load(
+    lab: &Lab,
+    opts: &Opts,
+    procs: Vec<u32>,
+    server_napi: Option<Vec<u32>>,
+    client_napi: Option<Vec<u32>>,
+) -> Result<Outcome> {
+    let target = SocketAddr::from((SERVER_V4, SIP_PORT));
+    let conns = opts.tcp_conns.max(1);
+    let count = opts.crlf_count;
+    let seconds = opts.seconds.max(1);
+    in_netns(&lab.client_ns, move || {
+        let mut streams = Vec::new();
+        for i in 0..conns {
+            let s = match TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
+                Ok(s) => s,
+                Err(e) if i == 0 && e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Ok(Outcome::NotAvailable(format!(
+                        "connection to tcp/{target} refused: no TCP listener"
+                    )));
+                }
+                Err(e) => bail!("connecting to tcp/{target}: {e}"),
+            };
+            s.set_nodelay(true)?;
+            if i == 0 {
+                // One ping and its pong before the others connect.
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                (&s).write_all(b"\r\n\r\n")?;
+                let mut pong = [0u8; 2];
+                if let Err(e) = (&s).read_exact(&mut pong) {
+                    return Ok(Outcome::NotAvailable(format!(
+                        "no CRLF pong on tcp/{target} within 3 s ({e})"
+                    )));
+                }
+                if &pong != b"\r\n" {
+                    return Ok(Outcome::NotAvailable(format!(
+                        "tcp/{target} answered a CRLF ping with {pong:02x?}"
+                    )));
+                }
+            }
+            s.set_nonblocking(true)?;
+            streams.push(Conn {
+                stream: s,
+                rx: 0,
+                waiting: false,
+                open: true,
+            });
+        }
+        let mut m = Measure::default();
+        let cpu0 = thread_cpu();
+        let meter = Meter::start(procs, server_napi, client_napi)?;
+        let start = Instant::now();
+        let end = start + Duration::from_secs(seconds);
+        let ping = |c: &mut Conn, m: &mut Measure| {
+            match (&c.stream).write(b"\r\n\r\n") {
+                Ok(4) => {
+                    c.waiting = true;
+                    m.sent += 1;
+                }
+                // Four bytes into an idle connection's empty send buffer
+                // go whole or not at all; anything else ends it.
+                _ => c.open = false,
+            }
+        };
+        for c in streams.iter_mut() {
+            if m.sent < count {
+                ping(c, &mut m);
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let mut last_answer = Instant::now();
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(streams.len());
+        loop {
+            let now = Instant::now();
+            let waiting = streams.iter().filter(|c| c.open && c.waiting).count();
+            if now >= end || waiting == 0 {
+                break;
+            }
+            // Answers stopped for a second: what is outstanding is lost.
+            if now.duration_since(last_answer) > Duration::from_secs(1) {
+                break;
+            }
+            fds.clear();
+            fds.extend(streams.iter().map(|c| libc::pollfd {
+                fd: if c.open && c.waiting {
+                    c.stream.as_raw_fd()
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+            // SAFETY: `fds` is a live array of `fds.len()` pollfds.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
+            if ready <= 0 {
+                continue;
+            }
+            for (c, p) in streams.iter_mut().zip(&fds) {
+                if p.revents == 0 {
+                    continue;
+                }
+                match (&c.stream).read(&mut buf) {
+                    Ok(0) => c.open = false,
+                    Ok(n) => {
+                        for &b in &buf[..n] {
+                            let want = if c.rx % 2 == 0 { b'\r' } else { b'\n' };
+                            if b != want {
+                                m.bad += 1;
+                                continue;
+                            }
+                            c.rx += 1;
+                            if c.rx % 2 == 0 {
+                                m.answered += 1;
+                                c.waiting = false;
+                                last_answer = Instant::now();
+                            }
+                        }
+                        if !c.waiting && m.sent < count && Instant::now() < end {
+                            ping(c, &mut m);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => c.open = false,
+                }
+            }
+        }
+        m.elapsed = start.elapsed().as_secs_f64();
+        m.gen_cpu = thread_cpu() - cpu0;
+        meter.stop(&mut m)?;
+        Ok(Outcome::Measured(m))
+    })
+}
+
+fn ratio(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
+        _ => "n/a".into(),
+    }
+}
+
+fn ns(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.0}"))
+}
+
+pub(crate) fn kamailio_bench(opts: &Opts) -> Result<()> {
+    let version = kamailio_version();
+    println!(
+        "== (c) sip-ka edge vs {version}: SIP OPTIONS over UDP (sipp) and CRLF pings over TCP"
+    );
+    for tool in ["kamailio", "sipp"] {
+        if lab::on_path(tool).is_none() {
+            bail!("{tool} not found: `cargo xtask setup` installs it");
+        }
+    }
+    let modules = kamailio_modules()?;
+    let dir = WorkDir::new()?;
+    let mut lab = Lab::new()?;
+    let (server_napi, client_napi) = if opts.no_threaded_napi {
+        (None, None)
+    } else {
+        let s = threaded_napi(&lab.server_ns, &lab.server_if)?;
+        let c = threaded_napi(&lab.client_ns, &lab.client_if)?;
+        if s.is_empty() || c.is_empty() {
+            println!("warning: the NAPI threads of the veth pair were not found");
+            (None, None)
+        } else {
+            (Some(s), Some(c))
+        }
+    };
+
+    let mut rows = Vec::new();
+    for peer in [Peer::SipKa, Peer::Kamailio] {
+        let kamailio = match peer {
+            Peer::SipKa => {
+                let listen = format!("{SERVER_V4}:{SIP_PORT}");
+                let upstream = format!("{SERVER_V4}:{UPSTREAM_PORT}");
+                lab.start_daemon(&[
+                    "--mode",
+                    "edge",
+                    "--listen",
+                    &listen,
+                    "--upstream",
+                    &upstream,
+                    "--qualify-frequency",
+                    "1",
+                    "--xdp-mode",
+                    "native",
+                ])?;
+                None
+            }
+            Peer::Kamailio => Some(Kamailio::start(&lab, &dir.0, &modules)?),
+        };
+        let pids = || -> Result<Vec<u32>> {
+            Ok(match &kamailio {
+                Some(k) => k.pids(),
+                None => vec![lab.daemon_pid().context("daemon pid")?],
+            })
+        };
+        let ready = wait_options_200(&lab).with_context(|| {
+            let log = kamailio.as_ref().map(|k| k.log_tail()).unwrap_or_default();
+            format!("{} is not answering OPTIONS\n{log}", peer.name())
+        });
+        if let Err(e) = ready {
+            // Stop what runs before the lab goes.
+            drop(kamailio);
+            return Err(e);
+        }
+        for load in [Load::Options, Load::TcpCrlf] {
+            print!("{} / {} ... ", peer.name(), load.name());
+            std::io::stdout().flush().ok();
+            let procs = pids()?;
+            let outcome = match load {
+                Load::Options => Outcome::Measured(
+                    options_load(
+                        &lab,
+                        &dir.0,
+                        opts,
+                        procs,
+                        server_napi.clone(),
+                        client_napi.clone(),
+                    )
+                    .with_context(|| format!("{} / {}", peer.name(), load.name()))?,
+                ),
+                Load::TcpCrlf => {
+                    crlf_load(&lab, opts, procs, server_napi.clone(), client_napi.clone())
+                        .with_context(|| format!("{} / {}", peer.name(), load.name()))?
+                }
+            };
+            match &outcome {
+                Outcome::Measured(m) => println!(
+                    "{} answered of {} sent in {:.2} s",
+                    m.answered, m.sent, m.elapsed
+                ),
+                Outcome::NotAvailable(why) => println!("n/a: {why}"),
+            }
+            rows.push(Row {
+                peer,
+                load,
+                outcome,
+            });
+        }
+        match kamailio {
+            Some(k) => drop(k),
+            None => {
+                lab.stop_daemon()?;
+            }
+        }
+    }
+    drop(lab);
+    print_table(opts, &rows, server_napi.is_some());
+    Ok(())
+}
+
+fn print_table(opts: &Opts, rows: &[Row], napi: bool) {
+    let measured = |peer: Peer, load: Load| {
+        rows.iter()
+            .find(|r| r.peer == peer && r.load == load)
+            .and_then(|r| match &r.outcome {
+                Outcome::Measured(m) => Some(m),
+                Outcome::NotAvailable(_) => None,
+            })
+    };
+    println!();
+    println!(
+        "{:<25} {:<12} {:>8} {:>6} {:>9} {:>7} | {:>10} {:>7} | {:>10} {:>7}",
+        "", "", "", "", "answers", "", "server CPU", "", "machine", ""
+    );
+    println!(
+        "{:<25} {:<12} {:>8} {:>6} {:>9} {:>7} | {:>10} {:>7} | {:>10} {:>7}",
+        "server",
+        "load",
+        "answered",
+        "lost",
+        "per s",
+        "÷ Kam.",
+        "ns/answer",
+        "÷ Kam.",
+        "ns/answer",
+        "÷ Kam."
+    );
+    for r in rows {
+        let m = match &r.outcome {
+            Outcome::Measured(m) => m,
+            Outcome::NotAvailable(why) => {
+                println!("{:<25} {:<12} n/a: {why}", r.peer.name(), r.load.name());
+                continue;
+            }
+        };
+        let k = measured(Peer::Kamailio, r.load);
+        println!(
+            "{:<25} {:<12} {:>8} {:>6} {:>9.0} {:>7} | {:>10} {:>7} | {:>10.0} {:>7}",
+            r.peer.name(),
+            r.load.name(),
+            m.answered,
+            m.sent.saturating_sub(m.answered),
+            m.rate(),
+            ratio(Some(m.rate()), k.map(|k| k.rate())),
+            ns(m.server_per_answer()),
+            ratio(m.server_per_answer(), k.and_then(|k| k.server_per_answer())),
+            m.machine_per_answer(),
+            ratio(
+                Some(m.machine_per_answer()),
+                k.map(|k| k.machine_per_answer())
+            ),
+        );
+    }
+    println!();
+    for r in rows {
+        let Outcome::Measured(m) = &r.outcome else {
+            continue;
+        };
+        println!(
+            "  {} / {}: {} sent, {} answered, {} bad bytes; answers over {:.2} s, row {:.2} s; \
+             CPU s: server processes {:.3}, server processes + NAPI {}, client NAPI {}, load \
+             generator {:.3}, machine busy {:.3}",
+            r.peer.name(),
+            r.load.name(),
+            m.sent,
+            m.answered,
+            m.bad,
+            m.elapsed,
+            m.wall,
+            m.proc_cpu,
+            m.server_cpu.map_or("n/a".into(), |c| format!("{c:.3}")),
+            m.client_napi_cpu
+                .map_or("n/a".into(), |c| format!("{c:.3}")),
+            m.gen_cpu,
+            m.busy_cpu,
+        );
+    }
+    for load in [Load::Options, Load::TcpCrlf] {
+        match (measured(Peer::SipKa, load), measured(Peer::Kamailio, load)) {
+            (Some(s), Some(k)) => println!(
+                "sip-ka vs Kamailio, {}: {} the answers per second, {} the server CPU per \
+                 answer ({} the machine's)",
+                load.name(),
+                ratio(Some(s.rate()), Some(k.rate())),
+                ratio(s.server_per_answer(), k.server_per_answer()),
+                ratio(Some(s.machine_per_answer()), Some(k.machine_per_answer())),
+            ),
+            _ => println!(
+                "sip-ka vs Kamailio, {}: no ratio (a row has no figures)",
+                load.name()
+            ),
+        }
+    }
+    println!(
+        "notes: the same lab, one server after the other. OPTIONS: sipp in the client \
+         namespace sends {count} OPTIONS sip:{SERVER_V4}:{SIP_PORT} over UDP (offered rate \
+         {rate}/s, {window} in flight at most, {seconds} s at most, an answer not back within \
+         {RECV_TIMEOUT_MS} ms is lost); answers per second are counted between the first and \
+         the last answer (sipp -trace_rtt). sip-ka runs `--mode edge` with native XDP (the \
+         program counts each OPTIONS, the edge answers it); Kamailio 2 UDP workers and 2 TCP \
+         readers answering with options_reply(). CRLF/TCP: {conns} connections from the \
+         client namespace, each with one \\r\\n\\r\\n ping outstanding, {pings} pings and \
+         {seconds} s at most. \"server CPU\" = CPU time (schedstat) of every thread of the \
+         server's processes{napi}; \"machine\" = busy CPU of the whole machine (/proc/stat) \
+         less the load generator's own CPU time. When both servers keep up with the load \
+         generator, answers per second show the generator's limit and the CPU columns are \
+         the comparison.",
+        count = opts.options_count,
+        rate = opts.options_rate,
+        window = opts.options_window.max(1),
+        seconds = opts.seconds.max(1),
+        conns = opts.tcp_conns.max(1),
+        pings = opts.crlf_count,
+        napi = if napi {
+            " and of the server veth's NAPI thread (threaded NAPI on both veths)"
+        } else {
+            " (NAPI not threaded: the server column is left out)"
+        },
+    );
+}
