@@ -244,6 +244,10 @@ pub fn demo() -> Result<i32> {
     Ok(done.code())
 }
 
+/// Setup, release build, then `sip-ka-bench` with `args`. Without
+/// arguments it runs every part in one go: BPF_PROG_TEST_RUN, the veth lab
+/// (XDP, userspace, coturn), sip-ka's edge against Kamailio, and the
+/// session timer bench.
 pub fn bench(args: &[String]) -> Result<i32> {
     setup::setup()?;
     require_root("the benchmark")?;

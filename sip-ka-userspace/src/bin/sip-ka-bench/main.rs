@@ -92,7 +92,8 @@ struct Opts {
     /// TCP CRLF pings per server in the Kamailio comparison.
     #[arg(long, default_value_t = 100_000)]
     crlf_count: u64,
-    /// TCP connections carrying those pings, one ping outstanding on each.
+    /// TCP connections carrying those pings, one ping outstanding on each
+    /// (all from one address: above 64 the edge is told to allow them).
     #[arg(long, default_value_t = 32)]
     tcp_conns: u32,
 }
