@@ -149,11 +149,7 @@ impl Drop for Pbx {
 }
 
 /// The UA: sipp UAC in the client namespace, `calls` calls at `rate` per
-/// second through the edge.
-fn ua_command(lab: &Lab, dir: &Path, calls: u32, rate: u32, secs: u32) -> Command {
-    ua_command_with(lab, dir, "ua_call.xml", calls, rate, secs)
-}
-
+/// second through the edge, over UDP.
 fn ua_command_with(
     lab: &Lab,
     dir: &Path,
@@ -162,10 +158,38 @@ fn ua_command_with(
     rate: u32,
     secs: u32,
 ) -> Command {
+    ua_command_on(lab, dir, scenario, calls, rate, secs, UaTransport::Udp)
+}
+
+/// How the UA reaches the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UaTransport {
+    Udp,
+    /// One TCP connection for all calls (sipp `-t t1`).
+    Tcp,
+}
+
+fn ua_command_on(
+    lab: &Lab,
+    dir: &Path,
+    scenario: &str,
+    calls: u32,
+    rate: u32,
+    secs: u32,
+    transport: UaTransport,
+) -> Command {
     let mut cmd = lab.client("timeout");
     cmd.current_dir(dir)
         .stdin(Stdio::null())
         .args(["-k", "2", &secs.to_string(), "sipp", "-sf", scenario])
+        .args([
+            "-t",
+            if transport == UaTransport::Tcp {
+                "t1"
+            } else {
+                "u1"
+            },
+        ])
         .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
         .args(["-l", "20", "-nostdin", "-trace_err", "-s", "service"])
         .args(["-i", &CLIENT_V4.to_string(), "-p", &UA_PORT.to_string()])
@@ -218,26 +242,46 @@ fn cleanup(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// 1,000 sequential calls from a UA on UDP, then 1,000 from a UA on one
+/// TCP connection (transport conversion: the PBX stays on UDP); none may
+/// fail and none may leave a dialog behind.
 #[test]
-fn calls_complete_through_the_edge_and_leave_no_dialog() {
+fn calls_complete_over_udp_and_tcp_and_leave_no_dialog() {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
-    const CALLS: u32 = 50;
+    const CALLS: u32 = 1_000;
     write_ua_scenario(&dir, &[], 0);
-    let pbx = Pbx::start(&lab, &dir, 40);
+    let pbx = Pbx::start(&lab, &dir, 60);
     std::thread::sleep(Duration::from_millis(300));
-    let ua = common::run_capture(&mut ua_command(&lab, &dir, CALLS, 50, 30));
+    for transport in [UaTransport::Udp, UaTransport::Tcp] {
+        let ua = common::run_capture(&mut ua_command_on(
+            &lab,
+            &dir,
+            "ua_call.xml",
+            CALLS,
+            250,
+            25,
+            transport,
+        ));
+        assert!(
+            ua.status.success(),
+            "UA sipp over {transport:?}: {}",
+            text(&ua)
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || dialogs(&lab).is_empty()),
+            "after {CALLS} calls over {transport:?} `sip-ka dialogs` still lists {:?}",
+            dialogs(&lab)
+        );
+    }
     let pbx = pbx.finish();
-    assert!(ua.status.success(), "UA sipp: {}", text(&ua));
     assert!(pbx.status.success(), "PBX sipp: {}", text(&pbx));
-    assert!(
-        wait_until(Duration::from_secs(5), || dialogs(&lab).is_empty()),
-        "after {CALLS} calls `sip-ka dialogs` still lists {:?}",
-        dialogs(&lab)
-    );
+    let c = common::counters(&lab);
+    assert!(c["edge_conns_accepted"] >= 1, "{c:?}");
+    assert_eq!(c["edge_stream_errors"], 0, "{c:?}");
     cleanup(&dir);
     eprintln!(
-        "calls_complete_through_the_edge_and_leave_no_dialog: {:?}",
+        "calls_complete_over_udp_and_tcp_and_leave_no_dialog: {:?}",
         started.elapsed()
     );
 }
@@ -247,6 +291,17 @@ fn calls_complete_through_the_edge_and_leave_no_dialog() {
 /// scenario would fail on any of them) and XDP counts every one.
 #[test]
 fn in_dialog_keepalives_are_answered_by_the_edge_and_counted_by_xdp() {
+    in_dialog_keepalives(UaTransport::Udp);
+}
+
+/// The same from a UA on TCP: answered by the edge over the connection,
+/// never forwarded (XDP sees only UDP, so the edge's counter tells).
+#[test]
+fn in_dialog_keepalives_over_tcp_are_answered_by_the_edge() {
+    in_dialog_keepalives(UaTransport::Tcp);
+}
+
+fn in_dialog_keepalives(transport: UaTransport) {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
     const INFOS: usize = 7;
@@ -256,26 +311,36 @@ fn in_dialog_keepalives_are_answered_by_the_edge_and_counted_by_xdp() {
     write_ua_scenario(&dir, &methods, 3000);
     let pbx = Pbx::start(&lab, &dir, 30);
     std::thread::sleep(Duration::from_millis(300));
-    let ua = ua_command(&lab, &dir, 1, 1, 20)
+    let before = common::counters(&lab);
+    let ua = ua_command_on(&lab, &dir, "ua_call.xml", 1, 1, 20, transport)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting the UA");
     // While the UA holds the call after its keep-alives: one confirmed
-    // dialog with all of them counted by the XDP program.
+    // dialog, with all of them counted by the XDP program (UDP).
+    let want_xdp = if transport == UaTransport::Udp {
+        total
+    } else {
+        0
+    };
     let mut last = Vec::new();
     let seen = wait_until(Duration::from_secs(10), || {
         last = dialogs(&lab);
         last.len() == 1
             && last[0]["state"] == "confirmed"
-            && last[0]["ka_count"] == total
-            && last[0]["last_ka_secs_ago"].is_number()
+            && last[0]["ka_count"] == want_xdp
+            && (transport == UaTransport::Tcp || last[0]["last_ka_secs_ago"].is_number())
+            && common::delta(&before, &common::counters(&lab)).get("edge_ka_in_dialog_ok")
+                == total as u64
     });
     let ua = ua.wait_with_output().expect("UA");
     let pbx = pbx.finish();
     assert!(
         seen,
-        "want one confirmed dialog with ka_count {total}, got {last:?}"
+        "over {transport:?}: want one confirmed dialog with ka_count {want_xdp} and \
+         {total} keep-alives answered by the edge, got {last:?}, {:?}",
+        common::delta(&before, &common::counters(&lab)).0
     );
     // The PBX scenario fails on any of them: the edge answered them all.
     assert!(ua.status.success(), "UA sipp: {}", text(&ua));
@@ -291,7 +356,7 @@ fn in_dialog_keepalives_are_answered_by_the_edge_and_counted_by_xdp() {
     );
     cleanup(&dir);
     eprintln!(
-        "in_dialog_keepalives_are_answered_by_the_edge_and_counted_by_xdp: {:?}",
+        "in_dialog_keepalives over {transport:?}: {:?}",
         started.elapsed()
     );
 }
