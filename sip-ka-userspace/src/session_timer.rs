@@ -368,6 +368,15 @@ impl SessionTimers {
             .map(|at| at.saturating_sub(now_ms))
     }
 
+    /// The absolute expiry (ms) of the session of `dialog`, if a timer
+    /// runs (what persistence stores).
+    pub fn expires_at_ms(&self, dialog: u64) -> Option<u64> {
+        if self.expired.contains_key(&dialog) {
+            return None; // the wheel holds the tombstone's end, not an expiry
+        }
+        self.wheel.expires_at(dialog)
+    }
+
     /// When to call [`SessionTimers::expire`] next (never late).
     pub fn next_deadline_ms(&self) -> Option<u64> {
         self.wheel.next_deadline()

@@ -35,7 +35,7 @@ pub struct PinDir {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load and attach the XDP program and run the daemon until SIGINT/SIGTERM.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Print the counters (summed over CPUs) from the pinned STATS map.
     Stats(stats::StatsArgs),
     /// List the sources that sent keep-alives (the PEERS map: NAT bindings).
@@ -60,7 +60,7 @@ pub enum Command {
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(*a),
         Command::Stats(a) => stats::stats(a),
         Command::Peers(a) => peers::peers(a),
         Command::Config(a) => config::config(a),

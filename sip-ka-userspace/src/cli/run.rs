@@ -94,6 +94,17 @@ pub struct RunArgs {
     /// Flow-Timer for an outbound REGISTER over UDP.
     #[arg(long, value_name = "SECS", default_value_t = 29)]
     pub flow_timer_udp: u32,
+    /// Seconds without in-dialog traffic (requests through the edge,
+    /// keep-alives it answers or XDP counts) after which a confirmed
+    /// dialog is ended (edge mode; 0 = never). With --reap-expired both
+    /// sides get a BYE.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub dialog_idle_timeout: u64,
+    /// Where edge mode journals its dialogs so that a restarted daemon
+    /// (even after kill -9) resumes them with their session timers
+    /// (default: /run/sip-ka/<name of the pin directory>).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Lab use: allows a Min-SE below 90 s.
     #[arg(long)]
     pub lab: bool,
@@ -212,17 +223,24 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     // Edge mode owns the DIALOGS map: it mirrors its live dialogs there.
+    // What an earlier run left is reconciled with the state directory
+    // when the edge starts (entries of restored dialogs kept with their
+    // keep-alive counts, the others removed).
     let dialogs_sink: Option<Box<dyn edge::dialog::DialogSink>> = match &edge_cfg {
         Some(_) => {
             let map = HashMap::try_from(bpf.take_map(MAP_DIALOGS).context("DIALOGS map missing")?)?;
-            let mut sink = edge::dialog::BpfDialogs(map);
-            let stale = sink.clear();
-            if stale > 0 {
-                log::info!("DIALOGS: {stale} entries from an earlier run removed");
-            }
-            Some(Box::new(sink))
+            Some(Box::new(edge::dialog::BpfDialogs(map)))
         }
         None => None,
+    };
+    let dialog_opts = edge::DialogOptions {
+        state_dir: Some(
+            args.state_dir
+                .clone()
+                .unwrap_or_else(|| edge::persist::default_state_dir(&pin_dir)),
+        ),
+        idle_timeout: (args.dialog_idle_timeout > 0)
+            .then(|| Duration::from_secs(args.dialog_idle_timeout)),
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -239,7 +257,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             Err(e) => log::warn!("aya-log: {e}; XDP program logs are not forwarded"),
         }
         let edge = match (edge_cfg, dialogs_sink) {
-            (Some(cfg), Some(sink)) => Some(edge::start(cfg, sink, Some(shared.clone())).await?),
+            (Some(cfg), Some(sink)) => {
+                Some(edge::start_with(cfg, dialog_opts, sink, Some(shared.clone())).await?)
+            }
             _ => {
                 for addr in &args.listen {
                     let sock = UdpSocket::bind(addr)

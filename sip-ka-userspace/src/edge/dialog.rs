@@ -10,10 +10,14 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sip_ka_common::maps::{DialogValue, DIALOG_CONFIRMED, DIALOG_EARLY, DIALOG_TERMINATING};
 
-use super::transport::Flow;
+use super::{
+    persist::{self, DialogRecord, FlowRecord, Journal, Record},
+    transport::Flow,
+};
 use crate::{
-    session_timer::{RequestAction, Session, SessionTimers, TimerConfig},
+    session_timer::{self, RequestAction, Session, SessionTimers, TimerConfig},
     sip::{Method, Refresher, SipMessage},
+    timers::TimerWheel,
 };
 
 /// Where live dialogs are mirrored.
@@ -25,6 +29,16 @@ pub trait DialogSink: Send {
     /// Records the session timer: absolute expiry (unix seconds, 0 =
     /// none) and interval/refresher as [`session_flags`].
     fn set_session(&mut self, _hash: u64, _expires_unix: u64, _flags: u32) {}
+    /// When the XDP program last counted an in-dialog keep-alive for
+    /// `hash` (CLOCK_MONOTONIC ns), if ever.
+    fn last_ka_ns(&mut self, _hash: u64) -> Option<u64> {
+        None
+    }
+    /// Removes every entry whose hash `keep` refuses (left by an earlier
+    /// run for dialogs that are gone); returns how many.
+    fn retain(&mut self, _keep: &dyn Fn(u64) -> bool) -> usize {
+        0
+    }
 }
 
 /// No mirror (XDP off, or unit tests).
@@ -71,6 +85,24 @@ impl DialogSink for BpfDialogs {
                 log::warn!("DIALOGS: writing {hash:#018x}: {e}");
             }
         }
+    }
+
+    fn last_ka_ns(&mut self, hash: u64) -> Option<u64> {
+        self.0
+            .get(&hash, 0)
+            .ok()
+            .map(|v| v.last_ka_ns)
+            .filter(|&ns| ns != 0)
+    }
+
+    fn retain(&mut self, keep: &dyn Fn(u64) -> bool) -> usize {
+        let gone: Vec<u64> = self
+            .0
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep(*k))
+            .collect();
+        gone.iter().filter(|k| self.0.remove(k).is_ok()).count()
     }
 }
 
@@ -125,6 +157,25 @@ impl Phase {
             Phase::Terminating => Some(DIALOG_TERMINATING),
         }
     }
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Early => "early",
+            Phase::Confirmed => "confirmed",
+            Phase::Terminating => "terminating",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Phase> {
+        Some(match s {
+            "pending" => Phase::Pending,
+            "early" => Phase::Early,
+            "confirmed" => Phase::Confirmed,
+            "terminating" => Phase::Terminating,
+            _ => return None,
+        })
+    }
 }
 
 struct Dialog {
@@ -145,6 +196,9 @@ struct Dialog {
     callee_contact: Option<String>,
     /// Highest CSeq number seen in the dialog.
     cseq: u32,
+    /// Last in-dialog traffic the edge saw itself (unix ms): requests it
+    /// forwarded, keep-alives it answered (`--dialog-idle-timeout`).
+    last_activity_ms: u64,
 }
 
 /// What the edge needs to end an expired dialog on both sides.
@@ -170,6 +224,20 @@ pub struct Dialogs {
     timers: SessionTimers,
     /// A session timer change to mirror once the dialog's entry exists.
     pending_session: Option<(u64, u64, u32)>,
+    /// Where every change is recorded, to survive a restart.
+    journal: Option<Journal>,
+    /// `--dialog-idle-timeout`.
+    idle: Option<Idle>,
+}
+
+/// The second clock of a confirmed dialog: no in-dialog traffic for
+/// `limit_ms` ends it. The wheel holds each dialog's earliest possible
+/// idle end; when one falls due the dialog's real last activity (ours and
+/// the XDP program's) decides whether it ends or is re-armed, so a
+/// keep-alive costs one O(1) wheel update, not a scan.
+struct Idle {
+    limit_ms: u64,
+    wheel: TimerWheel,
 }
 
 /// Wall-clock milliseconds: session expiries are absolute, so they can be
@@ -209,7 +277,211 @@ impl Dialogs {
             sink,
             timers,
             pending_session: None,
+            journal: None,
+            idle: None,
         }
+    }
+
+    /// Ends confirmed dialogs with no in-dialog traffic for `limit`
+    /// (`None`: never).
+    pub fn set_idle_timeout(&mut self, limit: Option<std::time::Duration>, now_ms: u64) {
+        self.idle = limit.filter(|l| !l.is_zero()).map(|l| Idle {
+            limit_ms: l.as_millis() as u64,
+            wheel: TimerWheel::new(1, now_ms),
+        });
+        let confirmed: Vec<(u64, u64)> = self
+            .by_call
+            .values()
+            .filter(|d| d.phase == Phase::Confirmed)
+            .map(|d| (d.hash, d.last_activity_ms))
+            .collect();
+        for (hash, last) in confirmed {
+            self.arm_idle(hash, last);
+        }
+    }
+
+    fn arm_idle(&mut self, hash: u64, last_ms: u64) {
+        if let Some(idle) = &mut self.idle {
+            idle.wheel.set(hash, last_ms.saturating_add(idle.limit_ms));
+        }
+    }
+
+    /// In-dialog traffic the edge answered itself (a keep-alive): the
+    /// dialog is not idle. Not journaled (one write per keep-alive would
+    /// cost more than it saves): after a restart the idle clock starts
+    /// again from the restart.
+    pub fn touch(&mut self, call_id: &str) {
+        let now = now_ms();
+        let Some(d) = self.by_call.get_mut(call_id) else {
+            return;
+        };
+        d.last_activity_ms = now;
+        let (hash, confirmed) = (d.hash, d.phase == Phase::Confirmed);
+        if confirmed {
+            self.arm_idle(hash, now);
+        }
+    }
+
+    /// Records every change from now on in `journal` (after
+    /// [`Dialogs::restore`] has taken what it held).
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
+    }
+
+    /// The stored form of a dialog.
+    fn record(&self, call_id: &str, d: &Dialog) -> DialogRecord {
+        let now = now_ms();
+        let since_ms = now.saturating_sub(d.since.elapsed().as_millis() as u64);
+        DialogRecord {
+            call_id: call_id.to_string(),
+            phase: d.phase.name().to_string(),
+            ua: FlowRecord::of(&d.ua),
+            created_unix: d.created_unix,
+            since_ms,
+            caller_is_ua: d.caller_is_ua,
+            caller_from: d.caller_from.clone(),
+            callee_to: d.callee_to.clone(),
+            caller_contact: d.caller_contact.clone(),
+            callee_contact: d.callee_contact.clone(),
+            cseq: d.cseq,
+            session: self.timers.session(d.hash).map(|s| persist::SessionRecord {
+                interval: s.interval,
+                refresher: s.refresher.map(|r| r.to_string()),
+                expires_at_ms: self.timers.expires_at_ms(d.hash),
+            }),
+        }
+    }
+
+    /// Journals the dialog's current state (or its removal), and compacts
+    /// the journal when it has grown enough.
+    fn save(&mut self, call_id: &str) {
+        if self.journal.is_none() {
+            return;
+        }
+        let rec = match self.by_call.get(call_id) {
+            Some(d) => Record::Upsert(Box::new(self.record(call_id, d))),
+            None => Record::Remove {
+                call_id: call_id.to_string(),
+            },
+        };
+        let live = self.by_call.len();
+        let compact = self.journal.as_mut().is_some_and(|j| {
+            j.append(&rec);
+            j.wants_compaction(live)
+        });
+        if compact {
+            self.compact();
+        }
+    }
+
+    /// Rewrites the snapshot from the table and empties the journal.
+    pub fn compact(&mut self) {
+        let Some(mut j) = self.journal.take() else {
+            return;
+        };
+        let all: Vec<DialogRecord> = self
+            .by_call
+            .iter()
+            .map(|(c, d)| self.record(c, d))
+            .collect();
+        if let Err(e) = j.compact(&all) {
+            log::warn!("state: compacting {}: {e:#}", j.dir().display());
+        }
+        self.journal = Some(j);
+    }
+
+    /// Puts back the dialogs a previous run recorded: the table, their
+    /// session timers (absolute expiries: one already past fires at the
+    /// next [`Dialogs::expire`]), and the mirror. Mirror entries of
+    /// dialogs that are gone are removed; the entries of restored dialogs
+    /// keep the keep-alive count and time the XDP program kept while no
+    /// daemon ran. Returns (dialogs restored, records refused, stale mirror
+    /// entries removed).
+    pub fn restore(&mut self, records: Vec<DialogRecord>, now_ms: u64) -> (usize, usize, usize) {
+        let mut refused = 0;
+        let mut sessions = Vec::new();
+        for r in records {
+            let Some(phase) = Phase::from_name(&r.phase) else {
+                log::warn!(
+                    "state: dialog {}: unknown phase {:?}; dropped",
+                    r.call_id,
+                    r.phase
+                );
+                refused += 1;
+                continue;
+            };
+            let hash = sip_ka_common::callid_hash(r.call_id.as_bytes());
+            let age = std::time::Duration::from_millis(now_ms.saturating_sub(r.since_ms));
+            let since = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            if let Some(s) = &r.session {
+                let refresher = match s.refresher.as_deref() {
+                    Some("uac") => Some(Refresher::Uac),
+                    Some("uas") => Some(Refresher::Uas),
+                    _ => None,
+                };
+                sessions.push(session_timer::SessionRecord {
+                    dialog: hash,
+                    session: Session {
+                        interval: s.interval,
+                        refresher,
+                    },
+                    expires_at_ms: s.expires_at_ms.filter(|_| s.interval > 0),
+                });
+            }
+            if let Some(state) = phase.map_state() {
+                self.sink.upsert(hash, state, r.created_unix);
+            }
+            self.by_hash.insert(hash, r.call_id.clone());
+            self.by_call.insert(
+                r.call_id,
+                Dialog {
+                    phase,
+                    hash,
+                    ua: r.ua.restore(),
+                    created_unix: r.created_unix,
+                    since,
+                    caller_is_ua: r.caller_is_ua,
+                    caller_from: r.caller_from,
+                    callee_to: r.callee_to,
+                    caller_contact: r.caller_contact,
+                    callee_contact: r.callee_contact,
+                    cseq: r.cseq,
+                    // The idle clock restarts: a restart never ends a call
+                    // earlier than its idle limit after the restart.
+                    last_activity_ms: now_ms,
+                },
+            );
+        }
+        self.timers.restore(sessions.iter().copied());
+        for s in &sessions {
+            if !self.by_hash.contains_key(&s.dialog) {
+                continue;
+            }
+            let expires = s.expires_at_ms.map_or(0, |at| at / 1_000);
+            self.sink
+                .set_session(s.dialog, expires, session_flags(&s.session));
+        }
+        let confirmed: Vec<u64> = self
+            .by_call
+            .values()
+            .filter(|d| d.phase == Phase::Confirmed)
+            .map(|d| d.hash)
+            .collect();
+        for hash in confirmed {
+            self.arm_idle(hash, now_ms);
+        }
+        let by_hash = &self.by_hash;
+        let live: std::collections::HashSet<u64> = by_hash
+            .iter()
+            .filter(|(_, c)| {
+                self.by_call
+                    .get(*c)
+                    .is_some_and(|d| d.phase != Phase::Pending)
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        let stale = self.sink.retain(&|h| live.contains(&h));
+        (self.by_call.len(), refused, stale)
     }
 
     pub fn timers(&self) -> &SessionTimers {
@@ -245,13 +517,16 @@ impl Dialogs {
         let hash = d.hash;
         let contact = msg.header("Contact").map(uri_of);
         let to = msg.header("To").map(str::to_string);
+        let mut changed = false;
         if let (Some(code), Some(cseq)) = (msg.status_code(), msg.cseq()) {
             if cseq.method == Method::Invite && (200..300).contains(&code) && msg.to_tag().is_some()
             {
                 if d.callee_to.is_none() {
+                    changed |= to.is_some();
                     d.callee_to = to;
                 }
-                if contact.is_some() {
+                if contact.is_some() && contact != d.callee_contact {
+                    changed = true;
                     d.callee_contact = contact;
                 }
             }
@@ -265,6 +540,13 @@ impl Dialogs {
             if after != before || left != before_left {
                 let expires = left.map_or(0, |l| (now_ms + l) / 1_000);
                 self.pending_session = Some((hash, expires, session_flags(&s)));
+                changed = true;
+            }
+        }
+        // The 2xx's To and Contact, or a new or refreshed session timer.
+        if changed {
+            if let Some(call_id) = self.by_hash.get(&hash).cloned() {
+                self.save(&call_id);
             }
         }
     }
@@ -294,17 +576,84 @@ impl Dialogs {
             // The tombstone stays in the timers (a late refresh gets 481).
             if let Some(d) = self.by_call.remove(&call_id) {
                 self.by_hash.remove(&d.hash);
+                if let Some(idle) = &mut self.idle {
+                    idle.wheel.cancel(d.hash);
+                }
                 if d.phase != Phase::Pending {
                     self.sink.remove(d.hash);
                 }
             }
+            self.save(&call_id);
         }
         out
     }
 
-    /// When [`Dialogs::expire`] is due next.
+    /// Confirmed dialogs with no in-dialog traffic for the idle limit at
+    /// `now_ms`: the edge's own view (requests forwarded, keep-alives
+    /// answered) and the XDP program's (`last_ka_ns` in the mirror, on
+    /// CLOCK_MONOTONIC, `mono_now_ns` being that clock now). Those are
+    /// dropped (state, timer, mirror) and returned, with BYEs for both
+    /// sides when `reap`; the others are re-armed from their last
+    /// activity.
+    pub fn expire_idle(
+        &mut self,
+        now_ms: u64,
+        mono_now_ns: u64,
+        reap: bool,
+        upstream: SocketAddr,
+        local: SocketAddr,
+    ) -> Vec<Ended> {
+        let Some(idle) = &mut self.idle else {
+            return Vec::new();
+        };
+        let limit_ms = idle.limit_ms;
+        let due: Vec<u64> = idle.wheel.expire(now_ms).collect();
+        let mut out = Vec::new();
+        for hash in due {
+            let Some(call_id) = self.by_hash.get(&hash).cloned() else {
+                continue;
+            };
+            let Some(d) = self.by_call.get_mut(&call_id) else {
+                continue;
+            };
+            if d.phase != Phase::Confirmed {
+                continue;
+            }
+            // A keep-alive XDP counted (it answers some without the
+            // daemon) is traffic too: its monotonic age, on our clock.
+            let xdp_ms = self
+                .sink
+                .last_ka_ns(hash)
+                .map(|ns| now_ms.saturating_sub(mono_now_ns.saturating_sub(ns) / 1_000_000));
+            let last = d.last_activity_ms.max(xdp_ms.unwrap_or(0));
+            d.last_activity_ms = last;
+            if now_ms.saturating_sub(last) < limit_ms {
+                self.arm_idle(hash, last);
+                continue;
+            }
+            let byes = if reap {
+                byes(&call_id, d, upstream, local)
+            } else {
+                Vec::new()
+            };
+            out.push(Ended {
+                call_id: call_id.clone(),
+                hash,
+                interval: (limit_ms / 1_000) as u32,
+                byes,
+            });
+            self.end(&call_id);
+        }
+        out
+    }
+
+    /// When [`Dialogs::expire`] or [`Dialogs::expire_idle`] is due next.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.timers.next_deadline_ms()
+        let idle = self.idle.as_ref().and_then(|i| i.wheel.next_deadline());
+        match (self.timers.next_deadline_ms(), idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -339,9 +688,16 @@ impl Dialogs {
             }
             d.phase = phase;
             d.since = Instant::now();
+            let (hash, last) = (d.hash, d.last_activity_ms);
             if let Some(state) = phase.map_state() {
                 self.sink.upsert(d.hash, state, d.created_unix);
             }
+            if phase == Phase::Confirmed {
+                self.arm_idle(hash, last.max(now_ms()));
+            } else if let Some(idle) = &mut self.idle {
+                idle.wheel.cancel(hash);
+            }
+            self.save(call_id);
         }
     }
 
@@ -349,9 +705,13 @@ impl Dialogs {
         if let Some(d) = self.by_call.remove(call_id) {
             self.by_hash.remove(&d.hash);
             self.timers.end(d.hash);
+            if let Some(idle) = &mut self.idle {
+                idle.wheel.cancel(d.hash);
+            }
             if d.phase != Phase::Pending {
                 self.sink.remove(d.hash);
             }
+            self.save(call_id);
         }
     }
 
@@ -366,8 +726,34 @@ impl Dialogs {
         let (Some(call_id), Some(hash)) = (msg.call_id(), msg.call_id_hash()) else {
             return;
         };
-        if let (Some(d), Some(c)) = (self.by_call.get_mut(call_id), msg.cseq()) {
-            d.cseq = d.cseq.max(c.seq);
+        if let Some(d) = self.by_call.get_mut(call_id) {
+            let mut changed = false;
+            if let Some(c) = msg.cseq() {
+                changed |= c.seq > d.cseq;
+                d.cseq = d.cseq.max(c.seq);
+            }
+            // A UA whose connection died with an earlier daemon is
+            // reachable again by the connection its next request uses.
+            if caller_is_ua && ua.is_stream() {
+                if let Flow::Stream {
+                    id: persist::GONE_CONN_ID,
+                    ..
+                } = d.ua
+                {
+                    d.ua = ua;
+                    changed = true;
+                }
+            }
+            // In-dialog traffic (either direction) keeps it from idling.
+            let now = now_ms();
+            d.last_activity_ms = now;
+            let (hash, confirmed) = (d.hash, d.phase == Phase::Confirmed);
+            if confirmed {
+                self.arm_idle(hash, now);
+            }
+            if changed {
+                self.save(call_id);
+            }
         }
         match msg.method() {
             Some(Method::Invite)
@@ -388,9 +774,11 @@ impl Dialogs {
                         caller_contact: msg.header("Contact").map(uri_of),
                         callee_contact: None,
                         cseq: msg.cseq().map_or(1, |c| c.seq),
+                        last_activity_ms: now_ms(),
                     },
                 );
                 self.by_hash.insert(hash, call_id.to_string());
+                self.save(call_id);
             }
             Some(Method::Bye) => self.set(call_id, Phase::Terminating),
             _ => {}

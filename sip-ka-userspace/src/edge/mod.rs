@@ -6,10 +6,12 @@
 //! * [`forward`]: stateless forwarding rules (RFC 3261 16.11, RFC 3581).
 //! * [`keepalive`]: the requests the edge answers itself.
 //! * [`dialog`]: INVITE dialogs, mirrored into the DIALOGS map.
+//! * [`persist`]: the dialog table on disk, for a restart.
 //! * [`upstream`]: OPTIONS pings to the PBX, up/down and RTT.
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -29,10 +31,14 @@ use crate::{
 pub mod dialog;
 pub mod forward;
 pub mod keepalive;
+pub mod persist;
 pub mod proxy;
 pub mod stream;
 pub mod transport;
 pub mod upstream;
+
+#[cfg(test)]
+mod timer_tests;
 
 use dialog::{DialogSink, Dialogs};
 use upstream::Health;
@@ -177,6 +183,19 @@ counters! {
     timer_rejects: "Refresh requests answered 422 (Min-SE) or 481 (session expired).",
     sessions_expired: "Dialogs whose session timer expired (dropped).",
     sessions_reaped: "Expired dialogs ended with a BYE to both sides (--reap-expired).",
+    dialogs_idle_ended: "Confirmed dialogs ended after --dialog-idle-timeout without in-dialog traffic.",
+    dialogs_restored: "Dialogs read back from the state directory at start.",
+}
+
+/// What the edge keeps about dialogs beyond the proxy settings.
+#[derive(Clone, Debug, Default)]
+pub struct DialogOptions {
+    /// Where the dialog table is journaled (`--state-dir`); `None` keeps
+    /// it in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// `--dialog-idle-timeout`: a confirmed dialog with no in-dialog
+    /// traffic for this long is ended; `None` never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Counters {
@@ -210,6 +229,41 @@ impl Edge {
         }
     }
 
+    /// [`Edge::new`] with an idle limit and a state directory: the
+    /// dialogs a previous run journaled there are restored (their session
+    /// timers resumed from their absolute expiries, the mirror
+    /// reconciled) before the edge handles anything.
+    pub fn with_options(
+        cfg: EdgeConfig,
+        opts: &DialogOptions,
+        sink: Box<dyn DialogSink>,
+        responder: Option<Arc<Shared>>,
+    ) -> Result<Edge> {
+        let edge = Edge::new(cfg, sink, responder);
+        let now = dialog::now_ms();
+        {
+            let mut d = edge.dialogs();
+            d.set_idle_timeout(opts.idle_timeout, now);
+            if let Some(dir) = &opts.state_dir {
+                let (journal, loaded) = persist::Journal::open(dir)?;
+                let (restored, refused, stale) = d.restore(loaded.dialogs, now);
+                d.set_journal(journal);
+                // A fresh snapshot, and no partial line left to append to.
+                d.compact();
+                edge.counters
+                    .dialogs_restored
+                    .store(restored as u64, Ordering::Relaxed);
+                log::info!(
+                    "edge: state in {}: {restored} dialog(s) restored, {} line(s) skipped, \
+                     {refused} refused, {stale} stale DIALOGS entr(ies) removed",
+                    dir.display(),
+                    loaded.skipped
+                );
+            }
+        }
+        Ok(edge)
+    }
+
     pub fn dialogs(&self) -> std::sync::MutexGuard<'_, Dialogs> {
         match self.dialogs.lock() {
             Ok(g) => g,
@@ -222,6 +276,16 @@ impl Edge {
 /// every socket is bound.
 pub async fn start(
     cfg: EdgeConfig,
+    sink: Box<dyn DialogSink>,
+    responder: Option<Arc<Shared>>,
+) -> Result<Arc<Edge>> {
+    start_with(cfg, DialogOptions::default(), sink, responder).await
+}
+
+/// [`start`] with [`DialogOptions`] (state directory, idle limit).
+pub async fn start_with(
+    cfg: EdgeConfig,
+    opts: DialogOptions,
     sink: Box<dyn DialogSink>,
     responder: Option<Arc<Shared>>,
 ) -> Result<Arc<Edge>> {
@@ -246,7 +310,7 @@ pub async fn start(
     let qualify_sock = UdpSocket::bind(bind_any)
         .await
         .context("binding the qualify socket")?;
-    let edge = Arc::new(Edge::new(cfg, sink, responder));
+    let edge = Arc::new(Edge::with_options(cfg, &opts, sink, responder)?);
     let socks: Vec<Arc<UdpSocket>> = socks.into_iter().map(Arc::new).collect();
     for sock in &socks {
         let local = sock.local_addr()?;
@@ -314,8 +378,35 @@ impl Edge {
     /// Expires the sessions due at `now_ms`: counted, logged, and with
     /// `--reap-expired` the BYEs to send (with our Via) are returned.
     pub fn expire(&self, now_ms: u64, local: SocketAddr) -> Vec<(Vec<u8>, transport::Flow)> {
-        let ended = self.dialogs().expire(now_ms, self.cfg.upstream, local);
+        let (ended, idle) = {
+            let mut d = self.dialogs();
+            let ended = d.expire(now_ms, self.cfg.upstream, local);
+            let idle = d.expire_idle(
+                now_ms,
+                crate::clock::monotonic_ns(),
+                self.cfg.reap_expired,
+                self.cfg.upstream,
+                local,
+            );
+            (ended, idle)
+        };
         let mut out = Vec::new();
+        for e in idle {
+            Counters::bump(&self.counters.dialogs_idle_ended);
+            log::info!(
+                "edge: dialog idle for {} s, ended{}: Call-ID {}",
+                e.interval,
+                if e.byes.is_empty() {
+                    ""
+                } else {
+                    " with a BYE to both sides"
+                },
+                e.call_id
+            );
+            for (bye, dest) in e.byes {
+                out.push((bye.to_bytes(), dest));
+            }
+        }
         for e in ended {
             Counters::bump(&self.counters.sessions_expired);
             log::info!(

@@ -172,6 +172,7 @@ impl Edge {
                     kind == Kind::OptionsToPbx && self.cfg.options_pbx == OptionsPolicy::Forward;
                 if !refresh && !forward_options {
                     Counters::bump(counter);
+                    self.dialogs().touch(&call_id); // not idle (--dialog-idle-timeout)
                     let answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
                     return Some((with_mka(answer).to_bytes(), src));
                 }
