@@ -89,6 +89,10 @@ struct Opts {
     /// OPTIONS in flight at once, at most (sipp -l).
     #[arg(long, default_value_t = 100)]
     options_window: u32,
+    /// Rounds of the Kamailio comparison (each runs both servers; the table
+    /// pools them).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// TCP CRLF pings per server in the Kamailio comparison.
     #[arg(long, default_value_t = 100_000)]
     crlf_count: u64,

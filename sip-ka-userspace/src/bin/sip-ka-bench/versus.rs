@@ -13,6 +13,10 @@ use std::{
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -22,9 +26,10 @@ use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
 use super::{machine_busy, tasks_cpu, thread_cpu, threaded_napi, wait_readable, Opts};
 
 const SIP_PORT: u16 = 5060;
-/// The edge's PBX: nothing listens there. The OPTIONS of the load name the
-/// edge itself, which the edge answers without asking the PBX, so no PBX is
-/// needed; its qualify pings get ICMP port unreachable, once a second.
+/// The edge's PBX: [`Pbx`], which only answers the edge's qualify pings.
+/// The OPTIONS of the load name the edge itself, which the edge answers
+/// without asking the PBX; the stand-in keeps the edge in its ordinary
+/// state (PBX up) while it does.
 const UPSTREAM_PORT: u16 = 5080;
 /// sipp's own port in the client namespace.
 const SIPP_PORT: u16 = 5070;
@@ -167,6 +172,24 @@ impl Measure {
     fn machine_per_answer(&self) -> f64 {
         self.per_answer((self.busy_cpu - self.gen_cpu).max(0.0))
     }
+
+    /// Pools another round into this one: counts, times and CPU add up, so
+    /// rates and CPU per answer are over all rounds together.
+    fn add(&mut self, o: &Measure) {
+        self.sent += o.sent;
+        self.answered += o.answered;
+        self.bad += o.bad;
+        self.elapsed += o.elapsed;
+        self.wall += o.wall;
+        self.gen_cpu += o.gen_cpu;
+        self.busy_cpu += o.busy_cpu;
+        self.proc_cpu += o.proc_cpu;
+        self.server_cpu = self.server_cpu.zip(o.server_cpu).map(|(a, b)| a + b);
+        self.client_napi_cpu = self
+            .client_napi_cpu
+            .zip(o.client_napi_cpu)
+            .map(|(a, b)| a + b);
+    }
 }
 
 /// A row's outcome: figures, or why there are none.
@@ -176,9 +199,43 @@ enum Outcome {
 }
 
 struct Row {
+    /// 1-based; 0 for the rounds pooled.
+    round: u32,
     peer: Peer,
     load: Load,
     outcome: Outcome,
+}
+
+/// One row per server and load, the rounds pooled; a load a server could
+/// not take in some round has no figures.
+fn pool(rows: &[Row]) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for r in rows {
+        let Some(p) = out
+            .iter_mut()
+            .find(|p| p.peer == r.peer && p.load == r.load)
+        else {
+            out.push(Row {
+                round: 0,
+                peer: r.peer,
+                load: r.load,
+                outcome: match &r.outcome {
+                    Outcome::Measured(m) => Outcome::Measured(m.clone()),
+                    Outcome::NotAvailable(why) => Outcome::NotAvailable(why.clone()),
+                },
+            });
+            continue;
+        };
+        match (&mut p.outcome, &r.outcome) {
+            (Outcome::Measured(a), Outcome::Measured(b)) => a.add(b),
+            (Outcome::NotAvailable(_), _) => {}
+            (Outcome::Measured(_), Outcome::NotAvailable(why)) => {
+                p.outcome = Outcome::NotAvailable(format!("round {}: {why}", r.round));
+            }
+        }
+    }
+    out.sort_by_key(|r| (r.peer != Peer::SipKa, r.load != Load::Options));
+    out
 }
 
 /// CPU counters read before a load and again after it.
@@ -400,6 +457,105 @@ fn descendants(pid: u32, out: &mut Vec<u32>) {
             descendants(c, out);
         }
     }
+}
+
+/// A stand-in PBX in the server namespace: a thread answering every SIP
+/// request on udp/198.18.0.1:5080 with 200, so the edge's qualify pings
+/// find the PBX up. Stops when dropped.
+struct Pbx {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pbx {
+    fn start(lab: &Lab) -> Result<Pbx> {
+        let path = format!("/run/netns/{}", lab.server_ns);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let bound = (|| -> Result<UdpSocket> {
+                let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+                // SAFETY: setns on this thread only.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns({path}): {}", std::io::Error::last_os_error());
+                }
+                let sock = UdpSocket::bind((SERVER_V4, UPSTREAM_PORT))?;
+                // Wakes up to look at the stop flag.
+                sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+                Ok(sock)
+            })();
+            let sock = match bound {
+                Ok(s) => {
+                    let _ = tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut buf = [0u8; 4096];
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if let Some(ok) = ok_response(&buf[..n]) {
+                        let _ = sock.send_to(&ok, from);
+                    }
+                }
+            }
+        });
+        let pbx = Pbx {
+            stop,
+            thread: Some(thread),
+        };
+        rx.recv_timeout(Duration::from_secs(5))
+            .context("the stand-in PBX did not start")??;
+        Ok(pbx)
+    }
+}
+
+impl Drop for Pbx {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A 200 to a SIP request (None for anything else): its Via, From, To
+/// (tagged), Call-ID and CSeq, no body.
+fn ok_response(req: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(req).ok()?;
+    let head = text.split("\r\n\r\n").next()?;
+    let mut lines = head.split("\r\n");
+    let start = lines.next()?;
+    if start.starts_with("SIP/2.0") || !start.ends_with("SIP/2.0") {
+        return None;
+    }
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            "to" | "t" if !value.contains(";tag=") => {
+                out.push_str(line);
+                out.push_str(";tag=bench-pbx\r\n");
+            }
+            "to" | "t" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Some(out.into_bytes())
 }
 
 /// One OPTIONS to the server every 100 ms from the client namespace until a
@@ -727,89 +883,28 @@ pub(crate) fn kamailio_bench(opts: &Opts) -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     let background = machine_busy()? - b0;
 
+    let rounds = opts.rounds.max(1);
     let mut rows = Vec::new();
-    for peer in [Peer::SipKa, Peer::Kamailio] {
-        let kamailio = match peer {
-            Peer::SipKa => {
-                let listen = format!("{SERVER_V4}:{SIP_PORT}");
-                let upstream = format!("{SERVER_V4}:{UPSTREAM_PORT}");
-                let per_ip = opts.tcp_conns.to_string();
-                let mut args = vec![
-                    "--mode",
-                    "edge",
-                    "--listen",
-                    &listen,
-                    "--upstream",
-                    &upstream,
-                    "--qualify-frequency",
-                    "1",
-                    "--xdp-mode",
-                    "native",
-                ];
-                // All the load's connections come from one address, which
-                // the edge limits (64 by default).
-                if opts.tcp_conns > 64 {
-                    args.extend(["--max-connections-per-ip", per_ip.as_str()]);
-                }
-                lab.start_daemon(&args)?;
-                None
-            }
-            Peer::Kamailio => Some(Kamailio::start(&lab, &dir.0, &modules)?),
+    for round in 1..=rounds {
+        // Every other round Kamailio goes first, so that a change in what
+        // else the machine does during the run is spread over both.
+        let order = if round % 2 == 1 {
+            [Peer::SipKa, Peer::Kamailio]
+        } else {
+            [Peer::Kamailio, Peer::SipKa]
         };
-        let pids = || -> Result<Vec<u32>> {
-            Ok(match &kamailio {
-                Some(k) => k.pids(),
-                None => vec![lab.daemon_pid().context("daemon pid")?],
-            })
-        };
-        let ready = wait_options_200(&lab).with_context(|| {
-            let log = kamailio.as_ref().map(|k| k.log_tail()).unwrap_or_default();
-            format!("{} is not answering OPTIONS\n{log}", peer.name())
-        });
-        if let Err(e) = ready {
-            // Stop what runs before the lab goes.
-            drop(kamailio);
-            return Err(e);
-        }
-        for load in [Load::Options, Load::TcpCrlf] {
-            print!("{} / {} ... ", peer.name(), load.name());
-            std::io::stdout().flush().ok();
-            let procs = pids()?;
-            let outcome = match load {
-                Load::Options => Outcome::Measured(
-                    options_load(
-                        &lab,
-                        &dir.0,
-                        opts,
-                        procs,
-                        server_napi.clone(),
-                        client_napi.clone(),
-                    )
-                    .with_context(|| format!("{} / {}", peer.name(), load.name()))?,
-                ),
-                Load::TcpCrlf => {
-                    crlf_load(&lab, opts, procs, server_napi.clone(), client_napi.clone())
-                        .with_context(|| format!("{} / {}", peer.name(), load.name()))?
-                }
-            };
-            match &outcome {
-                Outcome::Measured(m) => println!(
-                    "{} answered of {} sent in {:.2} s",
-                    m.answered, m.sent, m.elapsed
-                ),
-                Outcome::NotAvailable(why) => println!("n/a: {why}"),
-            }
-            rows.push(Row {
+        for peer in order {
+            measure_peer(
+                &mut lab,
+                &dir.0,
+                &modules,
+                opts,
+                round,
                 peer,
-                load,
-                outcome,
-            });
-        }
-        match kamailio {
-            Some(k) => drop(k),
-            None => {
-                lab.stop_daemon()?;
-            }
+                &server_napi,
+                &client_napi,
+                &mut rows,
+            )?;
         }
     }
     drop(lab);
@@ -824,7 +919,114 @@ pub(crate) fn kamailio_bench(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
-fn print_table(opts: &Opts, rows: &[Row], napi: bool) {
+/// Starts `peer` in the lab, runs both loads against it, stops it.
+#[allow(clippy::too_many_arguments)]
+fn measure_peer(
+    lab: &mut Lab,
+    dir: &Path,
+    modules: &Path,
+    opts: &Opts,
+    round: u32,
+    peer: Peer,
+    server_napi: &Option<Vec<u32>>,
+    client_napi: &Option<Vec<u32>>,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let mut pbx = None;
+    let kamailio = match peer {
+        Peer::SipKa => {
+            pbx = Some(Pbx::start(lab)?);
+            let listen = format!("{SERVER_V4}:{SIP_PORT}");
+            let upstream = format!("{SERVER_V4}:{UPSTREAM_PORT}");
+            let per_ip = opts.tcp_conns.to_string();
+            let mut args = vec![
+                "--mode",
+                "edge",
+                "--listen",
+                &listen,
+                "--upstream",
+                &upstream,
+                "--qualify-frequency",
+                "1",
+                "--xdp-mode",
+                "native",
+            ];
+            // All the load's connections come from one address, which
+            // the edge limits (64 by default).
+            if opts.tcp_conns > 64 {
+                args.extend(["--max-connections-per-ip", per_ip.as_str()]);
+            }
+            lab.start_daemon(&args)?;
+            None
+        }
+        Peer::Kamailio => Some(Kamailio::start(lab, dir, modules)?),
+    };
+    let pids = || -> Result<Vec<u32>> {
+        Ok(match &kamailio {
+            Some(k) => k.pids(),
+            None => vec![lab.daemon_pid().context("daemon pid")?],
+        })
+    };
+    let ready = wait_options_200(lab).with_context(|| {
+        let log = kamailio.as_ref().map(|k| k.log_tail()).unwrap_or_default();
+        format!("{} is not answering OPTIONS\n{log}", peer.name())
+    });
+    if let Err(e) = ready {
+        // Stop what runs before the lab goes.
+        drop(kamailio);
+        return Err(e);
+    }
+    for load in [Load::Options, Load::TcpCrlf] {
+        print!(
+            "round {round}/{}: {} / {} ... ",
+            opts.rounds.max(1),
+            peer.name(),
+            load.name()
+        );
+        std::io::stdout().flush().ok();
+        let procs = pids()?;
+        let outcome = match load {
+            Load::Options => Outcome::Measured(
+                options_load(
+                    lab,
+                    dir,
+                    opts,
+                    procs,
+                    server_napi.clone(),
+                    client_napi.clone(),
+                )
+                .with_context(|| format!("{} / {}", peer.name(), load.name()))?,
+            ),
+            Load::TcpCrlf => crlf_load(lab, opts, procs, server_napi.clone(), client_napi.clone())
+                .with_context(|| format!("{} / {}", peer.name(), load.name()))?,
+        };
+        match &outcome {
+            Outcome::Measured(m) => println!(
+                "{} answered of {} sent in {:.2} s",
+                m.answered, m.sent, m.elapsed
+            ),
+            Outcome::NotAvailable(why) => println!("n/a: {why}"),
+        }
+        rows.push(Row {
+            round,
+            peer,
+            load,
+            outcome,
+        });
+    }
+    match kamailio {
+        Some(k) => drop(k),
+        None => {
+            lab.stop_daemon()?;
+        }
+    }
+    drop(pbx);
+    Ok(())
+}
+
+fn print_table(opts: &Opts, per_round: &[Row], napi: bool) {
+    let pooled = pool(per_round);
+    let rows = &pooled;
     let measured = |peer: Peer, load: Load| {
         rows.iter()
             .find(|r| r.peer == peer && r.load == load)
@@ -878,14 +1080,15 @@ fn print_table(opts: &Opts, rows: &[Row], napi: bool) {
         );
     }
     println!();
-    for r in rows {
+    for r in per_round {
         let Outcome::Measured(m) = &r.outcome else {
             continue;
         };
         println!(
-            "  {} / {}: {} sent, {} answered, {} bad bytes; answers over {:.2} s, row {:.2} s; \
+            "  round {}: {} / {}: {} sent, {} answered, {} bad bytes; answers over {:.2} s, row {:.2} s; \
              CPU s: server processes {:.3}, server processes + NAPI {}, client NAPI {}, load \
              generator {:.3}, machine busy {:.3}",
+            r.round,
             r.peer.name(),
             r.load.name(),
             m.sent,
@@ -918,12 +1121,15 @@ fn print_table(opts: &Opts, rows: &[Row], napi: bool) {
         }
     }
     println!(
-        "notes: the same lab, one server after the other. OPTIONS: sipp in the client \
+        "notes: the same lab, one server after the other, {rounds} round(s) (Kamailio first \
+         in every second round); the table pools the rounds (answers and times and CPU \
+         added up). OPTIONS: sipp in the client \
          namespace sends {count} OPTIONS sip:{SERVER_V4}:{SIP_PORT} over UDP (offered rate \
          {rate}/s, {window} in flight at most, {seconds} s at most, an answer not back within \
          {RECV_TIMEOUT_MS} ms is lost); answers per second are counted between the first and \
          the last answer (sipp -trace_rtt). sip-ka runs `--mode edge` with native XDP (the \
-         program counts each OPTIONS, the edge answers it); Kamailio 2 UDP workers and 2 TCP \
+         program counts each OPTIONS, the edge answers it) in front of a stand-in PBX \
+         that answers its qualify pings; Kamailio 2 UDP workers and 2 TCP \
          readers answering with options_reply(). CRLF/TCP: {conns} connections from the \
          client namespace, each with one \\r\\n\\r\\n ping outstanding, {pings} pings and \
          {seconds} s at most. \"server CPU\" = CPU time (schedstat) of every thread of the \
@@ -931,6 +1137,7 @@ fn print_table(opts: &Opts, rows: &[Row], napi: bool) {
          less the load generator's own CPU time. When both servers keep up with the load \
          generator, answers per second show the generator's limit and the CPU columns are \
          the comparison.",
+        rounds = opts.rounds.max(1),
         count = opts.options_count,
         rate = opts.options_rate,
         window = opts.options_window.max(1),
