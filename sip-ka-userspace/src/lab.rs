@@ -304,6 +304,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("sipsak", "sipsak"),
     ("stun", "stun-client"),
     ("turnutils_stunclient", "coturn"),
+    ("openssl", "openssl"),
 ];
 
 /// `tool` on PATH.

@@ -611,3 +611,139 @@ fn outbound_register_gets_path_and_flow_timer_and_the_pbx_reaches_the_ua_over_it
         started.elapsed()
     );
 }
+
+/// A scratch directory removed however the test ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for the edge's address, made by `openssl`.
+fn lab_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=sip-ka-lab"])
+        .args(["-addext", &format!("subjectAltName=IP:{SERVER_V4}")])
+        // An end-entity certificate (openssl makes a CA by default).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl (Debian package openssl)");
+    assert!(out.status.success(), "openssl: {}", common::text(&out));
+    (cert, key)
+}
+
+/// A TLS client connection to the edge that trusts only `cert`.
+fn tls_connect(
+    lab: &Lab,
+    cert: &std::path::Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).expect("reading the certificate") {
+        roots
+            .add(c.expect("PEM certificate"))
+            .expect("adding the root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::IpAddress(std::net::IpAddr::from(SERVER_V4).into());
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut sock = ua_connect(lab);
+    // The handshake, with a read timeout long enough for it.
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .expect("TLS handshake with the edge");
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// Reads from a TLS stream until `done` or `wait` ran out.
+fn tls_read_until(
+    s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: &mut Vec<u8>,
+    wait: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline && !done(buf) {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("TLS read: {e}"),
+        }
+    }
+    done(buf)
+}
+
+#[test]
+fn tls_and_tcp_share_the_port_and_tls_gets_messages_and_pongs() {
+    let started = Instant::now();
+    let dir = TempDir(std::env::temp_dir().join(format!("ska-tls-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (cert, key) = lab_certificate(&dir.0);
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let lab = edge_lab(&["--tls-cert", &cert_s, "--tls-key", &key_s]);
+    let mut tls = tls_connect(&lab, &cert);
+    let local = tls.sock.local_addr().unwrap();
+    let opt = options(1, "ms-keep-alive: UAC;hop-hop=yes\r\n", local).replace("/TCP ", "/TLS ");
+    tls.write_all(opt.as_bytes()).expect("TLS write");
+    let mut buf = Vec::new();
+    assert!(
+        tls_read_until(&mut tls, &mut buf, Duration::from_secs(3), |b| message_len(
+            b
+        )
+        .is_some()),
+        "no answer over TLS: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let msg = String::from_utf8_lossy(&buf).into_owned();
+    assert_eq!(status(&msg), Some(200), "{msg}");
+    assert_eq!(
+        headers(&msg, "ms-keep-alive").len(),
+        1,
+        "negotiated over TLS: {msg}"
+    );
+    buf.clear();
+    tls.write_all(b"\r\n\r\n").expect("TLS write");
+    assert!(tls_read_until(
+        &mut tls,
+        &mut buf,
+        Duration::from_secs(2),
+        |b| b.len() >= 2
+    ));
+    assert_eq!(buf, b"\r\n");
+    // Plain TCP on the same port at the same time.
+    let mut tcp = ua_connect(&lab);
+    let mut r = Reader::new();
+    send(&mut tcp, b"\r\n\r\n");
+    assert!(r.read_until(&mut tcp, Duration::from_secs(2), |b| b.len() >= 2));
+    assert_eq!(r.buf, b"\r\n");
+    let (ok, n) = counter_reaches(&lab, "crlf_pings", 2);
+    assert!(ok, "edge_crlf_pings {n}");
+    eprintln!(
+        "tls_and_tcp_share_the_port_and_tls_gets_messages_and_pongs: {:?}",
+        started.elapsed()
+    );
+}

@@ -27,6 +27,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "checksum offload settings in the lab"),
     ("util-linux", "`nsenter` and `mount`"),
     ("procps", "`sysctl` in the lab namespaces"),
+    ("openssl", "a self-signed certificate for the TLS tests"),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -105,6 +105,14 @@ pub struct RunArgs {
     /// (default: /run/sip-ka/<name of the pin directory>).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// PEM certificate chain: the edge also serves TLS on its TCP ports
+    /// (a connection starting with a TLS handshake is TLS). Needs
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Lab use: allows a Min-SE below 90 s.
     #[arg(long)]
     pub lab: bool,
@@ -155,6 +163,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     flow_timer_udp: args.flow_timer_udp,
                 },
                 options_pbx: args.options_pbx,
+                tls: args.tls_cert.clone().zip(args.tls_key.clone()),
             };
             cfg.check()?;
             Some(cfg)

@@ -34,6 +34,7 @@ pub mod keepalive;
 pub mod persist;
 pub mod proxy;
 pub mod stream;
+pub mod tls;
 pub mod transport;
 pub mod upstream;
 
@@ -62,6 +63,8 @@ pub struct EdgeConfig {
     pub streams: StreamConfig,
     /// What happens to OPTIONS outside a dialog meant for the PBX.
     pub options_pbx: OptionsPolicy,
+    /// Certificate chain and key (PEM): TLS on the TCP ports.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// OPTIONS outside a dialog, addressed to the PBX.
@@ -212,6 +215,8 @@ pub struct Edge {
     pub counters: Counters,
     /// UDP sockets and connections.
     pub transports: transport::Transports,
+    /// Set when the edge serves TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Answers CRLF and STUN that reach the SIP sockets.
     pub responder: Option<Arc<Shared>>,
 }
@@ -225,6 +230,7 @@ impl Edge {
             health: Health::default(),
             counters: Counters::default(),
             transports: transport::Transports::default(),
+            tls: None,
             responder,
         }
     }
@@ -310,7 +316,13 @@ pub async fn start_with(
     let qualify_sock = UdpSocket::bind(bind_any)
         .await
         .context("binding the qualify socket")?;
-    let edge = Arc::new(Edge::with_options(cfg, &opts, sink, responder)?);
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let mut edge = Edge::with_options(cfg, &opts, sink, responder)?;
+    edge.tls = tls;
+    let edge = Arc::new(edge);
     let socks: Vec<Arc<UdpSocket>> = socks.into_iter().map(Arc::new).collect();
     for sock in &socks {
         let local = sock.local_addr()?;
@@ -319,7 +331,8 @@ pub async fn start_with(
         tokio::spawn(transport::serve_udp(sock.clone(), edge.clone()));
     }
     for (tcp, local) in listeners {
-        log::info!("edge on tcp/{local}");
+        let tls = if edge.tls.is_some() { " and tls" } else { "" };
+        log::info!("edge on tcp{tls}/{local}");
         tokio::spawn(stream::serve_tcp(tcp, local, edge.clone()));
     }
     if let Some(sock) = socks.first() {

@@ -391,6 +391,7 @@ mod tests {
                 reap_expired: false,
                 streams: Default::default(),
                 options_pbx: Default::default(),
+                tls: None,
             },
             Box::new(NoSink),
             None,
@@ -674,5 +675,134 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    /// A fake connection in the edge's registry: its flow, and what the
+    /// edge queued for it.
+    fn tcp_conn(
+        e: &Edge,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> (Flow, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let id = e.transports.add_conn(crate::edge::transport::Conn {
+            tx,
+            peer,
+            local,
+            idle_ms: Default::default(),
+        });
+        let flow = Flow::Stream {
+            id,
+            peer,
+            kind: crate::edge::transport::StreamKind::Tcp,
+        };
+        (flow, rx)
+    }
+
+    #[test]
+    fn a_ua_on_tcp_gets_responses_and_pbx_requests_over_its_connection() {
+        let e = edge();
+        let (local, pbx): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), PBX.parse().unwrap());
+        let (flow, _rx) = tcp_conn(&e, "198.18.0.2:40001".parse().unwrap(), local);
+        let invite = String::from_utf8(request("INVITE", "", 1, "v=0\r\n"))
+            .unwrap()
+            .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+        let (fwd, dest) = e
+            .handle_message(invite.as_bytes(), Framing::Stream, flow, local)
+            .unwrap();
+        assert_eq!(
+            dest,
+            Flow::Udp(pbx),
+            "transport conversion: the PBX is on UDP"
+        );
+        let f = parse(&fwd);
+        let top = f.top_via().unwrap();
+        assert_eq!(top.transport.to_ascii_uppercase(), "UDP");
+        let token = e.transports.tokens.encode(&flow);
+        assert_eq!(top.param(VIA_FLOW), Some(Some(token.as_str())));
+        // Two Record-Route entries: PBX side (UDP) on top, UA side (TCP).
+        let rr = f.record_routes().unwrap();
+        assert_eq!(rr.len(), 2, "{rr:?}");
+        assert_eq!(rr[0].uri.user(), Some(token.as_str()));
+        assert_eq!(rr[0].uri.param("transport"), None);
+        assert_eq!(rr[1].uri.param("transport"), Some(Some("tcp")));
+        // The PBX's responses go back over the connection, forked ones
+        // included: two early dialogs (To tags p1, p2), the 200 from p2.
+        for (code, tag) in [(180, "p1"), (183, "p2"), (200, "p2")] {
+            let resp = f.response(code, "X", Some(tag)).unwrap().to_bytes();
+            let (out, dest) = e.handle(&resp, pbx, local).unwrap();
+            assert_eq!(dest, flow, "{code} {tag}");
+            assert_eq!(parse(&out).vias().unwrap().len(), 1);
+        }
+        assert_eq!(
+            e.dialogs().phase("p1@198.18.0.2"),
+            Some(crate::edge::dialog::Phase::Confirmed)
+        );
+        // The PBX's BYE, routed by the Record-Route it got, reaches the
+        // UA's connection, with a TCP Via of ours.
+        let routes = format!("{}, {}", rr[0], rr[1]);
+        let bye = format!(
+            "BYE sip:ua@198.18.0.2:5062;transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKpbxbye\r\n\
+             Route: {routes}\r\n\
+             From: <sip:service@198.18.0.1>;tag=p2\r\n\
+             To: <sip:ua@198.18.0.2>;tag=u1\r\n\
+             Call-ID: other-call-id-so-only-the-route-can-tell\r\n\
+             CSeq: 1 BYE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        assert_eq!(dest, flow);
+        let out = parse(&out);
+        assert!(!out.has_header("Route"));
+        assert_eq!(out.top_via().unwrap().transport.to_ascii_uppercase(), "TCP");
+        // A forged token is not a flow: the request falls back to the
+        // Request-URI (UDP), it never reaches someone else's connection.
+        let forged = bye.replace(&token, &format!("{}0", &token[..token.len() - 1]));
+        let (_, dest) = e.handle(forged.as_bytes(), pbx, local).unwrap();
+        assert!(matches!(dest, Flow::Udp(_)), "{dest:?}");
+        // Connection gone: 430 Flow Failed to the PBX.
+        e.transports.remove_conn(match flow {
+            Flow::Stream { id, .. } => id,
+            Flow::Udp(_) => unreachable!(),
+        });
+        let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        assert_eq!(dest, Flow::Udp(pbx));
+        assert_eq!(parse(&out).status_code(), Some(430));
+    }
+
+    #[test]
+    fn options_for_the_pbx_are_forwarded_when_configured() {
+        let mut e = edge();
+        e.cfg.options_pbx = OptionsPolicy::Forward;
+        let (local, ua) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        let (out, dest) = e.handle(&request("OPTIONS", "", 1, ""), ua, local).unwrap();
+        assert_eq!(dest, Flow::Udp(PBX.parse().unwrap()));
+        assert!(parse(&out).is_request());
+        // OPTIONS to the edge itself are still answered.
+        let opt = String::from_utf8(request("OPTIONS", "", 1, ""))
+            .unwrap()
+            .replace(
+                "OPTIONS sip:service@198.18.0.1:5080",
+                "OPTIONS sip:198.18.0.1",
+            );
+        let (r, _) = e.handle(opt.as_bytes(), ua, local).unwrap();
+        assert_eq!(parse(&r).status_code(), Some(200));
+    }
+
+    #[test]
+    fn ms_keepalive_over_udp_is_removed_and_not_negotiated() {
+        let e = edge();
+        let (local, ua) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        let req = String::from_utf8(request("INVITE", "", 1, ""))
+            .unwrap()
+            .replace("Contact:", "ms-keep-alive: UAC;hop-hop=yes\r\nContact:");
+        let (out, _) = e.handle(req.as_bytes(), ua, local).unwrap();
+        let out = parse(&out);
+        assert!(
+            !out.has_header("ms-keep-alive"),
+            "hop-by-hop, never forwarded"
+        );
+        assert_eq!(out.top_via().unwrap().param(VIA_MS_KEEPALIVE), None);
     }
 }

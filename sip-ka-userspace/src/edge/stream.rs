@@ -14,12 +14,13 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     sync::mpsc,
     time::{timeout, Instant},
 };
 
 use super::{
+    tls::HANDSHAKE_RECORD,
     transport::{Conn, Flow, StreamKind},
     Counters, Edge,
 };
@@ -59,7 +60,38 @@ pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>
         Counters::bump(&edge.counters.conns_accepted);
         // Small messages, answered at once: no Nagle delay on pongs.
         let _ = sock.set_nodelay(true);
-        tokio::spawn(serve_conn(sock, peer, local, edge.clone(), StreamKind::Tcp));
+        tokio::spawn(accept_conn(sock, peer, local, edge.clone()));
+    }
+}
+
+/// A TLS handshake that takes longer than this is given up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves a new connection as TLS when the edge has a certificate and the
+/// first byte is a TLS handshake record, as TCP otherwise.
+async fn accept_conn(sock: TcpStream, peer: SocketAddr, local: SocketAddr, edge: Arc<Edge>) {
+    let Some(acceptor) = edge.tls.clone() else {
+        return serve_conn(sock, peer, local, edge, StreamKind::Tcp).await;
+    };
+    let mut first = [0u8; 1];
+    let idle = edge.cfg.streams.idle_timeout;
+    match timeout(idle, sock.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == HANDSHAKE_RECORD => {
+            match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+                Ok(Ok(tls)) => serve_conn(tls, peer, local, edge, StreamKind::Tls).await,
+                Ok(Err(e)) => {
+                    Counters::bump(&edge.counters.stream_errors);
+                    log::debug!("edge: TLS handshake with {peer}: {e}");
+                }
+                Err(_) => {
+                    Counters::bump(&edge.counters.stream_errors);
+                    log::debug!("edge: TLS handshake with {peer} timed out");
+                }
+            }
+        }
+        Ok(Ok(1)) => serve_conn(sock, peer, local, edge, StreamKind::Tcp).await,
+        // Closed, failed, or silent past the idle time before a byte.
+        _ => {}
     }
 }
 
