@@ -360,6 +360,30 @@ pub fn addr_after(output: &str, marker: &str) -> Option<std::net::SocketAddr> {
 
 /// A sipp scenario for the lab: an OPTIONS out of dialog, then an INFO
 /// without a body inside a dialog (To has a tag), expecting nothing back.
+/// sipp as the PBX behind the edge: answers calls (100, 180, 200, then
+/// the BYE) and the edge's qualify OPTIONS; anything else in a call, an
+/// in-dialog keep-alive that should have been answered by the edge for
+/// one, fails the call.
+pub const EDGE_PBX_SCENARIO: &str = include_str!("../tests/edge/pbx_uas.xml");
+
+/// sipp as a phone calling through the edge: INVITE, ACK, one in-dialog
+/// request without a body per entry of `methods` (each answered 200), a
+/// pause of `hold_ms`, BYE.
+pub fn edge_ua_scenario(methods: &[&str], hold_ms: u32) -> String {
+    let base = include_str!("../tests/edge/ua_call.xml");
+    let ka = include_str!("../tests/edge/keepalive.xml");
+    let blocks: String = methods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            ka.replace("CSEQ", &(2 + i).to_string())
+                .replace("METHOD", m)
+        })
+        .collect();
+    base.replace("<!-- IN_DIALOG -->", &blocks)
+        .replace("HOLD_MS", &hold_ms.to_string())
+}
+
 pub const SIPP_KEEPALIVE_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="sip-ka keep-alives">
   <send>

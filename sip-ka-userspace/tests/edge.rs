@@ -73,21 +73,11 @@ fn edge_lab_with(extra: &[&str]) -> (Lab, PathBuf) {
 /// Writes the UA scenario with one in-dialog keep-alive (no body) per
 /// entry of `methods` and a pause of `hold_ms` before the BYE.
 fn write_ua_scenario(dir: &Path, methods: &[&str], hold_ms: u32) {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edge");
-    let base = std::fs::read_to_string(here.join("ua_call.xml")).unwrap();
-    let ka = std::fs::read_to_string(here.join("keepalive.xml")).unwrap();
-    let blocks: String = methods
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            ka.replace("CSEQ", &(2 + i).to_string())
-                .replace("METHOD", m)
-        })
-        .collect();
-    let xml = base
-        .replace("<!-- IN_DIALOG -->", &blocks)
-        .replace("HOLD_MS", &hold_ms.to_string());
-    std::fs::write(dir.join("ua_call.xml"), xml).unwrap();
+    std::fs::write(
+        dir.join("ua_call.xml"),
+        lab::edge_ua_scenario(methods, hold_ms),
+    )
+    .unwrap();
 }
 
 /// The PBX: sipp UAS answering calls and the edge's OPTIONS pings (each a

@@ -2,7 +2,9 @@
 //! It builds a lab (a server namespace where sip-ka runs on one end of a
 //! veth pair, a client namespace on the other end), starts the daemon,
 //! sends CRLF, STUN and SIP traffic from real clients, checks the answers,
-//! prints the counters and the peers table, and tears everything down.
+//! prints the counters and the peers table; then runs sip-ka as an edge
+//! proxy in front of a PBX (sipp) with phones (sipp) calling through it
+//! over UDP and TCP, and tears everything down.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -85,6 +87,10 @@ pub fn lab(args: LabArgs) -> Result<()> {
     step("sip-ka peers");
     let out = lab::run(&mut lab.sip_ka(&["peers"])?)?;
     print_indented(&out.stdout);
+
+    let result = edge(&mut lab, mode, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
 
     if args.keep {
         keep_up(&lab)?;
@@ -213,6 +219,167 @@ fn traffic(lab: &Lab, scratch: &Path) -> Result<()> {
         grew(&before, &after, "req_options_out_of_dialog_no_body"),
         grew(&before, &after, "ka_unknown_dialog")
     );
+    Ok(())
+}
+
+/// Where the PBX listens in the edge part (behind the edge, same host).
+const PBX_PORT: u16 = 5080;
+/// Calls per transport in the edge part.
+const EDGE_CALLS: u32 = 20;
+
+/// The edge part: sip-ka restarted in edge mode on the same interface,
+/// sipp as the PBX behind it, sipp phones calling through it over UDP and
+/// over TCP with in-dialog keep-alives the edge answers, a CRLF ping on a
+/// TCP connection, and the dialogs table empty at the end.
+fn edge(lab: &mut Lab, mode: &str, scratch: &Path) -> Result<()> {
+    let edge_addr = SocketAddr::new(SERVER_V4.into(), SIP_PORT);
+    let pbx_addr = SocketAddr::new(SERVER_V4.into(), PBX_PORT);
+    step(&format!(
+        "edge mode: `sip-ka run --mode edge --listen {edge_addr} --upstream {pbx_addr}`, \
+         sipp as the PBX on {pbx_addr}"
+    ));
+    let status = lab.stop_daemon()?;
+    if !status.success() {
+        bail!("sip-ka run (offload) exited with {status} on SIGTERM");
+    }
+    let (edge_s, pbx_s) = (edge_addr.to_string(), pbx_addr.to_string());
+    lab.start_daemon(&[
+        "--mode",
+        "edge",
+        "--xdp-mode",
+        mode,
+        "--listen",
+        &edge_s,
+        "--upstream",
+        &pbx_s,
+        "--qualify-frequency",
+        "1",
+    ])?;
+    std::fs::create_dir_all(scratch)?;
+    std::fs::write(scratch.join("pbx.xml"), lab::EDGE_PBX_SCENARIO)?;
+    let methods = ["INFO", "INFO", "OPTIONS"];
+    std::fs::write(scratch.join("ua.xml"), lab::edge_ua_scenario(&methods, 200))?;
+    let mut pbx = lab
+        .server("timeout")
+        .current_dir(scratch)
+        .args(["-k", "2", "60", "sipp", "-sf", "pbx.xml", "-nostdin", "-i"])
+        .arg(SERVER_V4.to_string())
+        .args(["-p", &PBX_PORT.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting sipp as the PBX")?;
+    let calls = edge_calls(lab, scratch, &edge_s, methods.len());
+    // SIGTERM to `timeout` reaches sipp; its exit status says whether any
+    // call failed on the PBX side (an in-dialog keep-alive reaching it).
+    unsafe { libc::kill(pbx.id() as i32, libc::SIGTERM) };
+    let pbx_status = pbx.wait().context("waiting for the PBX")?;
+    calls?;
+    if !pbx_status.success() {
+        bail!("the PBX (sipp) saw a failed call ({pbx_status}): a keep-alive reached it?");
+    }
+    println!("    the PBX saw every call and none of the keep-alives");
+
+    step("sip-ka dialogs (the calls are over: none left)");
+    let out = lab::run(&mut lab.sip_ka(&["dialogs"])?)?;
+    print_indented(&out.stdout);
+    step("sip-ka stats: the edge's counters");
+    let out = lab::run(&mut lab.sip_ka(&["stats"])?)?;
+    let edge_lines: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.trim_start().starts_with("edge_"))
+        .collect();
+    print_indented(edge_lines.join("\n").as_bytes());
+    Ok(())
+}
+
+/// The phones' part of [`edge`]: calls over UDP then TCP, then a CRLF
+/// ping on a TCP connection.
+fn edge_calls(lab: &Lab, scratch: &Path, edge: &str, keepalives: usize) -> Result<()> {
+    for (transport, flag) in [("UDP", "u1"), ("TCP", "t1")] {
+        let before = lab.counters()?;
+        let out = client_run(
+            lab,
+            Some(scratch),
+            30,
+            "sipp",
+            &[
+                "-sf",
+                "ua.xml",
+                "-t",
+                flag,
+                "-m",
+                &EDGE_CALLS.to_string(),
+                "-r",
+                "20",
+                "-l",
+                "10",
+                "-s",
+                "service",
+                "-nostdin",
+                "-i",
+                &CLIENT_V4.to_string(),
+                "-p",
+                "5062",
+                "-timeout",
+                "25s",
+                edge,
+            ],
+        )?;
+        if !out.status.success() {
+            bail!(
+                "sipp (phones over {transport}) failed ({}): {}",
+                out.status,
+                text(&out)
+            );
+        }
+        // The edge publishes its counters every 500 ms.
+        let want = u64::from(EDGE_CALLS) * keepalives as u64;
+        let mut after = lab.counters()?;
+        for _ in 0..20 {
+            if grew(&before, &after, "edge_ka_in_dialog_ok") >= want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            after = lab.counters()?;
+        }
+        let answered = grew(&before, &after, "edge_ka_in_dialog_ok");
+        let xdp = grew(&before, &after, "ka_in_dialog");
+        if answered < want {
+            bail!(
+                "over {transport}: the edge answered {answered} in-dialog keep-alives, want {want}"
+            );
+        }
+        println!(
+            "    {EDGE_CALLS} calls over {transport} through the edge, each with \
+             {keepalives} in-dialog keep-alives: {answered} answered by the edge, \
+             {xdp} counted by XDP"
+        );
+    }
+    step("CRLF keep-alive on a TCP connection to the edge (RFC 5626 4.4.1)");
+    let ns = format!("/run/netns/{}", lab.client_ns);
+    let to: SocketAddr = edge.parse()?;
+    let pong = std::thread::spawn(move || -> Result<Vec<u8>> {
+        use std::io::{Read as _, Write as _};
+        let f = std::fs::File::open(&ns).with_context(|| format!("opening {ns}"))?;
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns({ns}): {}", std::io::Error::last_os_error());
+        }
+        let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"\r\n\r\n")?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf)?;
+        Ok(buf.get(..n).unwrap_or_default().to_vec())
+    })
+    .join()
+    .map_err(|_| anyhow!("the TCP client thread panicked"))??;
+    if pong != b"\r\n" {
+        bail!("TCP CRLF ping to {to}: got {pong:02x?}, want 0d 0a");
+    }
+    println!("    {to} over TCP: \\r\\n\\r\\n -> \\r\\n");
     Ok(())
 }
 
