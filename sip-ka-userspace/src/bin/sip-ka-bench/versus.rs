@@ -153,6 +153,8 @@ struct Measure {
     server_cpu: Option<f64>,
     /// The server's processes alone.
     proc_cpu: f64,
+    /// How many processes the server had (Kamailio forks its workers).
+    procs: usize,
     client_napi_cpu: Option<f64>,
 }
 
@@ -184,6 +186,7 @@ impl Measure {
         self.gen_cpu += o.gen_cpu;
         self.busy_cpu += o.busy_cpu;
         self.proc_cpu += o.proc_cpu;
+        self.procs = self.procs.max(o.procs);
         self.server_cpu = self.server_cpu.zip(o.server_cpu).map(|(a, b)| a + b);
         self.client_napi_cpu = self
             .client_napi_cpu
@@ -274,6 +277,7 @@ impl Meter {
         m.wall = self.start.elapsed().as_secs_f64();
         m.busy_cpu = machine_busy()? - self.busy0;
         m.proc_cpu = tasks_cpu(&self.procs) - self.procs0;
+        m.procs = self.procs.len();
         m.server_cpu = self
             .server_napi
             .as_deref()
@@ -1086,7 +1090,7 @@ fn print_table(opts: &Opts, per_round: &[Row], napi: bool) {
         };
         println!(
             "  round {}: {} / {}: {} sent, {} answered, {} bad bytes; answers over {:.2} s, row {:.2} s; \
-             CPU s: server processes {:.3}, server processes + NAPI {}, client NAPI {}, load \
+             CPU s: server processes ({}) {:.3}, server processes + NAPI {}, client NAPI {}, load \
              generator {:.3}, machine busy {:.3}",
             r.round,
             r.peer.name(),
@@ -1096,6 +1100,7 @@ fn print_table(opts: &Opts, per_round: &[Row], napi: bool) {
             m.bad,
             m.elapsed,
             m.wall,
+            m.procs,
             m.proc_cpu,
             m.server_cpu.map_or("n/a".into(), |c| format!("{c:.3}")),
             m.client_napi_cpu
