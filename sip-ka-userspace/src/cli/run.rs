@@ -76,6 +76,13 @@ pub struct RunArgs {
     /// it (edge mode; an ms-keep-alive negotiation replaces it).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub tcp_idle_timeout: u64,
+    /// Largest SIP message the edge takes, in bytes (edge mode): a larger
+    /// datagram gets 513, a larger message on a connection closes it.
+    #[arg(long, value_name = "BYTES", default_value_t = 65_535)]
+    pub max_message_size: usize,
+    /// Most header fields in a SIP message (edge mode); more gets 400.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_headers: usize,
     /// Most TCP/TLS connections open at once (edge mode).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -146,7 +153,10 @@ pub fn run(args: RunArgs) -> Result<()> {
                 listen: args.listen.clone(),
                 upstream,
                 qualify_frequency: Duration::from_secs(args.qualify_frequency),
-                limits: Default::default(),
+                limits: crate::sip::Limits {
+                    max_message_size: args.max_message_size,
+                    max_headers: args.max_headers,
+                },
                 timers: crate::session_timer::TimerConfig::new(
                     args.timers_min_se,
                     args.timers_sess_expires,

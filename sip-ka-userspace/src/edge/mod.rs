@@ -108,6 +108,23 @@ impl Default for StreamConfig {
     }
 }
 
+/// A configuration for unit tests: one listen address, defaults
+/// elsewhere (every field is named here once, not in each test).
+#[cfg(test)]
+pub(crate) fn test_config(listen: SocketAddr, upstream: SocketAddr) -> EdgeConfig {
+    EdgeConfig {
+        listen: vec![listen],
+        upstream,
+        qualify_frequency: Duration::from_secs(1),
+        limits: Limits::default(),
+        timers: TimerConfig::default(),
+        reap_expired: false,
+        streams: StreamConfig::default(),
+        options_pbx: OptionsPolicy::default(),
+        tls: None,
+    }
+}
+
 impl EdgeConfig {
     pub fn check(&self) -> Result<()> {
         if self.listen.is_empty() {
@@ -122,6 +139,9 @@ impl EdgeConfig {
         }
         if self.qualify_frequency.is_zero() {
             bail!("--qualify-frequency must be at least 1 second");
+        }
+        if self.limits.max_message_size < 512 || self.limits.max_headers < 8 {
+            bail!("--max-message-size must be at least 512 and --max-headers at least 8");
         }
         let st = &self.streams;
         if st.idle_timeout.is_zero() || st.max_conns == 0 || st.max_conns_per_ip == 0 {
