@@ -434,17 +434,30 @@ fn options_and_unknown_dialogs_follow_the_pbx_health() {
 
 #[test]
 fn reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua() {
+    reinvite_and_pbx_bye(UaTransport::Udp);
+}
+
+/// The same with the UA on TCP: the PBX's BYE (UDP to the edge) reaches
+/// the UA over the connection it opened, found by the flow token in the
+/// Record-Route the PBX routes by.
+#[test]
+fn over_tcp_the_pbx_bye_reaches_the_ua_over_its_connection() {
+    reinvite_and_pbx_bye(UaTransport::Tcp);
+}
+
+fn reinvite_and_pbx_bye(transport: UaTransport) {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
     let pbx = Pbx::start_with(&lab, &dir, "pbx_reinvite.xml", 30);
     std::thread::sleep(Duration::from_millis(300));
-    let ua = common::run_capture(&mut ua_command_with(
+    let ua = common::run_capture(&mut ua_command_on(
         &lab,
         &dir,
         "ua_reinvite.xml",
         1,
         1,
         20,
+        transport,
     ));
     // The UA answered the PBX's BYE; once the edge relayed that 200 the
     // dialog is gone and the PBX's call is complete.
@@ -460,7 +473,7 @@ fn reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua() {
     assert!(gone, "after the PBX's BYE: {:?}", dialogs(&lab));
     cleanup(&dir);
     eprintln!(
-        "reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua: {:?}",
+        "re-INVITE and the PBX's BYE over {transport:?}: {:?}",
         started.elapsed()
     );
 }
