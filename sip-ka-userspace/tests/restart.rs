@@ -198,7 +198,7 @@ fn keepalive_sender(sock: std::net::UdpSocket, stop: Arc<AtomicBool>) -> Vec<Pin
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && n < 12_000 {
         n += 1;
         let at = Instant::now();
-        let stun = n % 2 == 0;
+        let stun = n.is_multiple_of(2);
         let answered = if stun {
             let id = txid(n);
             let req = binding_request(id, Some("sip-ka restart test"), Fp::Good);
