@@ -269,7 +269,10 @@ impl Lab {
                 }
             }
         }
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") {
+        for dir in ["/sys/fs/bpf", "/run/sip-ka"] {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().to_string();
                 if n.starts_with(PREFIX) && !alive(&n) {
@@ -290,6 +293,8 @@ impl Drop for Lab {
         let _ = ip(&["netns", "del", &self.client_ns]);
         let _ = ip(&["netns", "del", &self.server_ns]);
         let _ = std::fs::remove_dir_all(&self.pin_dir);
+        // The edge's default state directory is named after the pins.
+        let _ = std::fs::remove_dir_all(crate::edge::persist::default_state_dir(&self.pin_dir));
     }
 }
 
