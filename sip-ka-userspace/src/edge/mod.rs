@@ -125,22 +125,6 @@ pub(crate) fn test_config(listen: SocketAddr, upstream: SocketAddr) -> EdgeConfi
     }
 }
 
-/// A configuration for unit tests: one listen address, defaults
-/// elsewhere (every field is named here once, not in each test).
-#[cfg(test)]
-pub(crate) fn test_config(listen: SocketAddr, upstream: SocketAddr) -> EdgeConfig {
-    EdgeConfig {
-        listen: vec![listen],
-        upstream,
-        qualify_frequency: Duration::from_secs(1),
-        limits: Limits::default(),
-        timers: TimerConfig::default(),
-        reap_expired: false,
-        streams: StreamConfig::default(),
-        options_pbx: OptionsPolicy::default(),
-    }
-}
-
 impl EdgeConfig {
     pub fn check(&self) -> Result<()> {
         if self.listen.is_empty() {
