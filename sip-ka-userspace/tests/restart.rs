@@ -11,6 +11,11 @@
 //! reaped with BYEs built from the restored dialog), and the held calls
 //! end with BYEs through the restarted edge, leaving no dialog.
 //!
+//! Neither daemon is given `--keep-attached`: that flag only decides what
+//! a clean exit does, and `kill -9` runs nothing at exit; the XDP link is
+//! pinned from the start, so the program stays attached (asserted). The
+//! second daemon detaches when the lab stops it (SIGTERM).
+//!
 //! Needs root, sipp, and the other lab tools; fails and says so otherwise.
 
 #[allow(unused_imports)] // helpers the other end-to-end tests use

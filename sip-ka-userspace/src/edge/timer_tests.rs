@@ -541,6 +541,29 @@ fn a_restarted_edge_resumes_dialogs_timers_and_the_mirror() {
 }
 
 #[test]
+fn a_missing_mirror_entry_is_put_back_with_its_session() {
+    let dir = StateDir::new("missing");
+    let map = FakeMap::default();
+    let e = persistent_edge(&dir, &map, false, None);
+    call(&e, "Supported: timer\r\n", &[]);
+    let at = expires_at(&e).unwrap();
+    drop(e);
+    // Lost from the map (an operator, another tool): the restart puts it
+    // back from the state directory.
+    map.0.lock().unwrap().clear();
+    let e = persistent_edge(&dir, &map, false, None);
+    assert!(e.dialogs().known(CALL));
+    let m = map.0.lock().unwrap();
+    let v = m.get(&hash()).expect("DIALOGS entry re-inserted");
+    assert_eq!(v.state, DIALOG_CONFIRMED);
+    assert_eq!(v.expires_unix, at / 1_000);
+    assert_eq!(
+        super::dialog::decode_session_flags(v.flags),
+        Some((SE, Some("uac")))
+    );
+}
+
+#[test]
 fn a_session_due_while_no_daemon_ran_expires_at_start() {
     let dir = StateDir::new("due");
     let map = FakeMap::default();
