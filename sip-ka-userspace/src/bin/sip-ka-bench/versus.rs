@@ -1156,3 +1156,62 @@ fn print_table(opts: &Opts, per_round: &[Row], napi: bool) {
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sipp_statistics_screen() {
+        let screen = "\
+  Successful call        |        0                  |    29984                 \n\
+  Failed call            |        0                  |       16                 \n";
+        assert_eq!(sipp_counter(screen, "Successful call"), Some(29984));
+        assert_eq!(sipp_counter(screen, "Failed call"), Some(16));
+        assert_eq!(sipp_counter(screen, "Retransmissions"), None);
+        assert_eq!(
+            sipp_counter("Successful call | x | y", "Successful call"),
+            None
+        );
+    }
+
+    #[test]
+    fn stand_in_pbx_answers_requests_only() {
+        let req = b"OPTIONS sip:198.18.0.1:5080 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK1\r\n\
+            From: <sip:198.18.0.1:5060>;tag=e1\r\n\
+            To: <sip:198.18.0.1:5080>\r\n\
+            Call-ID: q1\r\n\
+            CSeq: 7 OPTIONS\r\n\
+            Max-Forwards: 70\r\n\
+            Content-Length: 0\r\n\r\n";
+        let ok = String::from_utf8(ok_response(req).expect("a 200")).expect("text");
+        assert!(ok.starts_with("SIP/2.0 200 OK\r\n"));
+        for h in [
+            "Via: SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK1\r\n",
+            "From: <sip:198.18.0.1:5060>;tag=e1\r\n",
+            "To: <sip:198.18.0.1:5080>;tag=bench-pbx\r\n",
+            "Call-ID: q1\r\n",
+            "CSeq: 7 OPTIONS\r\n",
+        ] {
+            assert!(ok.contains(h), "{h:?} missing from {ok:?}");
+        }
+        assert!(!ok.contains("Max-Forwards"));
+        assert!(ok.ends_with("Content-Length: 0\r\n\r\n"));
+        assert_eq!(
+            ok_response(b"SIP/2.0 200 OK\r\nCSeq: 1 OPTIONS\r\n\r\n"),
+            None
+        );
+        assert_eq!(ok_response(b"\r\n\r\n"), None);
+        assert_eq!(ok_response(&[0xff, 0xfe, 0x00]), None);
+    }
+
+    #[test]
+    fn kamailio_configuration_listens_where_the_edge_does() {
+        let cfg = kamailio_cfg(Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules"));
+        assert!(cfg.contains("listen=udp:198.18.0.1:5060\n"));
+        assert!(cfg.contains("listen=tcp:198.18.0.1:5060\n"));
+        assert!(cfg.contains("options_reply();"));
+        assert!(cfg.contains("tcp_crlf_ping=yes\n"));
+    }
+}
