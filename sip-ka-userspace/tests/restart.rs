@@ -1,4 +1,5 @@
-//! Edge mode across a `kill -9` of the daemon, in the lab: sipp as 100 UAs
+//! Edge mode across a `kill -9` of the daemon (and `--dialog-idle-timeout`,
+//! the other clock that ends dialogs), in the lab: sipp as 100 UAs
 //! in the client namespace holding calls through the edge to a sipp PBX in
 //! the server namespace, a steady sender of CRLF pings and STUN Binding
 //! requests, and one call whose short session timer falls due after the
@@ -477,5 +478,141 @@ fn dialogs_and_session_timers_survive_kill_9_and_keepalives_stay_answered() {
         started.elapsed(),
         pings.len(),
         ready_at - killed_at
+    );
+}
+
+/// Idle limit of the idle test (s).
+const IDLE_SECS: u64 = 3;
+
+/// `--dialog-idle-timeout` through the daemon: a call with no traffic
+/// after its ACK is ended IDLE_SECS after it was confirmed, with a BYE to
+/// both sides (`--reap-expired`; the silent UA's scenario waits for it and
+/// the PBX's would fail without it); a call whose UA sends an in-dialog
+/// INFO keep-alive every IDLE/3 s (answered by the edge, counted by XDP)
+/// stays up past twice the limit and ends with its own BYE.
+#[test]
+fn dialog_idle_timeout_ends_a_silent_call_and_spares_a_kept_alive_one() {
+    let started = Instant::now();
+    let mut lab = common::lab();
+    let dirs = Dirs {
+        scratch: std::env::temp_dir().join(format!("{}-idle", lab.name)),
+        state: std::env::temp_dir().join(format!("{}-idle-state", lab.name)),
+    };
+    let _ = std::fs::remove_dir_all(&dirs.state);
+    std::fs::create_dir_all(&dirs.scratch).expect("scratch dir");
+    let mut args = daemon_args(&dirs.state);
+    args.extend(["--dialog-idle-timeout".to_string(), IDLE_SECS.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::start(&mut lab, &args);
+
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edge");
+    let read = |f: &str| {
+        std::fs::read_to_string(here.join(f)).unwrap_or_else(|e| panic!("reading {f}: {e}"))
+    };
+    // Kept alive: INFO every IDLE/3 s for 8/3 x IDLE s, then BYE.
+    let rounds = 8;
+    let blocks: String = (0..rounds)
+        .map(|i| {
+            format!(
+                "<pause milliseconds=\"{}\"/>\n{}",
+                IDLE_SECS * 1000 / 3,
+                read("keepalive.xml")
+                    .replace("CSEQ", &(2 + i).to_string())
+                    .replace("METHOD", "INFO")
+            )
+        })
+        .collect();
+    let kept = read("ua_call.xml")
+        .replace("<!-- IN_DIALOG -->", &blocks)
+        .replace("HOLD_MS", "0");
+    std::fs::write(dirs.scratch.join("ua_kept.xml"), kept).expect("writing ua_kept.xml");
+    std::fs::write(dirs.scratch.join("ua_silent.xml"), read("ua_expire.xml"))
+        .expect("writing ua_silent.xml");
+    std::fs::write(dirs.scratch.join("pbx.xml"), read("pbx_uas.xml")).expect("writing pbx.xml");
+
+    let mut cmd = sipp_in(&lab, false, &dirs.scratch, 40);
+    cmd.args(["-sf", "pbx.xml", "-i", &SERVER_V4.to_string()])
+        .args(["-p", &PBX_PORT.to_string(), "-recv_timeout", "30000"]);
+    let pbx = Sipp::spawn(cmd, "PBX");
+    std::thread::sleep(Duration::from_millis(300));
+    let ua = |scenario: &str, port: u16, what: &'static str| {
+        let mut cmd = sipp_in(&lab, true, &dirs.scratch, 30);
+        cmd.args(["-sf", scenario, "-s", "service", "-m", "1"])
+            .args(["-i", &CLIENT_V4.to_string(), "-p", &port.to_string()])
+            .args(["-recv_timeout", "15000", "-timeout", "30s"])
+            .arg(edge_addr().to_string());
+        Sipp::spawn(cmd, what)
+    };
+    let kept_ua = ua("ua_kept.xml", UA_PORT, "kept-alive UA");
+    let silent_ua = ua("ua_silent.xml", SHORT_UA_PORT, "silent UA");
+
+    let mut last = BTreeMap::new();
+    let both = wait_until(Duration::from_secs(5), || {
+        last = dialogs(&lab);
+        last.len() == 2 && last.values().all(|d| d["state"] == "confirmed")
+    });
+    let confirmed = Instant::now();
+    assert!(both, "want two confirmed dialogs: {last:?}");
+
+    // The silent call goes at IDLE after confirmation (± 1 s).
+    let one = wait_until(Duration::from_secs(IDLE_SECS + 2), || {
+        last = dialogs(&lab);
+        last.len() == 1
+    });
+    let ended_after = confirmed.elapsed();
+    assert!(one, "the silent call was not ended: {last:?}");
+    assert!(
+        ended_after >= Duration::from_millis(IDLE_SECS * 1000 - 1000)
+            && ended_after <= Duration::from_millis(IDLE_SECS * 1000 + 1000),
+        "ended {ended_after:?} after confirmation (idle limit {IDLE_SECS} s)"
+    );
+    let silent = silent_ua.wait();
+    assert!(
+        silent.status.success(),
+        "the silent UA got no BYE from the edge: {}",
+        text(&silent)
+    );
+    let mut c = BTreeMap::new();
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            c = common::counters(&lab);
+            c.get("edge_dialogs_idle_ended") == Some(&1)
+        }),
+        "edge_dialogs_idle_ended {:?}",
+        c.get("edge_dialogs_idle_ended")
+    );
+
+    // The kept-alive call lives past twice the limit, then ends by BYE.
+    std::thread::sleep(
+        Duration::from_secs(2 * IDLE_SECS).saturating_sub(confirmed.elapsed())
+            + Duration::from_millis(100),
+    );
+    let still = dialogs(&lab);
+    assert_eq!(still.len(), 1, "kept-alive call at 2 x idle: {still:?}");
+    let kept = kept_ua.wait();
+    assert!(kept.status.success(), "kept-alive UA: {}", text(&kept));
+    assert!(
+        wait_until(Duration::from_secs(3), || dialogs(&lab).is_empty()),
+        "after the BYE: {:?}",
+        dialogs(&lab)
+    );
+    let c = common::counters(&lab);
+    assert_eq!(
+        c.get("edge_dialogs_idle_ended"),
+        Some(&1),
+        "the kept-alive call was counted as idle"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let pbx_out = pbx.finish();
+    assert!(
+        pbx_out.status.success(),
+        "PBX (no BYE for the idle call?): {}",
+        text(&pbx_out)
+    );
+    drop(dirs);
+    eprintln!(
+        "dialog_idle_timeout_ends_a_silent_call_and_spares_a_kept_alive_one: {:?} \
+         (silent call ended {ended_after:?} after confirmation)",
+        started.elapsed()
     );
 }
