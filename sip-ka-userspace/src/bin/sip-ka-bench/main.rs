@@ -7,11 +7,14 @@
 //!     (`--xdp off`), and coturn answering the same STUN load.
 //! (c) In the same kind of lab: sip-ka's edge against Kamailio 5.6, SIP
 //!     OPTIONS from sipp and CRLF pings over TCP (`versus.rs`).
-//! (d) Session timers with 1,000,000 dialogs (`--timers` runs only this).
+//! (d) 1,000,000 dialogs: the session timer wheel alone (`--timers`), and
+//!     the edge's whole dialog table with its journal (`--dialogs`,
+//!     `dialogs.rs`); neither needs root.
 //!
 //! Needs root. Every loop is bounded in count and in time, and the lab
 //! only uses the addresses of the namespaces it creates.
 
+mod dialogs;
 mod versus;
 
 use std::{
@@ -76,6 +79,15 @@ struct Opts {
     /// and refreshes per second with 1,000,000 dialogs on one timer wheel.
     #[arg(long)]
     timers: bool,
+    /// Only the dialog table bench (no root needed): the edge's dialog
+    /// table filled through its INVITE/200 handling, memory per dialog,
+    /// refreshes and expiries per second, and the journal's bytes and
+    /// write cost with a state directory (100,000 dialogs).
+    #[arg(long)]
+    dialogs: bool,
+    /// Dialogs in the dialog table bench.
+    #[arg(long, default_value_t = 1_000_000)]
+    dialog_count: u64,
     /// Only the comparison with Kamailio: sip-ka's edge and Kamailio 5.6
     /// answering the same SIP OPTIONS (sipp) and TCP CRLF loads.
     #[arg(long)]
@@ -114,8 +126,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn bench(opts: &Opts) -> Result<()> {
-    if opts.timers {
-        return timers_bench();
+    // The parts that need no root run on their own when asked for.
+    if opts.timers || opts.dialogs {
+        if opts.timers {
+            timers_bench()?;
+        }
+        if opts.dialogs {
+            if opts.timers {
+                println!();
+            }
+            dialogs::dialogs_bench(opts.dialog_count)?;
+        }
+        return Ok(());
     }
     if unsafe { libc::geteuid() } != 0 {
         bail!("needs root (BPF_PROG_TEST_RUN, network namespaces, XDP)");
@@ -134,6 +156,7 @@ fn bench(opts: &Opts) -> Result<()> {
     }
     if all {
         parts.push(|_| timers_bench());
+        parts.push(|o| dialogs::dialogs_bench(o.dialog_count));
     }
     for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {
@@ -1288,7 +1311,7 @@ fn timers_bench() -> Result<()> {
     let tracked = sessions.len();
     drop(sessions);
 
-    println!("== session timers: {DIALOGS} dialogs on one timer wheel (1 ms ticks)");
+    println!("== (d) session timers: {DIALOGS} dialogs on one timer wheel (1 ms ticks)");
     println!("{:<44} {:>16}", "figure", "value");
     println!("{:<44} {:>16}", "timer node (slab), bytes", ENTRY_BYTES);
     println!(
