@@ -33,8 +33,13 @@ enum Task {
     /// Setup, release build, then `sip-ka lab`: the demonstration in
     /// network namespaces.
     Demo,
-    /// Setup, release build, then `sip-ka-bench`: BPF_PROG_TEST_RUN ns per
-    /// packet and the veth lab comparison (XDP, userspace, coturn).
+    /// Setup, release build, then `sip-ka-bench`, whose parts run in turn:
+    /// (a) the XDP program's ns per packet through BPF_PROG_TEST_RUN
+    /// (`--test-run-only`); (b) the veth lab, XDP vs the userspace
+    /// responder vs coturn (`--lab-only`); (c) the edge vs Kamailio 5.6,
+    /// OPTIONS over UDP from sipp and CRLF pings over TCP (`--kamailio`);
+    /// (d) 1,000,000 dialogs: the session timer wheel (`--timers`) and the
+    /// edge's dialog table with its journal (`--dialogs`).
     Bench {
         /// Arguments passed to sip-ka-bench (see `sip-ka-bench --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
