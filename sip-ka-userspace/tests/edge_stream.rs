@@ -305,7 +305,14 @@ fn ms_keepalive_is_negotiated_and_an_idle_connection_is_closed() {
     let started = Instant::now();
     // timeout=1: the connection lives while traffic comes within 1 s plus
     // the 2 s grace; others get the 30 s idle time.
-    let lab = edge_lab(&["--ms-keep-alive-timeout", "1", "--tcp-idle-timeout", "30"]);
+    let lab = edge_lab(&[
+        "--ms-keep-alive-timeout",
+        "1",
+        "--tcp-idle-timeout",
+        "30",
+        "--flow-timer-tcp",
+        "25",
+    ]);
     let mut s = ua_connect(&lab);
     let mut quiet = ua_connect(&lab);
     let local = s.local_addr().unwrap();

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::transport::StreamKind;
 use crate::sip::{Method, NameAddr, SipMessage, Via};
 
 /// Every branch the edge puts in a Via starts with this (RFC 3261 magic
@@ -26,7 +27,7 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// The loop-detection hash of a request (RFC 3261 16.6 item 8): the
+/// The loop-detection hash of a request (RFC 3261 16.3 item 4): the
 /// Request-URI, From tag, Call-ID, CSeq number and the Route values,
 /// taken after our own Route entries were removed. The To tag is left
 /// out so that the ACK of a non-2xx final response (which has one) gets
@@ -125,10 +126,19 @@ pub fn pop_own_routes(msg: &mut SipMessage, local: SocketAddr) -> Vec<NameAddr> 
     let Ok(routes) = msg.routes() else {
         return Vec::new();
     };
-    let own = routes
-        .iter()
-        .take_while(|r| names(local, r.uri.host(), r.uri.port()))
-        .count();
+    // Our entry, and its twin when the edge put two (RFC 5658: the same
+    // token, one per side). Only those: a request that spirals back
+    // through the edge later on its route keeps that later entry.
+    let mut own = 0;
+    for r in routes.iter().take(2) {
+        let first_user = routes.first().and_then(|f| f.uri.user());
+        let ours = names(local, r.uri.host(), r.uri.port())
+            && (own == 0 || (first_user.is_some() && r.uri.user() == first_user));
+        if !ours {
+            break;
+        }
+        own += 1;
+    }
     if own == 0 {
         return Vec::new();
     }
@@ -240,14 +250,25 @@ pub fn prepare_request(
 }
 
 /// Where a request from the PBX goes when the dialog does not say: the
-/// first remaining Route, else the Request-URI (IP hosts only).
-pub fn request_destination(msg: &SipMessage) -> Option<SocketAddr> {
+/// first remaining Route, else the Request-URI (IP hosts only), with the
+/// stream transport its `transport=` parameter asks for, if any.
+pub fn request_destination(msg: &SipMessage) -> Option<(SocketAddr, Option<StreamKind>)> {
     let uri = match msg.routes().ok().and_then(|r| r.into_iter().next()) {
         Some(route) => route.uri,
         None => msg.request_uri()?.clone(),
     };
     let ip = host_ip(uri.host()?)?;
-    Some(SocketAddr::new(ip, uri.port().unwrap_or(5060)))
+    let kind = match uri
+        .param("transport")
+        .flatten()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("tcp") => Some(StreamKind::Tcp),
+        Some("tls") => Some(StreamKind::Tls),
+        _ => None,
+    };
+    Some((SocketAddr::new(ip, uri.port().unwrap_or(5060)), kind))
 }
 
 /// Where a response goes, from the Via below ours: `received` (else the
@@ -372,12 +393,12 @@ mod tests {
         assert_eq!(m.header("Route"), Some("<sip:10.1.1.1;lr>"));
         assert_eq!(
             request_destination(&m),
-            Some("10.1.1.1:5060".parse().unwrap())
+            Some(("10.1.1.1:5060".parse().unwrap(), None))
         );
         m.remove_header("Route");
         assert_eq!(
             request_destination(&m),
-            Some("198.18.0.1:5080".parse().unwrap())
+            Some(("198.18.0.1:5080".parse().unwrap(), None))
         );
     }
 

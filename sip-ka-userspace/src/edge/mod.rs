@@ -33,6 +33,7 @@ pub mod forward;
 pub mod keepalive;
 pub mod persist;
 pub mod proxy;
+pub mod retransmit;
 pub mod stream;
 pub mod tls;
 pub mod transport;
@@ -147,6 +148,14 @@ impl EdgeConfig {
         if st.idle_timeout.is_zero() || st.max_conns == 0 || st.max_conns_per_ip == 0 {
             bail!("--tcp-idle-timeout, --max-connections and --max-connections-per-ip must be at least 1");
         }
+        if st.idle_timeout.as_secs() <= u64::from(st.flow_timer_stream) {
+            bail!(
+                "--tcp-idle-timeout ({} s) must be longer than --flow-timer-tcp ({} s): \
+                 outbound UAs send a keep-alive only every Flow-Timer seconds",
+                st.idle_timeout.as_secs(),
+                st.flow_timer_stream
+            );
+        }
         if st.ms_keepalive_timeout == 0 || st.flow_timer_stream == 0 || st.flow_timer_udp == 0 {
             bail!("--ms-keep-alive-timeout and --flow-timer-* must be at least 1 second");
         }
@@ -208,6 +217,7 @@ counters! {
     sessions_reaped: "Expired dialogs ended with a BYE to both sides (--reap-expired).",
     dialogs_idle_ended: "Confirmed dialogs ended after --dialog-idle-timeout without in-dialog traffic.",
     dialogs_restored: "Dialogs read back from the state directory at start.",
+    retransmissions: "Requests from TCP/TLS UAs retransmitted to the PBX over UDP.",
 }
 
 /// What the edge keeps about dialogs beyond the proxy settings.
@@ -235,6 +245,8 @@ pub struct Edge {
     pub counters: Counters,
     /// UDP sockets and connections.
     pub transports: transport::Transports,
+    /// Requests from stream UAs retransmitted on the UDP leg.
+    pub retransmits: retransmit::Retransmits,
     /// Set when the edge serves TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Answers CRLF and STUN that reach the SIP sockets.
@@ -251,6 +263,7 @@ impl Edge {
             counters: Counters::default(),
             transports: transport::Transports::default(),
             tls: None,
+            retransmits: retransmit::Retransmits::default(),
             responder,
         }
     }
@@ -265,8 +278,11 @@ impl Edge {
         sink: Box<dyn DialogSink>,
         responder: Option<Arc<Shared>>,
     ) -> Result<Edge> {
-        let edge = Edge::new(cfg, sink, responder);
+        let mut edge = Edge::new(cfg, sink, responder);
         let now = dialog::now_ms();
+        // Connection ids never repeat across restarts, so a token of a
+        // connection an earlier process had never names a new one.
+        edge.transports.first_id(now.saturating_mul(1024));
         {
             let mut d = edge.dialogs();
             d.set_idle_timeout(opts.idle_timeout, now);
@@ -286,6 +302,12 @@ impl Edge {
                     loaded.skipped
                 );
             }
+        }
+        if let Some(dir) = &opts.state_dir {
+            // Path and Record-Route tokens stored by the PBX must still
+            // decode after a restart: the key lives with the dialogs.
+            edge.transports.tokens = transport::FlowToken::load_or_create(dir)
+                .with_context(|| format!("flow-token key in {}", dir.display()))?;
         }
         Ok(edge)
     }
@@ -358,6 +380,7 @@ pub async fn start_with(
     if let Some(sock) = socks.first() {
         tokio::spawn(session_expiry(sock.local_addr()?, edge.clone()));
     }
+    tokio::spawn(retransmit_loop(edge.clone()));
     {
         let edge = edge.clone();
         tokio::spawn(async move {
@@ -401,6 +424,26 @@ async fn session_expiry(local: SocketAddr, edge: Arc<Edge>) {
         }
         let next = edge.dialogs().next_deadline_ms();
         let wait = next.map_or(EXPIRY_TICK, |at| {
+            Duration::from_millis(at.saturating_sub(dialog::now_ms())).min(EXPIRY_TICK)
+        });
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Sends the retransmissions of [`retransmit`] when due (at most
+/// [`EXPIRY_TICK`] late; T1 is 500 ms).
+async fn retransmit_loop(edge: Arc<Edge>) {
+    loop {
+        for (bytes, dest, local) in edge.retransmits.due(dialog::now_ms()) {
+            Counters::bump(&edge.counters.retransmissions);
+            if let Err(e) = edge
+                .transports
+                .send(bytes, &transport::Flow::Udp(dest), local)
+            {
+                log::debug!("edge: retransmission to {dest}: {e:?}");
+            }
+        }
+        let wait = edge.retransmits.next_due_ms().map_or(EXPIRY_TICK, |at| {
             Duration::from_millis(at.saturating_sub(dialog::now_ms())).min(EXPIRY_TICK)
         });
         tokio::time::sleep(wait).await;

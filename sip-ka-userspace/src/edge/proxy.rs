@@ -23,6 +23,9 @@ use crate::{
 /// Bytes to send and by which flow.
 pub type Out = Option<(Vec<u8>, Flow)>;
 
+/// The largest UDP payload over IPv4 (65,535 - 20 - 8).
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
 /// Our Via parameter carrying the flow token of the connection a request
 /// came in on (its response goes back there).
 pub const VIA_FLOW: &str = "ska-flow";
@@ -68,7 +71,7 @@ impl Edge {
         let c = &self.counters;
         match parse_message(raw, framing, &self.cfg.limits) {
             Ok(msg) if msg.is_request() => self.request(msg, src, local),
-            Ok(msg) => self.response(msg, local),
+            Ok(msg) => self.response(msg, src, local),
             Err(err) => {
                 let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
                 match error_response(raw, &err, &tag) {
@@ -196,12 +199,41 @@ impl Edge {
         let dest = if from_pbx {
             // A flow token in our Route (Record-Route or Path) names the
             // connection the UA opened; it wins over anything learned.
-            let token = popped
-                .iter()
-                .find_map(|r| r.uri.user().and_then(|u| self.transports.tokens.decode(u)));
+            let users: Vec<&str> = popped.iter().filter_map(|r| r.uri.user()).collect();
+            let token = users.iter().find_map(|u| self.transports.tokens.decode(u));
+            if token.is_none() && !users.is_empty() {
+                // RFC 5626 5.3: a tampered token (or one made with another
+                // key) gets 403.
+                Counters::bump(&c.flow_failed);
+                return refuse(403, "Forbidden (Bad Flow Token)");
+            }
             let learned = token.or_else(|| self.dialogs().ua_flow(&call_id));
-            match learned.or_else(|| forward::request_destination(&fwd).map(Flow::Udp)) {
+            let target = learned.or_else(|| match forward::request_destination(&fwd) {
+                Some((addr, Some(kind))) => {
+                    // A UA on TCP/TLS without a flow token: only a
+                    // connection it opened from that address reaches it
+                    // (the edge opens none).
+                    Some(
+                        self.transports
+                            .find_conn(addr, kind)
+                            .unwrap_or(Flow::Stream {
+                                id: 0,
+                                peer: addr,
+                                kind,
+                            }),
+                    )
+                }
+                Some((addr, None)) => Some(Flow::Udp(addr)),
+                None => None,
+            });
+            match target {
                 Some(d) if self.transports.alive(&d) => d,
+                Some(Flow::Stream { id: 0, .. }) => {
+                    // No connection from that UA (and no token): the edge
+                    // cannot open one toward it.
+                    Counters::bump(&c.unroutable);
+                    return refuse(480, "Temporarily Unavailable (No Connection)");
+                }
                 Some(_) => {
                     // RFC 5626 5.3: the flow is gone.
                     Counters::bump(&c.flow_failed);
@@ -247,11 +279,33 @@ impl Edge {
         }
         dialogs.on_request_from(&fwd, ua, !from_pbx);
         drop(dialogs);
+        let bytes = fwd.to_bytes();
+        if let Flow::Udp(to) = dest {
+            if bytes.len() > MAX_UDP_PAYLOAD {
+                // Came over a stream, too big for a datagram.
+                Counters::bump(&c.bad_requests);
+                return refuse(513, "Message Too Large");
+            }
+            // The UA on a stream will not retransmit: the edge does, on
+            // the UDP leg (see `retransmit`).
+            if src.is_stream() {
+                let method = fwd.method().map(|m| m.to_string()).unwrap_or_default();
+                let branch = fwd
+                    .top_via()
+                    .and_then(|v| v.branch().map(str::to_string))
+                    .unwrap_or_default();
+                if method != "ACK" {
+                    self.retransmits
+                        .add(&branch, &method, bytes.clone(), to, local, now_ms());
+                }
+            }
+        }
         Counters::bump(&c.requests_forwarded);
-        Some((fwd.to_bytes(), dest))
+        Some((bytes, dest))
     }
 
-    /// Whether a REGISTER asks for outbound (RFC 5626 5.1): a Contact with
+    /// Whether a REGISTER asks for outbound (RFC 5626 5.1 keys on "a
+    /// reg-id header field parameter in the Contact"): a Contact with
     /// `reg-id` and `+sip.instance`, and Path support (RFC 3327 5.1: no
     /// Path unless the UA supports it).
     fn outbound_register(&self, msg: &SipMessage) -> bool {
@@ -264,7 +318,7 @@ impl Edge {
                 crate::sip::Contact::Wildcard => false,
             })
         });
-        path && (reg_id || msg.supported().is_ok_and(|s| s.contains("outbound")))
+        path && reg_id
     }
 
     /// How a request goes from `src` to `dest`: our Via's transport and
@@ -306,6 +360,17 @@ impl Edge {
                 ),
                 format!("<sip:{token}@{host}:{port};lr>"),
             ];
+        } else {
+            // A UA on UDP: the token names its address (behind its NAT), so
+            // requests the PBX sends in any dialog (a NOTIFY for a
+            // SUBSCRIBE, say) reach it, not its private Contact.
+            let ua = if dest == Flow::Udp(self.cfg.upstream) {
+                src
+            } else {
+                dest
+            };
+            let token = self.transports.tokens.encode(&ua);
+            hop.record_route = vec![format!("<sip:{token}@{host}:{port};lr>")];
         }
         if matches!(mka, MsKeepAliveOffer::Accepted(_)) {
             hop.via_params.push((VIA_MS_KEEPALIVE, "1".to_string()));
@@ -316,12 +381,27 @@ impl Edge {
         hop
     }
 
-    fn response(&self, mut msg: SipMessage, local: SocketAddr) -> Out {
+    fn response(&self, mut msg: SipMessage, src: Flow, local: SocketAddr) -> Out {
         let c = &self.counters;
         let Some((ours, next)) = forward::prepare_response(&mut msg, local) else {
             Counters::bump(&c.dropped);
             return None;
         };
+        // Only the PBX sends responses toward UAs. A UA answers requests
+        // of the PBX, so its responses go to the PBX and nowhere else:
+        // anything else is a forged Via turning the edge into a reflector.
+        if src != Flow::Udp(self.cfg.upstream)
+            && (via_param(&ours, VIA_FLOW).is_some() || next != self.cfg.upstream)
+        {
+            Counters::bump(&c.dropped);
+            return None;
+        }
+        if let (Some(branch), Some(cseq), Some(code)) =
+            (ours.branch(), msg.cseq(), msg.status_code())
+        {
+            self.retransmits
+                .on_response(branch, &cseq.method.to_string(), code, now_ms());
+        }
         // ms-keep-alive is hop-by-hop: whatever the PBX said stays here.
         msg.remove_header("ms-keep-alive");
         let dest = match via_param(&ours, VIA_FLOW) {
@@ -756,11 +836,11 @@ mod tests {
         let out = parse(&out);
         assert!(!out.has_header("Route"));
         assert_eq!(out.top_via().unwrap().transport.to_ascii_uppercase(), "TCP");
-        // A forged token is not a flow: the request falls back to the
-        // Request-URI (UDP), it never reaches someone else's connection.
+        // A forged token is not a flow: 403 to the PBX (RFC 5626 5.3).
         let forged = bye.replace(&token, &format!("{}0", &token[..token.len() - 1]));
-        let (_, dest) = e.handle(forged.as_bytes(), pbx, local).unwrap();
-        assert!(matches!(dest, Flow::Udp(_)), "{dest:?}");
+        let (out, dest) = e.handle(forged.as_bytes(), pbx, local).unwrap();
+        assert_eq!(dest, Flow::Udp(pbx));
+        assert_eq!(parse(&out).status_code(), Some(403));
         // Connection gone: 430 Flow Failed to the PBX.
         e.transports.remove_conn(match flow {
             Flow::Stream { id, .. } => id,
@@ -804,5 +884,82 @@ mod tests {
             "hop-by-hop, never forwarded"
         );
         assert_eq!(out.top_via().unwrap().param(VIA_MS_KEEPALIVE), None);
+    }
+
+    #[test]
+    fn responses_from_uas_go_to_the_pbx_only() {
+        let e = edge();
+        let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        // A forged response whose second Via names a third party: the edge
+        // must not reflect it there (nor over someone's connection).
+        for (next, flow) in [("203.0.113.9:9999", ""), ("198.18.0.1:5080", ";ska-flow=x")] {
+            let forged = format!(
+                "SIP/2.0 200 OK\r\n\
+                 Via: SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bKskaZ{flow}\r\n\
+                 Via: SIP/2.0/UDP {next};branch=z9hG4bKx\r\n\
+                 From: <sip:a@x>;tag=1\r\n\
+                 To: <sip:b@x>;tag=2\r\n\
+                 Call-ID: r1\r\n\
+                 CSeq: 1 OPTIONS\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            assert_eq!(e.handle(forged.as_bytes(), ua, local), None, "{next}{flow}");
+        }
+        // The UA's answer to a request of the PBX does go to the PBX.
+        let pbx: SocketAddr = PBX.parse().unwrap();
+        let bye = "BYE sip:ua@198.18.0.2:5062 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKpbx9\r\n\
+             From: <sip:service@198.18.0.1>;tag=p1\r\n\
+             To: <sip:ua@198.18.0.2>;tag=u1\r\n\
+             Call-ID: nothing-known\r\n\
+             CSeq: 1 BYE\r\n\
+             Content-Length: 0\r\n\r\n";
+        let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        assert_eq!(dest, Flow::Udp(ua));
+        let (back, dest) = e.handle(&pbx_response(&out, 200, "u1"), ua, local).unwrap();
+        assert_eq!(dest, Flow::Udp(pbx));
+        assert_eq!(parse(&back).status_code(), Some(200));
+    }
+
+    #[test]
+    fn a_ua_on_udp_gets_a_flow_token_in_record_route() {
+        let e = edge();
+        let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        let (fwd, _) = e
+            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local)
+            .unwrap();
+        let rr = parse(&fwd).record_routes().unwrap();
+        assert_eq!(rr.len(), 1);
+        let tok = rr[0].uri.user().unwrap();
+        assert_eq!(e.transports.tokens.decode(tok), Some(Flow::Udp(ua)));
+    }
+
+    #[test]
+    fn requests_from_tcp_uas_are_retransmitted_until_answered() {
+        let e = edge();
+        let local: SocketAddr = EDGE.parse().unwrap();
+        let (flow, _rx) = tcp_conn(&e, "198.18.0.2:40002".parse().unwrap(), local);
+        let bye = String::from_utf8(request("BYE", ";tag=p1", 2, ""))
+            .unwrap()
+            .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+        let (fwd, _) = e
+            .handle_message(bye.as_bytes(), Framing::Stream, flow, local)
+            .unwrap();
+        assert_eq!(e.retransmits.len(), 1);
+        let later = now_ms() + 600;
+        let again = e.retransmits.due(later);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].0, fwd, "the same bytes");
+        // The PBX's 200 stops it.
+        let ok = parse(&fwd).response(200, "OK", None).unwrap().to_bytes();
+        e.handle(&ok, PBX.parse().unwrap(), local).unwrap();
+        assert!(e.retransmits.is_empty());
+        // A UA on UDP retransmits by itself: nothing kept for it.
+        e.handle(
+            &request("BYE", ";tag=p1", 3, ""),
+            UA.parse().unwrap(),
+            local,
+        );
+        assert!(e.retransmits.is_empty());
     }
 }

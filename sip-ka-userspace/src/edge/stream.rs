@@ -60,25 +60,58 @@ pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>
         Counters::bump(&edge.counters.conns_accepted);
         // Small messages, answered at once: no Nagle delay on pongs.
         let _ = sock.set_nodelay(true);
-        tokio::spawn(accept_conn(sock, peer, local, edge.clone()));
+        // Registered now, before any byte is read, so that connections
+        // still silent or in their TLS handshake count toward the limits.
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let idle_ms = Arc::new(AtomicU64::new(st.idle_timeout.as_millis() as u64));
+        let id = edge.transports.add_conn(Conn {
+            tx,
+            peer,
+            local,
+            idle_ms: idle_ms.clone(),
+        });
+        let conn = Accepted {
+            peer,
+            local,
+            id,
+            rx,
+            idle_ms,
+        };
+        tokio::spawn(accept_conn(sock, conn, edge.clone()));
     }
 }
 
-/// A TLS handshake that takes longer than this is given up.
+/// A TLS handshake, and the first byte of a connection when TLS is on,
+/// must come within this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A registered connection, before it is served.
+pub struct Accepted {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub id: u64,
+    /// What the edge queued for the connection.
+    pub rx: mpsc::Receiver<Vec<u8>>,
+    /// Its idle limit (ms-keep-alive changes it).
+    pub idle_ms: Arc<AtomicU64>,
+}
 
 /// Serves a new connection as TLS when the edge has a certificate and the
 /// first byte is a TLS handshake record, as TCP otherwise.
-async fn accept_conn(sock: TcpStream, peer: SocketAddr, local: SocketAddr, edge: Arc<Edge>) {
-    let Some(acceptor) = edge.tls.clone() else {
-        return serve_conn(sock, peer, local, edge, StreamKind::Tcp).await;
+async fn accept_conn(sock: TcpStream, conn: Accepted, edge: Arc<Edge>) {
+    let _registered = Registered {
+        edge: &edge,
+        id: conn.id,
     };
+    let Some(acceptor) = edge.tls.clone() else {
+        return serve_conn(sock, conn, &edge, StreamKind::Tcp).await;
+    };
+    let peer = conn.peer;
     let mut first = [0u8; 1];
-    let idle = edge.cfg.streams.idle_timeout;
-    match timeout(idle, sock.peek(&mut first)).await {
+    match timeout(HANDSHAKE_TIMEOUT, sock.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == HANDSHAKE_RECORD => {
             match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-                Ok(Ok(tls)) => serve_conn(tls, peer, local, edge, StreamKind::Tls).await,
+                Ok(Ok(tls)) => serve_conn(tls, conn, &edge, StreamKind::Tls).await,
                 Ok(Err(e)) => {
                     Counters::bump(&edge.counters.stream_errors);
                     log::debug!("edge: TLS handshake with {peer}: {e}");
@@ -89,8 +122,8 @@ async fn accept_conn(sock: TcpStream, peer: SocketAddr, local: SocketAddr, edge:
                 }
             }
         }
-        Ok(Ok(1)) => serve_conn(sock, peer, local, edge, StreamKind::Tcp).await,
-        // Closed, failed, or silent past the idle time before a byte.
+        Ok(Ok(1)) => serve_conn(sock, conn, &edge, StreamKind::Tcp).await,
+        // Closed, failed, or silent for the handshake time before a byte.
         _ => {}
     }
 }
@@ -108,26 +141,17 @@ impl Drop for Registered<'_> {
 }
 
 /// Serves one connection until it closes, fails or idles out.
-pub async fn serve_conn<S>(
-    stream: S,
-    peer: SocketAddr,
-    local: SocketAddr,
-    edge: Arc<Edge>,
-    kind: StreamKind,
-) where
+async fn serve_conn<S>(stream: S, conn: Accepted, edge: &Arc<Edge>, kind: StreamKind)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    let idle_ms = Arc::new(AtomicU64::new(
-        edge.cfg.streams.idle_timeout.as_millis() as u64
-    ));
-    let id = edge.transports.add_conn(Conn {
-        tx,
+    let Accepted {
         peer,
         local,
-        idle_ms: idle_ms.clone(),
-    });
-    let _registered = Registered { edge: &edge, id };
+        id,
+        mut rx,
+        idle_ms,
+    } = conn;
     let flow = Flow::Stream { id, peer, kind };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut framer = StreamFramer::new(CrlfRole::Server, edge.cfg.limits);
@@ -198,12 +222,26 @@ pub async fn serve_conn<S>(
     let _ = timeout(WRITE_TIMEOUT, wr.shutdown()).await;
 }
 
+/// Writes what is due in one go and flushes it: TLS keeps written records
+/// in its own buffer until flushed, and a pong must leave at once.
 async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, chunks: &[Vec<u8>]) -> Result<(), ()> {
-    for chunk in chunks {
-        match timeout(WRITE_TIMEOUT, wr.write_all(chunk)).await {
-            Ok(Ok(())) => {}
-            _ => return Err(()),
-        }
+    if chunks.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let joined;
+    let bytes: &[u8] = match chunks {
+        [one] => one,
+        _ => {
+            joined = chunks.concat();
+            &joined
+        }
+    };
+    let write = async {
+        wr.write_all(bytes).await?;
+        wr.flush().await
+    };
+    match timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }

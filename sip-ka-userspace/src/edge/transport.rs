@@ -21,8 +21,6 @@ use std::{
 
 use tokio::{net::UdpSocket, sync::mpsc};
 
-use super::forward::fnv1a;
-
 /// Stream transports toward UAs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StreamKind {
@@ -85,21 +83,23 @@ impl Flow {
     }
 }
 
-/// Encodes a [`Flow`] into a token that only this edge process can have
-/// made (a keyed hash over the flow), so a token forged or altered in a
-/// Route, Via or Path is refused rather than used to reach another UA.
+/// Encodes a [`Flow`] into a token that only an edge holding the key can
+/// have made (HMAC-SHA256 over the flow, truncated to 64 bits), so a token
+/// forged or altered in a Route, Via or Path is refused rather than used
+/// to reach another UA. The key is kept in the state directory, so tokens
+/// a registrar stored in Path still decode after a restart.
 #[derive(Clone)]
 pub struct FlowToken {
-    key: u64,
+    key: ring::hmac::Key,
 }
 
+/// Bytes of a flow-token key.
+pub const KEY_LEN: usize = 32;
+
 impl Default for FlowToken {
+    /// A fresh random key (tokens die with the process).
     fn default() -> Self {
-        // A random key per process: RandomState draws it from the OS.
-        let key = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        FlowToken { key }
+        FlowToken::with_key(&FlowToken::random_key())
     }
 }
 
@@ -111,13 +111,61 @@ fn ip_bytes(ip: IpAddr) -> [u8; 16] {
 }
 
 impl FlowToken {
-    #[cfg(test)]
-    pub fn with_key(key: u64) -> FlowToken {
-        FlowToken { key }
+    pub fn with_key(key: &[u8]) -> FlowToken {
+        FlowToken {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+        }
+    }
+
+    /// A key from the system's random source.
+    pub fn random_key() -> [u8; KEY_LEN] {
+        use ring::rand::SecureRandom as _;
+        let mut key = [0u8; KEY_LEN];
+        if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
+            // No getrandom: fall back to the hasher's per-process seed.
+            for chunk in key.chunks_mut(8) {
+                let v = std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish();
+                chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+            }
+        }
+        key
+    }
+
+    /// The key in `dir/flow-key`, made (mode 0600) when absent or unusable.
+    pub fn load_or_create(dir: &std::path::Path) -> std::io::Result<FlowToken> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = dir.join("flow-key");
+        if let Ok(key) = std::fs::read(&path) {
+            if key.len() == KEY_LEN {
+                return Ok(FlowToken::with_key(&key));
+            }
+            log::warn!(
+                "{}: not a {KEY_LEN}-byte key, making a new one",
+                path.display()
+            );
+        }
+        let key = FlowToken::random_key();
+        let tmp = dir.join("flow-key.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(FlowToken::with_key(&key))
     }
 
     fn mac(&self, body: &[u8]) -> u64 {
-        fnv1a(&[&self.key.to_le_bytes(), body, &self.key.to_be_bytes()])
+        let tag = ring::hmac::sign(&self.key, body);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(tag.as_ref().get(..8).unwrap_or(&[0; 8]));
+        u64::from_be_bytes(first)
     }
 
     /// The token: kind letter, fields in hex, and the keyed hash. Only
@@ -195,6 +243,17 @@ fn unhex16(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Whether two addresses are one source for the per-source connection
+/// limit: the same IPv4 address, or the same IPv6 /64 (one subscriber's
+/// prefix: counting single IPv6 addresses would let one host take every
+/// connection).
+pub fn same_source(a: IpAddr, b: IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        (a, b) => a == b,
+    }
+}
+
 /// A live connection as the rest of the edge sees it.
 pub struct Conn {
     /// Messages to write on the connection (its task writes them).
@@ -244,6 +303,24 @@ impl Transports {
         lock(&self.udp).get(&local).cloned()
     }
 
+    /// A live connection from `peer` (to be used as `kind`): how a UA on
+    /// TCP/TLS is reached when no flow token names its connection.
+    pub fn find_conn(&self, peer: SocketAddr, kind: StreamKind) -> Option<Flow> {
+        lock(&self.conns)
+            .iter()
+            .find(|(_, c)| c.peer == peer)
+            .map(|(id, _)| Flow::Stream {
+                id: *id,
+                peer,
+                kind,
+            })
+    }
+
+    /// Where connection ids start (they only grow).
+    pub fn first_id(&self, id: u64) {
+        self.next_id.store(id, Ordering::Relaxed);
+    }
+
     /// Registers a new connection; returns its id.
     pub fn add_conn(&self, conn: Conn) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -255,10 +332,14 @@ impl Transports {
         lock(&self.conns).remove(&id);
     }
 
-    /// Connections open now, and those from `ip`.
+    /// Connections open now, and those from `ip`'s source (see
+    /// [`same_source`]).
     pub fn conn_counts(&self, ip: IpAddr) -> (usize, usize) {
         let conns = lock(&self.conns);
-        let from = conns.values().filter(|c| c.peer.ip() == ip).count();
+        let from = conns
+            .values()
+            .filter(|c| same_source(c.peer.ip(), ip))
+            .count();
         (conns.len(), from)
     }
 
@@ -344,7 +425,9 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<super::Edge>) {
         };
         match edge.handle(datagram, src, local) {
             Some((out, Flow::Udp(dest))) => {
-                if let Err(e) = sock.send_to(&out, dest).await {
+                // Never wait on a full send buffer: that would stall every
+                // datagram behind this one. UDP may lose it; so may we.
+                if let Err(e) = sock.try_send_to(&out, dest) {
                     log::debug!("send from udp/{local} to {dest}: {e}");
                 }
             }
@@ -364,7 +447,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_refuse_tampering() {
-        let t = FlowToken::with_key(7);
+        let t = FlowToken::with_key(&[7; KEY_LEN]);
         let flows = [
             Flow::Udp("198.18.0.2:5062".parse().unwrap()),
             Flow::Stream {
@@ -386,7 +469,7 @@ mod tests {
             );
             assert_eq!(t.decode(&tok), Some(f));
             // Another process (key) does not accept it.
-            assert_eq!(FlowToken::with_key(8).decode(&tok), None);
+            assert_eq!(FlowToken::with_key(&[8; KEY_LEN]).decode(&tok), None);
             // Any changed character is refused.
             for i in 0..tok.len() {
                 let mut b = tok.clone().into_bytes();
