@@ -11,24 +11,18 @@ mod common;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{client_socket, exchange, text, wait_until, ANSWER_WAIT};
+use common::{
+    client_socket,
+    edge::{dialogs, edge_addr, sipp_in, start_edge, Sipp, PBX_PORT},
+    exchange, text, wait_until, ANSWER_WAIT,
+};
 use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
 
-const EDGE_PORT: u16 = 5060;
-const PBX_PORT: u16 = 5080;
 const UA_PORT: u16 = 5062;
-
-fn edge_addr() -> SocketAddr {
-    SocketAddr::new(SERVER_V4.into(), EDGE_PORT)
-}
-
-fn pbx_addr() -> SocketAddr {
-    SocketAddr::new(SERVER_V4.into(), PBX_PORT)
-}
 
 /// A lab with the edge running and a scratch directory holding the
 /// scenarios.
@@ -38,23 +32,7 @@ fn edge_lab() -> (Lab, PathBuf) {
 
 /// [`edge_lab`] with more `sip-ka run` flags.
 fn edge_lab_with(extra: &[&str]) -> (Lab, PathBuf) {
-    let mut lab = common::lab();
-    let edge = edge_addr().to_string();
-    let pbx = pbx_addr().to_string();
-    let mut args = vec![
-        "--mode",
-        "edge",
-        "--xdp-mode",
-        "native",
-        "--listen",
-        &edge,
-        "--upstream",
-        &pbx,
-        "--qualify-frequency",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    common::start(&mut lab, &args);
+    let lab = start_edge(extra);
     let dir = std::env::temp_dir().join(format!("{}-edge", lab.name));
     std::fs::create_dir_all(&dir).unwrap();
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edge");
@@ -80,62 +58,15 @@ fn write_ua_scenario(dir: &Path, methods: &[&str], hold_ms: u32) {
     .unwrap();
 }
 
-/// The PBX: sipp UAS answering calls and the edge's OPTIONS pings (each a
-/// call of its own) until stopped with SIGTERM; its exit status then says
-/// whether any call failed (an unexpected message fails a call).
-struct Pbx {
-    child: Option<Child>,
-}
-
-impl Pbx {
-    fn start(lab: &Lab, dir: &Path, secs: u32) -> Pbx {
-        Pbx::start_with(lab, dir, "pbx_uas.xml", secs)
-    }
-
-    fn start_with(lab: &Lab, dir: &Path, scenario: &str, secs: u32) -> Pbx {
-        let mut cmd = lab.server("timeout");
-        cmd.current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .args(["-k", "2", &secs.to_string(), "sipp", "-sf", scenario])
-            .args(["-nostdin", "-trace_err"])
-            .args(["-i", &SERVER_V4.to_string(), "-p", &PBX_PORT.to_string()])
-            .args(["-recv_timeout", "10000"]);
-        let child = cmd.spawn().expect("starting sipp as the PBX");
-        Pbx { child: Some(child) }
-    }
-
-    /// Stops the PBX (SIGTERM; `timeout` passes it on to sipp) and returns
-    /// its output; the exit status is 0 only if no call failed.
-    fn finish(mut self) -> Output {
-        let c = self.child.take().unwrap();
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        // Bounded by the `timeout` wrapper's -k.
-        c.wait_with_output().expect("waiting for the PBX")
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // `timeout` passes SIGTERM on to sipp.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Pbx {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// The PBX: sipp UAS running `scenario`, answering calls and the edge's
+/// OPTIONS pings (each a call of its own) until stopped; its exit status
+/// then says whether any call failed (an unexpected message fails a call).
+fn pbx(lab: &Lab, dir: &Path, scenario: &str, secs: u64) -> Sipp {
+    let mut cmd = sipp_in(lab, false, dir, secs);
+    cmd.args(["-sf", scenario])
+        .args(["-i", &SERVER_V4.to_string(), "-p", &PBX_PORT.to_string()])
+        .args(["-recv_timeout", "10000"]);
+    Sipp::spawn(cmd, "PBX")
 }
 
 /// The UA: sipp UAC in the client namespace, `calls` calls at `rate` per
@@ -188,16 +119,6 @@ fn ua_command_on(
     cmd
 }
 
-/// `sip-ka dialogs --json`.
-fn dialogs(lab: &Lab) -> Vec<serde_json::Value> {
-    let out =
-        lab::run(&mut lab.sip_ka(&["dialogs", "--json"]).unwrap()).expect("sip-ka dialogs --json");
-    match serde_json::from_slice(&out.stdout).expect("dialogs JSON") {
-        serde_json::Value::Array(a) => a,
-        v => panic!("dialogs --json is not an array: {v}"),
-    }
-}
-
 fn sip_request(
     method: &str,
     ruri: &str,
@@ -241,7 +162,7 @@ fn calls_complete_over_udp_and_tcp_and_leave_no_dialog() {
     let (lab, dir) = edge_lab();
     const CALLS: u32 = 1_000;
     write_ua_scenario(&dir, &[], 0);
-    let pbx = Pbx::start(&lab, &dir, 60);
+    let pbx = pbx(&lab, &dir, "pbx_uas.xml", 60);
     std::thread::sleep(Duration::from_millis(300));
     for transport in [UaTransport::Udp, UaTransport::Tcp] {
         let ua = common::run_capture(&mut ua_command_on(
@@ -299,7 +220,7 @@ fn in_dialog_keepalives(transport: UaTransport) {
     methods.extend(["UPDATE", "MESSAGE", "OPTIONS"]);
     let total = methods.len();
     write_ua_scenario(&dir, &methods, 3000);
-    let pbx = Pbx::start(&lab, &dir, 30);
+    let pbx = pbx(&lab, &dir, "pbx_uas.xml", 30);
     std::thread::sleep(Duration::from_millis(300));
     let before = common::counters(&lab);
     let ua = ua_command_on(&lab, &dir, "ua_call.xml", 1, 1, 20, transport)
@@ -357,7 +278,7 @@ fn options_and_unknown_dialogs_follow_the_pbx_health() {
     let (lab, dir) = edge_lab();
     let local = SocketAddr::new(CLIENT_V4.into(), 5070);
     let sock = client_socket(&lab, local);
-    let mut pbx = Pbx::start(&lab, &dir, 60);
+    let mut pbx = pbx(&lab, &dir, "pbx_uas.xml", 60);
 
     // An in-dialog INFO for a Call-ID the edge does not know: 481.
     let info = sip_request(
@@ -448,7 +369,7 @@ fn over_tcp_the_pbx_bye_reaches_the_ua_over_its_connection() {
 fn reinvite_and_pbx_bye(transport: UaTransport) {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
-    let pbx = Pbx::start_with(&lab, &dir, "pbx_reinvite.xml", 30);
+    let pbx = pbx(&lab, &dir, "pbx_reinvite.xml", 30);
     std::thread::sleep(Duration::from_millis(300));
     let ua = common::run_capture(&mut ua_command_on(
         &lab,
@@ -482,7 +403,7 @@ fn reinvite_and_pbx_bye(transport: UaTransport) {
 fn early_dialog_then_cancel_leaves_no_dialog() {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
-    let pbx = Pbx::start_with(&lab, &dir, "pbx_cancel.xml", 30);
+    let pbx = pbx(&lab, &dir, "pbx_cancel.xml", 30);
     std::thread::sleep(Duration::from_millis(300));
     let ua = ua_command_with(&lab, &dir, "ua_cancel.xml", 1, 1, 20)
         .stdout(Stdio::piped())
@@ -671,7 +592,7 @@ fn session_timer_refresh_keeps_a_call_and_expiry_reaps_the_other() {
         );
     assert!(pbx_xml.contains("next=\"update\"") && pbx_xml.contains("<label id=\"update\"/>"));
     std::fs::write(dir.join("pbx_timer.xml"), pbx_xml).unwrap();
-    let pbx = Pbx::start_with(&lab, &dir, "pbx_timer.xml", 30);
+    let pbx = pbx(&lab, &dir, "pbx_timer.xml", 30);
     std::thread::sleep(Duration::from_millis(300));
 
     let refresh_ua = ua_on(&lab, &dir, "ua_refresh.xml", UA_PORT, 25);

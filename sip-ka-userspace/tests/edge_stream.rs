@@ -19,40 +19,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::wait_until;
+use common::{
+    edge::{edge_addr, pbx_addr, start_edge, EDGE_PORT, PBX_PORT},
+    wait_until,
+};
 use sip_ka::lab::{Lab, CLIENT_V4, SERVER_V4};
-
-const EDGE_PORT: u16 = 5060;
-const PBX_PORT: u16 = 5080;
-
-fn edge_addr() -> SocketAddr {
-    SocketAddr::new(SERVER_V4.into(), EDGE_PORT)
-}
-
-fn pbx_addr() -> SocketAddr {
-    SocketAddr::new(SERVER_V4.into(), PBX_PORT)
-}
 
 /// A lab with the edge running with `extra` flags.
 fn edge_lab(extra: &[&str]) -> Lab {
-    let mut lab = common::lab();
-    let edge = edge_addr().to_string();
-    let pbx = pbx_addr().to_string();
-    let mut args = vec![
-        "--mode",
-        "edge",
-        "--xdp-mode",
-        "native",
-        "--listen",
-        &edge,
-        "--upstream",
-        &pbx,
-        "--qualify-frequency",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    common::start(&mut lab, &args);
-    lab
+    start_edge(extra)
 }
 
 /// Runs `f` on a thread that joined the namespace `ns` (sockets it makes

@@ -24,9 +24,7 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Output, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -35,13 +33,12 @@ use std::{
 };
 
 use common::{
-    binding_request, client_socket, exchange, full_id, parse_success, text, txid, wait_until, Fp,
-    ANSWER_WAIT,
+    binding_request, client_socket,
+    edge::{edge_addr, pbx_addr, sipp_in, Sipp, PBX_PORT},
+    exchange, full_id, parse_success, text, txid, wait_until, Fp, ANSWER_WAIT,
 };
-use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
+use sip_ka::lab::{Lab, CLIENT_V4, SERVER_V4};
 
-const EDGE_PORT: u16 = 5060;
-const PBX_PORT: u16 = 5080;
 const UA_PORT: u16 = 5062;
 const SHORT_UA_PORT: u16 = 5064;
 /// Calls held across the restart.
@@ -56,14 +53,6 @@ const HOLD_MS: u64 = 13_000;
 /// Pace of the keep-alive sender.
 const PING_EVERY: Duration = Duration::from_millis(5);
 
-fn edge_addr() -> SocketAddr {
-    SocketAddr::new(SERVER_V4.into(), EDGE_PORT)
-}
-
-fn pbx_addr() -> SocketAddr {
-    SocketAddr::new(SERVER_V4.into(), PBX_PORT)
-}
-
 /// Removes the scratch and state directories however the test ends.
 struct Dirs {
     scratch: PathBuf,
@@ -77,86 +66,11 @@ impl Drop for Dirs {
     }
 }
 
-/// A sipp run in the background, killed (it runs under `timeout`, which
-/// passes SIGTERM on) if the test ends before it does.
-struct Sipp {
-    child: Option<Child>,
-    what: &'static str,
-}
-
-impl Sipp {
-    fn spawn(mut cmd: std::process::Command, what: &'static str) -> Sipp {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting sipp ({what}): {e}"));
-        Sipp {
-            child: Some(child),
-            what,
-        }
-    }
-
-    /// Waits for it to end by itself (bounded by its `timeout` wrapper).
-    fn wait(mut self) -> Output {
-        let c = self.child.take().expect("sipp child");
-        c.wait_with_output()
-            .unwrap_or_else(|e| panic!("waiting for sipp ({}): {e}", self.what))
-    }
-
-    /// SIGTERM (sipp then exits with the status of its calls so far).
-    fn finish(mut self) -> Output {
-        let c = self.child.take().expect("sipp child");
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        c.wait_with_output()
-            .unwrap_or_else(|e| panic!("waiting for sipp ({}): {e}", self.what))
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn sipp_in(lab: &Lab, client: bool, dir: &Path, secs: u64) -> std::process::Command {
-    let mut cmd = if client {
-        lab.client("timeout")
-    } else {
-        lab.server("timeout")
-    };
-    cmd.current_dir(dir)
-        .args(["-k", "2", &secs.to_string(), "sipp"])
-        .args(["-nostdin", "-trace_err"]);
-    cmd
-}
-
 /// `sip-ka dialogs --json`, by Call-ID hash.
 fn dialogs(lab: &Lab) -> BTreeMap<String, serde_json::Value> {
-    let out =
-        lab::run(&mut lab.sip_ka(&["dialogs", "--json"]).expect("sip-ka")).expect("sip-ka dialogs");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("dialogs JSON");
-    v.as_array()
-        .expect("dialogs --json is an array")
-        .iter()
-        .map(|d| {
-            (
-                d["call_id_hash"].as_str().unwrap_or("").to_string(),
-                d.clone(),
-            )
-        })
+    common::edge::dialogs(lab)
+        .into_iter()
+        .map(|d| (d["call_id_hash"].as_str().unwrap_or("").to_string(), d))
         .collect()
 }
 

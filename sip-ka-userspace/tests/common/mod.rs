@@ -15,6 +15,8 @@ use std::{
 
 use sip_ka::lab::{self, Lab};
 
+pub mod edge;
+
 /// Fails the test (never skips it) when it cannot run here: it needs root
 /// and the real clients.
 pub fn require_env() {

@@ -1,0 +1,139 @@
+//! Helpers for the edge-mode lab tests: the edge's and the PBX's
+//! addresses, an edge started in a fresh lab, sipp runs that end with the
+//! test, and `sip-ka dialogs --json`.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use sip_ka::lab::{self, Lab, SERVER_V4};
+
+/// Where the edge listens (UDP, TCP) in the server namespace.
+pub const EDGE_PORT: u16 = 5060;
+/// Where the PBX (sipp, or a socket of the test) listens, behind the edge.
+pub const PBX_PORT: u16 = 5080;
+
+pub fn edge_addr() -> SocketAddr {
+    SocketAddr::new(SERVER_V4.into(), EDGE_PORT)
+}
+
+pub fn pbx_addr() -> SocketAddr {
+    SocketAddr::new(SERVER_V4.into(), PBX_PORT)
+}
+
+/// `sip-ka run` flags for the edge in front of the PBX, then `extra`.
+pub fn edge_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--mode",
+        "edge",
+        "--xdp-mode",
+        "native",
+        "--listen",
+        &edge_addr().to_string(),
+        "--upstream",
+        &pbx_addr().to_string(),
+        "--qualify-frequency",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A fresh lab with the edge running (`extra` flags added).
+pub fn start_edge(extra: &[&str]) -> Lab {
+    let mut lab = super::lab();
+    let args = edge_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    super::start(&mut lab, &args);
+    lab
+}
+
+/// sipp under `timeout` in the client or the server namespace, run from
+/// `dir` (where its scenarios are).
+pub fn sipp_in(lab: &Lab, client: bool, dir: &Path, secs: u64) -> Command {
+    let mut cmd = if client {
+        lab.client("timeout")
+    } else {
+        lab.server("timeout")
+    };
+    cmd.current_dir(dir)
+        .args(["-k", "2", &secs.to_string(), "sipp"])
+        .args(["-nostdin", "-trace_err"]);
+    cmd
+}
+
+/// A sipp run in the background, stopped (it runs under `timeout`, which
+/// passes SIGTERM on) if the test ends before it does.
+pub struct Sipp {
+    child: Option<Child>,
+    what: &'static str,
+}
+
+impl Sipp {
+    pub fn spawn(mut cmd: Command, what: &'static str) -> Sipp {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sipp ({what}): {e}"));
+        Sipp {
+            child: Some(child),
+            what,
+        }
+    }
+
+    /// Waits for it to end by itself (bounded by its `timeout` wrapper).
+    pub fn wait(mut self) -> Output {
+        let c = self.child.take().expect("sipp child");
+        c.wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for sipp ({}): {e}", self.what))
+    }
+
+    /// SIGTERM (sipp then exits with the status of its calls so far: 0
+    /// only if none failed).
+    pub fn finish(mut self) -> Output {
+        let c = self.child.take().expect("sipp child");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for sipp ({}): {e}", self.what))
+    }
+
+    /// Stops it now, whatever its calls were doing.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `sip-ka dialogs --json`.
+pub fn dialogs(lab: &Lab) -> Vec<serde_json::Value> {
+    let out = lab::run(&mut lab.sip_ka(&["dialogs", "--json"]).expect("sip-ka"))
+        .expect("sip-ka dialogs --json");
+    match serde_json::from_slice(&out.stdout).expect("dialogs JSON") {
+        serde_json::Value::Array(a) => a,
+        v => panic!("dialogs --json is not an array: {v}"),
+    }
+}
