@@ -104,14 +104,18 @@ async fn accept_conn(sock: TcpStream, conn: Accepted, edge: Arc<Edge>) {
         id: conn.id,
     };
     let Some(acceptor) = edge.tls.clone() else {
-        return serve_conn(sock, conn, &edge, StreamKind::Tcp).await;
+        let (rd, wr) = sock.into_split();
+        return serve_conn(rd, wr, conn, &edge, StreamKind::Tcp).await;
     };
     let peer = conn.peer;
     let mut first = [0u8; 1];
     match timeout(HANDSHAKE_TIMEOUT, sock.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == HANDSHAKE_RECORD => {
             match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-                Ok(Ok(tls)) => serve_conn(tls, conn, &edge, StreamKind::Tls).await,
+                Ok(Ok(tls)) => {
+                    let (rd, wr) = tokio::io::split(tls);
+                    serve_conn(rd, wr, conn, &edge, StreamKind::Tls).await
+                }
                 Ok(Err(e)) => {
                     Counters::bump(&edge.counters.stream_errors);
                     log::debug!("edge: TLS handshake with {peer}: {e}");
@@ -122,7 +126,10 @@ async fn accept_conn(sock: TcpStream, conn: Accepted, edge: Arc<Edge>) {
                 }
             }
         }
-        Ok(Ok(1)) => serve_conn(sock, conn, &edge, StreamKind::Tcp).await,
+        Ok(Ok(1)) => {
+            let (rd, wr) = sock.into_split();
+            serve_conn(rd, wr, conn, &edge, StreamKind::Tcp).await
+        }
         // Closed, failed, or silent for the handshake time before a byte.
         _ => {}
     }
@@ -140,10 +147,12 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Serves one connection until it closes, fails or idles out.
-async fn serve_conn<S>(stream: S, conn: Accepted, edge: &Arc<Edge>, kind: StreamKind)
+/// Serves one connection (its two halves: TCP splits without a lock,
+/// TLS with one) until it closes, fails or idles out.
+async fn serve_conn<R, W>(mut rd: R, mut wr: W, conn: Accepted, edge: &Arc<Edge>, kind: StreamKind)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let Accepted {
         peer,
@@ -153,14 +162,19 @@ where
         idle_ms,
     } = conn;
     let flow = Flow::Stream { id, peer, kind };
-    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut framer = StreamFramer::new(CrlfRole::Server, edge.cfg.limits);
     let mut buf = vec![0u8; 16 * 1024];
     let mut last = Instant::now();
     let c = &edge.counters;
+    let idle_for = || Duration::from_millis(idle_ms.load(Ordering::Relaxed));
+    // One timer for the connection's life, moved on only when it fires
+    // early (traffic came since it was set): no timer to set and cancel
+    // for every message.
+    let idle = tokio::time::sleep_until(last + idle_for());
+    tokio::pin!(idle);
+    let mut out: Vec<Vec<u8>> = Vec::new();
     loop {
-        let deadline = last + Duration::from_millis(idle_ms.load(Ordering::Relaxed));
-        let mut out: Vec<Vec<u8>> = Vec::new();
+        out.clear();
         tokio::select! {
             read = rd.read(&mut buf) => {
                 let n = match read {
@@ -178,6 +192,7 @@ where
                         StreamEvent::Ping => {
                             Counters::bump(&c.crlf_pings);
                             out.push(PONG.to_vec());
+
                         }
                         // A pong nobody asked for: nothing to do.
                         StreamEvent::Pong => {}
@@ -209,7 +224,12 @@ where
                 Some(bytes) => out.push(bytes),
                 None => break,
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            () = &mut idle => {
+                let deadline = last + idle_for();
+                if Instant::now() < deadline {
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
                 Counters::bump(&c.conns_idle_closed);
                 log::debug!("edge: closing idle connection from {peer}");
                 break;
@@ -217,6 +237,11 @@ where
         }
         if write_all(&mut wr, &out).await.is_err() {
             break;
+        }
+        // A negotiated ms-keep-alive may have shortened the limit.
+        let due = last + idle_for();
+        if due < idle.deadline() {
+            idle.as_mut().reset(due);
         }
     }
     let _ = timeout(WRITE_TIMEOUT, wr.shutdown()).await;
