@@ -370,11 +370,15 @@ impl Dialogs {
             j.wants_compaction(live)
         });
         if compact {
-            self.compact();
+            if let Some(j) = self.journal.as_mut() {
+                // Off the table's lock: the merge reads only the files.
+                j.compact_in_background();
+            }
         }
     }
 
-    /// Rewrites the snapshot from the table and empties the journal.
+    /// Rewrites the snapshot from the table and empties the journal (at
+    /// start, before any traffic: it holds the table while it writes).
     pub fn compact(&mut self) {
         let Some(mut j) = self.journal.take() else {
             return;

@@ -163,6 +163,9 @@ pub struct Loaded {
 }
 
 const JOURNAL: &str = "journal";
+/// The journal being merged into the snapshot by a background compaction
+/// (or left by one a crash interrupted).
+const JOURNAL_OLD: &str = "journal.old";
 const SNAPSHOT: &str = "snapshot";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
 const LOCK: &str = "lock";
@@ -183,6 +186,8 @@ pub struct Journal {
     /// however the process ends).
     _lock: File,
     write_errors: u64,
+    /// Set while a background compaction runs (one at a time).
+    merging: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -263,6 +268,7 @@ impl Journal {
         let mut live = HashMap::new();
         let mut skipped = 0;
         replay(&dir.join(SNAPSHOT), &mut live, &mut skipped);
+        replay(&dir.join(JOURNAL_OLD), &mut live, &mut skipped);
         replay(&dir.join(JOURNAL), &mut live, &mut skipped);
         let file = OpenOptions::new()
             .create(true)
@@ -275,6 +281,7 @@ impl Journal {
             records: 0,
             _lock: lock,
             write_errors: 0,
+            merging: Default::default(),
         };
         Ok((
             journal,
@@ -337,6 +344,11 @@ impl Journal {
     /// snapshot and a journal whose records it already contains (replaying
     /// them again gives the same state).
     pub fn compact<'a>(&mut self, live: impl IntoIterator<Item = &'a DialogRecord>) -> Result<()> {
+        // A background merge writes the same files: let it finish.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.merging() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let tmp = self.dir.join(SNAPSHOT_TMP);
         {
             let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -350,12 +362,106 @@ impl Journal {
         }
         std::fs::rename(&tmp, self.dir.join(SNAPSHOT))
             .with_context(|| format!("renaming {} to {SNAPSHOT}", tmp.display()))?;
+        remove_if_there(&self.dir.join(JOURNAL_OLD))?;
         self.file
             .set_len(0)
             .with_context(|| format!("truncating {}", self.dir.join(JOURNAL).display()))?;
         self.records = 0;
         Ok(())
     }
+
+    /// Compaction while the edge runs, without holding anything up: the
+    /// journal is renamed to `journal.old` and a new one started (O(1),
+    /// under the caller's lock), then a thread merges the snapshot and
+    /// `journal.old` into a new snapshot and removes `journal.old`. The
+    /// live table is never read, so the edge goes on at once. A start
+    /// reads snapshot, `journal.old`, journal in that order; a crash at any
+    /// point leaves files whose replay gives the same state (records
+    /// replayed twice end the same way). Does nothing while a merge runs
+    /// or when `journal.old` is left from a failed one (the journal then
+    /// grows until the next start compacts it).
+    pub fn compact_in_background(&mut self) {
+        use std::sync::atomic::Ordering;
+        let old = self.dir.join(JOURNAL_OLD);
+        if self.merging.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if old.exists() {
+            // Never overwrite records not merged yet.
+            self.merging.store(false, Ordering::Release);
+            return;
+        }
+        let rotated = std::fs::rename(self.dir.join(JOURNAL), &old).and_then(|()| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(JOURNAL))
+        });
+        match rotated {
+            Ok(file) => {
+                self.file = file;
+                self.records = 0;
+            }
+            Err(e) => {
+                log::warn!("state: rotating {}: {e}", self.dir.join(JOURNAL).display());
+                self.merging.store(false, Ordering::Release);
+                return;
+            }
+        }
+        let dir = self.dir.clone();
+        let merging = self.merging.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sip-ka-compact".into())
+            .spawn(move || {
+                match merge(&dir) {
+                    Ok(n) => log::debug!("state: {n} dialog(s) in the new snapshot"),
+                    Err(e) => log::warn!("state: compacting {}: {e:#}", dir.display()),
+                }
+                merging.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            log::warn!("state: starting the compaction thread: {e}");
+            self.merging.store(false, Ordering::Release);
+        }
+    }
+
+    /// Whether a background compaction is running (tests wait on it).
+    pub fn merging(&self) -> bool {
+        self.merging.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// The background half of [`Journal::compact_in_background`]: snapshot
+/// plus `journal.old` into a new snapshot; returns the dialogs in it.
+fn merge(dir: &Path) -> Result<usize> {
+    let mut live = HashMap::new();
+    let mut skipped = 0;
+    replay(&dir.join(SNAPSHOT), &mut live, &mut skipped);
+    replay(&dir.join(JOURNAL_OLD), &mut live, &mut skipped);
+    let n = live.len();
+    let tmp = dir.join(SNAPSHOT_TMP);
+    {
+        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        for d in live.into_values() {
+            serde_json::to_writer(&mut w, &Record::Upsert(Box::new(d)))?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, dir.join(SNAPSHOT))
+        .with_context(|| format!("renaming {} to {SNAPSHOT}", tmp.display()))?;
+    remove_if_there(&dir.join(JOURNAL_OLD))?;
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -498,5 +604,44 @@ mod tests {
         );
         let u = Flow::Udp(peer);
         assert_eq!(FlowRecord::of(&u).restore(), u);
+    }
+
+    #[test]
+    fn background_compaction_keeps_every_change_and_survives_an_interrupted_merge() {
+        let dir = scratch("background");
+        let (mut j, _) = Journal::open(&dir).unwrap();
+        for i in 0..50 {
+            j.append(&Record::Upsert(Box::new(rec(&format!("c{i}"), 1))));
+        }
+        j.compact_in_background();
+        // Changes go on while the merge runs, into the new journal.
+        j.append(&Record::Remove {
+            call_id: "c0".into(),
+        });
+        j.append(&Record::Upsert(Box::new(rec("c1", 2))));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while j.merging() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!j.merging());
+        assert!(!dir.join(JOURNAL_OLD).exists());
+        assert_eq!(j.records(), 2);
+        drop(j);
+        let (mut j, loaded) = Journal::open(&dir).unwrap();
+        let got = sorted(loaded.dialogs);
+        assert_eq!(got.len(), 49);
+        assert!(got.iter().all(|d| d.call_id != "c0"));
+        assert_eq!(got.iter().find(|d| d.call_id == "c1").unwrap().cseq, 2);
+        // A merge a crash interrupted: journal.old is still there; it is
+        // replayed between the snapshot and the journal.
+        j.append(&Record::Upsert(Box::new(rec("late", 1))));
+        drop(j);
+        std::fs::rename(dir.join(JOURNAL), dir.join(JOURNAL_OLD)).unwrap();
+        std::fs::write(dir.join(JOURNAL), b"").unwrap();
+        let (j, loaded) = Journal::open(&dir).unwrap();
+        assert_eq!(loaded.dialogs.len(), 50);
+        assert!(loaded.dialogs.iter().any(|d| d.call_id == "late"));
+        drop(j);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
