@@ -199,6 +199,44 @@ struct Dialog {
     /// Last in-dialog traffic the edge saw itself (unix ms): requests it
     /// forwarded, keep-alives it answered (`--dialog-idle-timeout`).
     last_activity_ms: u64,
+    /// To tags of the forks that answered the INVITE with a 2xx: each is a
+    /// dialog (RFC 3261 13.2.2.4) sharing the Call-ID, so the BYE ending
+    /// one fork's dialog must not end the one the caller kept.
+    confirmed_tags: Vec<String>,
+}
+
+/// Most forks remembered per Call-ID.
+const MAX_FORKS: usize = 16;
+
+/// The tag parameter of a From or To value.
+fn tag_of(value: &str) -> Option<String> {
+    crate::sip::NameAddr::parse(value)
+        .ok()?
+        .param("tag")
+        .flatten()
+        .map(str::to_string)
+}
+
+impl Dialog {
+    /// The callee-side tag of an in-dialog request or its response: the
+    /// To tag when the caller's From tag is the From tag, else the From tag
+    /// (a request from the callee side).
+    fn callee_tag(&self, msg: &SipMessage) -> Option<String> {
+        let caller = tag_of(&self.caller_from);
+        let from = msg.from_tag();
+        if from.is_some() && from == caller {
+            msg.to_tag()
+        } else {
+            from
+        }
+    }
+
+    /// Whether ending the dialog `msg` belongs to leaves other confirmed
+    /// forks of this Call-ID alive.
+    fn other_forks_live(&self, msg: &SipMessage) -> bool {
+        let tag = self.callee_tag(msg);
+        self.confirmed_tags.len() > 1 && tag.is_some_and(|t| self.confirmed_tags.contains(&t))
+    }
 }
 
 /// What the edge needs to end an expired dialog on both sides.
@@ -344,6 +382,7 @@ impl Dialogs {
             caller_contact: d.caller_contact.clone(),
             callee_contact: d.callee_contact.clone(),
             cseq: d.cseq,
+            confirmed_tags: d.confirmed_tags.clone(),
             session: self.timers.session(d.hash).map(|s| persist::SessionRecord {
                 interval: s.interval,
                 refresher: s.refresher.map(|r| r.to_string()),
@@ -450,6 +489,7 @@ impl Dialogs {
                     caller_contact: r.caller_contact,
                     callee_contact: r.callee_contact,
                     cseq: r.cseq,
+                    confirmed_tags: r.confirmed_tags,
                     // The idle clock restarts: a restart never ends a call
                     // earlier than its idle limit after the restart.
                     last_activity_ms: now_ms,
@@ -528,6 +568,12 @@ impl Dialogs {
                 if d.callee_to.is_none() {
                     changed |= to.is_some();
                     d.callee_to = to;
+                }
+                if let Some(tag) = msg.to_tag() {
+                    if !d.confirmed_tags.contains(&tag) && d.confirmed_tags.len() < MAX_FORKS {
+                        d.confirmed_tags.push(tag);
+                        changed = true;
+                    }
                 }
                 if contact.is_some() && contact != d.callee_contact {
                     changed = true;
@@ -779,12 +825,23 @@ impl Dialogs {
                         callee_contact: None,
                         cseq: msg.cseq().map_or(1, |c| c.seq),
                         last_activity_ms: now_ms(),
+                        confirmed_tags: Vec::new(),
                     },
                 );
                 self.by_hash.insert(hash, call_id.to_string());
                 self.save(call_id);
             }
-            Some(Method::Bye) => self.set(call_id, Phase::Terminating),
+            Some(Method::Bye) => {
+                // A BYE for one fork while another is confirmed ends that
+                // fork only (on its 2xx): the Call-ID stays confirmed.
+                let others = self
+                    .by_call
+                    .get(call_id)
+                    .is_some_and(|d| d.other_forks_live(msg));
+                if !others {
+                    self.set(call_id, Phase::Terminating);
+                }
+            }
             _ => {}
         }
     }
@@ -815,7 +872,20 @@ impl Dialogs {
                 300.. if matches!(phase, Phase::Pending | Phase::Early) => self.end(call_id),
                 _ => {}
             },
-            Method::Bye if code >= 200 => self.end(call_id),
+            Method::Bye if code >= 200 => {
+                let fork = self.by_call.get_mut(call_id).and_then(|d| {
+                    if !d.other_forks_live(msg) {
+                        return None;
+                    }
+                    let tag = d.callee_tag(msg)?;
+                    d.confirmed_tags.retain(|t| *t != tag);
+                    Some(())
+                });
+                match fork {
+                    Some(()) => self.save(call_id),
+                    None => self.end(call_id),
+                }
+            }
             _ => {}
         }
     }
@@ -1007,5 +1077,36 @@ mod tests {
         d.on_response(&re.response(491, "Request Pending", None).unwrap());
         assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
         assert_eq!(d.sweep(Instant::now() + EARLY_LIMIT * 2), 0);
+    }
+
+    #[test]
+    fn a_bye_to_one_fork_keeps_the_fork_the_caller_kept() {
+        let log = Log::default();
+        let mut d = Dialogs::new(Box::new(log.clone()));
+        let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+        let inv = request("INVITE", "", 1);
+        d.on_request(&inv, ua);
+        // Two forks answer: early dialogs b1 and b2, then both 2xx.
+        d.on_response(&inv.response(180, "Ringing", Some("b1")).unwrap());
+        d.on_response(&inv.response(180, "Ringing", Some("b2")).unwrap());
+        let mut ok1 = inv.response(200, "OK", Some("b1")).unwrap();
+        d.timer_response(&mut ok1, now_ms());
+        d.on_response(&ok1);
+        let mut ok2 = inv.response(200, "OK", Some("b2")).unwrap();
+        d.timer_response(&mut ok2, now_ms());
+        d.on_response(&ok2);
+        assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
+        // The caller keeps b1 and sends BYE to b2 (RFC 3261 13.2.2.4).
+        let bye2 = request("BYE", ";tag=b2", 2);
+        d.on_request(&bye2, ua);
+        assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
+        d.on_response(&bye2.response(200, "OK", None).unwrap());
+        assert!(d.known("d1@example.com"), "the kept call lost its dialog");
+        // Then the kept call ends.
+        let bye1 = request("BYE", ";tag=b1", 3);
+        d.on_request(&bye1, ua);
+        assert_eq!(d.phase("d1@example.com"), Some(Phase::Terminating));
+        d.on_response(&bye1.response(200, "OK", None).unwrap());
+        assert!(d.is_empty());
     }
 }

@@ -141,6 +141,10 @@ pub struct DialogRecord {
     pub cseq: u32,
     #[serde(default)]
     pub session: Option<SessionRecord>,
+    /// To tags of the forks that answered 2xx (RFC 3261 13.2.2.4: each is
+    /// a dialog of its own under the one Call-ID).
+    #[serde(default)]
+    pub confirmed_tags: Vec<String>,
 }
 
 /// One line of the journal.
@@ -498,6 +502,7 @@ mod tests {
                 refresher: Some("uac".into()),
                 expires_at_ms: Some(1_700_000_090_000),
             }),
+            confirmed_tags: vec!["2".into()],
         }
     }
 
