@@ -34,7 +34,7 @@ use std::{
 
 use common::{
     binding_request, client_socket,
-    edge::{edge_addr, pbx_addr, sipp_in, Sipp, PBX_PORT},
+    edge::{edge_addr, sipp_in, Sipp, PBX_PORT},
     exchange, full_id, parse_success, text, txid, wait_until, Fp, ANSWER_WAIT,
 };
 use sip_ka::lab::{Lab, CLIENT_V4, SERVER_V4};
@@ -76,29 +76,17 @@ fn dialogs(lab: &Lab) -> BTreeMap<String, serde_json::Value> {
 
 /// The daemon's command line (both runs use the same one).
 fn daemon_args(state: &Path) -> Vec<String> {
-    [
-        "--mode",
-        "edge",
-        "--xdp-mode",
-        "native",
-        "--listen",
-        &edge_addr().to_string(),
-        "--upstream",
-        &pbx_addr().to_string(),
-        "--qualify-frequency",
-        "1",
+    let (se, state) = (LONG_SE.to_string(), state.to_string_lossy().into_owned());
+    common::edge::edge_args(&[
         "--lab",
         "--timers-min-se",
         "2",
         "--timers-sess-expires",
-        &LONG_SE.to_string(),
+        &se,
         "--reap-expired",
         "--state-dir",
-        &state.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+        &state,
+    ])
 }
 
 /// One keep-alive sent and whether its answer came.

@@ -279,14 +279,7 @@ fn memory() -> Result<(u64, u64)> {
         libc::malloc_trim(0);
         libc::mallinfo2()
     };
-    let statm = std::fs::read_to_string("/proc/self/statm").context("/proc/self/statm")?;
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .context("/proc/self/statm: no resident field")?;
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    Ok((pages * page, (info.uordblks + info.hblkhd) as u64))
+    Ok((crate::rss_bytes()?, (info.uordblks + info.hblkhd) as u64))
 }
 
 fn mem_available() -> Option<u64> {
@@ -585,7 +578,7 @@ pub fn dialogs_bench(count: u64) -> Result<()> {
         format!("{:.2}", append_s * 1e6 / records.len().max(1) as f64),
     );
     row(
-        "compaction (snapshot of all dialogs), ms",
+        "snapshot of all dialogs (start; later: background merge), ms",
         format!("{:.1}", compact_s * 1e3),
     );
     row(

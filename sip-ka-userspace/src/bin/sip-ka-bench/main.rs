@@ -1244,16 +1244,6 @@ fn timers_bench() -> Result<()> {
     const REFRESHES: u64 = 10_000_000;
     const INTERVAL_MS: u64 = 1_800_000;
 
-    fn rss_bytes() -> Result<u64> {
-        let statm = std::fs::read_to_string("/proc/self/statm").context("/proc/self/statm")?;
-        let pages: u64 = statm
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .context("/proc/self/statm: no resident field")?;
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        Ok(pages * u64::try_from(page).unwrap_or(4096))
-    }
     // Dialog ids as the daemon makes them: hashes of Call-IDs.
     let id = |i: u64| callid_hash(format!("{i:016x}@bench.invalid").as_bytes());
     let ids: Vec<u64> = (0..DIALOGS).map(id).collect();
@@ -1358,4 +1348,16 @@ fn timers_bench() -> Result<()> {
          (includes allocator slack and the doubling of the slab and the maps)."
     );
     Ok(())
+}
+
+/// Resident memory of this process in bytes (/proc/self/statm).
+fn rss_bytes() -> Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").context("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .context("/proc/self/statm: no resident field")?;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages * u64::try_from(page).unwrap_or(4096))
 }
