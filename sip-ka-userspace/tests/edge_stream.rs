@@ -729,3 +729,83 @@ fn tls_and_tcp_share_the_port_and_tls_gets_messages_and_pongs() {
         started.elapsed()
     );
 }
+
+/// A PBX that ignores Path (Asterisk's default): the REGISTER has no
+/// outbound, the PBX calls the registered Contact with no Route, and the
+/// INVITE still reaches the UA over the connection it registered by.
+#[test]
+fn a_pbx_without_path_reaches_a_registered_tcp_ua_over_its_connection() {
+    let started = Instant::now();
+    let lab = edge_lab(&[]);
+    let pbx = pbx_socket(&lab);
+    let mut ua = ua_connect(&lab);
+    let local = ua.local_addr().unwrap();
+    let mut r = Reader::new();
+    // The Contact is the UA's listening address, not the connection's.
+    let contact = format!("<sip:ua@{CLIENT_V4}:5062;transport=tcp>");
+    let register = format!(
+        "REGISTER sip:{SERVER_V4} SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {local};branch=z9hG4bKplain1\r\n\
+         From: <sip:ua@{SERVER_V4}>;tag=r1\r\n\
+         To: <sip:ua@{SERVER_V4}>\r\n\
+         Call-ID: plain1@{CLIENT_V4}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Max-Forwards: 70\r\n\
+         Contact: {contact}\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    send(&mut ua, register.as_bytes());
+    let reg = pbx_recv(&pbx, Duration::from_secs(3), |t| t.starts_with("REGISTER "))
+        .expect("the REGISTER did not reach the PBX");
+    assert!(
+        headers(&reg, "Path").is_empty(),
+        "no outbound, no Path: {reg}"
+    );
+    let ok = reply(
+        &reg,
+        200,
+        "OK",
+        Some("reg"),
+        &[format!("Contact: {contact};expires=600")],
+    );
+    pbx.send_to(ok.as_bytes(), edge_addr()).unwrap();
+    let ok = r
+        .take_message(&mut ua, Duration::from_secs(3))
+        .expect("the UA got no 200 for its REGISTER");
+    assert_eq!(status(&ok), Some(200), "{ok}");
+    assert!(headers(&ok, "Flow-Timer").is_empty(), "{ok}");
+    let invite = format!(
+        "INVITE sip:ua@{CLIENT_V4}:5062;transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {SERVER_V4}:{PBX_PORT};branch=z9hG4bKplaininv\r\n\
+         From: <sip:pbx@{SERVER_V4}>;tag=p1\r\n\
+         To: <sip:ua@{SERVER_V4}>\r\n\
+         Call-ID: plaininv@{SERVER_V4}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Max-Forwards: 70\r\n\
+         Contact: <sip:pbx@{SERVER_V4}:{PBX_PORT}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    pbx.send_to(invite.as_bytes(), edge_addr()).unwrap();
+    let inv = r
+        .take_message(&mut ua, Duration::from_secs(3))
+        .expect("the INVITE for the registered Contact did not reach the UA's connection");
+    assert!(inv.starts_with("INVITE sip:ua@"), "{inv}");
+    assert!(
+        headers(&inv, "Via")[0].starts_with(&format!("SIP/2.0/TCP {SERVER_V4}:{EDGE_PORT}")),
+        "{inv}"
+    );
+    // Another Contact, never registered: no connection, 480.
+    let other = invite
+        .replace("ua@198.18.0.2:5062", "nobody@198.18.0.2:5999")
+        .replace("plaininv", "plaininv2");
+    pbx.send_to(other.as_bytes(), edge_addr()).unwrap();
+    let refused = pbx_recv(&pbx, Duration::from_secs(3), |t| {
+        t.starts_with("SIP/2.0 480")
+    });
+    assert!(refused.is_some(), "no 480 for an unregistered TCP Contact");
+    eprintln!(
+        "a_pbx_without_path_reaches_a_registered_tcp_ua_over_its_connection: {:?}",
+        started.elapsed()
+    );
+}

@@ -28,6 +28,7 @@ use crate::{
     sip::Limits,
 };
 
+pub mod bindings;
 pub mod dialog;
 pub mod forward;
 pub mod keepalive;
@@ -247,6 +248,8 @@ pub struct Edge {
     pub transports: transport::Transports,
     /// Requests from stream UAs retransmitted on the UDP leg.
     pub retransmits: retransmit::Retransmits,
+    /// Registered Contacts and the flows they registered by.
+    pub bindings: bindings::Bindings,
     /// Set when the edge serves TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Answers CRLF and STUN that reach the SIP sockets.
@@ -264,6 +267,7 @@ impl Edge {
             transports: transport::Transports::default(),
             tls: None,
             retransmits: retransmit::Retransmits::default(),
+            bindings: bindings::Bindings::default(),
             responder,
         }
     }
@@ -402,6 +406,10 @@ pub async fn start_with(
                 let swept = edge.dialogs().sweep(Instant::now());
                 if swept > 0 {
                     log::info!("edge: {swept} stale dialog(s) dropped");
+                }
+                let expired = edge.bindings.sweep(dialog::now_ms());
+                if expired > 0 {
+                    log::debug!("edge: {expired} registration binding(s) expired");
                 }
             }
         });

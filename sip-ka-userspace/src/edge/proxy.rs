@@ -207,7 +207,14 @@ impl Edge {
                 Counters::bump(&c.flow_failed);
                 return refuse(403, "Forbidden (Bad Flow Token)");
             }
-            let learned = token.or_else(|| self.dialogs().ua_flow(&call_id));
+            let learned = token
+                .or_else(|| self.dialogs().ua_flow(&call_id))
+                .or_else(|| {
+                    // A PBX that ignores Path: the Contact it calls was
+                    // registered by a flow the edge remembers.
+                    fwd.request_uri()
+                        .and_then(|u| self.bindings.lookup(u, now_ms()))
+                });
             let target = learned.or_else(|| match forward::request_destination(&fwd) {
                 Some((addr, Some(kind))) => {
                     // A UA on TCP/TLS without a flow token: only a
@@ -267,6 +274,11 @@ impl Edge {
                     local.port()
                 ),
             );
+        }
+        if !from_pbx && fwd.method() == Some(&Method::Register) {
+            if let Some(branch) = fwd.top_via().and_then(|v| v.branch().map(str::to_string)) {
+                self.bindings.on_register(&branch, &msg, src, now_ms());
+            }
         }
         let ua = if from_pbx { dest } else { src };
         let mut dialogs = self.dialogs();
@@ -401,6 +413,9 @@ impl Edge {
         {
             self.retransmits
                 .on_response(branch, &cseq.method.to_string(), code, now_ms());
+            if cseq.method == Method::Register {
+                self.bindings.on_response(branch, code, now_ms());
+            }
         }
         // ms-keep-alive is hop-by-hop: whatever the PBX said stays here.
         msg.remove_header("ms-keep-alive");
