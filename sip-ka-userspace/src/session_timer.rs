@@ -439,23 +439,29 @@ impl SessionTimers {
         if code < 200 {
             return None;
         }
+        // The offer stays until a newer request replaces it: a 2xx is
+        // retransmitted until the ACK comes (and forks send 2xx of their
+        // own), and each copy must be treated like the first.
         let offer = match self.pending.get(&dialog) {
-            Some(&(seq, offer)) if seq == cseq.seq => {
-                self.pending.remove(&dialog);
-                Some(offer)
-            }
+            Some(&(seq, offer)) if seq == cseq.seq => Some(offer),
             _ => None,
         };
         if !(200..300).contains(&code) {
             return None;
         }
-        // A 2xx whose request was not seen (or was superseded): take its
-        // Session-Expires as it is.
-        let offer = offer.unwrap_or(Offer {
-            uac_supports_timer: false,
-            session_expires: self.cfg.sess_expires,
-            edit: RequestEdit::Unchanged,
-        });
+        let offer = match offer {
+            Some(o) => o,
+            // A 2xx whose request was not seen (sent before a restart, or
+            // superseded) and that says nothing of a session: it changes
+            // nothing (it cannot stop a running timer).
+            None if !resp.has_header("Session-Expires") => return None,
+            // One that does: its Session-Expires is taken as it is.
+            None => Offer {
+                uac_supports_timer: false,
+                session_expires: self.cfg.sess_expires,
+                edit: RequestEdit::Unchanged,
+            },
+        };
         let negotiated = process_response(&offer, resp);
         self.expired.remove(&dialog);
         match negotiated {

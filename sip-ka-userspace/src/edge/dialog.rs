@@ -202,7 +202,7 @@ struct Dialog {
     /// To tags of the forks that answered the INVITE with a 2xx: each is a
     /// dialog (RFC 3261 13.2.2.4) sharing the Call-ID, so the BYE ending
     /// one fork's dialog must not end the one the caller kept.
-    confirmed_tags: Vec<String>,
+    forks: Vec<persist::Fork>,
 }
 
 /// Most forks remembered per Call-ID.
@@ -231,11 +231,75 @@ impl Dialog {
         }
     }
 
+    /// A 2xx to an INVITE. To a request of the caller's side (its From
+    /// tag is the caller's): a fork's answer, or a callee target refresh;
+    /// the fork is added or its Contact updated, and the first fork is the
+    /// one reaping BYEs address. To a request of the callee's side (a
+    /// re-INVITE from the PBX's side): its Contact is the caller's. Returns
+    /// whether anything changed.
+    fn note_invite_2xx(
+        &mut self,
+        msg: &SipMessage,
+        to: Option<String>,
+        contact: Option<String>,
+    ) -> bool {
+        let caller_tag = tag_of(&self.caller_from);
+        let from_caller = msg.from_tag().is_some() && msg.from_tag() == caller_tag;
+        if !from_caller {
+            let changed = contact.is_some() && contact != self.caller_contact;
+            if changed {
+                self.caller_contact = contact;
+            }
+            return changed;
+        }
+        let (Some(tag), Some(to)) = (msg.to_tag(), to) else {
+            return false;
+        };
+        let mut changed = false;
+        let room = self.forks.len() < MAX_FORKS;
+        match self.forks.iter_mut().find(|f| f.tag == tag) {
+            Some(f) => {
+                if contact.is_some() && contact != f.contact {
+                    f.contact = contact.clone();
+                    changed = true;
+                }
+            }
+            None if room => {
+                self.forks.push(persist::Fork {
+                    tag: tag.clone(),
+                    to: to.clone(),
+                    contact: contact.clone(),
+                });
+                changed = true;
+            }
+            None => {}
+        }
+        if self.callee_to.is_none() {
+            self.callee_to = Some(to);
+            self.callee_contact = contact;
+            changed = true;
+        } else if self.callee_to.as_deref().and_then(tag_of) == Some(tag) && changed {
+            self.callee_contact = contact;
+        }
+        changed
+    }
+
+    /// A fork's dialog ended: if reaping BYEs addressed it, they now
+    /// address the first fork left.
+    fn drop_fork(&mut self, tag: &str) {
+        self.forks.retain(|f| f.tag != tag);
+        if self.callee_to.as_deref().and_then(tag_of).as_deref() == Some(tag) {
+            let next = self.forks.first();
+            self.callee_to = next.map(|f| f.to.clone());
+            self.callee_contact = next.and_then(|f| f.contact.clone());
+        }
+    }
+
     /// Whether ending the dialog `msg` belongs to leaves other confirmed
     /// forks of this Call-ID alive.
     fn other_forks_live(&self, msg: &SipMessage) -> bool {
         let tag = self.callee_tag(msg);
-        self.confirmed_tags.len() > 1 && tag.is_some_and(|t| self.confirmed_tags.contains(&t))
+        self.forks.len() > 1 && tag.is_some_and(|t| self.forks.iter().any(|f| f.tag == t))
     }
 }
 
@@ -382,7 +446,7 @@ impl Dialogs {
             caller_contact: d.caller_contact.clone(),
             callee_contact: d.callee_contact.clone(),
             cseq: d.cseq,
-            confirmed_tags: d.confirmed_tags.clone(),
+            forks: d.forks.clone(),
             session: self.timers.session(d.hash).map(|s| persist::SessionRecord {
                 interval: s.interval,
                 refresher: s.refresher.map(|r| r.to_string()),
@@ -489,7 +553,7 @@ impl Dialogs {
                     caller_contact: r.caller_contact,
                     callee_contact: r.callee_contact,
                     cseq: r.cseq,
-                    confirmed_tags: r.confirmed_tags,
+                    forks: r.forks,
                     // The idle clock restarts: a restart never ends a call
                     // earlier than its idle limit after the restart.
                     last_activity_ms: now_ms,
@@ -565,20 +629,7 @@ impl Dialogs {
         if let (Some(code), Some(cseq)) = (msg.status_code(), msg.cseq()) {
             if cseq.method == Method::Invite && (200..300).contains(&code) && msg.to_tag().is_some()
             {
-                if d.callee_to.is_none() {
-                    changed |= to.is_some();
-                    d.callee_to = to;
-                }
-                if let Some(tag) = msg.to_tag() {
-                    if !d.confirmed_tags.contains(&tag) && d.confirmed_tags.len() < MAX_FORKS {
-                        d.confirmed_tags.push(tag);
-                        changed = true;
-                    }
-                }
-                if contact.is_some() && contact != d.callee_contact {
-                    changed = true;
-                    d.callee_contact = contact;
-                }
+                changed |= d.note_invite_2xx(msg, to, contact);
             }
         }
         let before = self.timers.session(hash);
@@ -825,7 +876,7 @@ impl Dialogs {
                         callee_contact: None,
                         cseq: msg.cseq().map_or(1, |c| c.seq),
                         last_activity_ms: now_ms(),
-                        confirmed_tags: Vec::new(),
+                        forks: Vec::new(),
                     },
                 );
                 self.by_hash.insert(hash, call_id.to_string());
@@ -878,7 +929,7 @@ impl Dialogs {
                         return None;
                     }
                     let tag = d.callee_tag(msg)?;
-                    d.confirmed_tags.retain(|t| *t != tag);
+                    d.drop_fork(&tag);
                     Some(())
                 });
                 match fork {
@@ -1108,5 +1159,133 @@ mod tests {
         assert_eq!(d.phase("d1@example.com"), Some(Phase::Terminating));
         d.on_response(&bye1.response(200, "OK", None).unwrap());
         assert!(d.is_empty());
+    }
+
+    /// A request of the callee's side (the PBX's): From b1, To a1.
+    fn from_callee(method: &str, cseq: u32) -> SipMessage {
+        msg(&format!(
+            "{method} sip:alice@198.18.0.2:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKc{cseq}{method}\r\n\
+             From: <sip:bob@example.com>;tag=b1\r\n\
+             To: <sip:alice@example.com>;tag=a1\r\n\
+             Call-ID: d1@example.com\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+    }
+
+    fn with_contact(mut m: SipMessage, uri: &str) -> SipMessage {
+        m.push_header("Contact", format!("<{uri}>"));
+        m
+    }
+
+    fn confirmed(d: &mut Dialogs) -> SipMessage {
+        let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+        let inv = with_contact(request("INVITE", "", 1), "sip:alice@198.18.0.2:5060");
+        d.on_request(&inv, ua);
+        let mut ok = with_contact(
+            inv.response(200, "OK", Some("b1")).unwrap(),
+            "sip:bob@198.18.0.1:5080",
+        );
+        d.timer_response(&mut ok, now_ms());
+        d.on_response(&ok);
+        inv
+    }
+
+    #[test]
+    fn a_reinvite_from_the_pbx_side_does_not_keep_the_dialog_after_bye() {
+        let mut d = Dialogs::new(Box::new(NoSink));
+        let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+        confirmed(&mut d);
+        // The PBX's side re-INVITEs (hold); the UA's 200 has To tag b1 and
+        // From tag... of the re-INVITE: From b1, To a1. Its Contact is the
+        // caller's.
+        let re = from_callee("INVITE", 1);
+        d.on_request_from(&re, ua, false);
+        let mut ok = with_contact(
+            re.response(200, "OK", None).unwrap(),
+            "sip:alice@198.18.0.2:5070",
+        );
+        d.timer_response(&mut ok, now_ms());
+        d.on_response(&ok);
+        let ended = {
+            let byes = byes(
+                "d1@example.com",
+                d.by_call.get("d1@example.com").unwrap(),
+                "198.18.0.1:5080".parse().unwrap(),
+                "198.18.0.1:5060".parse().unwrap(),
+            );
+            byes.iter()
+                .map(|(m, _)| m.request_uri().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        // The callee's Contact stays the callee's; the caller's is updated.
+        assert_eq!(
+            ended,
+            vec![
+                "sip:bob@198.18.0.1:5080".to_string(),
+                "sip:alice@198.18.0.2:5070".to_string()
+            ]
+        );
+        let bye = request("BYE", ";tag=b1", 2);
+        d.on_request(&bye, ua);
+        assert_eq!(d.phase("d1@example.com"), Some(Phase::Terminating));
+        d.on_response(&bye.response(200, "OK", None).unwrap());
+        assert!(d.is_empty(), "the BYE did not end the dialog");
+    }
+
+    #[test]
+    fn a_retransmitted_2xx_keeps_the_session_timer() {
+        let timers =
+            SessionTimers::new(TimerConfig::new(90, 1800, false).unwrap(), false, now_ms());
+        let mut d = Dialogs::with_timers(Box::new(NoSink), timers);
+        let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+        // The UAC supports timer; the PBX's 2xx will say nothing of it, so
+        // the edge adds Session-Expires with refresher=uac to the 2xx.
+        let mut inv = request("INVITE", "", 1);
+        inv.push_header("Supported", "timer");
+        // The edge inserts Session-Expires into the INVITE.
+        let _ = d.timer_request(&mut inv, None);
+        assert_eq!(inv.header("Session-Expires"), Some("1800"));
+        d.on_request(&inv, ua);
+        let ok = inv.response(200, "OK", Some("b1")).unwrap();
+        for _ in 0..3 {
+            let mut copy = ok.clone();
+            d.timer_response(&mut copy, now_ms());
+            d.on_response(&copy);
+            let s = d.session("d1@example.com", now_ms()).unwrap();
+            assert_eq!(s.0.interval, 1800, "a retransmission stopped the timer");
+            assert_eq!(
+                copy.header("Session-Expires")
+                    .map(|v| v.starts_with("1800")),
+                Some(true)
+            );
+        }
+    }
+
+    #[test]
+    fn the_bye_to_the_first_fork_moves_reaping_to_the_kept_one() {
+        let mut d = Dialogs::new(Box::new(NoSink));
+        let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+        let inv = confirmed(&mut d);
+        let mut ok2 = with_contact(
+            inv.response(200, "OK", Some("b2")).unwrap(),
+            "sip:carol@198.18.0.1:5080",
+        );
+        d.timer_response(&mut ok2, now_ms());
+        d.on_response(&ok2);
+        // The caller keeps b2 and ends b1.
+        let bye1 = request("BYE", ";tag=b1", 2);
+        d.on_request(&bye1, ua);
+        d.on_response(&bye1.response(200, "OK", None).unwrap());
+        let dl = d.by_call.get("d1@example.com").unwrap();
+        assert_eq!(
+            dl.callee_to.as_deref().and_then(tag_of).as_deref(),
+            Some("b2")
+        );
+        assert_eq!(
+            dl.callee_contact.as_deref(),
+            Some("sip:carol@198.18.0.1:5080")
+        );
     }
 }

@@ -141,10 +141,20 @@ pub struct DialogRecord {
     pub cseq: u32,
     #[serde(default)]
     pub session: Option<SessionRecord>,
-    /// To tags of the forks that answered 2xx (RFC 3261 13.2.2.4: each is
-    /// a dialog of its own under the one Call-ID).
+    /// The forks that answered 2xx (RFC 3261 13.2.2.4: each is a dialog
+    /// of its own under the one Call-ID).
     #[serde(default)]
-    pub confirmed_tags: Vec<String>,
+    pub forks: Vec<Fork>,
+}
+
+/// One fork that answered the INVITE with a 2xx: its tag, the To of its
+/// 2xx and its Contact (a reaping BYE to that side needs both).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fork {
+    pub tag: String,
+    pub to: String,
+    #[serde(default)]
+    pub contact: Option<String>,
 }
 
 /// One line of the journal.
@@ -502,7 +512,11 @@ mod tests {
                 refresher: Some("uac".into()),
                 expires_at_ms: Some(1_700_000_090_000),
             }),
-            confirmed_tags: vec!["2".into()],
+            forks: vec![Fork {
+                tag: "2".into(),
+                to: "<sip:b@y>;tag=2".into(),
+                contact: None,
+            }],
         }
     }
 

@@ -852,7 +852,8 @@ mod tests {
         assert!(!out.has_header("Route"));
         assert_eq!(out.top_via().unwrap().transport.to_ascii_uppercase(), "TCP");
         // A forged token is not a flow: 403 to the PBX (RFC 5626 5.3).
-        let forged = bye.replace(&token, &format!("{}0", &token[..token.len() - 1]));
+        let last = if token.ends_with('0') { '1' } else { '0' };
+        let forged = bye.replace(&token, &format!("{}{last}", &token[..token.len() - 1]));
         let (out, dest) = e.handle(forged.as_bytes(), pbx, local).unwrap();
         assert_eq!(dest, Flow::Udp(pbx));
         assert_eq!(parse(&out).status_code(), Some(403));
