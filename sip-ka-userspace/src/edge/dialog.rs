@@ -258,12 +258,11 @@ impl Dialog {
         let mut changed = false;
         let room = self.forks.len() < MAX_FORKS;
         match self.forks.iter_mut().find(|f| f.tag == tag) {
-            Some(f) => {
-                if contact.is_some() && contact != f.contact {
-                    f.contact = contact.clone();
-                    changed = true;
-                }
+            Some(f) if contact.is_some() && contact != f.contact => {
+                f.contact = contact.clone();
+                changed = true;
             }
+            Some(_) => {}
             None if room => {
                 self.forks.push(persist::Fork {
                     tag: tag.clone(),
