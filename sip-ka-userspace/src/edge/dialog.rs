@@ -411,12 +411,26 @@ impl Dialogs {
     /// dialog is not idle. Not journaled (one write per keep-alive would
     /// cost more than it saves): after a restart the idle clock starts
     /// again from the restart.
-    pub fn touch(&mut self, call_id: &str) {
+    pub fn touch(&mut self, call_id: &str, from_ua: Option<Flow>) {
         let now = now_ms();
         let Some(d) = self.by_call.get_mut(call_id) else {
             return;
         };
         d.last_activity_ms = now;
+        // A keep-alive on a new connection (after a restart, or a
+        // reconnect) is how the UA is reached from now on.
+        if let Some(flow) = from_ua.filter(|f| f.is_stream() && *f != d.ua) {
+            d.ua = flow;
+            self.save(call_id);
+            let Some(d) = self.by_call.get(call_id) else {
+                return;
+            };
+            let (hash, confirmed) = (d.hash, d.phase == Phase::Confirmed);
+            if confirmed {
+                self.arm_idle(hash, now);
+            }
+            return;
+        }
         let (hash, confirmed) = (d.hash, d.phase == Phase::Confirmed);
         if confirmed {
             self.arm_idle(hash, now);
@@ -833,16 +847,12 @@ impl Dialogs {
                 d.cseq = d.cseq.max(c.seq);
             }
             // A UA whose connection died with an earlier daemon is
-            // reachable again by the connection its next request uses.
-            if caller_is_ua && ua.is_stream() {
-                if let Flow::Stream {
-                    id: persist::GONE_CONN_ID,
-                    ..
-                } = d.ua
-                {
-                    d.ua = ua;
-                    changed = true;
-                }
+            // reachable again by the connection its next request uses; so
+            // is one that reconnected for any other reason: the UA's
+            // latest connection is the way to it.
+            if caller_is_ua && ua.is_stream() && d.ua != ua {
+                d.ua = ua;
+                changed = true;
             }
             // In-dialog traffic (either direction) keeps it from idling.
             let now = now_ms();

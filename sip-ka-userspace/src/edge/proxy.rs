@@ -175,7 +175,7 @@ impl Edge {
                     kind == Kind::OptionsToPbx && self.cfg.options_pbx == OptionsPolicy::Forward;
                 if !refresh && !forward_options {
                     Counters::bump(counter);
-                    self.dialogs().touch(&call_id); // not idle (--dialog-idle-timeout)
+                    self.dialogs().touch(&call_id, Some(src)); // not idle (--dialog-idle-timeout)
                     let answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
                     return Some((with_mka(answer).to_bytes(), src));
                 }
@@ -207,7 +207,20 @@ impl Edge {
                 Counters::bump(&c.flow_failed);
                 return refuse(403, "Forbidden (Bad Flow Token)");
             }
-            let learned = token
+            let learned = match token {
+                // The connection the token names is gone; the UA may have
+                // reached the edge again on a new one within the dialog
+                // (after a restart, or a reconnect).
+                Some(t) if t.is_stream() && !self.transports.alive(&t) => Some(
+                    self.dialogs()
+                        .ua_flow(&call_id)
+                        .filter(|f| f.is_stream() && self.transports.alive(f))
+                        .unwrap_or(t),
+                ),
+                Some(t) => Some(t),
+                None => None,
+            };
+            let learned = learned
                 .or_else(|| self.dialogs().ua_flow(&call_id))
                 .or_else(|| {
                     // A PBX that ignores Path: the Contact it calls was
@@ -977,5 +990,61 @@ mod tests {
             local,
         );
         assert!(e.retransmits.is_empty());
+    }
+
+    #[test]
+    fn a_ua_back_on_a_new_connection_is_reached_by_the_old_route() {
+        let e = edge();
+        let (local, pbx): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), PBX.parse().unwrap());
+        let peer: SocketAddr = "198.18.0.2:40003".parse().unwrap();
+        let (old, _rx) = tcp_conn(&e, peer, local);
+        let tcp = |m: Vec<u8>| {
+            String::from_utf8(m)
+                .unwrap()
+                .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        };
+        let (fwd, _) = e
+            .handle_message(
+                tcp(request("INVITE", "", 1, "v=0\r\n")).as_bytes(),
+                Framing::Stream,
+                old,
+                local,
+            )
+            .unwrap();
+        let f = parse(&fwd);
+        let rr = f.record_routes().unwrap();
+        let ok = f.response(200, "OK", Some("p1")).unwrap().to_bytes();
+        e.handle(&ok, pbx, local).unwrap();
+        // The connection drops (or the daemon restarted); the UA comes back
+        // on a new one with an in-dialog keep-alive the edge answers.
+        e.transports.remove_conn(match old {
+            Flow::Stream { id, .. } => id,
+            Flow::Udp(_) => unreachable!(),
+        });
+        let (new, _rx2) = tcp_conn(&e, "198.18.0.2:40004".parse().unwrap(), local);
+        let (r, dest) = e
+            .handle_message(
+                tcp(request("INFO", ";tag=p1", 2, "")).as_bytes(),
+                Framing::Stream,
+                new,
+                local,
+            )
+            .unwrap();
+        assert_eq!(dest, new);
+        assert_eq!(parse(&r).status_code(), Some(200));
+        // The PBX's BYE routed by the old Record-Route reaches the new one.
+        let bye = format!(
+            "BYE sip:ua@198.18.0.2:5062;transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKpbxbye2\r\n\
+             Route: {}, {}\r\n\
+             From: <sip:service@198.18.0.1>;tag=p1\r\n\
+             To: <sip:ua@198.18.0.2>;tag=u1\r\n\
+             Call-ID: p1@198.18.0.2\r\n\
+             CSeq: 1 BYE\r\n\
+             Content-Length: 0\r\n\r\n",
+            rr[0], rr[1]
+        );
+        let (_, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        assert_eq!(dest, new, "the BYE got 430 or went elsewhere");
     }
 }
