@@ -202,6 +202,23 @@ pub struct Journal {
     write_errors: u64,
     /// Set while a background compaction runs (one at a time).
     merging: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The merge thread, joined before anything else writes the snapshot.
+    merge_thread: Option<std::thread::JoinHandle<()>>,
+    /// When a left-over `journal.old` was last merged again (ms).
+    last_retry_ms: u64,
+    /// The journal's last line has no newline (a short write, a crash
+    /// mid-write): the next record starts with one, so it is not glued to
+    /// the torn line and lost with it.
+    torn: bool,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // The flock goes with the file: no merge may outlive it.
+        if let Some(t) = self.merge_thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -215,23 +232,24 @@ impl std::fmt::Debug for Journal {
 
 /// Reads one file of records into `live` (upserts replace, removals
 /// delete); unparsable lines are counted and skipped.
-fn replay(path: &Path, live: &mut HashMap<String, DialogRecord>, skipped: &mut usize) {
+fn replay(
+    path: &Path,
+    live: &mut HashMap<String, DialogRecord>,
+    skipped: &mut usize,
+) -> Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            log::warn!("state: reading {}: {e}; ignored", path.display());
-            return;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // Unreadable is not empty: going on would overwrite it with a
+        // snapshot that lacks its dialogs.
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = match line {
             Ok(l) => l,
-            Err(e) => {
-                log::warn!("state: reading {}: {e}; rest ignored", path.display());
-                *skipped += 1;
-                return;
-            }
+            // An I/O error is not a torn line: stop rather than lose what
+            // follows it.
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -254,6 +272,7 @@ fn replay(path: &Path, live: &mut HashMap<String, DialogRecord>, skipped: &mut u
             }
         }
     }
+    Ok(())
 }
 
 impl Journal {
@@ -281,9 +300,9 @@ impl Journal {
         }
         let mut live = HashMap::new();
         let mut skipped = 0;
-        replay(&dir.join(SNAPSHOT), &mut live, &mut skipped);
-        replay(&dir.join(JOURNAL_OLD), &mut live, &mut skipped);
-        replay(&dir.join(JOURNAL), &mut live, &mut skipped);
+        replay(&dir.join(SNAPSHOT), &mut live, &mut skipped)?;
+        replay(&dir.join(JOURNAL_OLD), &mut live, &mut skipped)?;
+        replay(&dir.join(JOURNAL), &mut live, &mut skipped)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -296,6 +315,9 @@ impl Journal {
             _lock: lock,
             write_errors: 0,
             merging: Default::default(),
+            merge_thread: None,
+            last_retry_ms: 0,
+            torn: ends_torn(&dir.join(JOURNAL)),
         };
         Ok((
             journal,
@@ -316,17 +338,24 @@ impl Journal {
     /// logged (the first, then every 1000th) and the edge carries on: the
     /// dialog still works, only a restart would forget it.
     pub fn append(&mut self, rec: &Record) {
-        let mut line = match serde_json::to_vec(rec) {
-            Ok(l) => l,
-            Err(e) => {
-                log::warn!("state: encoding a record: {e}");
-                return;
-            }
-        };
+        let mut line = Vec::with_capacity(600);
+        if self.torn {
+            line.push(b'\n');
+        }
+        if let Err(e) = serde_json::to_writer(&mut line, rec) {
+            log::warn!("state: encoding a record: {e}");
+            return;
+        }
         line.push(b'\n');
         match self.file.write(&line) {
-            Ok(n) if n == line.len() => self.records += 1,
-            Ok(n) => self.write_failed(&format!("short write ({n} of {} bytes)", line.len())),
+            Ok(n) if n == line.len() => {
+                self.records += 1;
+                self.torn = false;
+            }
+            Ok(n) => {
+                self.torn = n > 0 || self.torn;
+                self.write_failed(&format!("short write ({n} of {} bytes)", line.len()))
+            }
             Err(e) => self.write_failed(&e.to_string()),
         }
     }
@@ -359,9 +388,8 @@ impl Journal {
     /// them again gives the same state).
     pub fn compact<'a>(&mut self, live: impl IntoIterator<Item = &'a DialogRecord>) -> Result<()> {
         // A background merge writes the same files: let it finish.
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while self.merging() && std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if let Some(t) = self.merge_thread.take() {
+            let _ = t.join();
         }
         let tmp = self.dir.join(SNAPSHOT_TMP);
         {
@@ -381,6 +409,7 @@ impl Journal {
             .set_len(0)
             .with_context(|| format!("truncating {}", self.dir.join(JOURNAL).display()))?;
         self.records = 0;
+        self.torn = false;
         Ok(())
     }
 
@@ -401,8 +430,16 @@ impl Journal {
             return;
         }
         if old.exists() {
-            // Never overwrite records not merged yet.
-            self.merging.store(false, Ordering::Release);
+            // A merge failed (a full disk, say): never overwrite its
+            // records; merge them again (it is idempotent), once a minute
+            // at most, and rotate only once that worked.
+            let now = super::dialog::now_ms();
+            if now.saturating_sub(self.last_retry_ms) < 60_000 {
+                self.merging.store(false, Ordering::Release);
+                return;
+            }
+            self.last_retry_ms = now;
+            self.spawn_merge();
             return;
         }
         let rotated = std::fs::rename(self.dir.join(JOURNAL), &old).and_then(|()| {
@@ -415,12 +452,23 @@ impl Journal {
             Ok(file) => {
                 self.file = file;
                 self.records = 0;
+                self.torn = false;
             }
             Err(e) => {
                 log::warn!("state: rotating {}: {e}", self.dir.join(JOURNAL).display());
                 self.merging.store(false, Ordering::Release);
                 return;
             }
+        }
+        self.spawn_merge();
+    }
+
+    /// Starts the merge thread (the caller set `merging`).
+    fn spawn_merge(&mut self) {
+        use std::sync::atomic::Ordering;
+        if let Some(t) = self.merge_thread.take() {
+            // Finished (merging was clear): reap it.
+            let _ = t.join();
         }
         let dir = self.dir.clone();
         let merging = self.merging.clone();
@@ -433,9 +481,12 @@ impl Journal {
                 }
                 merging.store(false, Ordering::Release);
             });
-        if let Err(e) = spawned {
-            log::warn!("state: starting the compaction thread: {e}");
-            self.merging.store(false, Ordering::Release);
+        match spawned {
+            Ok(t) => self.merge_thread = Some(t),
+            Err(e) => {
+                log::warn!("state: starting the compaction thread: {e}");
+                self.merging.store(false, Ordering::Release);
+            }
         }
     }
 
@@ -443,6 +494,17 @@ impl Journal {
     pub fn merging(&self) -> bool {
         self.merging.load(std::sync::atomic::Ordering::Acquire)
     }
+}
+
+/// Whether a file's last byte is not a newline (an empty or absent file
+/// is not torn).
+fn ends_torn(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n'
 }
 
 fn remove_if_there(path: &Path) -> Result<()> {
@@ -458,8 +520,8 @@ fn remove_if_there(path: &Path) -> Result<()> {
 fn merge(dir: &Path) -> Result<usize> {
     let mut live = HashMap::new();
     let mut skipped = 0;
-    replay(&dir.join(SNAPSHOT), &mut live, &mut skipped);
-    replay(&dir.join(JOURNAL_OLD), &mut live, &mut skipped);
+    replay(&dir.join(SNAPSHOT), &mut live, &mut skipped)?;
+    replay(&dir.join(JOURNAL_OLD), &mut live, &mut skipped)?;
     let n = live.len();
     let tmp = dir.join(SNAPSHOT_TMP);
     {
@@ -661,6 +723,48 @@ mod tests {
         assert_eq!(loaded.dialogs.len(), 50);
         assert!(loaded.dialogs.iter().any(|d| d.call_id == "late"));
         drop(j);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_record_after_a_torn_line_is_not_lost() {
+        let dir = scratch("torn");
+        {
+            let (mut j, _) = Journal::open(&dir).unwrap();
+            j.append(&Record::Upsert(Box::new(rec("a", 1))));
+        }
+        // A crash mid-write left half a record without its newline.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(JOURNAL))
+            .unwrap();
+        f.write_all(br#"{"op":"up","call_id":"tor"#).unwrap();
+        drop(f);
+        let (mut j, loaded) = Journal::open(&dir).unwrap();
+        assert_eq!(loaded.skipped, 1);
+        // Appended before any compaction: must still be read back.
+        j.append(&Record::Remove {
+            call_id: "a".into(),
+        });
+        j.append(&Record::Upsert(Box::new(rec("b", 1))));
+        drop(j);
+        let (_, loaded) = Journal::open(&dir).unwrap();
+        let ids: Vec<String> = loaded.dialogs.iter().map(|d| d.call_id.clone()).collect();
+        assert_eq!(
+            ids,
+            vec!["b".to_string()],
+            "the removal of a was glued to the torn line"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unreadable_snapshot_stops_the_start() {
+        let dir = scratch("unreadable");
+        std::fs::create_dir_all(dir.join(SNAPSHOT)).unwrap();
+        // A directory where the snapshot should be: reading it fails (not
+        // "absent"), so the start is refused rather than the dialogs lost.
+        assert!(Journal::open(&dir).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

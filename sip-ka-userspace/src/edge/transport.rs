@@ -138,14 +138,16 @@ impl FlowToken {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = dir.join("flow-key");
-        if let Ok(key) = std::fs::read(&path) {
-            if key.len() == KEY_LEN {
-                return Ok(FlowToken::with_key(&key));
-            }
-            log::warn!(
+        match std::fs::read(&path) {
+            Ok(key) if key.len() == KEY_LEN => return Ok(FlowToken::with_key(&key)),
+            Ok(_) => log::warn!(
                 "{}: not a {KEY_LEN}-byte key, making a new one",
                 path.display()
-            );
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Unreadable is not absent: a new key would void every token
+            // the PBX holds.
+            Err(e) => return Err(e),
         }
         let key = FlowToken::random_key();
         let tmp = dir.join("flow-key.tmp");
