@@ -25,6 +25,8 @@ const PENDING_MS: u64 = 32_000;
 /// Expires when the REGISTER says nothing (RFC 3261 10.2.1.1 leaves it to
 /// the registrar; 3600 s is the common default).
 const DEFAULT_EXPIRES_S: u64 = 3_600;
+/// Longest binding kept, whatever a UA asks for (a day).
+const MAX_EXPIRES_S: u64 = 86_400;
 
 struct Pending {
     /// Contact keys with their requested expiry (seconds).
@@ -36,7 +38,10 @@ struct Pending {
 }
 
 struct Binding {
-    flow: Flow,
+    /// `None` when two sources registered the same Contact (two sites
+    /// with the same private address plan): nobody is reached by it,
+    /// rather than the wrong phone.
+    flow: Option<Flow>,
     expires_at_ms: u64,
 }
 
@@ -129,17 +134,31 @@ impl Bindings {
             return;
         }
         if p.wildcard {
-            g.by_contact.retain(|_, b| b.flow != p.flow);
+            g.by_contact.retain(|_, b| b.flow != Some(p.flow));
         }
         for (key, expires) in p.contacts {
             if expires == 0 {
                 g.by_contact.remove(&key);
-            } else if g.by_contact.len() < MAX_BINDINGS || g.by_contact.contains_key(&key) {
+                continue;
+            }
+            let expires_at_ms = now_ms.saturating_add(expires.min(MAX_EXPIRES_S) * 1_000);
+            let flow = match g.by_contact.get(&key) {
+                // The same source again (a new connection, a new NAT
+                // port): it moved. Another source: ambiguous while both
+                // could be live.
+                Some(b) if now_ms < b.expires_at_ms => match b.flow {
+                    Some(f) if f.peer().ip() != p.flow.peer().ip() => None,
+                    None => None,
+                    Some(_) => Some(p.flow),
+                },
+                _ => Some(p.flow),
+            };
+            if g.by_contact.len() < MAX_BINDINGS || g.by_contact.contains_key(&key) {
                 g.by_contact.insert(
                     key,
                     Binding {
-                        flow: p.flow,
-                        expires_at_ms: now_ms + expires * 1_000,
+                        flow,
+                        expires_at_ms,
                     },
                 );
             }
@@ -151,7 +170,11 @@ impl Bindings {
         let key = contact_key(uri)?;
         let g = self.lock();
         let b = g.by_contact.get(&key)?;
-        (now_ms < b.expires_at_ms).then_some(b.flow)
+        if now_ms < b.expires_at_ms {
+            b.flow
+        } else {
+            None
+        }
     }
 
     /// Drops expired bindings and REGISTERs that got no answer.
@@ -258,5 +281,31 @@ mod tests {
         b.on_register("b5", &register("*", "0"), flow, 10);
         b.on_response("b5", 200, 11);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn huge_expires_are_capped_and_shared_contacts_reach_nobody() {
+        let b = Bindings::default();
+        let a = Flow::Udp("192.0.2.1:5060".parse().unwrap());
+        let c = Flow::Udp("192.0.2.2:5060".parse().unwrap());
+        let target = uri("<sip:200@192.168.1.100:5060>");
+        b.on_register(
+            "h1",
+            &register("<sip:200@192.168.1.100:5060>", "18446744073709551615"),
+            a,
+            0,
+        );
+        b.on_response("h1", 200, 1);
+        assert_eq!(b.lookup(&target, 2), Some(a));
+        assert_eq!(b.lookup(&target, MAX_EXPIRES_S * 1_000 + 2), None, "capped");
+        // The same source from a new port: it moved.
+        let a2 = Flow::Udp("192.0.2.1:5070".parse().unwrap());
+        b.on_register("h2", &register("<sip:200@192.168.1.100:5060>", "60"), a2, 3);
+        b.on_response("h2", 200, 4);
+        assert_eq!(b.lookup(&target, 5), Some(a2));
+        // Another site with the same private Contact: nobody is reached.
+        b.on_register("h3", &register("<sip:200@192.168.1.100:5060>", "60"), c, 6);
+        b.on_response("h3", 200, 7);
+        assert_eq!(b.lookup(&target, 8), None);
     }
 }

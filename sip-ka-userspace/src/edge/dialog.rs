@@ -932,6 +932,9 @@ impl Dialogs {
                 300.. if matches!(phase, Phase::Pending | Phase::Early) => self.end(call_id),
                 _ => {}
             },
+            // 401/407: the BYE comes again with credentials; the dialog
+            // stays (terminating) until then or until the sweep.
+            Method::Bye if code == 401 || code == 407 => {}
             Method::Bye if code >= 200 => {
                 let fork = self.by_call.get_mut(call_id).and_then(|d| {
                     if !d.other_forks_live(msg) {

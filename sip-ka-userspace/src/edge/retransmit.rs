@@ -27,6 +27,9 @@ pub const GIVE_UP_MS: u64 = 64 * T1_MS;
 /// Most transactions tracked at once; past this a request is sent once,
 /// as a stateless proxy would.
 pub const MAX_PENDING: usize = 65_536;
+/// Most bytes kept for retransmission at once (a PBX that stops answering
+/// must not make the edge hold 65,536 large messages).
+pub const MAX_BYTES: usize = 64 << 20;
 
 struct Entry {
     bytes: Vec<u8>,
@@ -44,6 +47,8 @@ struct Inner {
     /// (due time in ms, sequence) -> key, the next due first.
     due: BTreeMap<(u64, u64), String>,
     seq: u64,
+    /// Bytes of all `Entry::bytes`.
+    bytes: usize,
 }
 
 /// The requests being retransmitted, keyed by our branch and the method
@@ -85,10 +90,12 @@ impl Retransmits {
             // The UA sent it again (a new connection after a failure):
             // start over with the new bytes.
             g.due.remove(&old.due);
+            g.bytes -= old.bytes.len();
         }
-        if g.by_key.len() >= MAX_PENDING {
+        if g.by_key.len() >= MAX_PENDING || g.bytes + bytes.len() > MAX_BYTES {
             return false;
         }
+        g.bytes += bytes.len();
         g.seq += 1;
         let due = (now_ms + T1_MS, g.seq);
         g.due.insert(due, k.clone());
@@ -118,7 +125,9 @@ impl Retransmits {
         };
         if e.invite || code >= 200 {
             let due = e.due;
-            g.by_key.remove(&k);
+            if let Some(e) = g.by_key.remove(&k) {
+                g.bytes -= e.bytes.len();
+            }
             g.due.remove(&due);
             return;
         }
@@ -149,6 +158,7 @@ impl Retransmits {
                 continue;
             };
             if now_ms >= e.give_up_at {
+                g.bytes -= e.bytes.len();
                 continue;
             }
             out.push((e.bytes.clone(), e.dest, e.local));
