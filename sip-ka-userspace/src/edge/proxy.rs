@@ -314,14 +314,14 @@ impl Edge {
             // The UA on a stream will not retransmit: the edge does, on
             // the UDP leg (see `retransmit`).
             if src.is_stream() {
-                let method = fwd.method().map(|m| m.to_string()).unwrap_or_default();
+                let method = fwd.method().map_or("", Method::as_str);
                 let branch = fwd
                     .top_via()
                     .and_then(|v| v.branch().map(str::to_string))
                     .unwrap_or_default();
                 if method != "ACK" {
                     self.retransmits
-                        .add(&branch, &method, bytes.clone(), to, local, now_ms());
+                        .add(&branch, method, bytes.clone(), to, local, now_ms());
                 }
             }
         }
@@ -362,40 +362,45 @@ impl Edge {
     ) -> Hop {
         let host = forward::uri_host(local.ip());
         let port = local.port();
-        let mut hop = Hop::udp(local);
-        hop.transport = dest.via_transport();
-        if let Flow::Stream { kind, .. } = src {
-            let token = self.transports.tokens.encode(&src);
-            hop.record_route = vec![
-                format!("<sip:{token}@{host}:{port};lr>"),
-                format!(
-                    "<sip:{token}@{host}:{port};transport={};lr>",
-                    kind.uri_transport()
-                ),
-            ];
-            hop.via_params.push((VIA_FLOW, token));
-        } else if let Flow::Stream { kind, .. } = dest {
-            // A request from the PBX creating a dialog with a UA on a
-            // connection: the UA's side of the route first (it reverses).
-            let token = self.transports.tokens.encode(&dest);
-            hop.record_route = vec![
-                format!(
-                    "<sip:{token}@{host}:{port};transport={};lr>",
-                    kind.uri_transport()
-                ),
-                format!("<sip:{token}@{host}:{port};lr>"),
-            ];
+        let mut hop = Hop {
+            transport: dest.via_transport(),
+            ..Hop::default()
+        };
+        // The UA's side of the request: where it came from, or where it
+        // goes when the PBX sent it.
+        let ua = if dest == Flow::Udp(self.cfg.upstream) {
+            src
         } else {
-            // A UA on UDP: the token names its address (behind its NAT), so
-            // requests the PBX sends in any dialog (a NOTIFY for a
+            dest
+        };
+        let creates = forward::creates_dialog(req);
+        // Tokens cost an HMAC: made only where they are used.
+        let token = (creates || src.is_stream()).then(|| self.transports.tokens.encode(&ua));
+        hop.record_route = match (&token, ua) {
+            (Some(token), Flow::Stream { kind, .. }) if creates => {
+                let pbx_side = format!("<sip:{token}@{host}:{port};lr>");
+                let ua_side = format!(
+                    "<sip:{token}@{host}:{port};transport={};lr>",
+                    kind.uri_transport()
+                );
+                // Top first: the PBX's side on top toward the PBX; toward
+                // the UA its side first (the UA reverses the set).
+                if ua == src {
+                    vec![pbx_side, ua_side]
+                } else {
+                    vec![ua_side, pbx_side]
+                }
+            }
+            // A UA on UDP: the token names its address (behind its NAT),
+            // so requests the PBX sends in any dialog (a NOTIFY for a
             // SUBSCRIBE, say) reach it, not its private Contact.
-            let ua = if dest == Flow::Udp(self.cfg.upstream) {
-                src
-            } else {
-                dest
-            };
-            let token = self.transports.tokens.encode(&ua);
-            hop.record_route = vec![format!("<sip:{token}@{host}:{port};lr>")];
+            (Some(token), Flow::Udp(_)) if creates => {
+                vec![format!("<sip:{token}@{host}:{port};lr>")]
+            }
+            _ => Vec::new(),
+        };
+        if let (Some(token), true) = (token, src.is_stream()) {
+            hop.via_params.push((VIA_FLOW, token));
         }
         if matches!(mka, MsKeepAliveOffer::Accepted(_)) {
             hop.via_params.push((VIA_MS_KEEPALIVE, "1".to_string()));
@@ -425,7 +430,7 @@ impl Edge {
             (ours.branch(), msg.cseq(), msg.status_code())
         {
             self.retransmits
-                .on_response(branch, &cseq.method.to_string(), code, now_ms());
+                .on_response(branch, cseq.method.as_str(), code, now_ms());
             if cseq.method == Method::Register {
                 self.bindings.on_response(branch, code, now_ms());
             }

@@ -119,6 +119,10 @@ impl Retransmits {
     /// every T2 after a provisional one.
     pub fn on_response(&self, branch: &str, method: &str, code: u16, now_ms: u64) {
         let mut g = self.lock();
+        // Every response the edge relays comes here; most find nothing.
+        if g.by_key.is_empty() {
+            return;
+        }
         let k = key(branch, method);
         let Some(e) = g.by_key.get_mut(&k) else {
             return;
