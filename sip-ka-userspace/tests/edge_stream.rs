@@ -417,6 +417,24 @@ fn connections_per_source_are_bounded() {
     );
 }
 
+/// A REGISTER over TCP from `local` for `contact` (Expires 600), with
+/// `extra` header lines; `id` names its branch and Call-ID.
+fn register(local: SocketAddr, id: &str, extra: &str, contact: &str) -> String {
+    format!(
+        "REGISTER sip:{SERVER_V4} SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {local};branch=z9hG4bK{id}\r\n\
+         From: <sip:ua@{SERVER_V4}>;tag=r1\r\n\
+         To: <sip:ua@{SERVER_V4}>\r\n\
+         Call-ID: {id}@{CLIENT_V4}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Max-Forwards: 70\r\n\
+         {extra}\
+         Contact: {contact}\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
 /// Reads datagrams on the PBX socket until one satisfies `want` (the
 /// edge's qualify OPTIONS are answered 200 on the way).
 fn pbx_recv(pbx: &UdpSocket, wait: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
@@ -483,19 +501,7 @@ fn outbound_register_gets_path_and_flow_timer_and_the_pbx_reaches_the_ua_over_it
         "<sip:ua@{CLIENT_V4}:5062;transport=tcp>;reg-id=1;\
          +sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000a95a0e128>\""
     );
-    let register = format!(
-        "REGISTER sip:{SERVER_V4} SIP/2.0\r\n\
-         Via: SIP/2.0/TCP {local};branch=z9hG4bKreg1\r\n\
-         From: <sip:ua@{SERVER_V4}>;tag=r1\r\n\
-         To: <sip:ua@{SERVER_V4}>\r\n\
-         Call-ID: reg1@{CLIENT_V4}\r\n\
-         CSeq: 1 REGISTER\r\n\
-         Max-Forwards: 70\r\n\
-         Supported: path, outbound\r\n\
-         Contact: {contact}\r\n\
-         Expires: 600\r\n\
-         Content-Length: 0\r\n\r\n"
-    );
+    let register = register(local, "reg1", "Supported: path, outbound\r\n", &contact);
     send(&mut ua, register.as_bytes());
     let reg = pbx_recv(&pbx, Duration::from_secs(3), |t| t.starts_with("REGISTER "))
         .expect("the REGISTER did not reach the PBX");
@@ -743,18 +749,7 @@ fn a_pbx_without_path_reaches_a_registered_tcp_ua_over_its_connection() {
     let mut r = Reader::new();
     // The Contact is the UA's listening address, not the connection's.
     let contact = format!("<sip:ua@{CLIENT_V4}:5062;transport=tcp>");
-    let register = format!(
-        "REGISTER sip:{SERVER_V4} SIP/2.0\r\n\
-         Via: SIP/2.0/TCP {local};branch=z9hG4bKplain1\r\n\
-         From: <sip:ua@{SERVER_V4}>;tag=r1\r\n\
-         To: <sip:ua@{SERVER_V4}>\r\n\
-         Call-ID: plain1@{CLIENT_V4}\r\n\
-         CSeq: 1 REGISTER\r\n\
-         Max-Forwards: 70\r\n\
-         Contact: {contact}\r\n\
-         Expires: 600\r\n\
-         Content-Length: 0\r\n\r\n"
-    );
+    let register = register(local, "plain1", "", &contact);
     send(&mut ua, register.as_bytes());
     let reg = pbx_recv(&pbx, Duration::from_secs(3), |t| t.starts_with("REGISTER "))
         .expect("the REGISTER did not reach the PBX");
