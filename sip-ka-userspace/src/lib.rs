@@ -1,17 +1,19 @@
 //! sip-ka: the daemon and CLI around the XDP keep-alive responder.
+//!
+//! One folder per layer:
+//! * [`bpf`]: the BPF control plane (load, attach, pins, STATS, config
+//!   keys, BPF_PROG_TEST_RUN);
+//! * [`responder`]: the userspace UDP keep-alive responder (CRLF, STUN);
+//! * [`sip`]: SIP messages (parsing, typed headers, errors, framing);
+//! * [`edge`]: the edge proxy in front of the PBX;
+//! * [`util`]: the clock and the timer wheel;
+//! * [`lab`]: network-namespace labs for tests, the demo and the bench;
+//! * [`cli`]: the `sip-ka` command line (clap lives here only).
 
-pub mod attach;
+pub mod bpf;
 pub mod cli;
-pub mod clock;
-pub mod config_keys;
-pub mod ebpf;
 pub mod edge;
-pub mod harness;
 pub mod lab;
-pub mod pins;
 pub mod responder;
-pub mod session_timer;
 pub mod sip;
-pub mod stats;
-pub mod stun_server;
-pub mod timers;
+pub mod util;

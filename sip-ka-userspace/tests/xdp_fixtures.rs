@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytecodec::DecodeExt as _;
 use etherparse::{NetHeaders, PacketHeaders, TransportHeader, UdpHeader};
 use sip_ka::{
-    harness::{Harness, XDP_DROP, XDP_PASS, XDP_TX},
-    stun_server,
+    bpf::test_run::{Harness, XDP_DROP, XDP_PASS, XDP_TX},
+    responder::stun,
 };
 use sip_ka_common::{
     callid_hash,
@@ -279,7 +279,7 @@ impl Delta {
                 value - self.before[i],
                 want,
                 "{what}: counter {}",
-                sip_ka::stats::counter_name(i as u32)
+                sip_ka::bpf::stats::counter_name(i as u32)
             );
         }
     }
@@ -462,8 +462,8 @@ fn stun_binding_requests_get_verified_answers() {
             "{name}: FINGERPRINT iff the request had one"
         );
         // The daemon's userspace responder answers with the same bytes.
-        match stun_server::respond(&req.payload, req.src()) {
-            stun_server::Reply::Success(bytes) => assert_eq!(bytes, payload, "{name}"),
+        match stun::respond(&req.payload, req.src()) {
+            stun::Reply::Success(bytes) => assert_eq!(bytes, payload, "{name}"),
             other => panic!("{name}: userspace answered {other:?}"),
         }
         d.expect(&h, name, &[(Counter::StunReq, 1), (Counter::StunResp, 1)]);
@@ -499,8 +499,8 @@ fn classic_stun_gets_mapped_address() {
         } else {
             assert_eq!(&payload[28..32], &req.src4, "{name}");
         }
-        match stun_server::respond(&req.payload, req.src()) {
-            stun_server::Reply::Success(bytes) => assert_eq!(bytes, payload, "{name}"),
+        match stun::respond(&req.payload, req.src()) {
+            stun::Reply::Success(bytes) => assert_eq!(bytes, payload, "{name}"),
             other => panic!("{name}: userspace answered {other:?}"),
         }
         d.expect(

@@ -8,8 +8,8 @@ use aya::maps::lpm_trie::Key;
 use clap::{Args, Subcommand, ValueEnum};
 use sip_ka_common::maps::{as_v4, v4_mapped};
 
-use super::PinDir;
-use crate::{cli::peers::addr_of, pins};
+use super::args::PinDir;
+use crate::{bpf::pins, cli::peers::addr_of};
 
 #[derive(Args, Debug)]
 pub struct AclArgs {

@@ -4,8 +4,8 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::PinDir;
-use crate::{config_keys, pins};
+use super::args::PinDir;
+use crate::{bpf::config_keys, bpf::pins};
 
 #[derive(Args, Debug)]
 pub struct ConfigArgs {

@@ -4,8 +4,8 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::PinDir;
-use crate::{attach, pins};
+use super::args::PinDir;
+use crate::{bpf::attach, bpf::pins};
 
 #[derive(Args, Debug)]
 pub struct DetachArgs {
@@ -32,7 +32,7 @@ pub fn detach(args: DetachArgs) -> Result<()> {
         );
     }
     if !args.keep_maps {
-        crate::pins::unpin_all(&pins.dir)?;
+        crate::bpf::pins::unpin_all(&pins.dir)?;
     }
     Ok(())
 }

@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::Args;
 use sip_ka_common::maps::{DIALOG_CONFIRMED, DIALOG_EARLY, DIALOG_TERMINATING};
 
-use super::PinDir;
-use crate::{clock, edge::dialog::decode_session_flags, pins};
+use super::args::PinDir;
+use crate::{bpf::pins, edge::dialog::decode_session_flags, util::clock};
 
 #[derive(Args, Debug)]
 pub struct DialogsArgs {

@@ -19,7 +19,7 @@ use clap::Args;
 use tokio::signal::unix::SignalKind;
 
 use crate::{
-    attach::XdpModeChoice,
+    cli::args::XdpModeArg,
     lab::{self, Lab, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6},
 };
 
@@ -28,7 +28,7 @@ pub struct LabArgs {
     /// XDP attach mode of the daemon in the lab: native with a fallback to
     /// SKB mode (auto), or only one of them.
     #[arg(long, value_enum, default_value = "auto")]
-    pub xdp_mode: XdpModeChoice,
+    pub xdp_mode: XdpModeArg,
     /// Leave the lab up after the traffic and print how to poke at it;
     /// it is torn down on Ctrl-C (SIGINT) or SIGTERM.
     #[arg(long)]
@@ -62,9 +62,9 @@ pub fn lab(args: LabArgs) -> Result<()> {
     }
 
     let mode = match args.xdp_mode {
-        XdpModeChoice::Auto => "auto",
-        XdpModeChoice::Native => "native",
-        XdpModeChoice::Skb => "skb",
+        XdpModeArg::Auto => "auto",
+        XdpModeArg::Native => "native",
+        XdpModeArg::Skb => "skb",
     };
     step(&format!(
         "starting `sip-ka run --mode offload --xdp-mode {mode}` on {}",

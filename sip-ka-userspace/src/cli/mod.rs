@@ -1,11 +1,11 @@
-//! The `sip-ka` command line: one module per subcommand.
-
-use std::path::PathBuf;
+//! The `sip-ka` command line: one module per subcommand; [`args`] holds
+//! the clap types several of them share. Clap stays in this folder.
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 mod acl;
+pub mod args;
 mod config;
 mod detach;
 mod dialogs;
@@ -21,15 +21,6 @@ mod xdp_pass;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Where the maps and the XDP link are pinned; every command that talks to
-/// a running daemon takes it.
-#[derive(Args, Debug, Clone)]
-pub struct PinDir {
-    /// Directory on a bpffs where maps and the link are pinned.
-    #[arg(long, global = true, default_value = crate::ebpf::DEFAULT_PIN_DIR)]
-    pub pin_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Args;
 use sip_ka_common::maps::{as_v4, KIND_CRLF, KIND_SIP, KIND_STUN};
 
-use super::PinDir;
-use crate::{clock, pins};
+use super::args::PinDir;
+use crate::{bpf::pins, util::clock};
 
 #[derive(Args, Debug)]
 pub struct PeersArgs {

@@ -11,10 +11,13 @@ use sip_ka_common::{
 };
 use tokio::{io::unix::AsyncFd, net::UdpSocket, signal::unix::SignalKind};
 
-use super::PinDir;
+use super::args::{PinDir, XdpModeArg};
 use crate::{
-    attach::{self, XdpModeChoice},
-    config_keys, ebpf, edge, pins,
+    bpf::attach,
+    bpf::config_keys,
+    bpf::load,
+    bpf::pins,
+    edge,
     responder::{self, Shared},
 };
 
@@ -71,7 +74,7 @@ pub struct RunArgs {
     /// OPTIONS outside a dialog for the PBX (edge mode): answered by the
     /// edge (200 while the PBX is up, 503 while down) or forwarded.
     #[arg(long, value_enum, default_value = "answer")]
-    pub options_pbx: edge::OptionsPolicy,
+    pub options_pbx: OptionsPbx,
     /// Seconds a TCP/TLS connection may stay silent before the edge closes
     /// it (edge mode; an ms-keep-alive negotiation replaces it).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
@@ -128,7 +131,7 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     /// XDP attach mode: native first with SKB fallback, or one of them.
     #[arg(long, value_enum, default_value = "auto")]
-    pub xdp_mode: XdpModeChoice,
+    pub xdp_mode: XdpModeArg,
     /// `off` loads the maps but attaches nothing: the userspace responder
     /// answers everything (the fallback, and the benchmark's baseline).
     #[arg(long, value_enum, default_value = "on")]
@@ -157,7 +160,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     max_message_size: args.max_message_size,
                     max_headers: args.max_headers,
                 },
-                timers: crate::session_timer::TimerConfig::new(
+                timers: crate::edge::session_timer::TimerConfig::new(
                     args.timers_min_se,
                     args.timers_sess_expires,
                     args.lab,
@@ -172,7 +175,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     flow_timer_stream: args.flow_timer_tcp,
                     flow_timer_udp: args.flow_timer_udp,
                 },
-                options_pbx: args.options_pbx,
+                options_pbx: args.options_pbx.into(),
                 tls: args.tls_cert.clone().zip(args.tls_key.clone()),
             };
             cfg.check()?;
@@ -197,7 +200,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
 
     let pin_dir = args.pin.pin_dir.clone();
-    let mut bpf = ebpf::load(&pin_dir, ebpf::aya_log_level())?;
+    let mut bpf = load::load(&pin_dir, load::aya_log_level())?;
 
     // Configuration: keep what a previous run left in the pinned map
     // (operators' `config set` survives a restart) unless a file is given.
@@ -232,7 +235,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     let pins = pins::Pins::new(&pin_dir);
     let link_path = iface.as_ref().map(|i| pins.link_path(i));
     if let (Some(iface), Some(link_path)) = (&iface, &link_path) {
-        let how = attach::attach(&mut bpf, PROGRAM_NAME, iface, args.xdp_mode, link_path)?;
+        let how = attach::attach(
+            &mut bpf,
+            PROGRAM_NAME,
+            iface,
+            args.xdp_mode.into(),
+            link_path,
+        )?;
         log::info!("XDP program on {iface}: {how}; SIP ports {ports:?}");
     } else {
         log::info!(
@@ -356,7 +365,7 @@ fn publish_edge(edge: Option<&std::sync::Arc<edge::Edge>>, stats: &mut PerCpuArr
     if let Some(edge) = edge {
         let values = edge::stats_values(edge);
         if let Err(e) =
-            crate::stats::publish_block(stats, sip_ka_common::counters::EDGE_BASE, &values)
+            crate::bpf::stats::publish_block(stats, sip_ka_common::counters::EDGE_BASE, &values)
         {
             log::warn!("publishing edge counters: {e:#}");
         }
@@ -386,4 +395,22 @@ fn init_logging() {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .try_init();
+}
+
+/// `--options-pbx`: the clap face of [`edge::OptionsPolicy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptionsPbx {
+    /// The edge answers for the PBX: 200 while it is up, 503 while down.
+    Answer,
+    /// Forwarded to the PBX like any request.
+    Forward,
+}
+
+impl From<OptionsPbx> for edge::OptionsPolicy {
+    fn from(o: OptionsPbx) -> Self {
+        match o {
+            OptionsPbx::Answer => edge::OptionsPolicy::Answer,
+            OptionsPbx::Forward => edge::OptionsPolicy::Forward,
+        }
+    }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use super::PinDir;
-use crate::{pins, stats::named_totals};
+use super::args::PinDir;
+use crate::{bpf::pins, bpf::stats::named_totals};
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {

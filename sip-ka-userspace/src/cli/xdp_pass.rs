@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::{attach, ebpf};
+use crate::{bpf::attach, bpf::load};
 
 #[derive(Args, Debug)]
 pub struct XdpPassArgs {
@@ -24,12 +24,12 @@ pub fn xdp_pass(args: XdpPassArgs) -> Result<()> {
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf"));
-    ebpf::ensure_bpffs(&args.pin)?;
+    load::ensure_bpffs(&args.pin)?;
     std::fs::create_dir_all(&dir)?;
     // Pinned maps of this load go into a scratch directory next to the link
     // and are removed right away; only the program and its link stay.
     let maps_dir = dir.join(format!("pass-maps-{}", std::process::id()));
-    let mut bpf = ebpf::load(&maps_dir, 0)?;
+    let mut bpf = load::load(&maps_dir, 0)?;
     let how = attach::attach(
         &mut bpf,
         "xdp_pass",
@@ -38,7 +38,7 @@ pub fn xdp_pass(args: XdpPassArgs) -> Result<()> {
         &args.pin,
     )?;
     drop(bpf);
-    crate::pins::unpin_all(&maps_dir)?;
+    crate::bpf::pins::unpin_all(&maps_dir)?;
     println!("xdp_pass on {}: {how}", args.iface);
     Ok(())
 }

@@ -67,10 +67,7 @@ pub fn contact_key(uri: &Uri) -> Option<String> {
 
 impl Bindings {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::util::lock::lock(&self.inner)
     }
 
     /// A REGISTER from a UA by `flow`, sent on with our `branch`.

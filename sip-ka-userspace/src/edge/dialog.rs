@@ -15,9 +15,9 @@ use super::{
     transport::Flow,
 };
 use crate::{
-    session_timer::{self, RequestAction, Session, SessionTimers, TimerConfig},
+    edge::session_timer::{self, RequestAction, Session, SessionTimers, TimerConfig},
     sip::{Method, Refresher, SipMessage},
-    timers::TimerWheel,
+    util::{clock::now_ms, timer_wheel::TimerWheel},
 };
 
 /// Where live dialogs are mirrored.
@@ -339,23 +339,6 @@ pub struct Dialogs {
 struct Idle {
     limit_ms: u64,
     wheel: TimerWheel,
-}
-
-/// Milliseconds on the edge's clock: unix time as read once, at the first
-/// call, advanced by CLOCK_MONOTONIC since. Session expiries are absolute,
-/// so they can be shown (and persisted) as unix times; but a step of the
-/// wall clock while the edge runs (an NTP step, `date -s`) must not expire
-/// sessions early or late, so only the start reads the wall clock.
-pub fn now_ms() -> u64 {
-    static ANCHOR: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-    let (unix_ms, mono_ns) = *ANCHOR.get_or_init(|| {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        (unix_ms, crate::clock::monotonic_ns())
-    });
-    unix_ms + crate::clock::monotonic_ns().saturating_sub(mono_ns) / 1_000_000
 }
 
 /// The URI of a Contact or From/To value (`<uri>` or a bare URI).

@@ -433,7 +433,7 @@ impl Journal {
             // A merge failed (a full disk, say): never overwrite its
             // records; merge them again (it is idempotent), once a minute
             // at most, and rotate only once that worked.
-            let now = super::dialog::now_ms();
+            let now = crate::util::clock::now_ms();
             if now.saturating_sub(self.last_retry_ms) < 60_000 {
                 self.merging.store(false, Ordering::Release);
                 return;
@@ -548,7 +548,7 @@ mod tests {
         let d = std::env::temp_dir().join(format!(
             "sip-ka-persist-{}-{name}-{}",
             std::process::id(),
-            super::super::dialog::now_ms()
+            crate::util::clock::now_ms()
         ));
         let _ = std::fs::remove_dir_all(&d);
         d

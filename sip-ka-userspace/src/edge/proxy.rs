@@ -1,19 +1,20 @@
 //! One message in, at most one message out: answer it, forward it, or
 //! drop it (counted). Messages come as UDP datagrams or, cut by the
-//! stream framer, from TCP/TLS connections ([`super::stream`]).
+//! stream framer, from TCP/TLS connections ([`super::transport::stream`]).
 
 use std::net::SocketAddr;
 
 use super::{
-    dialog::now_ms,
+    config::OptionsPolicy,
     forward::{self, fnv1a, Hop},
     keepalive::{self, Kind},
+    state::{Counters, Edge},
     transport::Flow,
-    Counters, Edge, OptionsPolicy,
 };
+use crate::util::clock::now_ms;
 use crate::{
+    edge::session_timer::RequestAction,
     responder,
-    session_timer::RequestAction,
     sip::{
         error_response, is_crlf_keepalive, parse_message, Framing, Method, MsKeepAlive, SipMessage,
         Via,
@@ -485,7 +486,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        edge::{dialog::NoSink, EdgeConfig},
+        edge::{config::EdgeConfig, dialog::NoSink},
         sip::Limits,
     };
 
@@ -606,7 +607,7 @@ mod tests {
 
     fn timed_edge(reap: bool) -> Edge {
         let mut e = edge();
-        e.cfg.timers = crate::session_timer::TimerConfig::new(2, 4, true).unwrap();
+        e.cfg.timers = crate::edge::session_timer::TimerConfig::new(2, 4, true).unwrap();
         e.cfg.reap_expired = reap;
         Edge::new(e.cfg.clone(), Box::new(NoSink), None)
     }

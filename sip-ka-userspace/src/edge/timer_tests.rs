@@ -33,11 +33,14 @@ use std::{
 use sip_ka_common::maps::{DialogValue, DIALOG_CONFIRMED};
 
 use super::{
-    dialog::{now_ms, DialogSink, NoSink},
-    persist, DialogOptions, Edge, EdgeConfig,
+    config::{test_config, DialogOptions, EdgeConfig},
+    dialog::{DialogSink, NoSink},
+    persist,
+    state::Edge,
 };
+use crate::util::clock::now_ms;
 use crate::{
-    session_timer::TimerConfig,
+    edge::session_timer::TimerConfig,
     sip::{parse_message, Framing, Limits, Method, Refresher, SipMessage},
 };
 
@@ -54,7 +57,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn cfg(reap: bool) -> EdgeConfig {
-    let mut c = super::test_config(addr(EDGE), addr(PBX));
+    let mut c = test_config(addr(EDGE), addr(PBX));
     c.timers = TimerConfig::new(MIN_SE, SE, false).unwrap();
     c.reap_expired = reap;
     c

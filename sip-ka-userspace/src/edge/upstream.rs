@@ -11,6 +11,7 @@ use std::{
 use tokio::net::UdpSocket;
 
 use crate::sip::{parse_message, Framing, Limits};
+use crate::util::lock::lock;
 
 /// Unanswered qualify requests in a row that make the PBX down.
 pub const MISSES_FOR_DOWN: u32 = 2;
@@ -33,10 +34,7 @@ pub struct Health {
 
 impl Health {
     pub fn status(&self) -> Status {
-        match self.status.lock() {
-            Ok(s) => *s,
-            Err(p) => *p.into_inner(),
-        }
+        *lock(&self.status)
     }
 
     /// Up only once an answer came (unknown counts as down).
@@ -45,10 +43,7 @@ impl Health {
     }
 
     fn update(&self, f: impl FnOnce(&mut Status)) -> Status {
-        let mut g = match self.status.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut g = lock(&self.status);
         f(&mut g);
         *g
     }

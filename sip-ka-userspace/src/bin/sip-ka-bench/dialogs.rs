@@ -27,13 +27,14 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use sip_ka::util::clock::now_ms;
 use sip_ka::{
+    edge::session_timer::RequestAction,
     edge::{
-        dialog::{now_ms, Dialogs, NoSink},
+        dialog::{Dialogs, NoSink},
         persist::{Journal, Record, COMPACT_FACTOR, COMPACT_SLACK},
         transport::Flow,
     },
-    session_timer::RequestAction,
     sip::{parse_message, Framing, Limits, Method, SipMessage, StartLine, Uri},
 };
 

@@ -29,7 +29,7 @@ use anyhow::{bail, Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use clap::Parser;
 use sip_ka::{
-    harness::{Harness, XDP_PASS, XDP_TX},
+    bpf::test_run::{Harness, XDP_PASS, XDP_TX},
     lab::{self, Lab, SERVER_V4},
 };
 use sip_ka_common::{
@@ -383,7 +383,7 @@ struct EmptyProgram {
 impl EmptyProgram {
     fn load() -> Result<EmptyProgram> {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/ska{}p", std::process::id()));
-        let mut bpf = sip_ka::ebpf::load(&pin_dir, 0)?;
+        let mut bpf = sip_ka::bpf::load::load(&pin_dir, 0)?;
         let prog: &mut Xdp = bpf
             .program_mut("xdp_pass")
             .context("xdp_pass missing from the object")?
@@ -412,7 +412,7 @@ impl EmptyProgram {
 
 impl Drop for EmptyProgram {
     fn drop(&mut self) {
-        let _ = sip_ka::pins::unpin_all(&self.pin_dir);
+        let _ = sip_ka::bpf::pins::unpin_all(&self.pin_dir);
     }
 }
 
@@ -432,7 +432,7 @@ fn test_run_bench(opts: &Opts) -> Result<()> {
             let (k, v) = kv
                 .split_once('=')
                 .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
-            sip_ka::config_keys::set(&mut cfg, k.trim(), v.trim())
+            sip_ka::bpf::config_keys::set(&mut cfg, k.trim(), v.trim())
                 .with_context(|| format!("--set {kv}"))?;
         }
         h.set_config(cfg)?;
@@ -1229,16 +1229,16 @@ fn lab_bench(opts: &Opts) -> Result<()> {
 // Session timers at scale (--timers)
 // ---------------------------------------------------------------------
 
-/// 1,000,000 dialogs on one [`sip_ka::timers::TimerWheel`]: memory per
+/// 1,000,000 dialogs on one [`sip_ka::util::timer_wheel::TimerWheel`]: memory per
 /// dialog (resident set from /proc/self/statm before and after, and by the
 /// structure sizes), then refreshes per second (each moves one dialog's
 /// expiry by one session interval, as a re-INVITE/UPDATE 2xx does), then
 /// expiring them all. Bounded: a fixed number of operations, 10 s at most
 /// for the refresh loop.
 fn timers_bench() -> Result<()> {
-    use sip_ka::session_timer::{Session, SessionRecord, SessionTimers, TimerConfig};
+    use sip_ka::edge::session_timer::{Session, SessionRecord, SessionTimers, TimerConfig};
     use sip_ka::sip::Refresher;
-    use sip_ka::timers::{bytes_per_timer, TimerWheel, ENTRY_BYTES, MAP_ENTRY_BYTES};
+    use sip_ka::util::timer_wheel::{bytes_per_timer, TimerWheel, ENTRY_BYTES, MAP_ENTRY_BYTES};
 
     const DIALOGS: u64 = 1_000_000;
     const REFRESHES: u64 = 10_000_000;

@@ -12,7 +12,8 @@ use aya::{
     Ebpf,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Which XDP attach mode to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpModeChoice {
     /// Native (driver) mode, falling back to SKB (generic) mode.
     Auto,

@@ -19,11 +19,8 @@ use tokio::{
     time::{timeout, Instant},
 };
 
-use super::{
-    tls::HANDSHAKE_RECORD,
-    transport::{Conn, Flow, StreamKind},
-    Counters, Edge,
-};
+use super::{tls::HANDSHAKE_RECORD, Conn, Flow, StreamKind};
+use crate::edge::state::{Counters, Edge};
 use crate::sip::{CrlfRole, Framing, StreamEvent, StreamFramer};
 
 /// Messages queued for one connection; past this the sender's message is

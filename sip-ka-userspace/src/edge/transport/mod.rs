@@ -15,11 +15,18 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
     },
 };
 
 use tokio::{net::UdpSocket, sync::mpsc};
+
+use crate::util::lock::lock;
+
+pub mod retransmit;
+pub mod stream;
+pub mod tls;
+pub mod udp;
 
 /// Stream transports toward UAs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -289,13 +296,6 @@ pub enum SendError {
     NoSocket,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 impl Transports {
     pub fn add_udp(&self, sock: Arc<UdpSocket>, local: SocketAddr) {
         lock(&self.udp).insert(local, sock);
@@ -399,46 +399,6 @@ impl Transports {
                     mpsc::error::TrySendError::Closed(_) => SendError::FlowGone,
                 })
             }
-        }
-    }
-}
-
-/// Serves one UDP socket until the task is dropped.
-pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<super::Edge>) {
-    let local = match sock.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            log::warn!("edge socket: {e}");
-            return;
-        }
-    };
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here; keep going.
-                log::debug!("recv on udp/{local}: {e}");
-                continue;
-            }
-        };
-        let Some(datagram) = buf.get(..n) else {
-            continue;
-        };
-        match edge.handle(datagram, src, local) {
-            Some((out, Flow::Udp(dest))) => {
-                // Never wait on a full send buffer: that would stall every
-                // datagram behind this one. UDP may lose it; so may we.
-                if let Err(e) = sock.try_send_to(&out, dest) {
-                    log::debug!("send from udp/{local} to {dest}: {e}");
-                }
-            }
-            Some((out, flow)) => {
-                if let Err(e) = edge.transports.send(out, &flow, local) {
-                    log::debug!("edge: to {flow:?}: {e:?}");
-                }
-            }
-            None => {}
         }
     }
 }

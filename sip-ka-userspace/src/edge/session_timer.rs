@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::sip::{Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessage};
-use crate::timers::{IdHashBuilder, TimerWheel};
+use crate::util::timer_wheel::{IdHashBuilder, TimerWheel};
 
 /// The smallest Min-SE allowed by RFC 4028 (section 4 and 5).
 pub const RFC_MIN_SE: u32 = 90;

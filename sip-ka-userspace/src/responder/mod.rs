@@ -8,13 +8,12 @@ use std::{
     sync::{Arc, RwLock},
 };
 
+pub mod stun;
+
 use sip_ka_common::{Action, Config, Counter};
 use tokio::net::UdpSocket;
 
-use crate::{
-    stats::UserCounters,
-    stun_server::{self, Reply},
-};
+use crate::{bpf::stats::user::UserCounters, responder::stun::Reply};
 
 /// What all responder sockets share.
 pub struct Shared {
@@ -32,10 +31,7 @@ impl Shared {
     }
 
     fn config(&self) -> Config {
-        match self.config.read() {
-            Ok(c) => *c,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
+        *crate::util::lock::read(&self.config)
     }
 }
 
@@ -68,7 +64,7 @@ pub fn answer(shared: &Shared, msg: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         if !answerable(&src) {
             return None;
         }
-        return match stun_server::respond(msg, src) {
+        return match stun::respond(msg, src) {
             Reply::Success(bytes) => {
                 c.bump(Counter::UserStunResp);
                 Some(bytes)

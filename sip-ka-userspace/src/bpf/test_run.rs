@@ -21,7 +21,7 @@ use sip_ka_common::{
     Config,
 };
 
-use crate::{ebpf, pins};
+use crate::{bpf::load, bpf::pins};
 
 pub struct Harness {
     bpf: Ebpf,
@@ -51,7 +51,7 @@ impl Harness {
         }
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/ska{}x{seq}t", std::process::id()));
-        let mut bpf = ebpf::load(&pin_dir, 0)?;
+        let mut bpf = load::load(&pin_dir, 0)?;
         let prog: &mut Xdp = bpf
             .program_mut(PROGRAM_NAME)
             .context("program missing")?

@@ -1,13 +1,14 @@
 //! Counter names and the daemon's own (userspace) counters, which live in
-//! slots of the same STATS map that the kernel never writes.
+//! slots of the same STATS map that the kernel never writes: the
+//! responder's ([`user`]) and the edge's ([`edge`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod edge;
+pub mod user;
 
 use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray, PerCpuValues};
-use sip_ka_common::{
-    counters::{sip_request_slot, COUNTER_NAMES, EDGE_BASE, NAMED_COUNTERS, NUM_COUNTERS},
-    Counter,
+use sip_ka_common::counters::{
+    sip_request_slot, COUNTER_NAMES, EDGE_BASE, NAMED_COUNTERS, NUM_COUNTERS,
 };
 
 /// The printed name of STATS slot `index`.
@@ -16,7 +17,7 @@ pub fn counter_name(index: u32) -> String {
         return COUNTER_NAMES[index as usize].to_string();
     }
     if index >= EDGE_BASE {
-        return crate::edge::stats_names()
+        return edge::names()
             .get((index - EDGE_BASE) as usize)
             .cloned()
             .unwrap_or_else(|| format!("edge_slot_{}", index - EDGE_BASE));
@@ -46,61 +47,6 @@ pub fn named_totals(totals: &[u64]) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Counters of the userspace responder, published into STATS.
-#[derive(Default)]
-pub struct UserCounters {
-    slots: [AtomicU64; USER_SLOTS.len()],
-}
-
-const USER_SLOTS: [Counter; 7] = [
-    Counter::UserCrlfPing,
-    Counter::UserCrlfPongSent,
-    Counter::UserStunReq,
-    Counter::UserStunResp,
-    Counter::UserStunError,
-    Counter::UserStunBadFp,
-    Counter::UserIgnored,
-];
-
-impl UserCounters {
-    /// The slot of `c` (the user counters are one block of indices);
-    /// `None` for a counter the daemon does not own.
-    fn slot(&self, c: Counter) -> Option<&AtomicU64> {
-        let i = (c as u32).checked_sub(USER_SLOTS[0] as u32)?;
-        self.slots.get(i as usize)
-    }
-
-    pub fn bump(&self, c: Counter) {
-        if let Some(slot) = self.slot(c) {
-            slot.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub fn get(&self, c: Counter) -> u64 {
-        self.slot(c).map_or(0, |s| s.load(Ordering::Relaxed))
-    }
-
-    /// Writes the totals into STATS (CPU 0's slot carries the total, the
-    /// others zero), so `sip-ka stats` sums them like any counter.
-    pub fn publish(&self, stats: &mut PerCpuArray<MapData, u64>) -> Result<()> {
-        let values: Vec<u64> = self
-            .slots
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .collect();
-        publish_block(stats, USER_SLOTS[0] as u32, &values)
-    }
-}
-
-// The user slots are one block of consecutive indices.
-const _: () = {
-    let mut i = 1;
-    while i < USER_SLOTS.len() {
-        assert!(USER_SLOTS[i] as u32 == USER_SLOTS[0] as u32 + i as u32);
-        i += 1;
-    }
-};
-
 /// Writes `values` into consecutive STATS slots from `base` (CPU 0's slot
 /// carries the value), for counters the daemon owns.
 pub fn publish_block(
@@ -120,11 +66,11 @@ pub fn publish_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sip_ka_common::{counters::sip_request_index, sip::Method};
+    use sip_ka_common::{counters::sip_request_index, sip::Method, Counter};
 
     #[test]
     fn edge_block_fits_its_reserved_slots() {
-        let names = crate::edge::stats_names();
+        let names = edge::names();
         assert!(names.len() <= sip_ka_common::counters::EDGE_SLOTS as usize);
         assert_eq!(counter_name(EDGE_BASE), names[0]);
         assert_eq!(

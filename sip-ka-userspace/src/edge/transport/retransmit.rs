@@ -67,10 +67,7 @@ fn key(branch: &str, method: &str) -> String {
 
 impl Retransmits {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::util::lock::lock(&self.inner)
     }
 
     /// Tracks a request just sent to `dest` from `local`; false when the

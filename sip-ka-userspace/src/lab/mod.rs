@@ -369,14 +369,14 @@ pub fn addr_after(output: &str, marker: &str) -> Option<std::net::SocketAddr> {
 /// the BYE) and the edge's qualify OPTIONS; anything else in a call, an
 /// in-dialog keep-alive that should have been answered by the edge for
 /// one, fails the call.
-pub const EDGE_PBX_SCENARIO: &str = include_str!("../tests/edge/pbx_uas.xml");
+pub const EDGE_PBX_SCENARIO: &str = include_str!("../../tests/edge/pbx_uas.xml");
 
 /// sipp as a phone calling through the edge: INVITE, ACK, one in-dialog
 /// request without a body per entry of `methods` (each answered 200), a
 /// pause of `hold_ms`, BYE.
 pub fn edge_ua_scenario(methods: &[&str], hold_ms: u32) -> String {
-    let base = include_str!("../tests/edge/ua_call.xml");
-    let ka = include_str!("../tests/edge/keepalive.xml");
+    let base = include_str!("../../tests/edge/ua_call.xml");
+    let ka = include_str!("../../tests/edge/keepalive.xml");
     let blocks: String = methods
         .iter()
         .enumerate()

@@ -1,0 +1,72 @@
+//! The edge's counters: what it did with each message, connection and
+//! dialog. They are published into the edge block of STATS.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal,)*) => {
+        /// What the edge did, for the logs.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+        }
+
+        impl Counters {
+            /// Counter names in order (`sip-ka stats` prints them with an
+            /// `edge_` prefix, after them `edge_pbx_up` and `edge_pbx_rtt_us`).
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name),)*];
+
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    requests_forwarded: "Requests sent on (either direction).",
+    responses_forwarded: "Responses sent on (either direction).",
+    ka_in_dialog_ok: "In-dialog keep-alives answered 200.",
+    ka_unknown_dialog: "In-dialog keep-alives answered 481.",
+    options_edge: "OPTIONS to the edge answered 200.",
+    options_pbx_up: "OPTIONS for the PBX answered 200 (PBX up).",
+    options_pbx_down: "OPTIONS for the PBX answered 503 (PBX down).",
+    bad_requests: "Malformed requests answered 400 (or 505/513).",
+    too_many_hops: "Requests answered 483.",
+    loops: "Requests answered 482.",
+    unroutable: "Requests from the PBX with no UA address (answered 404).",
+    dropped: "Datagrams dropped: unanswerable garbage, responses not ours.",
+    acks_absorbed: "ACKs for final responses the edge generated (not forwarded).",
+    other: "CRLF/STUN datagrams handed to the keep-alive responder.",
+    crlf_pings: "CRLFCRLF pings on connections, answered CRLF.",
+    conns_accepted: "TCP/TLS connections accepted.",
+    conns_refused: "Connections refused (--max-connections, per IP).",
+    conns_idle_closed: "Connections closed after their idle time.",
+    stream_errors: "Connections closed because framing was lost (bad Content-Length, oversize).",
+    flow_failed: "Requests answered 430 or responses dropped: the UA's connection is gone.",
+    ms_keepalive_negotiated: "ms-keep-alive offers accepted on a connection.",
+    ms_keepalive_bad: "ms-keep-alive headers repeated or malformed (not negotiated).",
+    registers_outbound: "Outbound REGISTERs given a Path with a flow token.",
+    timer_rejects: "Refresh requests answered 422 (Min-SE) or 481 (session expired).",
+    sessions_expired: "Dialogs whose session timer expired (dropped).",
+    sessions_reaped: "Expired dialogs ended with a BYE to both sides (--reap-expired).",
+    dialogs_idle_ended: "Confirmed dialogs ended after --dialog-idle-timeout without in-dialog traffic.",
+    dialogs_restored: "Dialogs read back from the state directory at start.",
+    retransmissions: "Requests from TCP/TLS UAs retransmitted to the PBX over UDP.",
+}
+
+impl Counters {
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Names of the edge block of STATS (`edge_` + counter, `edge_pbx_up`,
+/// `edge_pbx_rtt_us`), in the order the edge publishes its values.
+pub fn names() -> Vec<String> {
+    Counters::NAMES
+        .iter()
+        .map(|n| format!("edge_{n}"))
+        .chain(["edge_pbx_up".to_string(), "edge_pbx_rtt_us".to_string()])
+        .collect()
+}

@@ -1,0 +1,64 @@
+//! The userspace responder's counters, published into STATS.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Result;
+use aya::maps::{MapData, PerCpuArray};
+use sip_ka_common::Counter;
+
+use super::publish_block;
+
+/// Counters of the userspace responder, published into STATS.
+#[derive(Default)]
+pub struct UserCounters {
+    slots: [AtomicU64; USER_SLOTS.len()],
+}
+
+const USER_SLOTS: [Counter; 7] = [
+    Counter::UserCrlfPing,
+    Counter::UserCrlfPongSent,
+    Counter::UserStunReq,
+    Counter::UserStunResp,
+    Counter::UserStunError,
+    Counter::UserStunBadFp,
+    Counter::UserIgnored,
+];
+
+impl UserCounters {
+    /// The slot of `c` (the user counters are one block of indices);
+    /// `None` for a counter the daemon does not own.
+    fn slot(&self, c: Counter) -> Option<&AtomicU64> {
+        let i = (c as u32).checked_sub(USER_SLOTS[0] as u32)?;
+        self.slots.get(i as usize)
+    }
+
+    pub fn bump(&self, c: Counter) {
+        if let Some(slot) = self.slot(c) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.slot(c).map_or(0, |s| s.load(Ordering::Relaxed))
+    }
+
+    /// Writes the totals into STATS (CPU 0's slot carries the total, the
+    /// others zero), so `sip-ka stats` sums them like any counter.
+    pub fn publish(&self, stats: &mut PerCpuArray<MapData, u64>) -> Result<()> {
+        let values: Vec<u64> = self
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect();
+        publish_block(stats, USER_SLOTS[0] as u32, &values)
+    }
+}
+
+// The user slots are one block of consecutive indices.
+const _: () = {
+    let mut i = 1;
+    while i < USER_SLOTS.len() {
+        assert!(USER_SLOTS[i] as u32 == USER_SLOTS[0] as u32 + i as u32);
+        i += 1;
+    }
+};

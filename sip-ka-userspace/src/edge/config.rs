@@ -1,0 +1,154 @@
+//! What the edge is told: listen addresses, the PBX, limits, timers.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Result};
+
+use super::session_timer::TimerConfig;
+use crate::sip::Limits;
+
+/// What `sip-ka run --mode edge` was told.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// UDP addresses the edge listens on (specific IPs: they go into Via
+    /// and Record-Route).
+    pub listen: Vec<SocketAddr>,
+    /// The PBX.
+    pub upstream: SocketAddr,
+    /// Seconds between OPTIONS pings to the PBX.
+    pub qualify_frequency: Duration,
+    pub limits: Limits,
+    /// RFC 4028 settings (Min-SE floor, Session-Expires to insert).
+    pub timers: TimerConfig,
+    /// Send BYE to both sides when a session expires.
+    pub reap_expired: bool,
+    /// Connection limits, keep-alive timers.
+    pub streams: StreamConfig,
+    /// What happens to OPTIONS outside a dialog meant for the PBX.
+    pub options_pbx: OptionsPolicy,
+    /// Certificate chain and key (PEM): TLS on the TCP ports.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// OPTIONS outside a dialog, addressed to the PBX.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OptionsPolicy {
+    /// The edge answers for the PBX: 200 while it is up, 503 while down.
+    #[default]
+    Answer,
+    /// Forwarded to the PBX like any request.
+    Forward,
+}
+
+impl std::str::FromStr for OptionsPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "answer" => Ok(OptionsPolicy::Answer),
+            "forward" => Ok(OptionsPolicy::Forward),
+            _ => Err(format!("{s:?}: expected answer or forward")),
+        }
+    }
+}
+
+/// TCP/TLS connections from UAs.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_conns: usize,
+    /// Most connections open at once from one IP address.
+    pub max_conns_per_ip: usize,
+    /// `timeout=` in an ms-keep-alive answer, in seconds.
+    pub ms_keepalive_timeout: u32,
+    /// Flow-Timer put on a 2xx to an outbound REGISTER over TCP/TLS.
+    pub flow_timer_stream: u32,
+    /// Flow-Timer for an outbound REGISTER over UDP (NAT bindings are
+    /// short-lived).
+    pub flow_timer_udp: u32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            idle_timeout: Duration::from_secs(300),
+            max_conns: 10_000,
+            max_conns_per_ip: 64,
+            ms_keepalive_timeout: 120,
+            flow_timer_stream: 120,
+            flow_timer_udp: 29,
+        }
+    }
+}
+
+/// A configuration for unit tests: one listen address, defaults
+/// elsewhere (every field is named here once, not in each test).
+#[cfg(test)]
+pub(crate) fn test_config(listen: SocketAddr, upstream: SocketAddr) -> EdgeConfig {
+    EdgeConfig {
+        listen: vec![listen],
+        upstream,
+        qualify_frequency: Duration::from_secs(1),
+        limits: Limits::default(),
+        timers: TimerConfig::default(),
+        reap_expired: false,
+        streams: StreamConfig::default(),
+        options_pbx: OptionsPolicy::default(),
+        tls: None,
+    }
+}
+
+impl EdgeConfig {
+    pub fn check(&self) -> Result<()> {
+        if self.listen.is_empty() {
+            bail!("edge mode needs at least one --listen ADDR");
+        }
+        if let Some(a) = self
+            .listen
+            .iter()
+            .find(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            bail!("--listen {a}: edge mode needs a specific IP and port (they go into Via and Record-Route)");
+        }
+        if self.qualify_frequency.is_zero() {
+            bail!("--qualify-frequency must be at least 1 second");
+        }
+        if self.limits.max_message_size < 512 || self.limits.max_headers < 8 {
+            bail!("--max-message-size must be at least 512 and --max-headers at least 8");
+        }
+        let st = &self.streams;
+        if st.idle_timeout.is_zero() || st.max_conns == 0 || st.max_conns_per_ip == 0 {
+            bail!("--tcp-idle-timeout, --max-connections and --max-connections-per-ip must be at least 1");
+        }
+        if st.idle_timeout.as_secs() <= u64::from(st.flow_timer_stream) {
+            bail!(
+                "--tcp-idle-timeout ({} s) must be longer than --flow-timer-tcp ({} s): \
+                 outbound UAs send a keep-alive only every Flow-Timer seconds",
+                st.idle_timeout.as_secs(),
+                st.flow_timer_stream
+            );
+        }
+        if st.ms_keepalive_timeout == 0 || st.flow_timer_stream == 0 || st.flow_timer_udp == 0 {
+            bail!("--ms-keep-alive-timeout and --flow-timer-* must be at least 1 second");
+        }
+        Ok(())
+    }
+
+    /// Retry-After for a 503 while the PBX is down: the next ping.
+    pub fn retry_after(&self) -> u64 {
+        self.qualify_frequency.as_secs().max(1)
+    }
+}
+
+/// What the edge keeps about dialogs beyond the proxy settings.
+#[derive(Clone, Debug, Default)]
+pub struct DialogOptions {
+    /// Where the dialog table is journaled (`--state-dir`); `None` keeps
+    /// it in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// `--dialog-idle-timeout`: a confirmed dialog with no in-dialog
+    /// traffic for this long is ended; `None` never.
+    pub idle_timeout: Option<Duration>,
+}

@@ -1,0 +1,197 @@
+//! The edge's shared state: configuration, dialog table, flows,
+//! retransmissions, bindings, the PBX's health and the counters.
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc, Mutex},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::util::clock;
+
+use super::{
+    bindings::Bindings,
+    config::{DialogOptions, EdgeConfig},
+    dialog::{DialogSink, Dialogs},
+    persist,
+    session_timer::SessionTimers,
+    transport::{retransmit::Retransmits, Flow, FlowToken, Transports},
+    upstream::Health,
+};
+pub use crate::bpf::stats::edge::Counters;
+use crate::{responder::Shared, util::lock::lock};
+
+/// The edge's shared state.
+pub struct Edge {
+    pub cfg: EdgeConfig,
+    pub dialogs: Mutex<Dialogs>,
+    pub health: Health,
+    pub counters: Counters,
+    /// UDP sockets and connections.
+    pub transports: Transports,
+    /// Requests from stream UAs retransmitted on the UDP leg.
+    pub retransmits: Retransmits,
+    /// Registered Contacts and the flows they registered by.
+    pub bindings: Bindings,
+    /// Set when the edge serves TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Answers CRLF and STUN that reach the SIP sockets.
+    pub responder: Option<Arc<Shared>>,
+}
+
+impl Edge {
+    pub fn new(cfg: EdgeConfig, sink: Box<dyn DialogSink>, responder: Option<Arc<Shared>>) -> Edge {
+        let timers = SessionTimers::new(cfg.timers, cfg.reap_expired, clock::now_ms());
+        Edge {
+            cfg,
+            dialogs: Mutex::new(Dialogs::with_timers(sink, timers)),
+            health: Health::default(),
+            counters: Counters::default(),
+            transports: Transports::default(),
+            tls: None,
+            retransmits: Retransmits::default(),
+            bindings: Bindings::default(),
+            responder,
+        }
+    }
+
+    /// [`Edge::new`] with an idle limit and a state directory: the
+    /// dialogs a previous run journaled there are restored (their session
+    /// timers resumed from their absolute expiries, the mirror
+    /// reconciled) before the edge handles anything.
+    pub fn with_options(
+        cfg: EdgeConfig,
+        opts: &DialogOptions,
+        sink: Box<dyn DialogSink>,
+        responder: Option<Arc<Shared>>,
+    ) -> Result<Edge> {
+        let mut edge = Edge::new(cfg, sink, responder);
+        let now = clock::now_ms();
+        // Connection ids never repeat across restarts, so a token of a
+        // connection an earlier process had never names a new one.
+        edge.transports.first_id(now.saturating_mul(1024));
+        {
+            let mut d = edge.dialogs();
+            d.set_idle_timeout(opts.idle_timeout, now);
+            if let Some(dir) = &opts.state_dir {
+                let (journal, loaded) = persist::Journal::open(dir)?;
+                let (restored, refused, stale) = d.restore(loaded.dialogs, now);
+                d.set_journal(journal);
+                // A fresh snapshot, and no partial line left to append to.
+                d.compact();
+                edge.counters
+                    .dialogs_restored
+                    .store(restored as u64, Ordering::Relaxed);
+                log::info!(
+                    "edge: state in {}: {restored} dialog(s) restored, {} line(s) skipped, \
+                     {refused} refused, {stale} stale DIALOGS entr(ies) removed",
+                    dir.display(),
+                    loaded.skipped
+                );
+            }
+        }
+        if let Some(dir) = &opts.state_dir {
+            // Path and Record-Route tokens stored by the PBX must still
+            // decode after a restart: the key lives with the dialogs.
+            edge.transports.tokens = FlowToken::load_or_create(dir)
+                .with_context(|| format!("flow-token key in {}", dir.display()))?;
+        }
+        Ok(edge)
+    }
+
+    pub fn dialogs(&self) -> std::sync::MutexGuard<'_, Dialogs> {
+        lock(&self.dialogs)
+    }
+}
+
+impl Edge {
+    /// Expires the sessions due at `now_ms`: counted, logged, and with
+    /// `--reap-expired` the BYEs to send (with our Via) are returned.
+    pub fn expire(&self, now_ms: u64, local: SocketAddr) -> Vec<(Vec<u8>, Flow)> {
+        let (ended, idle) = {
+            let mut d = self.dialogs();
+            let ended = d.expire(now_ms, self.cfg.upstream, local);
+            let idle = d.expire_idle(
+                now_ms,
+                crate::util::clock::monotonic_ns(),
+                self.cfg.reap_expired,
+                self.cfg.upstream,
+                local,
+            );
+            (ended, idle)
+        };
+        let mut out = Vec::new();
+        for e in idle {
+            Counters::bump(&self.counters.dialogs_idle_ended);
+            log::info!(
+                "edge: dialog idle for {} s, ended{}: Call-ID {}",
+                e.interval,
+                if e.byes.is_empty() {
+                    ""
+                } else {
+                    " with a BYE to both sides"
+                },
+                e.call_id
+            );
+            for (bye, dest) in e.byes {
+                out.push((bye.to_bytes(), dest));
+            }
+        }
+        for e in ended {
+            Counters::bump(&self.counters.sessions_expired);
+            log::info!(
+                "edge: session expired ({} s without refresh): Call-ID {}",
+                e.interval,
+                e.call_id
+            );
+            if !self.cfg.reap_expired {
+                continue;
+            }
+            Counters::bump(&self.counters.sessions_reaped);
+            log::info!(
+                "edge: reaping expired call {}: BYE to both sides",
+                e.call_id
+            );
+            for (bye, dest) in e.byes {
+                out.push((bye.to_bytes(), dest));
+            }
+        }
+        out
+    }
+}
+
+/// The values of the edge block of STATS, in the order of `stats_names`:
+/// the counters, then the PBX's state (1 up, 0 down or not yet known) and
+/// its last round-trip time in microseconds (0 when unknown).
+pub fn stats_values(edge: &Edge) -> Vec<u64> {
+    let mut v: Vec<u64> = edge
+        .counters
+        .snapshot()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let st = edge.health.status();
+    v.push(u64::from(st.up == Some(true)));
+    v.push(st.rtt.map_or(0, |d| d.as_micros() as u64));
+    v
+}
+
+/// Logs the counters (at exit).
+pub fn log_counters(edge: &Edge) {
+    let parts: Vec<String> = edge
+        .counters
+        .snapshot()
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let st = edge.health.status();
+    log::info!(
+        "edge: {} live dialog(s); upstream up={:?} rtt={:?}; {}",
+        edge.dialogs().len(),
+        st.up,
+        st.rtt,
+        parts.join(" ")
+    );
+}

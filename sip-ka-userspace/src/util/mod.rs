@@ -1,0 +1,5 @@
+//! Small things every layer may use and that use no other layer.
+
+pub mod clock;
+pub mod lock;
+pub mod timer_wheel;
