@@ -85,6 +85,59 @@ pub struct DialogValue {
     pub ka_count: u64,
 }
 
+/// Who refreshes a session (RFC 4028), as packed in [`DialogValue::flags`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionRefresher {
+    Uac,
+    Uas,
+}
+
+impl SessionRefresher {
+    pub const fn name(self) -> &'static str {
+        match self {
+            SessionRefresher::Uac => "uac",
+            SessionRefresher::Uas => "uas",
+        }
+    }
+}
+
+/// `DialogValue.flags` in edge mode: bit 31 says a session timer is
+/// known, bits 28..=29 the refresher (0 none, 1 uac, 2 uas), bits 0..=27
+/// the session interval in seconds (larger intervals are capped).
+pub const SESSION_KNOWN: u32 = 1 << 31;
+const REFRESHER_SHIFT: u32 = 28;
+const INTERVAL_MASK: u32 = (1 << REFRESHER_SHIFT) - 1;
+
+impl DialogValue {
+    /// The `flags` word for a session of `interval` seconds.
+    pub const fn session_flags(interval: u32, refresher: Option<SessionRefresher>) -> u32 {
+        let r = match refresher {
+            None => 0,
+            Some(SessionRefresher::Uac) => 1,
+            Some(SessionRefresher::Uas) => 2,
+        };
+        let interval = if interval > INTERVAL_MASK {
+            INTERVAL_MASK
+        } else {
+            interval
+        };
+        SESSION_KNOWN | (r << REFRESHER_SHIFT) | interval
+    }
+
+    /// The session interval and refresher in `flags`, if a timer is known.
+    pub const fn session(&self) -> Option<(u32, Option<SessionRefresher>)> {
+        if self.flags & SESSION_KNOWN == 0 {
+            return None;
+        }
+        let r = match (self.flags >> REFRESHER_SHIFT) & 3 {
+            1 => Some(SessionRefresher::Uac),
+            2 => Some(SessionRefresher::Uas),
+            _ => None,
+        };
+        Some((self.flags & INTERVAL_MASK, r))
+    }
+}
+
 /// Key of the `ACL_*` LPM tries: the prefix length is in `aya`'s
 /// `lpm_trie::Key`; IPv4 prefixes are mapped (length + 96).
 pub type AclAddr = [u8; 16];
@@ -111,6 +164,32 @@ pub fn as_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
         Some([addr[12], addr[13], addr[14], addr[15]])
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_flags_round_trip() {
+        for (interval, r) in [
+            (90, None),
+            (1800, Some(SessionRefresher::Uac)),
+            (7200, Some(SessionRefresher::Uas)),
+        ] {
+            let v = DialogValue {
+                flags: DialogValue::session_flags(interval, r),
+                ..DialogValue::default()
+            };
+            assert_eq!(v.session(), Some((interval, r)));
+        }
+        assert_eq!(DialogValue::default().session(), None);
+        let big = DialogValue {
+            flags: DialogValue::session_flags(u32::MAX, None),
+            ..DialogValue::default()
+        };
+        assert_eq!(big.session(), Some((INTERVAL_MASK, None)));
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Args;
 use sip_ka_common::maps::{DIALOG_CONFIRMED, DIALOG_EARLY, DIALOG_TERMINATING};
 
 use super::args::PinDir;
-use crate::{bpf::pins, edge::dialog::decode_session_flags, util::clock};
+use crate::{bpf::pins, util::clock};
 
 #[derive(Args, Debug)]
 pub struct DialogsArgs {
@@ -45,7 +45,8 @@ pub fn dialogs(args: DialogsArgs) -> Result<()> {
     // RFC 4028 session: interval, refresher, seconds left (from the
     // absolute expiry the edge writes).
     let session = |v: &sip_ka_common::maps::DialogValue| {
-        let (interval, refresher) = decode_session_flags(v.flags)?;
+        let (interval, refresher) = v.session()?;
+        let refresher = refresher.map(|r| r.name());
         let left = (v.expires_unix != 0).then(|| v.expires_unix.saturating_sub(now_unix));
         Some((interval, refresher, left))
     };

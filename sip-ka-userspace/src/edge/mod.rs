@@ -13,11 +13,7 @@
 //! * [`session_timer`]: RFC 4028 in the proxy role.
 //! * [`bindings`]: registered Contacts and their flows.
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::net::{TcpListener, UdpSocket};
@@ -85,7 +81,7 @@ pub async fn start_with(
         Some((cert, key)) => Some(transport::tls::acceptor(cert, key)?),
         None => None,
     };
-    let mut edge = Edge::with_options(cfg, &opts, sink, responder)?;
+    let mut edge = Edge::with_options(cfg, &opts, sink, responder, clock::now_ms())?;
     edge.tls = tls;
     let edge = Arc::new(edge);
     let socks: Vec<Arc<UdpSocket>> = socks.into_iter().map(Arc::new).collect();
@@ -122,7 +118,7 @@ pub async fn start_with(
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
-                let swept = edge.dialogs().sweep(Instant::now());
+                let swept = edge.dialogs().sweep(clock::now_ms());
                 if swept > 0 {
                     log::info!("edge: {swept} stale dialog(s) dropped");
                 }
@@ -144,7 +140,7 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 async fn session_expiry(local: SocketAddr, edge: Arc<Edge>) {
     loop {
         let now = clock::now_ms();
-        for (bytes, dest) in edge.expire(now, local) {
+        for (bytes, dest) in edge.expire(now, clock::monotonic_ns(), local) {
             if let Err(e) = edge.transports.send(bytes, &dest, local) {
                 log::debug!("edge: BYE to {dest:?}: {e:?}");
             }

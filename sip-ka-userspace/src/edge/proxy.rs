@@ -11,13 +11,12 @@ use super::{
     state::{Counters, Edge},
     transport::Flow,
 };
-use crate::util::clock::now_ms;
 use crate::{
     edge::session_timer::RequestAction,
     responder,
     sip::{
-        error_response, is_crlf_keepalive, parse_message, Framing, Method, MsKeepAlive, SipMessage,
-        Via,
+        error_response, is_crlf_keepalive, parse_message, Framing, Method, MsKeepAlive, NameAddr,
+        SipMessage, Via,
     },
 };
 
@@ -48,16 +47,54 @@ pub enum MsKeepAliveOffer {
     Bad,
 }
 
+/// An answer from the edge carries the ms-keep-alive answer when the
+/// request's offer was accepted.
+fn with_mka(mka: MsKeepAliveOffer, mut r: SipMessage) -> SipMessage {
+    if let MsKeepAliveOffer::Accepted(t) = mka {
+        r.push_header("ms-keep-alive", Edge::ms_keepalive_answer(t));
+    }
+    r
+}
+
+/// A request as it came in, with what every answer to it needs.
+struct Inbound {
+    msg: SipMessage,
+    src: Flow,
+    local: SocketAddr,
+    mka: MsKeepAliveOffer,
+    /// Our To tag, for the answers the edge generates.
+    tag: String,
+}
+
+impl Inbound {
+    fn with_mka(&self, r: SipMessage) -> SipMessage {
+        with_mka(self.mka, r)
+    }
+
+    /// The edge's own final response to the request, back where it came
+    /// from.
+    fn refuse(&self, code: u16, reason: &str) -> Out {
+        self.msg
+            .response(code, reason, Some(&self.tag))
+            .map(|r| (self.with_mka(r).to_bytes(), self.src))
+    }
+
+    fn from_pbx(&self, edge: &Edge) -> bool {
+        self.src == Flow::Udp(edge.cfg.upstream)
+    }
+}
+
 impl Edge {
-    /// Handles a datagram that arrived from `src` on the socket `local`.
-    pub fn handle(&self, raw: &[u8], src: SocketAddr, local: SocketAddr) -> Out {
+    /// Handles a datagram that arrived from `src` on the socket `local`
+    /// at `now_ms` (the edge's clock: [`crate::util::clock::now_ms`]).
+    pub fn handle(&self, raw: &[u8], src: SocketAddr, local: SocketAddr, now_ms: u64) -> Out {
         let c = &self.counters;
         if is_crlf_keepalive(raw) || raw.first().is_some_and(|b| b & 0xC0 == 0) {
             Counters::bump(&c.other);
             let shared = self.responder.as_ref()?;
             return responder::answer(shared, raw, src).map(|r| (r, Flow::Udp(src)));
         }
-        self.handle_message(raw, Framing::Datagram, Flow::Udp(src), local)
+        self.handle_message(raw, Framing::Datagram, Flow::Udp(src), local, now_ms)
     }
 
     /// Handles one message (a datagram's, or one the stream framer cut)
@@ -68,11 +105,12 @@ impl Edge {
         framing: Framing,
         src: Flow,
         local: SocketAddr,
+        now_ms: u64,
     ) -> Out {
         let c = &self.counters;
         match parse_message(raw, framing, &self.cfg.limits) {
-            Ok(msg) if msg.is_request() => self.request(msg, src, local),
-            Ok(msg) => self.response(msg, src, local),
+            Ok(msg) if msg.is_request() => self.request(msg, src, local, now_ms),
+            Ok(msg) => self.response(msg, src, local, now_ms),
             Err(err) => {
                 let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
                 match error_response(raw, &err, &tag) {
@@ -132,8 +170,9 @@ impl Edge {
         MsKeepAlive::answer(timeout).to_string()
     }
 
-    fn request(&self, mut msg: SipMessage, src: Flow, local: SocketAddr) -> Out {
-        let c = &self.counters;
+    /// A request from a UA or from the PBX: the keep-alives the edge
+    /// answers itself, then routing by direction.
+    fn request(&self, mut msg: SipMessage, src: Flow, local: SocketAddr, now_ms: u64) -> Out {
         let from_pbx = src == Flow::Udp(self.cfg.upstream);
         let mka = if from_pbx {
             msg.remove_header("ms-keep-alive");
@@ -141,176 +180,255 @@ impl Edge {
         } else {
             self.take_ms_keepalive(&mut msg, src)
         };
-        let with_mka = |mut r: SipMessage| {
-            if let MsKeepAliveOffer::Accepted(t) = mka {
-                r.push_header("ms-keep-alive", Self::ms_keepalive_answer(t));
-            }
-            r
-        };
-        let call_id = msg.call_id().unwrap_or_default().to_string();
         if !from_pbx {
-            if let Some(kind) = keepalive::classify(&msg, local) {
-                let known = self.dialogs().known(&call_id);
-                let up = self.health.is_up();
-                let counter = match kind {
-                    Kind::InDialog if known => &c.ka_in_dialog_ok,
-                    Kind::InDialog => &c.ka_unknown_dialog,
-                    Kind::OptionsToEdge => &c.options_edge,
-                    Kind::OptionsToPbx if up => &c.options_pbx_up,
-                    Kind::OptionsToPbx => &c.options_pbx_down,
-                };
-                // An UPDATE in a dialog with a session timer, or one that
-                // carries Session-Expires, is a session refresh: the PBX
-                // may run the same timer (RFC 4028), and a refresh the
-                // edge answered itself would never reach it, so the PBX
-                // would end a live call. Refreshes are forwarded like any
-                // request; only UPDATEs outside any timer are keep-alives.
-                let refresh = kind == Kind::InDialog
-                    && msg.method() == Some(&Method::Update)
-                    && (self
-                        .dialogs()
-                        .session(&call_id, now_ms())
-                        .is_some_and(|s| s.0.interval > 0)
-                        || msg.session_expires().is_ok_and(|se| se.is_some()));
-                let forward_options =
-                    kind == Kind::OptionsToPbx && self.cfg.options_pbx == OptionsPolicy::Forward;
-                if !refresh && !forward_options {
-                    Counters::bump(counter);
-                    self.dialogs().touch(&call_id, Some(src)); // not idle (--dialog-idle-timeout)
-                    let answer = keepalive::answer(&msg, kind, known, up, self.cfg.retry_after())?;
-                    return Some((with_mka(answer).to_bytes(), src));
-                }
+            if let Some(answer) = self.answer_keepalive(&msg, src, local, mka, now_ms) {
+                return answer;
             }
         }
+        let inbound = Inbound {
+            tag: keepalive::local_tag(&msg),
+            msg,
+            src,
+            local,
+            mka,
+        };
         // The ACK for a final response the edge generated itself (483, 482,
         // 422, 430, 404) carries the edge's To tag: it ends there.
-        if msg.method() == Some(&Method::Ack)
-            && msg.to_tag().as_deref() == Some(keepalive::local_tag(&msg).as_str())
+        if inbound.msg.method() == Some(&Method::Ack)
+            && inbound.msg.to_tag().as_deref() == Some(inbound.tag.as_str())
         {
-            Counters::bump(&c.acks_absorbed);
+            Counters::bump(&self.counters.acks_absorbed);
             return None;
         }
-        let tag = keepalive::local_tag(&msg);
-        let refuse = |code: u16, reason: &str| {
-            msg.response(code, reason, Some(&tag))
-                .map(|r| (with_mka(r).to_bytes(), src))
-        };
-        let mut fwd = msg.clone();
+        let mut fwd = inbound.msg.clone();
         let popped = forward::pop_own_routes(&mut fwd, local);
-        let dest = if from_pbx {
-            // A flow token in our Route (Record-Route or Path) names the
-            // connection the UA opened; it wins over anything learned.
-            let users: Vec<&str> = popped.iter().filter_map(|r| r.uri.user()).collect();
-            let token = users.iter().find_map(|u| self.transports.tokens.decode(u));
-            if token.is_none() && !users.is_empty() {
-                // RFC 5626 5.3: a tampered token (or one made with another
-                // key) gets 403.
-                Counters::bump(&c.flow_failed);
-                return refuse(403, "Forbidden (Bad Flow Token)");
-            }
-            let learned = match token {
-                // The connection the token names is gone; the UA may have
-                // reached the edge again on a new one within the dialog
-                // (after a restart, or a reconnect).
-                Some(t) if t.is_stream() && !self.transports.alive(&t) => Some(
-                    self.dialogs()
-                        .ua_flow(&call_id)
-                        .filter(|f| f.is_stream() && self.transports.alive(f))
-                        .unwrap_or(t),
-                ),
-                Some(t) => Some(t),
-                None => None,
-            };
-            let learned = learned
-                .or_else(|| self.dialogs().ua_flow(&call_id))
-                .or_else(|| {
-                    // A PBX that ignores Path: the Contact it calls was
-                    // registered by a flow the edge remembers.
-                    fwd.request_uri()
-                        .and_then(|u| self.bindings.lookup(u, now_ms()))
-                });
-            let target = learned.or_else(|| match forward::request_destination(&fwd) {
-                Some((addr, Some(kind))) => {
-                    // A UA on TCP/TLS without a flow token: only a
-                    // connection it opened from that address reaches it
-                    // (the edge opens none).
-                    Some(
-                        self.transports
-                            .find_conn(addr, kind)
-                            .unwrap_or(Flow::Stream {
-                                id: 0,
-                                peer: addr,
-                                kind,
-                            }),
-                    )
-                }
-                Some((addr, None)) => Some(Flow::Udp(addr)),
-                None => None,
-            });
-            match target {
-                Some(d) if self.transports.alive(&d) => d,
-                Some(Flow::Stream { id: 0, .. }) => {
-                    // No connection from that UA (and no token): the edge
-                    // cannot open one toward it.
-                    Counters::bump(&c.unroutable);
-                    return refuse(480, "Temporarily Unavailable (No Connection)");
-                }
-                Some(_) => {
-                    // RFC 5626 5.3: the flow is gone.
-                    Counters::bump(&c.flow_failed);
-                    return refuse(430, "Flow Failed");
-                }
-                None => {
-                    Counters::bump(&c.unroutable);
-                    return refuse(404, "Not Found");
-                }
-            }
+        if from_pbx {
+            self.request_from_pbx(&inbound, fwd, &popped, now_ms)
         } else {
-            Flow::Udp(self.cfg.upstream)
-        };
-        let hop = self.hop(&fwd, src, dest, local, mka);
+            self.request_from_ua(&inbound, fwd, now_ms)
+        }
+    }
+
+    /// A keep-alive from a UA that the edge answers itself (`None`: not
+    /// one, the request goes on). The answer is `Some(None)` only when
+    /// the request cannot be answered at all.
+    fn answer_keepalive(
+        &self,
+        msg: &SipMessage,
+        src: Flow,
+        local: SocketAddr,
+        mka: MsKeepAliveOffer,
+        now_ms: u64,
+    ) -> Option<Out> {
+        let c = &self.counters;
+        let kind = keepalive::classify(msg, local)?;
+        let call_id = msg.call_id().unwrap_or_default();
+        let up = self.health.is_up();
+        let forward_options =
+            kind == Kind::OptionsToPbx && self.cfg.options_pbx == OptionsPolicy::Forward;
+        let mut dialogs = self.dialogs();
+        let known = dialogs.known(call_id);
+        // An UPDATE in a dialog with a session timer, or one that carries
+        // Session-Expires, is a session refresh: the PBX may run the same
+        // timer (RFC 4028), and a refresh the edge answered itself would
+        // never reach it, so the PBX would end a live call. Refreshes are
+        // forwarded like any request; only UPDATEs outside any timer are
+        // keep-alives.
+        let refresh = kind == Kind::InDialog
+            && msg.method() == Some(&Method::Update)
+            && (dialogs
+                .session(call_id, now_ms)
+                .is_some_and(|s| s.0.interval > 0)
+                || msg.session_expires().is_ok_and(|se| se.is_some()));
+        if refresh || forward_options {
+            return None;
+        }
+        // Not idle (--dialog-idle-timeout).
+        dialogs.touch(call_id, Some(src), now_ms);
+        drop(dialogs);
+        Counters::bump(match kind {
+            Kind::InDialog if known => &c.ka_in_dialog_ok,
+            Kind::InDialog => &c.ka_unknown_dialog,
+            Kind::OptionsToEdge => &c.options_edge,
+            Kind::OptionsToPbx if up => &c.options_pbx_up,
+            Kind::OptionsToPbx => &c.options_pbx_down,
+        });
+        Some(
+            keepalive::answer(msg, kind, known, up, self.cfg.retry_after())
+                .map(|answer| (with_mka(mka, answer).to_bytes(), src)),
+        )
+    }
+
+    /// A request from a UA: it goes to the PBX.
+    fn request_from_ua(&self, inbound: &Inbound, mut fwd: SipMessage, now_ms: u64) -> Out {
+        let c = &self.counters;
+        let (src, local) = (inbound.src, inbound.local);
+        let dest = Flow::Udp(self.cfg.upstream);
+        let hop = self.hop(&fwd, src, dest, local, inbound.mka);
         if let Err(refusal) = forward::prepare_request(&mut fwd, src.peer(), local, &hop) {
-            Counters::bump(match refusal {
-                forward::Refusal::TooManyHops => &c.too_many_hops,
-                forward::Refusal::Loop => &c.loops,
-            });
-            let (code, reason) = refusal.status();
-            return refuse(code, reason);
+            return self.refuse_forward(inbound, refusal);
         }
-        if fwd.method() == Some(&Method::Register) && self.outbound_register(&msg) && !from_pbx {
-            Counters::bump(&c.registers_outbound);
-            fwd.prepend_header(
-                "Path",
-                format!(
-                    "<sip:{}@{}:{};lr;ob>",
-                    self.transports.tokens.encode(&src),
-                    forward::uri_host(local.ip()),
-                    local.port()
-                ),
-            );
-        }
-        if !from_pbx && fwd.method() == Some(&Method::Register) {
+        if fwd.method() == Some(&Method::Register) {
+            if self.outbound_register(&inbound.msg) {
+                Counters::bump(&c.registers_outbound);
+                fwd.prepend_header(
+                    "Path",
+                    format!(
+                        "<sip:{}@{}:{};lr;ob>",
+                        self.transports.tokens.encode(&src),
+                        forward::uri_host(local.ip()),
+                        local.port()
+                    ),
+                );
+            }
             if let Some(branch) = fwd.top_via().and_then(|v| v.branch().map(str::to_string)) {
-                self.bindings.on_register(&branch, &msg, src, now_ms());
+                self.bindings
+                    .on_register(&branch, &inbound.msg, src, now_ms);
             }
         }
-        let ua = if from_pbx { dest } else { src };
-        let mut dialogs = self.dialogs();
-        if let RequestAction::Reject(r) = dialogs.timer_request(&mut fwd, Some(&tag)) {
-            Counters::bump(&c.timer_rejects);
-            // The reject answers the request as it came in (our Via off).
-            let mut r = *r;
-            r.remove_top_via();
-            return Some((with_mka(r).to_bytes(), src));
+        self.send_request(inbound, fwd, dest, src, now_ms)
+    }
+
+    /// A request from the PBX: to the UA its route, its dialog or its
+    /// registration names.
+    fn request_from_pbx(
+        &self,
+        inbound: &Inbound,
+        mut fwd: SipMessage,
+        popped: &[NameAddr],
+        now_ms: u64,
+    ) -> Out {
+        let dest = match self.pbx_request_target(&fwd, popped, now_ms) {
+            Ok(d) => d,
+            Err((code, reason)) => return inbound.refuse(code, reason),
+        };
+        let hop = self.hop(&fwd, inbound.src, dest, inbound.local, inbound.mka);
+        if let Err(refusal) =
+            forward::prepare_request(&mut fwd, inbound.src.peer(), inbound.local, &hop)
+        {
+            return self.refuse_forward(inbound, refusal);
         }
-        dialogs.on_request_from(&fwd, ua, !from_pbx);
-        drop(dialogs);
+        self.send_request(inbound, fwd, dest, dest, now_ms)
+    }
+
+    /// Where a request from the PBX goes, or the refusal it gets.
+    fn pbx_request_target(
+        &self,
+        fwd: &SipMessage,
+        popped: &[NameAddr],
+        now_ms: u64,
+    ) -> Result<Flow, (u16, &'static str)> {
+        let c = &self.counters;
+        // A flow token in our Route (Record-Route or Path) names the
+        // connection the UA opened; it wins over anything learned.
+        let users: Vec<&str> = popped.iter().filter_map(|r| r.uri.user()).collect();
+        let token = users.iter().find_map(|u| self.transports.tokens.decode(u));
+        if token.is_none() && !users.is_empty() {
+            // RFC 5626 5.3: a tampered token (or one made with another
+            // key) gets 403.
+            Counters::bump(&c.flow_failed);
+            return Err((403, "Forbidden (Bad Flow Token)"));
+        }
+        let call_id = fwd.call_id().unwrap_or_default();
+        let dialog_ua = self.dialogs().ua_flow(call_id);
+        let learned = match token {
+            // The connection the token names is gone; the UA may have
+            // reached the edge again on a new one within the dialog
+            // (after a restart, or a reconnect).
+            Some(t) if t.is_stream() && !self.transports.alive(&t) => Some(
+                dialog_ua
+                    .filter(|f| f.is_stream() && self.transports.alive(f))
+                    .unwrap_or(t),
+            ),
+            Some(t) => Some(t),
+            None => None,
+        };
+        let learned = learned.or(dialog_ua).or_else(|| {
+            // A PBX that ignores Path: the Contact it calls was
+            // registered by a flow the edge remembers.
+            fwd.request_uri()
+                .and_then(|u| self.bindings.lookup(u, now_ms))
+        });
+        let target = learned.or_else(|| match forward::request_destination(fwd) {
+            Some((addr, Some(kind))) => {
+                // A UA on TCP/TLS without a flow token: only a connection
+                // it opened from that address reaches it (the edge opens
+                // none).
+                Some(
+                    self.transports
+                        .find_conn(addr, kind)
+                        .unwrap_or(Flow::Stream {
+                            id: 0,
+                            peer: addr,
+                            kind,
+                        }),
+                )
+            }
+            Some((addr, None)) => Some(Flow::Udp(addr)),
+            None => None,
+        });
+        match target {
+            Some(d) if self.transports.alive(&d) => Ok(d),
+            Some(Flow::Stream { id: 0, .. }) => {
+                // No connection from that UA (and no token): the edge
+                // cannot open one toward it.
+                Counters::bump(&c.unroutable);
+                Err((480, "Temporarily Unavailable (No Connection)"))
+            }
+            Some(_) => {
+                // RFC 5626 5.3: the flow is gone.
+                Counters::bump(&c.flow_failed);
+                Err((430, "Flow Failed"))
+            }
+            None => {
+                Counters::bump(&c.unroutable);
+                Err((404, "Not Found"))
+            }
+        }
+    }
+
+    /// 483 or 482 for a request forwarding refused.
+    fn refuse_forward(&self, inbound: &Inbound, refusal: forward::Refusal) -> Out {
+        let c = &self.counters;
+        Counters::bump(match refusal {
+            forward::Refusal::TooManyHops => &c.too_many_hops,
+            forward::Refusal::Loop => &c.loops,
+        });
+        let (code, reason) = refusal.status();
+        inbound.refuse(code, reason)
+    }
+
+    /// The common tail of both directions: session timers and dialog
+    /// state (one look at the table), then the bytes, retransmitted on
+    /// the UDP leg for a UA on a stream.
+    fn send_request(
+        &self,
+        inbound: &Inbound,
+        mut fwd: SipMessage,
+        dest: Flow,
+        ua: Flow,
+        now_ms: u64,
+    ) -> Out {
+        let c = &self.counters;
+        let src = inbound.src;
+        {
+            let mut dialogs = self.dialogs();
+            if let RequestAction::Reject(r) = dialogs.timer_request(&mut fwd, Some(&inbound.tag)) {
+                drop(dialogs);
+                Counters::bump(&c.timer_rejects);
+                // The reject answers the request as it came in (our Via off).
+                let mut r = *r;
+                r.remove_top_via();
+                return Some((inbound.with_mka(r).to_bytes(), src));
+            }
+            dialogs.on_request_from(&fwd, ua, !inbound.from_pbx(self), now_ms);
+        }
         let bytes = fwd.to_bytes();
         if let Flow::Udp(to) = dest {
             if bytes.len() > MAX_UDP_PAYLOAD {
                 // Came over a stream, too big for a datagram.
                 Counters::bump(&c.bad_requests);
-                return refuse(513, "Message Too Large");
+                return inbound.refuse(513, "Message Too Large");
             }
             // The UA on a stream will not retransmit: the edge does, on
             // the UDP leg (see `retransmit`).
@@ -322,7 +440,7 @@ impl Edge {
                     .unwrap_or_default();
                 if method != "ACK" {
                     self.retransmits
-                        .add(&branch, method, bytes.clone(), to, local, now_ms());
+                        .add(&branch, method, bytes.clone(), to, inbound.local, now_ms);
                 }
             }
         }
@@ -412,7 +530,7 @@ impl Edge {
         hop
     }
 
-    fn response(&self, mut msg: SipMessage, src: Flow, local: SocketAddr) -> Out {
+    fn response(&self, mut msg: SipMessage, src: Flow, local: SocketAddr, now_ms: u64) -> Out {
         let c = &self.counters;
         let Some((ours, next)) = forward::prepare_response(&mut msg, local) else {
             Counters::bump(&c.dropped);
@@ -431,9 +549,9 @@ impl Edge {
             (ours.branch(), msg.cseq(), msg.status_code())
         {
             self.retransmits
-                .on_response(branch, cseq.method.as_str(), code, now_ms());
+                .on_response(branch, cseq.method.as_str(), code, now_ms);
             if cseq.method == Method::Register {
-                self.bindings.on_response(branch, code, now_ms());
+                self.bindings.on_response(branch, code, now_ms);
             }
         }
         // ms-keep-alive is hop-by-hop: whatever the PBX said stays here.
@@ -467,8 +585,8 @@ impl Edge {
             msg.push_header("Flow-Timer", secs.to_string());
         }
         let mut dialogs = self.dialogs();
-        dialogs.timer_response(&mut msg, now_ms());
-        dialogs.on_response(&msg);
+        dialogs.timer_response(&mut msg, now_ms);
+        dialogs.on_response(&msg, now_ms);
         drop(dialogs);
         Counters::bump(&c.responses_forwarded);
         Some((msg.to_bytes(), dest))
@@ -485,6 +603,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::util::clock::virtual_clock::now;
     use crate::{
         edge::{config::EdgeConfig, dialog::NoSink},
         sip::Limits,
@@ -509,6 +628,7 @@ mod tests {
             },
             Box::new(NoSink),
             None,
+            now(),
         )
     }
 
@@ -549,7 +669,7 @@ mod tests {
             UA.parse().unwrap(),
         );
         let (fwd, dest) = e
-            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local)
+            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local, now())
             .unwrap();
         assert_eq!(dest.peer(), pbx);
         let fwd_msg = parse(&fwd);
@@ -557,33 +677,35 @@ mod tests {
         assert!(fwd_msg.has_header("Record-Route"));
         // Unknown dialog before any 1xx.
         let (r, _) = e
-            .handle(&request("INFO", ";tag=p1", 2, ""), ua, local)
+            .handle(&request("INFO", ";tag=p1", 2, ""), ua, local, now())
             .unwrap();
         assert_eq!(parse(&r).status_code(), Some(481));
         for (code, tag) in [(100, ""), (180, "p1"), (200, "p1")] {
             let tag = (!tag.is_empty()).then_some(tag);
             let resp = parse(&fwd).response(code, "X", tag).unwrap().to_bytes();
-            let (out, dest) = e.handle(&resp, pbx, local).unwrap();
+            let (out, dest) = e.handle(&resp, pbx, local, now()).unwrap();
             assert_eq!(dest.peer(), ua, "{code}");
             assert_eq!(parse(&out).vias().unwrap().len(), 1);
         }
         // In-dialog keep-alives are answered, never forwarded.
         for m in ["INFO", "UPDATE", "MESSAGE", "OPTIONS"] {
-            let (r, dest) = e.handle(&request(m, ";tag=p1", 3, ""), ua, local).unwrap();
+            let (r, dest) = e
+                .handle(&request(m, ";tag=p1", 3, ""), ua, local, now())
+                .unwrap();
             assert_eq!(dest.peer(), ua);
             assert_eq!(parse(&r).status_code(), Some(200), "{m}");
         }
         // No session timer was negotiated (neither side has `timer`), and
         // the keep-alive UPDATE the edge answered started none.
-        let s = e.dialogs().session("p1@198.18.0.2", now_ms());
+        let s = e.dialogs().session("p1@198.18.0.2", now());
         assert!(s.is_none_or(|s| s.0.interval == 0), "{s:?}");
         // A re-INVITE without SDP and an INFO with a body go to the PBX.
         let (_, dest) = e
-            .handle(&request("INVITE", ";tag=p1", 4, ""), ua, local)
+            .handle(&request("INVITE", ";tag=p1", 4, ""), ua, local, now())
             .unwrap();
         assert_eq!(dest.peer(), pbx);
         let (_, dest) = e
-            .handle(&request("INFO", ";tag=p1", 5, "x"), ua, local)
+            .handle(&request("INFO", ";tag=p1", 5, "x"), ua, local, now())
             .unwrap();
         assert_eq!(dest.peer(), pbx);
         // A BYE from the PBX goes to the UA's learned address.
@@ -595,11 +717,13 @@ mod tests {
              Call-ID: p1@198.18.0.2\r\n\
              CSeq: 1 BYE\r\n\
              Content-Length: 0\r\n\r\n";
-        let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        let (out, dest) = e.handle(bye.as_bytes(), pbx, local, now()).unwrap();
         assert_eq!(dest.peer(), ua);
         let out_msg = parse(&out);
         assert!(!out_msg.has_header("Route"));
-        let (back, dest) = e.handle(&pbx_response(&out, 200, "u1"), ua, local).unwrap();
+        let (back, dest) = e
+            .handle(&pbx_response(&out, 200, "u1"), ua, local, now())
+            .unwrap();
         assert_eq!(dest.peer(), pbx);
         assert_eq!(parse(&back).status_code(), Some(200));
         assert!(e.dialogs().is_empty());
@@ -609,7 +733,7 @@ mod tests {
         let mut e = edge();
         e.cfg.timers = crate::edge::session_timer::TimerConfig::new(2, 4, true).unwrap();
         e.cfg.reap_expired = reap;
-        Edge::new(e.cfg.clone(), Box::new(NoSink), None)
+        Edge::new(e.cfg.clone(), Box::new(NoSink), None, now())
     }
 
     /// An INVITE without Session-Expires: the edge inserts it, the PBX's
@@ -621,15 +745,15 @@ mod tests {
             UA.parse().unwrap(),
         );
         let (fwd, _) = e
-            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local)
+            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local, now())
             .unwrap();
         let fwd_msg = parse(&fwd);
         assert_eq!(fwd_msg.header("Session-Expires"), Some("4"));
         let mut ok = fwd_msg.response(200, "OK", Some("p1")).unwrap();
         ok.push_header("Contact", "<sip:service@198.18.0.1:5080>");
         ok.push_header("Session-Expires", "4;refresher=uac");
-        e.handle(&ok.to_bytes(), pbx, local).unwrap();
-        let s = e.dialogs().session("p1@198.18.0.2", now_ms()).unwrap();
+        e.handle(&ok.to_bytes(), pbx, local, now()).unwrap();
+        let s = e.dialogs().session("p1@198.18.0.2", now()).unwrap();
         assert_eq!(s.0.interval, 4);
         fwd_msg.call_id_hash().unwrap()
     }
@@ -639,7 +763,7 @@ mod tests {
         let e = timed_edge(true);
         let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
         timed_call(&e);
-        let t0 = now_ms();
+        let t0 = now();
         // Below Min-SE with timer supported: 422 with Min-SE.
         let low = String::from_utf8(request("UPDATE", ";tag=p1", 2, ""))
             .unwrap()
@@ -647,7 +771,7 @@ mod tests {
                 "Contact:",
                 "Supported: timer\r\nSession-Expires: 1\r\nContact:",
             );
-        let (r, _) = e.handle(low.as_bytes(), ua, local).unwrap();
+        let (r, _) = e.handle(low.as_bytes(), ua, local, now()).unwrap();
         let r = parse(&r);
         assert_eq!(r.status_code(), Some(422));
         assert_eq!(r.header("Min-SE"), Some("2"));
@@ -656,18 +780,18 @@ mod tests {
         // back restarts the session timer.
         let pbx: SocketAddr = PBX.parse().unwrap();
         let (f, dest) = e
-            .handle(&request("UPDATE", ";tag=p1", 3, ""), ua, local)
+            .handle(&request("UPDATE", ";tag=p1", 3, ""), ua, local, now())
             .unwrap();
         assert_eq!(dest.peer(), pbx, "a refresh is never answered by the edge");
         let mut ok = parse(&f).response(200, "OK", None).unwrap();
         ok.push_header("Session-Expires", "4;refresher=uac");
-        let (back, dest) = e.handle(&ok.to_bytes(), pbx, local).unwrap();
+        let (back, dest) = e.handle(&ok.to_bytes(), pbx, local, now()).unwrap();
         assert_eq!(dest.peer(), ua);
         assert_eq!(parse(&back).status_code(), Some(200));
         let left = e.dialogs().session("p1@198.18.0.2", t0).unwrap().1.unwrap();
         assert!(left > 3_500, "{left}");
-        assert!(e.expire(t0 + 3_000, local).is_empty());
-        let byes = e.expire(t0 + 5_000, local);
+        assert!(e.expire(t0 + 3_000, 0, local).is_empty());
+        let byes = e.expire(t0 + 5_000, 0, local);
         assert!(e.dialogs().is_empty());
         assert_eq!(
             e.counters
@@ -687,7 +811,7 @@ mod tests {
         assert_eq!(to_pbx.to_tag().as_deref(), Some("p1"));
         // A late refresh: 481 (the dialog is gone).
         let (r, _) = e
-            .handle(&request("UPDATE", ";tag=p1", 4, ""), ua, local)
+            .handle(&request("UPDATE", ";tag=p1", 4, ""), ua, local, now())
             .unwrap();
         assert_eq!(parse(&r).status_code(), Some(481));
     }
@@ -702,7 +826,7 @@ mod tests {
                 "Contact:",
                 "Supported: timer\r\nSession-Expires: 1\r\nContact:",
             );
-        let (r, dest) = e.handle(low.as_bytes(), ua, local).unwrap();
+        let (r, dest) = e.handle(low.as_bytes(), ua, local, now()).unwrap();
         assert_eq!(dest.peer(), ua);
         let r = parse(&r);
         assert_eq!(r.status_code(), Some(422));
@@ -713,7 +837,7 @@ mod tests {
         let low = String::from_utf8(request("INVITE", "", 1, ""))
             .unwrap()
             .replace("Contact:", "Session-Expires: 1\r\nContact:");
-        let (f, dest) = e.handle(low.as_bytes(), ua, local).unwrap();
+        let (f, dest) = e.handle(low.as_bytes(), ua, local, now()).unwrap();
         assert_eq!(dest.peer(), PBX.parse().unwrap());
         let f = parse(&f);
         assert_eq!(f.header("Session-Expires"), Some("2"));
@@ -725,7 +849,7 @@ mod tests {
         let e = timed_edge(false);
         let local = EDGE.parse().unwrap();
         timed_call(&e);
-        assert!(e.expire(now_ms() + 5_000, local).is_empty());
+        assert!(e.expire(now() + 5_000, 0, local).is_empty());
         assert!(e.dialogs().is_empty());
     }
 
@@ -739,24 +863,28 @@ mod tests {
                 "OPTIONS sip:service@198.18.0.1:5080",
                 "OPTIONS sip:198.18.0.1",
             );
-        let (r, _) = e.handle(opt.as_bytes(), ua, local).unwrap();
+        let (r, _) = e.handle(opt.as_bytes(), ua, local, now()).unwrap();
         let r = parse(&r);
         assert_eq!(r.status_code(), Some(200));
         assert!(r.has_header("Allow"));
         // For the PBX, which has not answered a ping yet: 503.
-        let (r, _) = e.handle(&request("OPTIONS", "", 1, ""), ua, local).unwrap();
+        let (r, _) = e
+            .handle(&request("OPTIONS", "", 1, ""), ua, local, now())
+            .unwrap();
         let r = parse(&r);
         assert_eq!(r.status_code(), Some(503));
         assert_eq!(r.header("Retry-After"), Some("1"));
         e.health
             .answered(PBX.parse().unwrap(), Duration::from_millis(1));
-        let (r, _) = e.handle(&request("OPTIONS", "", 1, ""), ua, local).unwrap();
+        let (r, _) = e
+            .handle(&request("OPTIONS", "", 1, ""), ua, local, now())
+            .unwrap();
         assert_eq!(parse(&r).status_code(), Some(200));
         // Max-Forwards 0: 483.
         let zero = String::from_utf8(request("INVITE", "", 1, ""))
             .unwrap()
             .replace("Max-Forwards: 70", "Max-Forwards: 0");
-        let (r, _) = e.handle(zero.as_bytes(), ua, local).unwrap();
+        let (r, _) = e.handle(zero.as_bytes(), ua, local, now()).unwrap();
         let r = parse(&r);
         assert_eq!(r.status_code(), Some(483));
         // Its ACK (the edge's To tag) is not forwarded.
@@ -768,7 +896,7 @@ mod tests {
         ))
         .unwrap()
         .replace("Max-Forwards: 70", "Max-Forwards: 0");
-        assert!(e.handle(ack.as_bytes(), ua, local).is_none());
+        assert!(e.handle(ack.as_bytes(), ua, local, now()).is_none());
         assert_eq!(
             e.counters
                 .acks_absorbed
@@ -779,10 +907,10 @@ mod tests {
         let bad = String::from_utf8(request("INVITE", "", 1, ""))
             .unwrap()
             .replace("Call-ID: p1@198.18.0.2\r\n", "");
-        let (r, dest) = e.handle(bad.as_bytes(), ua, local).unwrap();
+        let (r, dest) = e.handle(bad.as_bytes(), ua, local, now()).unwrap();
         assert_eq!(dest.peer(), ua);
         assert!(String::from_utf8_lossy(&r).starts_with("SIP/2.0 400 "));
-        assert!(e.handle(b"hello world", ua, local).is_none());
+        assert!(e.handle(b"hello world", ua, local, now()).is_none());
         assert_eq!(
             e.counters
                 .dropped
@@ -822,7 +950,7 @@ mod tests {
             .unwrap()
             .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
         let (fwd, dest) = e
-            .handle_message(invite.as_bytes(), Framing::Stream, flow, local)
+            .handle_message(invite.as_bytes(), Framing::Stream, flow, local, now())
             .unwrap();
         assert_eq!(
             dest,
@@ -844,7 +972,7 @@ mod tests {
         // included: two early dialogs (To tags p1, p2), the 200 from p2.
         for (code, tag) in [(180, "p1"), (183, "p2"), (200, "p2")] {
             let resp = f.response(code, "X", Some(tag)).unwrap().to_bytes();
-            let (out, dest) = e.handle(&resp, pbx, local).unwrap();
+            let (out, dest) = e.handle(&resp, pbx, local, now()).unwrap();
             assert_eq!(dest, flow, "{code} {tag}");
             assert_eq!(parse(&out).vias().unwrap().len(), 1);
         }
@@ -865,7 +993,7 @@ mod tests {
              CSeq: 1 BYE\r\n\
              Content-Length: 0\r\n\r\n"
         );
-        let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        let (out, dest) = e.handle(bye.as_bytes(), pbx, local, now()).unwrap();
         assert_eq!(dest, flow);
         let out = parse(&out);
         assert!(!out.has_header("Route"));
@@ -873,7 +1001,7 @@ mod tests {
         // A forged token is not a flow: 403 to the PBX (RFC 5626 5.3).
         let last = if token.ends_with('0') { '1' } else { '0' };
         let forged = bye.replace(&token, &format!("{}{last}", &token[..token.len() - 1]));
-        let (out, dest) = e.handle(forged.as_bytes(), pbx, local).unwrap();
+        let (out, dest) = e.handle(forged.as_bytes(), pbx, local, now()).unwrap();
         assert_eq!(dest, Flow::Udp(pbx));
         assert_eq!(parse(&out).status_code(), Some(403));
         // Connection gone: 430 Flow Failed to the PBX.
@@ -881,7 +1009,7 @@ mod tests {
             Flow::Stream { id, .. } => id,
             Flow::Udp(_) => unreachable!(),
         });
-        let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        let (out, dest) = e.handle(bye.as_bytes(), pbx, local, now()).unwrap();
         assert_eq!(dest, Flow::Udp(pbx));
         assert_eq!(parse(&out).status_code(), Some(430));
     }
@@ -891,7 +1019,9 @@ mod tests {
         let mut e = edge();
         e.cfg.options_pbx = OptionsPolicy::Forward;
         let (local, ua) = (EDGE.parse().unwrap(), UA.parse().unwrap());
-        let (out, dest) = e.handle(&request("OPTIONS", "", 1, ""), ua, local).unwrap();
+        let (out, dest) = e
+            .handle(&request("OPTIONS", "", 1, ""), ua, local, now())
+            .unwrap();
         assert_eq!(dest, Flow::Udp(PBX.parse().unwrap()));
         assert!(parse(&out).is_request());
         // OPTIONS to the edge itself are still answered.
@@ -901,7 +1031,7 @@ mod tests {
                 "OPTIONS sip:service@198.18.0.1:5080",
                 "OPTIONS sip:198.18.0.1",
             );
-        let (r, _) = e.handle(opt.as_bytes(), ua, local).unwrap();
+        let (r, _) = e.handle(opt.as_bytes(), ua, local, now()).unwrap();
         assert_eq!(parse(&r).status_code(), Some(200));
     }
 
@@ -912,7 +1042,7 @@ mod tests {
         let req = String::from_utf8(request("INVITE", "", 1, ""))
             .unwrap()
             .replace("Contact:", "ms-keep-alive: UAC;hop-hop=yes\r\nContact:");
-        let (out, _) = e.handle(req.as_bytes(), ua, local).unwrap();
+        let (out, _) = e.handle(req.as_bytes(), ua, local, now()).unwrap();
         let out = parse(&out);
         assert!(
             !out.has_header("ms-keep-alive"),
@@ -938,7 +1068,11 @@ mod tests {
                  CSeq: 1 OPTIONS\r\n\
                  Content-Length: 0\r\n\r\n"
             );
-            assert_eq!(e.handle(forged.as_bytes(), ua, local), None, "{next}{flow}");
+            assert_eq!(
+                e.handle(forged.as_bytes(), ua, local, now()),
+                None,
+                "{next}{flow}"
+            );
         }
         // The UA's answer to a request of the PBX does go to the PBX.
         let pbx: SocketAddr = PBX.parse().unwrap();
@@ -949,9 +1083,11 @@ mod tests {
              Call-ID: nothing-known\r\n\
              CSeq: 1 BYE\r\n\
              Content-Length: 0\r\n\r\n";
-        let (out, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        let (out, dest) = e.handle(bye.as_bytes(), pbx, local, now()).unwrap();
         assert_eq!(dest, Flow::Udp(ua));
-        let (back, dest) = e.handle(&pbx_response(&out, 200, "u1"), ua, local).unwrap();
+        let (back, dest) = e
+            .handle(&pbx_response(&out, 200, "u1"), ua, local, now())
+            .unwrap();
         assert_eq!(dest, Flow::Udp(pbx));
         assert_eq!(parse(&back).status_code(), Some(200));
     }
@@ -961,7 +1097,7 @@ mod tests {
         let e = edge();
         let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
         let (fwd, _) = e
-            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local)
+            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local, now())
             .unwrap();
         let rr = parse(&fwd).record_routes().unwrap();
         assert_eq!(rr.len(), 1);
@@ -978,22 +1114,23 @@ mod tests {
             .unwrap()
             .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
         let (fwd, _) = e
-            .handle_message(bye.as_bytes(), Framing::Stream, flow, local)
+            .handle_message(bye.as_bytes(), Framing::Stream, flow, local, now())
             .unwrap();
         assert_eq!(e.retransmits.len(), 1);
-        let later = now_ms() + 600;
+        let later = now() + 600;
         let again = e.retransmits.due(later);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].0, fwd, "the same bytes");
         // The PBX's 200 stops it.
         let ok = parse(&fwd).response(200, "OK", None).unwrap().to_bytes();
-        e.handle(&ok, PBX.parse().unwrap(), local).unwrap();
+        e.handle(&ok, PBX.parse().unwrap(), local, now()).unwrap();
         assert!(e.retransmits.is_empty());
         // A UA on UDP retransmits by itself: nothing kept for it.
         e.handle(
             &request("BYE", ";tag=p1", 3, ""),
             UA.parse().unwrap(),
             local,
+            now(),
         );
         assert!(e.retransmits.is_empty());
     }
@@ -1015,12 +1152,13 @@ mod tests {
                 Framing::Stream,
                 old,
                 local,
+                now(),
             )
             .unwrap();
         let f = parse(&fwd);
         let rr = f.record_routes().unwrap();
         let ok = f.response(200, "OK", Some("p1")).unwrap().to_bytes();
-        e.handle(&ok, pbx, local).unwrap();
+        e.handle(&ok, pbx, local, now()).unwrap();
         // The connection drops (or the daemon restarted); the UA comes back
         // on a new one with an in-dialog keep-alive the edge answers.
         e.transports.remove_conn(match old {
@@ -1034,6 +1172,7 @@ mod tests {
                 Framing::Stream,
                 new,
                 local,
+                now(),
             )
             .unwrap();
         assert_eq!(dest, new);
@@ -1050,7 +1189,7 @@ mod tests {
              Content-Length: 0\r\n\r\n",
             rr[0], rr[1]
         );
-        let (_, dest) = e.handle(bye.as_bytes(), pbx, local).unwrap();
+        let (_, dest) = e.handle(bye.as_bytes(), pbx, local, now()).unwrap();
         assert_eq!(dest, new, "the BYE got 430 or went elsewhere");
     }
 }

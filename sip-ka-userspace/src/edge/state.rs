@@ -8,8 +8,6 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::util::clock;
-
 use super::{
     bindings::Bindings,
     config::{DialogOptions, EdgeConfig},
@@ -41,8 +39,14 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(cfg: EdgeConfig, sink: Box<dyn DialogSink>, responder: Option<Arc<Shared>>) -> Edge {
-        let timers = SessionTimers::new(cfg.timers, cfg.reap_expired, clock::now_ms());
+    /// An edge whose clocks start at `now_ms`.
+    pub fn new(
+        cfg: EdgeConfig,
+        sink: Box<dyn DialogSink>,
+        responder: Option<Arc<Shared>>,
+        now_ms: u64,
+    ) -> Edge {
+        let timers = SessionTimers::new(cfg.timers, cfg.reap_expired, now_ms);
         Edge {
             cfg,
             dialogs: Mutex::new(Dialogs::with_timers(sink, timers)),
@@ -65,9 +69,9 @@ impl Edge {
         opts: &DialogOptions,
         sink: Box<dyn DialogSink>,
         responder: Option<Arc<Shared>>,
+        now: u64,
     ) -> Result<Edge> {
-        let mut edge = Edge::new(cfg, sink, responder);
-        let now = clock::now_ms();
+        let mut edge = Edge::new(cfg, sink, responder, now);
         // Connection ids never repeat across restarts, so a token of a
         // connection an earlier process had never names a new one.
         edge.transports.first_id(now.saturating_mul(1024));
@@ -108,13 +112,15 @@ impl Edge {
 impl Edge {
     /// Expires the sessions due at `now_ms`: counted, logged, and with
     /// `--reap-expired` the BYEs to send (with our Via) are returned.
-    pub fn expire(&self, now_ms: u64, local: SocketAddr) -> Vec<(Vec<u8>, Flow)> {
+    /// `mono_ns` is CLOCK_MONOTONIC at the same instant (the XDP
+    /// program's keep-alive times are on it).
+    pub fn expire(&self, now_ms: u64, mono_ns: u64, local: SocketAddr) -> Vec<(Vec<u8>, Flow)> {
         let (ended, idle) = {
             let mut d = self.dialogs();
             let ended = d.expire(now_ms, self.cfg.upstream, local);
             let idle = d.expire_idle(
                 now_ms,
-                crate::util::clock::monotonic_ns(),
+                mono_ns,
                 self.cfg.reap_expired,
                 self.cfg.upstream,
                 local,

@@ -38,7 +38,7 @@ use super::{
     persist,
     state::Edge,
 };
-use crate::util::clock::now_ms;
+use crate::util::clock::virtual_clock::{advance, now};
 use crate::{
     edge::session_timer::TimerConfig,
     sip::{parse_message, Framing, Limits, Method, Refresher, SipMessage},
@@ -64,7 +64,7 @@ fn cfg(reap: bool) -> EdgeConfig {
 }
 
 fn edge() -> Edge {
-    Edge::new(cfg(false), Box::new(NoSink), None)
+    Edge::new(cfg(false), Box::new(NoSink), None, now())
 }
 
 fn parse(b: &[u8]) -> SipMessage {
@@ -95,7 +95,7 @@ const SDP: &str = "v=0\r\n";
 /// Sends a UA request into the edge: what came out and where.
 fn from_ua(e: &Edge, raw: &[u8]) -> (SipMessage, SocketAddr) {
     let (out, dest) = e
-        .handle(raw, addr(UA), addr(EDGE))
+        .handle(raw, addr(UA), addr(EDGE), now())
         .expect("an answer or a forward");
     (parse(&out), dest.peer())
 }
@@ -109,7 +109,7 @@ fn pbx_answers(e: &Edge, fwd: &SipMessage, code: u16, extra: &[(&str, &str)]) ->
         r.push_header(k, *v);
     }
     let (out, dest) = e
-        .handle(&r.to_bytes(), addr(PBX), addr(EDGE))
+        .handle(&r.to_bytes(), addr(PBX), addr(EDGE), now())
         .expect("the response goes on");
     assert_eq!(dest.peer(), addr(UA));
     parse(&out)
@@ -128,9 +128,9 @@ fn expires_at(e: &Edge) -> Option<u64> {
 fn call(e: &Edge, extra: &str, ok_extra: &[(&str, &str)]) -> (SipMessage, u64, u64) {
     let (fwd, dest) = from_ua(e, &ua_request("INVITE", 1, false, extra, SDP));
     assert_eq!(dest, addr(PBX));
-    let before = now_ms();
+    let before = now();
     let ok = pbx_answers(e, &fwd, 200, ok_extra);
-    let after = now_ms();
+    let after = now();
     assert!(e.dialogs().known(CALL));
     (ok, before, after)
 }
@@ -240,7 +240,7 @@ fn s8_2_2xx_without_se_gets_refresher_uac_and_require_timer() {
     let se = ok.session_expires().unwrap().unwrap();
     assert_eq!((se.delta, se.refresher), (SE, Some(Refresher::Uac)));
     assert!(ok.require().unwrap().contains("timer"));
-    let (s, _) = e.dialogs().session(CALL, now_ms()).unwrap();
+    let (s, _) = e.dialogs().session(CALL, now()).unwrap();
     assert_eq!((s.interval, s.refresher), (SE, Some(Refresher::Uac)));
     let at = expires_at(&e).unwrap();
     let se_ms = u64::from(SE) * 1_000;
@@ -253,9 +253,9 @@ fn s8_2_2xx_without_se_and_uac_without_timer_is_untouched() {
     let (ok, _, _) = call(&e, "", &[]);
     assert!(ok.session_expires().unwrap().is_none());
     assert!(!ok.has_header("Require"));
-    let (s, left) = e.dialogs().session(CALL, now_ms()).unwrap();
+    let (s, left) = e.dialogs().session(CALL, now()).unwrap();
     assert_eq!((s.interval, left), (0, None));
-    assert!(e.expire(now_ms() + 10 * 86_400_000, addr(EDGE)).is_empty());
+    assert!(e.expire(now() + 10 * 86_400_000, 0, addr(EDGE)).is_empty());
     assert!(e.dialogs().known(CALL));
 }
 
@@ -272,7 +272,7 @@ fn s9_refresher_chosen_by_the_uas_is_not_rewritten() {
     );
     assert_eq!(ok.header("Session-Expires"), Some("900;refresher=uas"));
     assert_eq!(ok.header_values("Require").count(), 1);
-    let (s, _) = e.dialogs().session(CALL, now_ms()).unwrap();
+    let (s, _) = e.dialogs().session(CALL, now()).unwrap();
     assert_eq!((s.interval, s.refresher), (900, Some(Refresher::Uas)));
 }
 
@@ -299,7 +299,7 @@ fn refresh(e: &Edge, method: &str, cseq: u32, sdp: bool) -> (u64, u64) {
         Method::Update
     };
     assert_eq!(f.method(), Some(&want));
-    let before = now_ms();
+    let before = now();
     let ok = pbx_answers(
         e,
         &f,
@@ -310,7 +310,7 @@ fn refresh(e: &Edge, method: &str, cseq: u32, sdp: bool) -> (u64, u64) {
         ],
     );
     assert_eq!(ok.status_code(), Some(200));
-    (before, now_ms())
+    (before, now())
 }
 
 fn refresh_restarts(method: &str) {
@@ -318,7 +318,7 @@ fn refresh_restarts(method: &str) {
     call(&e, "Supported: timer\r\n", &[]);
     let first = expires_at(&e).unwrap();
     for (cseq, sdp) in [(2, true), (3, false)] {
-        std::thread::sleep(Duration::from_millis(5));
+        advance(5);
         let prev = expires_at(&e).unwrap();
         let (before, after) = refresh(&e, method, cseq, sdp);
         let at = expires_at(&e).unwrap();
@@ -328,7 +328,7 @@ fn refresh_restarts(method: &str) {
             "{method} {cseq}: {at} vs [{before}, {after}] + SE"
         );
         // The old deadline passes without expiry.
-        assert!(e.expire(prev, addr(EDGE)).is_empty(), "{method} {cseq}");
+        assert!(e.expire(prev, 0, addr(EDGE)).is_empty(), "{method} {cseq}");
     }
     assert!(expires_at(&e).unwrap() > first);
     assert!(e.dialogs().known(CALL));
@@ -347,14 +347,14 @@ fn refresh_by_update_restarts_the_session_timer() {
 #[test]
 fn expiry_falls_at_the_session_interval_not_before() {
     for reap in [false, true] {
-        let e = Edge::new(cfg(reap), Box::new(NoSink), None);
+        let e = Edge::new(cfg(reap), Box::new(NoSink), None, now());
         let (_, before, after) = call(&e, "Supported: timer\r\n", &[]);
         let at = expires_at(&e).unwrap();
         let se_ms = u64::from(SE) * 1_000;
         assert!(at >= before + se_ms && at <= after + se_ms);
-        assert!(e.expire(at - 1, addr(EDGE)).is_empty(), "before SE");
+        assert!(e.expire(at - 1, 0, addr(EDGE)).is_empty(), "before SE");
         assert!(e.dialogs().known(CALL));
-        let byes = e.expire(at, addr(EDGE));
+        let byes = e.expire(at, 0, addr(EDGE));
         assert!(!e.dialogs().known(CALL), "still there at SE");
         assert_eq!(e.counters.sessions_expired.load(Ordering::Relaxed), 1);
         if reap {
@@ -365,7 +365,7 @@ fn expiry_falls_at_the_session_interval_not_before() {
             assert!(byes.is_empty(), "8.3: a proxy sends no BYE");
         }
         // Once only.
-        assert!(e.expire(at + 3_600_000, addr(EDGE)).is_empty());
+        assert!(e.expire(at + 3_600_000, 0, addr(EDGE)).is_empty());
         assert_eq!(e.counters.sessions_expired.load(Ordering::Relaxed), 1);
     }
 }
@@ -375,7 +375,7 @@ fn refresh_after_expiry_gets_481() {
     let e = edge();
     call(&e, "Supported: timer\r\n", &[]);
     let at = expires_at(&e).unwrap();
-    e.expire(at, addr(EDGE));
+    e.expire(at, 0, addr(EDGE));
     for (method, cseq, body) in [("INVITE", 2, SDP), ("UPDATE", 3, "")] {
         let (r, dest) = from_ua(
             &e,
@@ -410,7 +410,7 @@ fn compact_form_x_is_understood_both_ways() {
     // A 2xx carrying `x` is taken as it is.
     let ok = pbx_answers(&e, &f, 200, &[("x", "120;refresher=uas")]);
     assert_eq!(ok.session_expires().unwrap().unwrap().delta, 120);
-    let (s, _) = e.dialogs().session(CALL, now_ms()).unwrap();
+    let (s, _) = e.dialogs().session(CALL, now()).unwrap();
     assert_eq!((s.interval, s.refresher), (120, Some(Refresher::Uas)));
 }
 
@@ -462,7 +462,7 @@ impl StateDir {
         let d = std::env::temp_dir().join(format!(
             "sip-ka-timer-tests-{}-{name}-{}",
             std::process::id(),
-            now_ms()
+            now()
         ));
         let _ = std::fs::remove_dir_all(&d);
         StateDir(d)
@@ -484,6 +484,7 @@ fn persistent_edge(dir: &StateDir, map: &FakeMap, reap: bool, idle: Option<Durat
         },
         Box::new(map.clone()),
         None,
+        now(),
     )
     .unwrap()
 }
@@ -506,7 +507,7 @@ fn a_restarted_edge_resumes_dialogs_timers_and_the_mirror() {
     assert_eq!(e.counters.dialogs_restored.load(Ordering::Relaxed), 1);
     assert!(e.dialogs().known(CALL));
     assert_eq!(expires_at(&e), Some(at), "the absolute expiry is kept");
-    let (s, _) = e.dialogs().session(CALL, now_ms()).unwrap();
+    let (s, _) = e.dialogs().session(CALL, now()).unwrap();
     assert_eq!((s.interval, s.refresher), (SE, Some(Refresher::Uac)));
     {
         let m = map.0.lock().unwrap();
@@ -524,13 +525,13 @@ fn a_restarted_edge_resumes_dialogs_timers_and_the_mirror() {
          CSeq: 7 OPTIONS\r\n\
          Content-Length: 0\r\n\r\n";
     let (_, dest) = e
-        .handle(options_from_pbx.as_bytes(), addr(PBX), addr(EDGE))
+        .handle(options_from_pbx.as_bytes(), addr(PBX), addr(EDGE), now())
         .unwrap();
     assert_eq!(dest.peer(), addr(UA));
     // The restored timer fires at the same instant, and the reaping BYEs
     // come from what was restored (From, To, Contacts, CSeq).
-    assert!(e.expire(at - 1, addr(EDGE)).is_empty());
-    let byes = e.expire(at, addr(EDGE));
+    assert!(e.expire(at - 1, 0, addr(EDGE)).is_empty());
+    let byes = e.expire(at, 0, addr(EDGE));
     assert_eq!(byes.len(), 2);
     let to_pbx = parse(&byes[0].0);
     assert_eq!(to_pbx.from_tag().as_deref(), Some("ua1"));
@@ -561,8 +562,8 @@ fn a_missing_mirror_entry_is_put_back_with_its_session() {
     assert_eq!(v.state, DIALOG_CONFIRMED);
     assert_eq!(v.expires_unix, at / 1_000);
     assert_eq!(
-        super::dialog::decode_session_flags(v.flags),
-        Some((SE, Some("uac")))
+        v.session(),
+        Some((SE, Some(sip_ka_common::maps::SessionRefresher::Uac)))
     );
 }
 
@@ -577,7 +578,7 @@ fn a_session_due_while_no_daemon_ran_expires_at_start() {
     let e = persistent_edge(&dir, &map, false, None);
     assert!(e.dialogs().known(CALL));
     // Restarted after the expiry: due at the first look.
-    e.expire(at + 60_000, addr(EDGE));
+    e.expire(at + 60_000, 0, addr(EDGE));
     assert!(!e.dialogs().known(CALL));
     assert_eq!(e.counters.sessions_expired.load(Ordering::Relaxed), 1);
 }
@@ -616,9 +617,9 @@ fn a_stream_ua_is_unreachable_after_a_restart_until_its_next_request() {
         kind: StreamKind::Tls,
     };
     let inv = parse(&ua_request("INVITE", 1, false, "", SDP));
-    e.dialogs().on_request(&inv, conn);
+    e.dialogs().on_request(&inv, conn, now());
     e.dialogs()
-        .on_response(&inv.response(200, "OK", Some("pbx1")).unwrap());
+        .on_response(&inv.response(200, "OK", Some("pbx1")).unwrap(), now());
     assert_eq!(e.dialogs().ua_flow(CALL), Some(conn));
     drop(e);
     let e = persistent_edge(&dir, &map, false, None);
@@ -639,7 +640,7 @@ fn a_stream_ua_is_unreachable_after_a_restart_until_its_next_request() {
         kind: StreamKind::Tls,
     };
     let info = parse(&ua_request("INFO", 2, true, "", "x"));
-    e.dialogs().on_request(&info, again);
+    e.dialogs().on_request(&info, again, now());
     assert_eq!(e.dialogs().ua_flow(CALL), Some(again));
     drop(e);
     let e = persistent_edge(&dir, &map, false, None);
@@ -655,21 +656,21 @@ const IDLE: Duration = Duration::from_secs(30);
 
 #[test]
 fn an_idle_dialog_ends_after_the_idle_timeout_and_traffic_defers_it() {
-    let e = Edge::new(cfg(true), Box::new(NoSink), None);
-    e.dialogs().set_idle_timeout(Some(IDLE), now_ms());
+    let e = Edge::new(cfg(true), Box::new(NoSink), None, now());
+    e.dialogs().set_idle_timeout(Some(IDLE), now());
     let (_, before, after) = call(&e, "", &[]);
     let idle_ms = IDLE.as_millis() as u64;
-    assert!(e.expire(before + idle_ms - 1, addr(EDGE)).is_empty());
+    assert!(e.expire(before + idle_ms - 1, 0, addr(EDGE)).is_empty());
     assert!(e.dialogs().known(CALL));
     // A keep-alive the edge answers is traffic.
-    std::thread::sleep(Duration::from_millis(20));
-    let touched = now_ms();
+    advance(20);
+    let touched = now();
     let (r, _) = from_ua(&e, &ua_request("INFO", 2, true, "", ""));
     assert_eq!(r.status_code(), Some(200));
-    assert!(e.expire(after + idle_ms, addr(EDGE)).is_empty());
-    assert!(e.expire(touched + idle_ms - 1, addr(EDGE)).is_empty());
+    assert!(e.expire(after + idle_ms, 0, addr(EDGE)).is_empty());
+    assert!(e.expire(touched + idle_ms - 1, 0, addr(EDGE)).is_empty());
     assert!(e.dialogs().known(CALL), "ended despite the keep-alive");
-    let byes = e.expire(now_ms() + idle_ms, addr(EDGE));
+    let byes = e.expire(now() + idle_ms, 0, addr(EDGE));
     assert!(!e.dialogs().known(CALL));
     assert_eq!(e.counters.dialogs_idle_ended.load(Ordering::Relaxed), 1);
     // --reap-expired: both sides get a BYE.
@@ -716,6 +717,6 @@ fn keepalives_counted_by_xdp_keep_a_dialog_from_idling() {
 fn without_an_idle_timeout_a_silent_dialog_stays() {
     let e = edge();
     call(&e, "", &[]);
-    assert!(e.expire(now_ms() + 30 * 86_400_000, addr(EDGE)).is_empty());
+    assert!(e.expire(now() + 30 * 86_400_000, 0, addr(EDGE)).is_empty());
     assert!(e.dialogs().known(CALL));
 }

@@ -34,3 +34,28 @@ pub fn now_ms() -> u64 {
 pub fn age(now_ns: u64, then_ns: u64) -> f64 {
     now_ns.saturating_sub(then_ns) as f64 / 1e9
 }
+
+/// A clock for unit tests: each test thread has its own, starting at a
+/// fixed unix time and moving only when the test advances it, so tests of
+/// timers need no real sleeps.
+#[cfg(test)]
+pub mod virtual_clock {
+    use std::cell::Cell;
+
+    /// 2023-11-14T22:13:20Z, in ms.
+    pub const START_MS: u64 = 1_700_000_000_000;
+
+    thread_local! {
+        static NOW_MS: Cell<u64> = const { Cell::new(START_MS) };
+    }
+
+    /// The test's time, in ms.
+    pub fn now() -> u64 {
+        NOW_MS.with(Cell::get)
+    }
+
+    /// Moves the test's time on by `ms`.
+    pub fn advance(ms: u64) {
+        NOW_MS.with(|c| c.set(c.get() + ms));
+    }
+}

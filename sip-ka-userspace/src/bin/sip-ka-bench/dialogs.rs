@@ -261,9 +261,9 @@ impl Transaction {
                 r.status_code().unwrap_or(0)
             );
         }
-        d.on_request_from(&self.request, self.ua, true);
+        d.on_request_from(&self.request, self.ua, true, now_ms);
         d.timer_response(&mut self.response, now_ms);
-        d.on_response(&self.response);
+        d.on_response(&self.response, now_ms);
         Ok(())
     }
 }
@@ -412,8 +412,8 @@ pub fn dialogs_bench(count: u64) -> Result<()> {
 
     // 1. The whole table at scale, no state directory.
     let (rss0, heap0) = memory()?;
-    let mut d = Dialogs::new(Box::new(NoSink));
     let t0 = now_ms();
+    let mut d = Dialogs::new(Box::new(NoSink), t0);
     let mut now = t0;
     // 2xx spread over half an interval: expiries in (t0 + 1800 s, t0 + 2700 s].
     let spread_us = INTERVAL_MS * 1_000 / 2 / n;
@@ -471,7 +471,7 @@ pub fn dialogs_bench(count: u64) -> Result<()> {
     let jr = JOURNAL_REFRESHES.min((jn + COMPACT_SLACK) / 2 - 1);
     let jspread_us = INTERVAL_MS * 1_000 / 2 / jn;
     let dir = TempDir::new()?;
-    let mut d = Dialogs::new(Box::new(NoSink));
+    let mut d = Dialogs::new(Box::new(NoSink), now_ms());
     let (journal, loaded) = Journal::open(&dir.0.join("edge"))?;
     if !loaded.dialogs.is_empty() {
         bail!("{} is not empty", dir.0.display());

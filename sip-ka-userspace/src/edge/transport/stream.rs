@@ -20,8 +20,11 @@ use tokio::{
 };
 
 use super::{tls::HANDSHAKE_RECORD, Conn, Flow, StreamKind};
-use crate::edge::state::{Counters, Edge};
 use crate::sip::{CrlfRole, Framing, StreamEvent, StreamFramer};
+use crate::{
+    edge::state::{Counters, Edge},
+    util::clock,
+};
 
 /// Messages queued for one connection; past this the sender's message is
 /// lost (and counted by the sender) rather than the edge waiting.
@@ -194,7 +197,8 @@ where
                         // A pong nobody asked for: nothing to do.
                         StreamEvent::Pong => {}
                         StreamEvent::Message(raw) => {
-                            match edge.handle_message(&raw, Framing::Stream, flow, local) {
+                            let now = clock::now_ms();
+                            match edge.handle_message(&raw, Framing::Stream, flow, local, now) {
                                 Some((bytes, dest)) if dest == flow => out.push(bytes),
                                 Some((bytes, dest)) => {
                                     if let Err(e) = edge.transports.send(bytes, &dest, local) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 
 use super::Flow;
-use crate::edge::state::Edge;
+use crate::{edge::state::Edge, util::clock};
 
 /// Serves one UDP socket until the task is dropped.
 pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
@@ -30,7 +30,7 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
         let Some(datagram) = buf.get(..n) else {
             continue;
         };
-        match edge.handle(datagram, src, local) {
+        match edge.handle(datagram, src, local, clock::now_ms()) {
             Some((out, Flow::Udp(dest))) => {
                 // Never wait on a full send buffer: that would stall every
                 // datagram behind this one. UDP may lose it; so may we.

@@ -1,0 +1,180 @@
+//! The dialog table's journal glue: every change recorded for a restart,
+//! and the table put back from what a previous run recorded.
+
+use super::{
+    model::{session_flags, Dialog, Phase},
+    table::Dialogs,
+};
+use crate::{
+    edge::{
+        persist::{self, DialogRecord, FlowRecord, Journal, Record},
+        session_timer::{self, Session},
+    },
+    sip::Refresher,
+};
+
+impl Dialogs {
+    /// Records every change from now on in `journal` (after
+    /// [`Dialogs::restore`] has taken what it held).
+    pub fn set_journal(&mut self, journal: Journal) {
+        self.journal = Some(journal);
+    }
+
+    /// The stored form of a dialog.
+    fn record(&self, call_id: &str, d: &Dialog) -> DialogRecord {
+        DialogRecord {
+            call_id: call_id.to_string(),
+            phase: d.phase.name().to_string(),
+            ua: FlowRecord::of(&d.ua),
+            created_unix: d.created_unix,
+            since_ms: d.since_ms,
+            caller_is_ua: d.caller_is_ua,
+            caller_from: d.caller_from.clone(),
+            callee_to: d.callee_to.clone(),
+            caller_contact: d.caller_contact.clone(),
+            callee_contact: d.callee_contact.clone(),
+            cseq: d.cseq,
+            forks: d.forks.clone(),
+            session: self.timers.session(d.hash).map(|s| persist::SessionRecord {
+                interval: s.interval,
+                refresher: s.refresher.map(|r| r.to_string()),
+                expires_at_ms: self.timers.expires_at_ms(d.hash),
+            }),
+        }
+    }
+
+    /// Journals the dialog's current state (or its removal), and compacts
+    /// the journal when it has grown enough.
+    pub(super) fn save(&mut self, call_id: &str) {
+        if self.journal.is_none() {
+            return;
+        }
+        let rec = match self.by_call.get(call_id) {
+            Some(d) => Record::Upsert(Box::new(self.record(call_id, d))),
+            None => Record::Remove {
+                call_id: call_id.to_string(),
+            },
+        };
+        let live = self.by_call.len();
+        let compact = self.journal.as_mut().is_some_and(|j| {
+            j.append(&rec);
+            j.wants_compaction(live)
+        });
+        if compact {
+            if let Some(j) = self.journal.as_mut() {
+                // Off the table's lock: the merge reads only the files.
+                j.compact_in_background();
+            }
+        }
+    }
+
+    /// Rewrites the snapshot from the table and empties the journal (at
+    /// start, before any traffic: it holds the table while it writes).
+    pub fn compact(&mut self) {
+        let Some(mut j) = self.journal.take() else {
+            return;
+        };
+        let all: Vec<DialogRecord> = self
+            .by_call
+            .iter()
+            .map(|(c, d)| self.record(c, d))
+            .collect();
+        if let Err(e) = j.compact(&all) {
+            log::warn!("state: compacting {}: {e:#}", j.dir().display());
+        }
+        self.journal = Some(j);
+    }
+
+    /// Puts back the dialogs a previous run recorded: the table, their
+    /// session timers (absolute expiries: one already past fires at the
+    /// next [`Dialogs::expire`]), and the mirror. Mirror entries of
+    /// dialogs that are gone are removed; the entries of restored dialogs
+    /// keep the keep-alive count and time the XDP program kept while no
+    /// daemon ran. Returns (dialogs restored, records refused, stale mirror
+    /// entries removed).
+    pub fn restore(&mut self, records: Vec<DialogRecord>, now_ms: u64) -> (usize, usize, usize) {
+        let mut refused = 0;
+        let mut sessions = Vec::new();
+        for r in records {
+            let Some(phase) = Phase::from_name(&r.phase) else {
+                log::warn!(
+                    "state: dialog {}: unknown phase {:?}; dropped",
+                    r.call_id,
+                    r.phase
+                );
+                refused += 1;
+                continue;
+            };
+            let hash = sip_ka_common::callid_hash(r.call_id.as_bytes());
+            if let Some(s) = &r.session {
+                let refresher = match s.refresher.as_deref() {
+                    Some("uac") => Some(Refresher::Uac),
+                    Some("uas") => Some(Refresher::Uas),
+                    _ => None,
+                };
+                sessions.push(session_timer::SessionRecord {
+                    dialog: hash,
+                    session: Session {
+                        interval: s.interval,
+                        refresher,
+                    },
+                    expires_at_ms: s.expires_at_ms.filter(|_| s.interval > 0),
+                });
+            }
+            if let Some(state) = phase.map_state() {
+                self.sink.upsert(hash, state, r.created_unix);
+            }
+            self.by_hash.insert(hash, r.call_id.clone());
+            self.by_call.insert(
+                r.call_id,
+                Dialog {
+                    phase,
+                    hash,
+                    ua: r.ua.restore(),
+                    created_unix: r.created_unix,
+                    since_ms: r.since_ms.min(now_ms),
+                    caller_is_ua: r.caller_is_ua,
+                    caller_from: r.caller_from,
+                    callee_to: r.callee_to,
+                    caller_contact: r.caller_contact,
+                    callee_contact: r.callee_contact,
+                    cseq: r.cseq,
+                    forks: r.forks,
+                    // The idle clock restarts: a restart never ends a call
+                    // earlier than its idle limit after the restart.
+                    last_activity_ms: now_ms,
+                },
+            );
+        }
+        self.timers.restore(sessions.iter().copied());
+        for s in &sessions {
+            if !self.by_hash.contains_key(&s.dialog) {
+                continue;
+            }
+            let expires = s.expires_at_ms.map_or(0, |at| at / 1_000);
+            self.sink
+                .set_session(s.dialog, expires, session_flags(&s.session));
+        }
+        let confirmed: Vec<u64> = self
+            .by_call
+            .values()
+            .filter(|d| d.phase == Phase::Confirmed)
+            .map(|d| d.hash)
+            .collect();
+        for hash in confirmed {
+            self.arm_idle(hash, now_ms);
+        }
+        let by_hash = &self.by_hash;
+        let live: std::collections::HashSet<u64> = by_hash
+            .iter()
+            .filter(|(_, c)| {
+                self.by_call
+                    .get(*c)
+                    .is_some_and(|d| d.phase != Phase::Pending)
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        let stale = self.sink.retain(&|h| live.contains(&h));
+        (self.by_call.len(), refused, stale)
+    }
+}

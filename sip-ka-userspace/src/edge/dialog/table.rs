@@ -1,0 +1,293 @@
+//! The dialog table: INVITE dialogs keyed by Call-ID, their phases from
+//! the requests and responses the edge forwards, mirrored into DIALOGS.
+//! Session and idle timers are in [`super::expiry`], the journal in
+//! [`super::journal`]. Every call takes the time as an argument.
+
+use std::{collections::HashMap, time::Duration};
+
+use super::{
+    mirror::DialogSink,
+    model::{uri_of, Dialog, Phase},
+};
+use crate::{
+    edge::{
+        persist::Journal,
+        session_timer::{SessionTimers, TimerConfig},
+        transport::Flow,
+    },
+    sip::{Method, SipMessage},
+    util::timer_wheel::TimerWheel,
+};
+
+/// What the edge needs to end an expired dialog on both sides.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub call_id: String,
+    pub hash: u64,
+    pub interval: u32,
+    /// BYE requests and where they go.
+    pub byes: Vec<(SipMessage, Flow)>,
+}
+
+/// How long a dialog may stay unanswered or early, and how long a BYE
+/// may wait for its response, before the entry is dropped.
+pub const EARLY_LIMIT: Duration = Duration::from_secs(300);
+pub const BYE_LIMIT: Duration = Duration::from_secs(32);
+
+/// The dialog table.
+pub struct Dialogs {
+    pub(super) by_call: HashMap<String, Dialog>,
+    pub(super) by_hash: HashMap<u64, String>,
+    pub(super) sink: Box<dyn DialogSink>,
+    pub(super) timers: SessionTimers,
+    /// A session timer change to mirror once the dialog's entry exists.
+    pub(super) pending_session: Option<(u64, u64, u32)>,
+    /// Where every change is recorded, to survive a restart.
+    pub(super) journal: Option<Journal>,
+    /// `--dialog-idle-timeout`.
+    pub(super) idle: Option<Idle>,
+}
+
+/// The second clock of a confirmed dialog: no in-dialog traffic for
+/// `limit_ms` ends it. The wheel holds each dialog's earliest possible
+/// idle end; when one falls due the dialog's real last activity (ours and
+/// the XDP program's) decides whether it ends or is re-armed, so a
+/// keep-alive costs one O(1) wheel update, not a scan.
+pub(super) struct Idle {
+    pub(super) limit_ms: u64,
+    pub(super) wheel: TimerWheel,
+}
+
+impl Dialogs {
+    /// An empty table with default session timers, their clock at
+    /// `now_ms`.
+    pub fn new(sink: Box<dyn DialogSink>, now_ms: u64) -> Dialogs {
+        let timers = SessionTimers::new(TimerConfig::default(), false, now_ms);
+        Dialogs::with_timers(sink, timers)
+    }
+
+    pub fn with_timers(sink: Box<dyn DialogSink>, timers: SessionTimers) -> Dialogs {
+        Dialogs {
+            by_call: HashMap::new(),
+            by_hash: HashMap::new(),
+            sink,
+            timers,
+            pending_session: None,
+            journal: None,
+            idle: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_call.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_call.is_empty()
+    }
+
+    /// Whether in-dialog requests with this Call-ID have a dialog to
+    /// belong to (early, confirmed or ending).
+    pub fn known(&self, call_id: &str) -> bool {
+        self.by_call
+            .get(call_id)
+            .is_some_and(|d| d.phase != Phase::Pending)
+    }
+
+    pub fn phase(&self, call_id: &str) -> Option<Phase> {
+        self.by_call.get(call_id).map(|d| d.phase)
+    }
+
+    /// How the UA of this Call-ID is reached.
+    pub fn ua_flow(&self, call_id: &str) -> Option<Flow> {
+        self.by_call.get(call_id).map(|d| d.ua)
+    }
+
+    fn set(&mut self, call_id: &str, phase: Phase, now_ms: u64) {
+        if let Some(d) = self.by_call.get_mut(call_id) {
+            if d.phase == phase {
+                return;
+            }
+            d.phase = phase;
+            d.since_ms = now_ms;
+            let (hash, last) = (d.hash, d.last_activity_ms);
+            if let Some(state) = phase.map_state() {
+                self.sink.upsert(d.hash, state, d.created_unix);
+            }
+            if phase == Phase::Confirmed {
+                self.arm_idle(hash, last.max(now_ms));
+            } else if let Some(idle) = &mut self.idle {
+                idle.wheel.cancel(hash);
+            }
+            self.save(call_id);
+        }
+    }
+
+    pub(super) fn end(&mut self, call_id: &str) {
+        if let Some(d) = self.by_call.remove(call_id) {
+            self.by_hash.remove(&d.hash);
+            self.timers.end(d.hash);
+            if let Some(idle) = &mut self.idle {
+                idle.wheel.cancel(d.hash);
+            }
+            if d.phase != Phase::Pending {
+                self.sink.remove(d.hash);
+            }
+            self.save(call_id);
+        }
+    }
+
+    /// A request being forwarded; `ua` is the UA's address (the source
+    /// of a request from a UA, the destination of one from the PBX).
+    pub fn on_request(&mut self, msg: &SipMessage, ua: Flow, now_ms: u64) {
+        self.on_request_from(msg, ua, true, now_ms)
+    }
+
+    /// [`Dialogs::on_request`], saying whether the UA sent it.
+    pub fn on_request_from(&mut self, msg: &SipMessage, ua: Flow, caller_is_ua: bool, now_ms: u64) {
+        let (Some(call_id), Some(hash)) = (msg.call_id(), msg.call_id_hash()) else {
+            return;
+        };
+        if let Some(d) = self.by_call.get_mut(call_id) {
+            let mut changed = false;
+            if let Some(c) = msg.cseq() {
+                changed |= c.seq > d.cseq;
+                d.cseq = d.cseq.max(c.seq);
+            }
+            // A UA whose connection died with an earlier daemon is
+            // reachable again by the connection its next request uses; so
+            // is one that reconnected for any other reason: the UA's
+            // latest connection is the way to it.
+            if caller_is_ua && ua.is_stream() && d.ua != ua {
+                d.ua = ua;
+                changed = true;
+            }
+            // In-dialog traffic (either direction) keeps it from idling.
+            d.last_activity_ms = now_ms;
+            let (hash, confirmed) = (d.hash, d.phase == Phase::Confirmed);
+            if confirmed {
+                self.arm_idle(hash, now_ms);
+            }
+            if changed {
+                self.save(call_id);
+            }
+        }
+        match msg.method() {
+            Some(Method::Invite)
+                if msg.to_tag().is_none() && !self.by_call.contains_key(call_id) =>
+            {
+                let caller_from = msg.header("From").unwrap_or_default().to_string();
+                self.by_call.insert(
+                    call_id.to_string(),
+                    Dialog {
+                        phase: Phase::Pending,
+                        hash,
+                        ua,
+                        created_unix: now_ms / 1_000,
+                        since_ms: now_ms,
+                        caller_is_ua,
+                        caller_from,
+                        callee_to: None,
+                        caller_contact: msg.header("Contact").map(uri_of),
+                        callee_contact: None,
+                        cseq: msg.cseq().map_or(1, |c| c.seq),
+                        last_activity_ms: now_ms,
+                        forks: Vec::new(),
+                    },
+                );
+                self.by_hash.insert(hash, call_id.to_string());
+                self.save(call_id);
+            }
+            Some(Method::Bye) => {
+                // A BYE for one fork while another is confirmed ends that
+                // fork only (on its 2xx): the Call-ID stays confirmed.
+                let others = self
+                    .by_call
+                    .get(call_id)
+                    .is_some_and(|d| d.other_forks_live(msg));
+                if !others {
+                    self.set(call_id, Phase::Terminating, now_ms);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A response being forwarded.
+    pub fn on_response(&mut self, msg: &SipMessage, now_ms: u64) {
+        self.phase_response(msg, now_ms);
+        self.flush_session();
+    }
+
+    fn phase_response(&mut self, msg: &SipMessage, now_ms: u64) {
+        let (Some(call_id), Some(code), Some(cseq)) =
+            (msg.call_id(), msg.status_code(), msg.cseq())
+        else {
+            return;
+        };
+        let Some(phase) = self.phase(call_id) else {
+            return;
+        };
+        match cseq.method {
+            Method::Invite => match code {
+                101..=199 if phase == Phase::Pending && msg.to_tag().is_some() => {
+                    self.set(call_id, Phase::Early, now_ms)
+                }
+                200..=299 if matches!(phase, Phase::Pending | Phase::Early) => {
+                    self.set(call_id, Phase::Confirmed, now_ms)
+                }
+                300.. if matches!(phase, Phase::Pending | Phase::Early) => self.end(call_id),
+                _ => {}
+            },
+            // 401/407: the BYE comes again with credentials; the dialog
+            // stays (terminating) until then or until the sweep.
+            Method::Bye if code == 401 || code == 407 => {}
+            Method::Bye if code >= 200 => {
+                let fork = self.by_call.get_mut(call_id).and_then(|d| {
+                    if !d.other_forks_live(msg) {
+                        return None;
+                    }
+                    let tag = d.callee_tag(msg)?;
+                    d.drop_fork(&tag);
+                    Some(())
+                });
+                match fork {
+                    Some(()) => self.save(call_id),
+                    None => self.end(call_id),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Mirrors a session timer change noted by [`Dialogs::timer_response`].
+    pub fn flush_session(&mut self) {
+        if let Some((hash, expires, flags)) = self.pending_session.take() {
+            if self.by_hash.contains_key(&hash) {
+                self.sink.set_session(hash, expires, flags);
+            }
+        }
+    }
+
+    /// Drops dialogs that stayed unanswered or early past
+    /// [`EARLY_LIMIT`], or whose BYE got no response within [`BYE_LIMIT`].
+    pub fn sweep(&mut self, now_ms: u64) -> usize {
+        let stale: Vec<String> = self
+            .by_call
+            .iter()
+            .filter(|(_, d)| {
+                let age = Duration::from_millis(now_ms.saturating_sub(d.since_ms));
+                match d.phase {
+                    Phase::Pending | Phase::Early => age > EARLY_LIMIT,
+                    Phase::Terminating => age > BYE_LIMIT,
+                    Phase::Confirmed => false,
+                }
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &stale {
+            self.end(k);
+        }
+        stale.len()
+    }
+}

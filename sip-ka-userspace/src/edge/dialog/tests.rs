@@ -1,0 +1,271 @@
+//! The dialog table's unit tests.
+
+use std::sync::{Arc, Mutex};
+
+use sip_ka_common::maps::{DIALOG_CONFIRMED, DIALOG_EARLY, DIALOG_TERMINATING};
+
+use super::{bye::byes, model::tag_of, *};
+use crate::{
+    edge::{
+        session_timer::{SessionTimers, TimerConfig},
+        transport::Flow,
+    },
+    sip::{Framing, Limits, SipMessage},
+    util::clock::virtual_clock::now,
+};
+
+type Entries = Vec<(u64, Option<u32>)>;
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Entries>>);
+
+impl DialogSink for Log {
+    fn upsert(&mut self, hash: u64, state: u32, _: u64) {
+        self.0.lock().unwrap().push((hash, Some(state)));
+    }
+    fn remove(&mut self, hash: u64) {
+        self.0.lock().unwrap().push((hash, None));
+    }
+}
+
+fn msg(s: &str) -> SipMessage {
+    crate::sip::parse_message(s.as_bytes(), Framing::Datagram, &Limits::default()).unwrap()
+}
+
+fn request(method: &str, to_tag: &str, cseq: u32) -> SipMessage {
+    msg(&format!(
+        "{method} sip:bob@198.18.0.1:5080 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.18.0.2:5060;branch=z9hG4bK{cseq}{method}\r\n\
+         From: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:bob@example.com>{to_tag}\r\n\
+         Call-ID: d1@example.com\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+#[test]
+fn invite_ringing_ok_bye() {
+    let log = Log::default();
+    let mut d = Dialogs::new(Box::new(log.clone()), now());
+    let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+    let inv = request("INVITE", "", 1);
+    let hash = inv.call_id_hash().unwrap();
+    d.on_request(&inv, ua, now());
+    assert!(!d.known("d1@example.com"));
+    d.on_response(&inv.response(100, "Trying", None).unwrap(), now());
+    assert_eq!(d.phase("d1@example.com"), Some(Phase::Pending));
+    d.on_response(&inv.response(180, "Ringing", Some("b1")).unwrap(), now());
+    assert!(d.known("d1@example.com"));
+    d.on_response(&inv.response(200, "OK", Some("b1")).unwrap(), now());
+    assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
+    assert_eq!(d.ua_flow("d1@example.com"), Some(ua));
+    let bye = request("BYE", ";tag=b1", 2);
+    d.on_request(&bye, ua, now());
+    d.on_response(&bye.response(200, "OK", None).unwrap(), now());
+    assert!(d.is_empty());
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        vec![
+            (hash, Some(DIALOG_EARLY)),
+            (hash, Some(DIALOG_CONFIRMED)),
+            (hash, Some(DIALOG_TERMINATING)),
+            (hash, None)
+        ]
+    );
+}
+
+#[test]
+fn failure_and_cancel_end_the_dialog() {
+    let log = Log::default();
+    let mut d = Dialogs::new(Box::new(log.clone()), now());
+    let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+    let inv = request("INVITE", "", 1);
+    d.on_request(&inv, ua, now());
+    d.on_response(&inv.response(180, "Ringing", Some("b1")).unwrap(), now());
+    d.on_request(&request("CANCEL", "", 1), ua, now());
+    d.on_response(
+        &inv.response(487, "Request Terminated", Some("b1")).unwrap(),
+        now(),
+    );
+    assert!(d.is_empty());
+    // A failure before any 1xx never touched the map.
+    let log2 = Log::default();
+    let mut d = Dialogs::new(Box::new(log2.clone()), now());
+    d.on_request(&inv, ua, now());
+    d.on_response(&inv.response(486, "Busy Here", Some("b1")).unwrap(), now());
+    assert!(d.is_empty());
+    assert!(log2.0.lock().unwrap().is_empty());
+}
+
+#[test]
+fn reinvite_failure_keeps_a_confirmed_dialog() {
+    let mut d = Dialogs::new(Box::new(NoSink), now());
+    let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+    let inv = request("INVITE", "", 1);
+    d.on_request(&inv, ua, now());
+    d.on_response(&inv.response(200, "OK", Some("b1")).unwrap(), now());
+    let re = request("INVITE", ";tag=b1", 2);
+    d.on_request(&re, ua, now());
+    d.on_response(&re.response(491, "Request Pending", None).unwrap(), now());
+    assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
+    assert_eq!(d.sweep(now() + EARLY_LIMIT.as_millis() as u64 * 2), 0);
+}
+
+#[test]
+fn a_bye_to_one_fork_keeps_the_fork_the_caller_kept() {
+    let log = Log::default();
+    let mut d = Dialogs::new(Box::new(log.clone()), now());
+    let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+    let inv = request("INVITE", "", 1);
+    d.on_request(&inv, ua, now());
+    // Two forks answer: early dialogs b1 and b2, then both 2xx.
+    d.on_response(&inv.response(180, "Ringing", Some("b1")).unwrap(), now());
+    d.on_response(&inv.response(180, "Ringing", Some("b2")).unwrap(), now());
+    let mut ok1 = inv.response(200, "OK", Some("b1")).unwrap();
+    d.timer_response(&mut ok1, now());
+    d.on_response(&ok1, now());
+    let mut ok2 = inv.response(200, "OK", Some("b2")).unwrap();
+    d.timer_response(&mut ok2, now());
+    d.on_response(&ok2, now());
+    assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
+    // The caller keeps b1 and sends BYE to b2 (RFC 3261 13.2.2.4).
+    let bye2 = request("BYE", ";tag=b2", 2);
+    d.on_request(&bye2, ua, now());
+    assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
+    d.on_response(&bye2.response(200, "OK", None).unwrap(), now());
+    assert!(d.known("d1@example.com"), "the kept call lost its dialog");
+    // Then the kept call ends.
+    let bye1 = request("BYE", ";tag=b1", 3);
+    d.on_request(&bye1, ua, now());
+    assert_eq!(d.phase("d1@example.com"), Some(Phase::Terminating));
+    d.on_response(&bye1.response(200, "OK", None).unwrap(), now());
+    assert!(d.is_empty());
+}
+
+/// A request of the callee's side (the PBX's): From b1, To a1.
+fn from_callee(method: &str, cseq: u32) -> SipMessage {
+    msg(&format!(
+        "{method} sip:alice@198.18.0.2:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKc{cseq}{method}\r\n\
+         From: <sip:bob@example.com>;tag=b1\r\n\
+         To: <sip:alice@example.com>;tag=a1\r\n\
+         Call-ID: d1@example.com\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+fn with_contact(mut m: SipMessage, uri: &str) -> SipMessage {
+    m.push_header("Contact", format!("<{uri}>"));
+    m
+}
+
+fn confirmed(d: &mut Dialogs) -> SipMessage {
+    let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+    let inv = with_contact(request("INVITE", "", 1), "sip:alice@198.18.0.2:5060");
+    d.on_request(&inv, ua, now());
+    let mut ok = with_contact(
+        inv.response(200, "OK", Some("b1")).unwrap(),
+        "sip:bob@198.18.0.1:5080",
+    );
+    d.timer_response(&mut ok, now());
+    d.on_response(&ok, now());
+    inv
+}
+
+#[test]
+fn a_reinvite_from_the_pbx_side_does_not_keep_the_dialog_after_bye() {
+    let mut d = Dialogs::new(Box::new(NoSink), now());
+    let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+    confirmed(&mut d);
+    // The PBX's side re-INVITEs (hold); the UA's 200 has To tag b1 and
+    // From tag... of the re-INVITE: From b1, To a1. Its Contact is the
+    // caller's.
+    let re = from_callee("INVITE", 1);
+    d.on_request_from(&re, ua, false, now());
+    let mut ok = with_contact(
+        re.response(200, "OK", None).unwrap(),
+        "sip:alice@198.18.0.2:5070",
+    );
+    d.timer_response(&mut ok, now());
+    d.on_response(&ok, now());
+    let ended = {
+        let byes = byes(
+            "d1@example.com",
+            d.by_call.get("d1@example.com").unwrap(),
+            "198.18.0.1:5080".parse().unwrap(),
+            "198.18.0.1:5060".parse().unwrap(),
+        );
+        byes.iter()
+            .map(|(m, _)| m.request_uri().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // The callee's Contact stays the callee's; the caller's is updated.
+    assert_eq!(
+        ended,
+        vec![
+            "sip:bob@198.18.0.1:5080".to_string(),
+            "sip:alice@198.18.0.2:5070".to_string()
+        ]
+    );
+    let bye = request("BYE", ";tag=b1", 2);
+    d.on_request(&bye, ua, now());
+    assert_eq!(d.phase("d1@example.com"), Some(Phase::Terminating));
+    d.on_response(&bye.response(200, "OK", None).unwrap(), now());
+    assert!(d.is_empty(), "the BYE did not end the dialog");
+}
+
+#[test]
+fn a_retransmitted_2xx_keeps_the_session_timer() {
+    let timers = SessionTimers::new(TimerConfig::new(90, 1800, false).unwrap(), false, now());
+    let mut d = Dialogs::with_timers(Box::new(NoSink), timers);
+    let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+    // The UAC supports timer; the PBX's 2xx will say nothing of it, so
+    // the edge adds Session-Expires with refresher=uac to the 2xx.
+    let mut inv = request("INVITE", "", 1);
+    inv.push_header("Supported", "timer");
+    // The edge inserts Session-Expires into the INVITE.
+    let _ = d.timer_request(&mut inv, None);
+    assert_eq!(inv.header("Session-Expires"), Some("1800"));
+    d.on_request(&inv, ua, now());
+    let ok = inv.response(200, "OK", Some("b1")).unwrap();
+    for _ in 0..3 {
+        let mut copy = ok.clone();
+        d.timer_response(&mut copy, now());
+        d.on_response(&copy, now());
+        let s = d.session("d1@example.com", now()).unwrap();
+        assert_eq!(s.0.interval, 1800, "a retransmission stopped the timer");
+        assert_eq!(
+            copy.header("Session-Expires")
+                .map(|v| v.starts_with("1800")),
+            Some(true)
+        );
+    }
+}
+
+#[test]
+fn the_bye_to_the_first_fork_moves_reaping_to_the_kept_one() {
+    let mut d = Dialogs::new(Box::new(NoSink), now());
+    let ua = Flow::Udp("198.18.0.2:5060".parse().unwrap());
+    let inv = confirmed(&mut d);
+    let mut ok2 = with_contact(
+        inv.response(200, "OK", Some("b2")).unwrap(),
+        "sip:carol@198.18.0.1:5080",
+    );
+    d.timer_response(&mut ok2, now());
+    d.on_response(&ok2, now());
+    // The caller keeps b2 and ends b1.
+    let bye1 = request("BYE", ";tag=b1", 2);
+    d.on_request(&bye1, ua, now());
+    d.on_response(&bye1.response(200, "OK", None).unwrap(), now());
+    let dl = d.by_call.get("d1@example.com").unwrap();
+    assert_eq!(
+        dl.callee_to.as_deref().and_then(tag_of).as_deref(),
+        Some("b2")
+    );
+    assert_eq!(
+        dl.callee_contact.as_deref(),
+        Some("sip:carol@198.18.0.1:5080")
+    );
+}
