@@ -1,0 +1,78 @@
+//! The command line: which parts run, and their sizes.
+
+use clap::Parser;
+
+/// Benchmarks of sip-ka's fast path (run as root).
+#[derive(Parser, Debug)]
+#[command(name = "sip-ka-bench")]
+pub(crate) struct Opts {
+    /// BPF_PROG_TEST_RUN calls (repeat=1 each) per answering path.
+    #[arg(long, default_value_t = 50_000)]
+    pub(crate) calls: u32,
+    /// Repeat count for the paths that leave the packet unchanged.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) repeat: u32,
+    /// Requests per lab row, at most.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) count: u64,
+    /// Seconds per lab row, at most.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) seconds: u64,
+    /// Requests in flight at once in the lab load.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) window: u32,
+    /// Send STUN requests without FINGERPRINT in the lab load.
+    #[arg(long)]
+    pub(crate) no_fingerprint: bool,
+    /// Leave NAPI of the lab's veth pair in softirq context (see the notes).
+    #[arg(long)]
+    pub(crate) no_threaded_napi: bool,
+    /// Only the BPF_PROG_TEST_RUN part.
+    #[arg(long)]
+    pub(crate) test_run_only: bool,
+    /// A configuration key for the BPF_PROG_TEST_RUN part, as `key=value`
+    /// (the keys of `sip-ka config get`; repeatable), e.g. to see what
+    /// `verify_checksums=off` or `track_peers=off` saves.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// Only the lab part.
+    #[arg(long)]
+    pub(crate) lab_only: bool,
+    /// Only the session timer bench (no root needed): memory per dialog
+    /// and refreshes per second with 1,000,000 dialogs on one timer wheel.
+    #[arg(long)]
+    pub(crate) timers: bool,
+    /// Only the dialog table bench (no root needed): the edge's dialog
+    /// table filled through its INVITE/200 handling, memory per dialog,
+    /// refreshes and expiries per second, and the journal's bytes and
+    /// write cost with a state directory (100,000 dialogs).
+    #[arg(long)]
+    pub(crate) dialogs: bool,
+    /// Dialogs in the dialog table bench.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) dialog_count: u64,
+    /// Only the comparison with Kamailio: sip-ka's edge and Kamailio 5.6
+    /// answering the same SIP OPTIONS (sipp) and TCP CRLF loads.
+    #[arg(long)]
+    pub(crate) kamailio: bool,
+    /// OPTIONS per server in the Kamailio comparison (sipp -m).
+    #[arg(long, default_value_t = 50_000)]
+    pub(crate) options_count: u64,
+    /// OPTIONS sipp offers per second (sipp -r).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) options_rate: u32,
+    /// OPTIONS in flight at once, at most (sipp -l).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) options_window: u32,
+    /// Rounds of the Kamailio comparison (each runs both servers; the table
+    /// pools them).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: u32,
+    /// TCP CRLF pings per server in the Kamailio comparison.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) crlf_count: u64,
+    /// TCP connections carrying those pings, one ping outstanding on each
+    /// (all from one address: above 64 the edge is told to allow them).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) tcp_conns: u32,
+}
