@@ -41,8 +41,8 @@ pub mod uri;
 pub use errors::{sanitize_reason, HeaderError, ParseError};
 pub use framer::{CrlfRole, StreamEvent, StreamFramer};
 pub use headers::{
-    canonical_name, make_header, CSeq, Contact, FlowTimer, KeepAliveRole, Method, MinSe,
-    MsKeepAlive, NameAddr, OptionTags, Refresher, SessionExpires, Via,
+    canonical_name, make_header, name_addr_uri, CSeq, Contact, FlowTimer, KeepAliveRole, Method,
+    MinSe, MsKeepAlive, NameAddr, OptionTags, Refresher, SessionExpires, Via,
 };
 pub use lex::{unquote, Param};
 pub use limits::{Framing, Limits};

@@ -22,7 +22,7 @@ pub mod via;
 pub use cseq::{check_call_id, parse_number, CSeq};
 pub use method::Method;
 pub use ms_keepalive::{KeepAliveRole, MsKeepAlive};
-pub use name_addr::{Contact, NameAddr};
+pub use name_addr::{name_addr_uri, Contact, NameAddr};
 pub use names::{canonical_name, header_parts, make_header, name_matches};
 pub use option_tags::OptionTags;
 pub use outbound::FlowTimer;

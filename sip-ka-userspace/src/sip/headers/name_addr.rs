@@ -180,6 +180,15 @@ impl Contact {
     }
 }
 
+/// The URI of a From, To or Contact value (`"A" <sip:a@b;lr>;tag=x` gives
+/// `sip:a@b;lr`, a bare `sip:a@b;tag=x` gives `sip:a@b`), as received; for
+/// a list, the first entry's. `None` when that entry does not parse (or
+/// is the `*` Contact).
+pub fn name_addr_uri(value: &str) -> Option<String> {
+    let first = split_commas(value).ok()?.into_iter().next()?;
+    NameAddr::parse(first).ok().map(|n| n.uri.to_string())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -253,5 +262,36 @@ mod tests {
         assert!(NameAddr::parse_route_list("sip:p1.example.com;lr").is_err());
         let p = NameAddr::parse_route_list("<sip:edge.example.com;lr;ob>").unwrap();
         assert!(p[0].uri.has_param("ob"));
+    }
+
+    #[test]
+    fn uri_of_a_name_addr() {
+        for (value, uri) in [
+            ("<sip:a@b>;tag=x", "sip:a@b"),
+            (
+                "\"Alice, A\" <sip:alice@192.0.2.1:5070;transport=tcp>;tag=9",
+                "sip:alice@192.0.2.1:5070;transport=tcp",
+            ),
+            ("Bob <sips:bob@example.com;lr>", "sips:bob@example.com;lr"),
+            ("sip:carol@example.com;tag=1", "sip:carol@example.com"),
+            (
+                "  sip:dave@[2001:db8::1]:5060  ",
+                "sip:dave@[2001:db8::1]:5060",
+            ),
+            ("<sip:one@a>;expires=60, <sip:two@b>", "sip:one@a"),
+            ("<tel:+15551234>", "tel:+15551234"),
+        ] {
+            assert_eq!(name_addr_uri(value).as_deref(), Some(uri), "{value}");
+        }
+        for bad in [
+            "",
+            "*",
+            "<sip:a@b",
+            "no uri here",
+            "<>;tag=1",
+            "\"open <sip:a@b>",
+        ] {
+            assert_eq!(name_addr_uri(bad), None, "{bad:?}");
+        }
     }
 }

@@ -37,6 +37,13 @@ impl Via {
         }
     }
 
+    /// Adds a valueless `rport` (RFC 3581): asks the next hop to answer
+    /// to the source port.
+    pub fn with_rport(mut self) -> Via {
+        self.set_param("rport", None);
+        self
+    }
+
     /// Parses one `via-parm`; LWS is allowed around `/`, `:`, `;` and `=`.
     pub fn parse(value: &str) -> Result<Via, String> {
         let mut cur = Cursor::new(value);
@@ -272,5 +279,16 @@ mod tests {
         assert!(Via::parse("SIP/2.0/UDP host junk").is_err());
         let v = Via::parse_sent_by("SIP/2.0/UDP 192.0.2.15;;").unwrap();
         assert_eq!(v.host, "192.0.2.15");
+    }
+
+    #[test]
+    fn via_with_rport() {
+        let v = Via::new("udp", "192.0.2.1", Some(5060), "z9hG4bK1").with_rport();
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport"
+        );
+        assert_eq!(Via::parse(&v.to_string()).unwrap(), v);
     }
 }
