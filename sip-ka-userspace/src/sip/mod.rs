@@ -10,6 +10,8 @@
 //!   Flow-Timer, ms-keep-alive, body.
 //! * [`headers`] holds the typed headers rsip lacks or cannot parse, and
 //!   compact header names, one file per header family.
+//! * [`RequestBuilder`] builds the requests the edge sends itself, field
+//!   by field.
 //! * [`SipMessage::response`] and [`error_response`] build the responses
 //!   the edge sends itself, including the 400 for a request that did not
 //!   parse.
@@ -26,6 +28,7 @@
     clippy::panic
 )]
 
+pub mod builder;
 pub mod errors;
 pub mod framer;
 pub mod headers;
@@ -38,6 +41,7 @@ mod scan;
 mod typed;
 pub mod uri;
 
+pub use builder::RequestBuilder;
 pub use errors::{sanitize_reason, HeaderError, ParseError};
 pub use framer::{CrlfRole, StreamEvent, StreamFramer};
 pub use headers::{
