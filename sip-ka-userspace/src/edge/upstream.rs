@@ -10,7 +10,7 @@ use std::{
 
 use tokio::net::UdpSocket;
 
-use crate::sip::{parse_message, Framing, Limits};
+use crate::sip::{parse_message, Framing, Limits, Method, NameAddr, RequestBuilder, Uri, Via};
 use crate::util::lock::lock;
 
 /// Unanswered qualify requests in a row that make the PBX down.
@@ -86,20 +86,19 @@ pub fn qualify_request(local: SocketAddr, upstream: SocketAddr, seq: u32) -> Vec
     let pid = std::process::id();
     let lh = super::forward::uri_host(local.ip());
     let uh = super::forward::uri_host(upstream.ip());
-    format!(
-        "OPTIONS sip:{uh}:{up} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {lh}:{lp};branch=z9hG4bKskaq{pid:x}x{seq:x};rport\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:sip-ka@{lh}:{lp}>;tag=skaq{pid:x}\r\n\
-         To: <sip:{uh}:{up}>\r\n\
-         Call-ID: skaq-{pid:x}-{seq:x}@{lh}\r\n\
-         CSeq: {seq} OPTIONS\r\n\
-         User-Agent: sip-ka\r\n\
-         Content-Length: 0\r\n\r\n",
-        up = upstream.port(),
-        lp = local.port(),
-    )
-    .into_bytes()
+    let pbx = Uri::sip(None, &uh, Some(upstream.port()));
+    let me = Uri::sip(Some("sip-ka"), &lh, Some(local.port()));
+    let branch = format!("z9hG4bKskaq{pid:x}x{seq:x}");
+    RequestBuilder::new(Method::Options, pbx.clone())
+        .via(Via::new("UDP", &lh, Some(local.port()), &branch).with_rport())
+        .max_forwards(70)
+        .from_addr(NameAddr::new(me), Some(&format!("skaq{pid:x}")))
+        .to_addr(NameAddr::new(pbx), None)
+        .call_id(format!("skaq-{pid:x}-{seq:x}@{lh}"))
+        .cseq(seq)
+        .header("User-Agent", "sip-ka")
+        .build()
+        .to_bytes()
 }
 
 /// Timeout for one qualify request: the frequency, at most [`MAX_TIMEOUT`].
@@ -200,5 +199,27 @@ mod tests {
         .unwrap();
         assert_eq!(m.cseq().unwrap().seq, 3);
         assert!(m.top_via().unwrap().has_rfc3261_branch());
+    }
+
+    #[test]
+    fn qualify_request_wire_form() {
+        let pid = std::process::id();
+        let expected = format!(
+            "OPTIONS sip:[2001:db8::9]:5080 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.1:40000;branch=z9hG4bKskaq{pid:x}x1f;rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:sip-ka@198.18.0.1:40000>;tag=skaq{pid:x}\r\n\
+             To: <sip:[2001:db8::9]:5080>\r\n\
+             Call-ID: skaq-{pid:x}-1f@198.18.0.1\r\n\
+             CSeq: 31 OPTIONS\r\n\
+             User-Agent: sip-ka\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let got = qualify_request(
+            "198.18.0.1:40000".parse().unwrap(),
+            "[2001:db8::9]:5080".parse().unwrap(),
+            31,
+        );
+        assert_eq!(String::from_utf8(got).unwrap(), expected);
     }
 }

@@ -33,11 +33,11 @@ impl std::error::Error for HeaderError {}
 pub enum ParseError {
     /// Nothing but CRLFs (or nothing at all).
     Empty,
-    /// More bytes than [`super::Limits::max_message_size`].
+    /// More bytes than [`super::limits::Limits::max_message_size`].
     MessageTooLarge { size: usize, limit: usize },
     /// No end of the header section within the size limit (streams).
     HeaderSectionTooLarge { limit: usize },
-    /// More header fields than [`super::Limits::max_headers`].
+    /// More header fields than [`super::limits::Limits::max_headers`].
     TooManyHeaders { limit: usize },
     /// The header section has no terminating empty line.
     NoEndOfHeaders,

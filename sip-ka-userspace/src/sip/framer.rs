@@ -34,13 +34,13 @@
 //! or bad Content-Length or an oversized message is a
 //! [`StreamEvent::Error`]: framing is lost, the framer stops, and the
 //! connection should be closed. Anything else wrong with a message is left
-//! to [`super::parse_message`] with [`super::Framing::Stream`], so it can
+//! to [`super::parse::parse_message`] with [`super::limits::Framing::Stream`], so it can
 //! be answered with a 400 while the connection goes on.
 
 use super::errors::ParseError;
 use super::lex::find_bytes;
-use super::message::scan_content_length;
-use super::Limits;
+use super::limits::Limits;
+use super::scan::scan_content_length;
 
 /// Which side of the CRLF keep-alive exchange this end is (see the module
 /// docs).
@@ -56,7 +56,7 @@ pub enum CrlfRole {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamEvent {
     /// One complete message (header section plus Content-Length bytes of
-    /// body), to be parsed with [`super::Framing::Stream`].
+    /// body), to be parsed with [`super::limits::Framing::Stream`].
     Message(Vec<u8>),
     /// `CRLF CRLF`: answer with `CRLF` ([`CrlfRole::Server`] only).
     Ping,

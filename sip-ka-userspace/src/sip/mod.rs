@@ -9,7 +9,9 @@
 //!   Contact, Route, Record-Route, Path, option tags, session timers,
 //!   Flow-Timer, ms-keep-alive, body.
 //! * [`headers`] holds the typed headers rsip lacks or cannot parse, and
-//!   compact header names.
+//!   compact header names, one file per header family.
+//! * [`RequestBuilder`] builds the requests the edge sends itself, field
+//!   by field.
 //! * [`SipMessage::response`] and [`error_response`] build the responses
 //!   the edge sends itself, including the 400 for a request that did not
 //!   parse.
@@ -26,58 +28,33 @@
     clippy::panic
 )]
 
+pub mod builder;
 pub mod errors;
 pub mod framer;
 pub mod headers;
 mod lex;
+pub mod limits;
 pub mod message;
+pub mod parse;
 pub mod response;
+mod scan;
+mod typed;
 pub mod uri;
 
+pub use builder::RequestBuilder;
 pub use errors::{sanitize_reason, HeaderError, ParseError};
 pub use framer::{CrlfRole, StreamEvent, StreamFramer};
 pub use headers::{
-    canonical_name, make_header, CSeq, Contact, FlowTimer, KeepAliveRole, Method, MinSe,
-    MsKeepAlive, NameAddr, OptionTags, Refresher, SessionExpires, Via,
+    canonical_name, make_header, name_addr_uri, CSeq, Contact, FlowTimer, KeepAliveRole, Method,
+    MinSe, MsKeepAlive, NameAddr, OptionTags, Refresher, SessionExpires, Via,
 };
 pub use lex::{unquote, Param};
-pub use message::{parse_message, SipMessage, StartLine};
+pub use limits::{Framing, Limits};
+pub use message::{SipMessage, StartLine};
+pub use parse::parse_message;
 pub use response::error_response;
+pub use scan::is_crlf_keepalive;
 pub use uri::Uri;
-
-/// Bounds on what is accepted from the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest message, header section and body together, in bytes.
-    pub max_message_size: usize,
-    /// Most header fields (folded lines count once).
-    pub max_headers: usize,
-}
-
-impl Default for Limits {
-    /// 65535 bytes (the largest UDP payload) and 128 header fields.
-    fn default() -> Self {
-        Limits {
-            max_message_size: 65_535,
-            max_headers: 128,
-        }
-    }
-}
-
-/// Where the bytes of a message came from; decides how the body is
-/// delimited (RFC 3261 18.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// One UDP datagram: Content-Length optional, extra bytes ignored.
-    Datagram,
-    /// One message from [`StreamFramer`]: Content-Length required.
-    Stream,
-}
-
-/// Whether a datagram is only CRLFs: a keep-alive, not a message.
-pub fn is_crlf_keepalive(datagram: &[u8]) -> bool {
-    !datagram.is_empty() && message::skip_leading_crlf(datagram).is_empty()
-}
 
 #[cfg(test)]
 #[allow(

@@ -3,9 +3,13 @@
 //! ([`error_response`], RFC 3261 8.2.6 / 16.3).
 
 use super::errors::{sanitize_reason, ParseError};
-use super::headers::{canonical_name, NameAddr, Via};
+use super::headers::method::Method;
+use super::headers::name_addr::NameAddr;
+use super::headers::names::canonical_name;
+use super::headers::via::Via;
 use super::lex::{find_bytes, is_token, is_wsp, split_commas, trim_wsp};
-use super::message::{skip_leading_crlf, SipMessage, StartLine};
+use super::message::{SipMessage, StartLine};
+use super::scan::skip_leading_crlf;
 
 impl SipMessage {
     /// A response to this request (RFC 3261 8.2.6): all Via fields in
@@ -14,9 +18,7 @@ impl SipMessage {
     /// phrase is sanitised. `None` for a response, an ACK (never answered)
     /// or a code outside 100..=699.
     pub fn response(&self, code: u16, reason: &str, to_tag: Option<&str>) -> Option<SipMessage> {
-        if !self.is_request()
-            || self.method() == Some(&super::headers::Method::Ack)
-            || !(100..=699).contains(&code)
+        if !self.is_request() || self.method() == Some(&Method::Ack) || !(100..=699).contains(&code)
         {
             return None;
         }

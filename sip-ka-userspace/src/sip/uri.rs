@@ -116,6 +116,35 @@ impl Uri {
         })
     }
 
+    /// A `sip:[user@]host[:port]` URI from parts this element chose itself
+    /// (its own address, a configured peer), without a text round trip.
+    /// `host` is a hostname, IPv4 address or bracketed IPv6 reference and
+    /// is taken as given.
+    pub fn sip(user: Option<&str>, host: &str, port: Option<u16>) -> Uri {
+        let mut raw = String::from("sip:");
+        if let Some(u) = user {
+            raw.push_str(u);
+            raw.push('@');
+        }
+        raw.push_str(host);
+        if let Some(p) = port {
+            raw.push(':');
+            raw.push_str(&p.to_string());
+        }
+        Uri {
+            raw,
+            scheme: "sip".into(),
+            sip: Some(SipParts {
+                user: user.map(str::to_string),
+                password: None,
+                host: host.to_string(),
+                port,
+                params: Vec::new(),
+                headers: None,
+            }),
+        }
+    }
+
     /// The URI exactly as received.
     pub fn as_str(&self) -> &str {
         &self.raw
@@ -328,5 +357,23 @@ mod tests {
         let u = Uri::parse("sip:bob@example.com:5062").unwrap();
         let r = u.to_rsip().unwrap();
         assert_eq!(r.user(), Some("bob"));
+    }
+
+    #[test]
+    fn sip_uri_from_parts() {
+        for (user, host, port, text) in [
+            (
+                Some("sip-ka"),
+                "192.0.2.1",
+                Some(5060),
+                "sip:sip-ka@192.0.2.1:5060",
+            ),
+            (None, "[2001:db8::1]", Some(5080), "sip:[2001:db8::1]:5080"),
+            (None, "pbx.example.com", None, "sip:pbx.example.com"),
+        ] {
+            let u = Uri::sip(user, host, port);
+            assert_eq!(u.as_str(), text);
+            assert_eq!(u, Uri::parse(text).unwrap());
+        }
     }
 }

@@ -1,0 +1,73 @@
+//! Option tags (RFC 3261 19.2): Supported, Require, Proxy-Require,
+//! Unsupported.
+
+use std::fmt;
+
+use crate::sip::lex::is_token;
+
+/// The option tags of Supported (`k`), Require, Proxy-Require or
+/// Unsupported.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OptionTags(pub Vec<String>);
+
+impl OptionTags {
+    /// RFC 4028 session timers.
+    pub const TIMER: &'static str = "timer";
+    /// RFC 5626 outbound.
+    pub const OUTBOUND: &'static str = "outbound";
+    /// RFC 3327 Path.
+    pub const PATH: &'static str = "path";
+
+    /// Parses a comma-separated list of tokens; an empty value is an empty
+    /// list.
+    pub fn parse(value: &str) -> Result<OptionTags, String> {
+        if value.trim().is_empty() {
+            return Ok(OptionTags::default());
+        }
+        value
+            .split(',')
+            .map(|t| {
+                let t = t.trim_matches(|c| c == ' ' || c == '\t');
+                if is_token(t) {
+                    Ok(t.to_string())
+                } else {
+                    Err(format!("bad option tag {t:?}"))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(OptionTags)
+    }
+
+    pub fn contains(&self, tag: &str) -> bool {
+        self.0.iter().any(|t| t.eq_ignore_ascii_case(tag))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for OptionTags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_tags() {
+        let t = OptionTags::parse("timer, outbound,path").unwrap();
+        assert!(t.contains(OptionTags::TIMER));
+        assert!(t.contains(OptionTags::OUTBOUND));
+        assert!(t.contains(OptionTags::PATH));
+        assert!(!t.contains("100rel"));
+        assert!(OptionTags::parse("").unwrap().is_empty());
+        assert!(OptionTags::parse("timer,,path").is_err());
+        assert!(OptionTags::parse("ti mer").is_err());
+        assert_eq!(t.to_string(), "timer, outbound, path");
+    }
+}
