@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use super::model::Dialog;
 use crate::{
     edge::{forward, transport::Flow},
-    sip::SipMessage,
+    sip::{Method, RequestBuilder, SipMessage, Via},
 };
 
 /// BYEs (with our Via) to both sides of an expired dialog, built from what
@@ -40,22 +40,17 @@ pub(super) fn byes(
             forward::fnv1a(&[call_id.as_bytes(), ruri.as_bytes(), b"reap"])
         );
         let transport = dest.via_transport();
-        let text = format!(
-            "BYE {ruri} SIP/2.0\r\n\
-             Via: SIP/2.0/{transport} {host}:{port};branch={branch}\r\n\
-             Max-Forwards: 70\r\n\
-             From: {from}\r\n\
-             To: {to}\r\n\
-             Call-ID: {call_id}\r\n\
-             CSeq: {cseq} BYE\r\n\
-             Reason: SIP;cause=408;text=\"Session expired\"\r\n\
-             Content-Length: 0\r\n\r\n"
-        );
-        match crate::sip::parse_message(
-            text.as_bytes(),
-            crate::sip::Framing::Datagram,
-            &crate::sip::Limits::default(),
-        ) {
+        let built = RequestBuilder::for_uri(Method::Bye, ruri).and_then(|b| {
+            b.via(Via::new(transport, &host, Some(port), &branch))
+                .max_forwards(70)
+                .from(from.as_str())
+                .to(to.as_str())
+                .call_id(call_id)
+                .cseq(cseq)
+                .header("Reason", "SIP;cause=408;text=\"Session expired\"")
+                .build_checked()
+        });
+        match built {
             Ok(m) => out.push((m, dest)),
             Err(e) => log::warn!("edge: BYE for {call_id}: {e}"),
         }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::{
     bye::byes,
-    model::{session_flags, uri_of, Phase},
+    model::{session_flags, Phase},
     table::{Dialogs, Ended, Idle},
 };
 use crate::{
@@ -14,7 +14,7 @@ use crate::{
         session_timer::{RequestAction, Session, SessionTimers},
         transport::Flow,
     },
-    sip::{Method, SipMessage},
+    sip::{name_addr_uri, Method, SipMessage},
     util::timer_wheel::TimerWheel,
 };
 
@@ -103,7 +103,7 @@ impl Dialogs {
             return;
         };
         let hash = d.hash;
-        let contact = msg.header("Contact").map(uri_of);
+        let contact = msg.header("Contact").and_then(name_addr_uri);
         let to = msg.header("To").map(str::to_string);
         let mut changed = false;
         if let (Some(code), Some(cseq)) = (msg.status_code(), msg.cseq()) {

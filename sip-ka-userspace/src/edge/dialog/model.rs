@@ -178,14 +178,6 @@ impl Dialog {
     }
 }
 
-/// The URI of a Contact or From/To value (`<uri>` or a bare URI).
-pub(super) fn uri_of(value: &str) -> String {
-    match (value.find('<'), value.find('>')) {
-        (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
-        _ => value.split(';').next().unwrap_or(value).trim().to_string(),
-    }
-}
-
 /// The DIALOGS map's `flags` word for a session.
 pub(super) fn session_flags(s: &Session) -> u32 {
     let refresher = s.refresher.map(|r| match r {

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 
 use super::{
     mirror::DialogSink,
-    model::{uri_of, Dialog, Phase},
+    model::{Dialog, Phase},
 };
 use crate::{
     edge::{
@@ -15,7 +15,7 @@ use crate::{
         session_timer::{SessionTimers, TimerConfig},
         transport::Flow,
     },
-    sip::{Method, SipMessage},
+    sip::{name_addr_uri, Method, SipMessage},
     util::timer_wheel::TimerWheel,
 };
 
@@ -188,7 +188,7 @@ impl Dialogs {
                         caller_is_ua,
                         caller_from,
                         callee_to: None,
-                        caller_contact: msg.header("Contact").map(uri_of),
+                        caller_contact: msg.header("Contact").and_then(name_addr_uri),
                         callee_contact: None,
                         cseq: msg.cseq().map_or(1, |c| c.seq),
                         last_activity_ms: now_ms,
