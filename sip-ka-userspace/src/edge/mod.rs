@@ -6,7 +6,8 @@
 //!   sockets, [`transport::retransmit`] the UDP leg of stream UAs.
 //! * [`proxy`]: what happens to one message (answer, forward, drop).
 //! * [`forward`]: stateless forwarding rules (RFC 3261 16.11, RFC 3581).
-//! * [`keepalive`]: the requests the edge answers itself.
+//! * [`keepalive`]: the requests the edge answers itself;
+//!   [`ms_keepalive`]: the ms-keep-alive negotiation on streams.
 //! * [`dialog`]: INVITE dialogs, mirrored into the DIALOGS map.
 //! * [`persist`]: the dialog table on disk, for a restart.
 //! * [`upstream`]: OPTIONS pings to the PBX, up/down and RTT.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod dialog;
 pub mod forward;
 pub mod keepalive;
+pub mod ms_keepalive;
 pub mod persist;
 pub mod proxy;
 pub mod session_timer;

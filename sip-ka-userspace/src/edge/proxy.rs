@@ -8,6 +8,7 @@ use super::{
     config::OptionsPolicy,
     forward::{self, fnv1a, Hop},
     keepalive::{self, Kind},
+    ms_keepalive::{self, MsKeepAliveOffer},
     state::{Counters, Edge},
     transport::Flow,
 };
@@ -15,8 +16,8 @@ use crate::{
     edge::session_timer::RequestAction,
     responder,
     sip::{
-        error_response, is_crlf_keepalive, parse_message, Framing, Method, MsKeepAlive, NameAddr,
-        SipMessage, Via,
+        error_response, is_crlf_keepalive, parse_message, Framing, Method, NameAddr, SipMessage,
+        Via,
     },
 };
 
@@ -36,26 +37,6 @@ pub const VIA_MS_KEEPALIVE: &str = "ska-mka";
 /// Flow-Timer.
 pub const VIA_OUTBOUND: &str = "ska-ob";
 
-/// What became of an `ms-keep-alive` header on a request from a UA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MsKeepAliveOffer {
-    /// No header, or one that does not ask for hop-by-hop keep-alives.
-    None,
-    /// `UAC;hop-hop=yes` on a stream: answered with this timeout.
-    Accepted(u32),
-    /// Repeated or malformed: counted, not negotiated.
-    Bad,
-}
-
-/// An answer from the edge carries the ms-keep-alive answer when the
-/// request's offer was accepted.
-fn with_mka(mka: MsKeepAliveOffer, mut r: SipMessage) -> SipMessage {
-    if let MsKeepAliveOffer::Accepted(t) = mka {
-        r.push_header("ms-keep-alive", Edge::ms_keepalive_answer(t));
-    }
-    r
-}
-
 /// A request as it came in, with what every answer to it needs.
 struct Inbound {
     msg: SipMessage,
@@ -68,7 +49,7 @@ struct Inbound {
 
 impl Inbound {
     fn with_mka(&self, r: SipMessage) -> SipMessage {
-        with_mka(self.mka, r)
+        ms_keepalive::with_answer(self.mka, r)
     }
 
     /// The edge's own final response to the request, back where it came
@@ -129,47 +110,6 @@ impl Edge {
         }
     }
 
-    /// The ms-keep-alive header of a request from a UA: removed (it is
-    /// hop-by-hop), and on a stream an offer of hop-by-hop keep-alives is
-    /// accepted.
-    fn take_ms_keepalive(&self, msg: &mut SipMessage, src: Flow) -> MsKeepAliveOffer {
-        let values: Vec<String> = msg
-            .header_values("ms-keep-alive")
-            .map(str::to_string)
-            .collect();
-        if values.is_empty() {
-            return MsKeepAliveOffer::None;
-        }
-        msg.remove_header("ms-keep-alive");
-        let offer = match values.as_slice() {
-            [one] => match MsKeepAlive::parse(one) {
-                Ok(v) if v.offers_hop_hop() => {
-                    MsKeepAliveOffer::Accepted(self.cfg.streams.ms_keepalive_timeout)
-                }
-                Ok(_) => MsKeepAliveOffer::None,
-                Err(e) => {
-                    log::debug!("edge: ms-keep-alive from {src:?}: {e}");
-                    MsKeepAliveOffer::Bad
-                }
-            },
-            _ => MsKeepAliveOffer::Bad,
-        };
-        match offer {
-            MsKeepAliveOffer::Bad => Counters::bump(&self.counters.ms_keepalive_bad),
-            // Over UDP there is no connection to keep: not negotiated.
-            MsKeepAliveOffer::Accepted(t) if src.is_stream() => {
-                Counters::bump(&self.counters.ms_keepalive_negotiated);
-                self.transports.keep_alive(&src, t);
-            }
-            _ => return MsKeepAliveOffer::None,
-        }
-        offer
-    }
-
-    fn ms_keepalive_answer(timeout: u32) -> String {
-        MsKeepAlive::answer(timeout).to_string()
-    }
-
     /// A request from a UA or from the PBX: the keep-alives the edge
     /// answers itself, then routing by direction.
     fn request(&self, mut msg: SipMessage, src: Flow, local: SocketAddr, now_ms: u64) -> Out {
@@ -178,7 +118,7 @@ impl Edge {
             msg.remove_header("ms-keep-alive");
             MsKeepAliveOffer::None
         } else {
-            self.take_ms_keepalive(&mut msg, src)
+            ms_keepalive::take(self, &mut msg, src)
         };
         if !from_pbx {
             if let Some(answer) = self.answer_keepalive(&msg, src, local, mka, now_ms) {
@@ -255,7 +195,7 @@ impl Edge {
         });
         Some(
             keepalive::answer(msg, kind, known, up, self.cfg.retry_after())
-                .map(|answer| (with_mka(mka, answer).to_bytes(), src)),
+                .map(|answer| (ms_keepalive::with_answer(mka, answer).to_bytes(), src)),
         )
     }
 
@@ -570,7 +510,7 @@ impl Edge {
         if via_param(&ours, VIA_MS_KEEPALIVE).is_some() {
             msg.push_header(
                 "ms-keep-alive",
-                Self::ms_keepalive_answer(self.cfg.streams.ms_keepalive_timeout),
+                ms_keepalive::answer(self.cfg.streams.ms_keepalive_timeout),
             );
         }
         let register_2xx = msg.cseq().is_some_and(|c| c.method == Method::Register)

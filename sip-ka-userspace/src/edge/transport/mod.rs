@@ -1,5 +1,5 @@
 //! Where messages come from and go to: UDP sockets on `--listen`, and the
-//! TCP/TLS connections that UAs open to the edge ([`super::stream`]).
+//! TCP/TLS connections that UAs open to the edge ([`stream`]).
 //!
 //! A [`Flow`] names one of them. Responses and requests for a UA that
 //! reached the edge over a connection must leave by that connection (RFC
