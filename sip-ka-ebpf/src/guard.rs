@@ -9,9 +9,8 @@ use sip_ka_common::{
 };
 
 use crate::{
-    maps::{ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, PEERS, RATE},
-    parse::Udp,
-    scratch::Scratch,
+    maps::{atomic_add, ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, PEERS, RATE},
+    structs::{Scratch, Udp},
 };
 
 const V4_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
@@ -122,7 +121,7 @@ pub fn note_peer(cfg: &Config, p: &Udp, s: &mut Scratch, kind: u32, now: u64) {
                 _ => &raw mut (*v).sip,
             };
             // Shared across CPUs: atomic add, plain stores for the times.
-            crate::atomic_add(counter, 1);
+            atomic_add(counter, 1);
             (*v).last_seen_ns = now;
             (*v).last_kind = kind;
         },

@@ -12,8 +12,8 @@ mod guard;
 mod maps;
 mod parse;
 mod reply;
-mod scratch;
 mod sip;
+mod structs;
 mod stun;
 
 use aya_ebpf::{
@@ -32,9 +32,9 @@ use sip_ka_common::{
 };
 
 use crate::{
-    maps::{config, count, count_index, is_sip_port, DIALOGS, SCRATCH},
-    parse::{parse_udp, Udp},
-    scratch::{Scratch, BUF_LEN},
+    maps::{atomic_add, config, count, count_index, is_sip_port, DIALOGS, SCRATCH},
+    parse::parse_udp,
+    structs::{Scratch, Udp, BUF_LEN},
 };
 
 #[xdp]
@@ -297,16 +297,6 @@ fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch) {
     } else {
         Counter::KaUnknownDialog
     });
-}
-
-/// Adds to a u64 shared by all CPUs (a map value) with BPF_ATOMIC_ADD.
-#[inline(always)]
-pub(crate) fn atomic_add(dst: *mut u64, v: u64) {
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            dst, v,
-        );
-    }
 }
 
 /// Passes everything. The lab attaches it to the far end of a veth pair:

@@ -13,7 +13,7 @@ use sip_ka_common::{
     Config, Counter,
 };
 
-use crate::scratch::Scratch;
+use crate::structs::Scratch;
 
 #[map]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
@@ -44,6 +44,16 @@ pub static RATE: LruHashMap<AclAddr, RateValue> = LruHashMap::pinned(RATE_MAX, 0
 /// does not track them and the scan loop verifies in linear time).
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds to a u64 shared by all CPUs (a map value) with BPF_ATOMIC_ADD.
+#[inline(always)]
+pub fn atomic_add(dst: *mut u64, v: u64) {
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            dst, v,
+        );
+    }
+}
 
 #[inline(always)]
 pub fn count(counter: Counter) {

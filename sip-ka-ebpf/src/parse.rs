@@ -5,7 +5,7 @@
 use aya_ebpf::programs::XdpContext;
 use sip_ka_common::Counter;
 
-use crate::scratch::Scratch;
+use crate::structs::{Scratch, Udp};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
@@ -80,40 +80,6 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
 #[inline(always)]
 pub fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
-}
-
-/// What the walk found: where each header is and the addresses.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Udp {
-    pub l3_off: usize,
-    pub l4_off: usize,
-    pub payload_off: usize,
-    pub payload_len: usize,
-    pub sport: u16,
-    pub dport: u16,
-    pub is_v4: bool,
-}
-
-impl Udp {
-    /// Parks the packet description in map memory and reads it back.
-    ///
-    /// The verifier does not track values in map memory, so every path
-    /// that reaches this point (VLAN depth, IP version, IHL...) leaves it
-    /// with the same state, and what follows is verified once instead of
-    /// once per path. The masks give back the bounds packet access needs.
-    #[inline(always)]
-    pub fn converge(self, slot: &mut Udp) -> Udp {
-        *slot = self;
-        // SAFETY: a plain read of the value just written; volatile so the
-        // compiler cannot forward the stored registers past it.
-        let mut p = unsafe { core::ptr::read_volatile(slot) };
-        p.l3_off &= 0x3f;
-        p.l4_off &= 0x7f;
-        p.payload_off &= 0x7f;
-        p.payload_len &= 0xffff;
-        p
-    }
 }
 
 /// Why the walk stopped before a UDP payload to look at.

@@ -12,8 +12,8 @@ use sip_ka_common::stun::MAX_ANSWER;
 
 use crate::{
     csum,
-    parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, Udp, UdpHdr, UDP_HLEN},
-    scratch::{Scratch, BUF_MASK, HEADERS_MAX},
+    parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, UdpHdr, UDP_HLEN},
+    structs::{Scratch, Udp, BUF_MASK, HEADERS_MAX},
 };
 
 /// Largest payload whose checksum is verified (keep-alives are smaller).

@@ -12,9 +12,9 @@ use sip_ka_common::{
 use aya_ebpf::helpers::generated::bpf_loop;
 use core::ffi::c_void;
 
-use crate::scratch::{Scratch, BUF_LEN, BUF_MASK};
+use crate::structs::{Scratch, BUF_LEN, BUF_MASK};
 
-const _: () = assert!(crate::scratch::BUF_SLACK >= 8);
+const _: () = assert!(crate::structs::BUF_SLACK >= 8);
 
 /// Bytes of a SIP message the scan reads (headers past this are not seen).
 pub const SCAN_LEN: usize = 1504;

@@ -7,7 +7,7 @@ use sip_ka_common::stun::{
     FINGERPRINT_XOR, HEADER_LEN, MAGIC_COOKIE_BYTES, XDP_MAX_REQUEST,
 };
 
-use crate::scratch::{Scratch, BUF_MASK};
+use crate::structs::{Scratch, BUF_MASK};
 
 /// Attributes read before giving up (a keep-alive has at most a SOFTWARE
 /// and a FINGERPRINT; a classic one a CHANGE-REQUEST).

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod layout;
 mod proc;
 mod setup;
 mod tasks;
@@ -24,12 +25,24 @@ enum Task {
     /// packages, the nightly toolchain with rust-src, bpf-linker 0.13
     /// built against LLVM 22, and a bpffs on /sys/fs/bpf.
     Setup,
-    /// Setup, then build, rustfmt check, clippy, and the tests (as root).
+    /// Setup, then the layout check, build, rustfmt check, clippy, and the
+    /// tests (as root).
     Test {
         /// Stop the whole run after this many minutes.
         #[arg(long, default_value_t = 55)]
         timeout_min: u64,
     },
+    /// Check the source layout of sip-ka-userspace, sip-ka-ebpf,
+    /// sip-ka-common and xtask (their src/): (a) no import cycle between
+    /// module files: an edge A -> B when file A names a path into module
+    /// file B (`use`, an inline `crate::`/`super::`/`self::` path, or a
+    /// path through a child module), parent to child and child to parent
+    /// alike, `#[cfg(test)]` modules left out; (b) no file over 600 lines
+    /// of non-test code (the lines before the `#[cfg(test)]` that opens
+    /// its test module; tests.rs and *_tests.rs are all test code).
+    /// Prints each cycle as its files, with one way around it, and each
+    /// file too long with its count; fails when there is any.
+    Layout,
     /// Setup, release build, then `sip-ka lab`: the demonstration in
     /// network namespaces.
     Demo,
@@ -52,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::setup().map(|()| 0),
         Task::Test { timeout_min } => tasks::test(timeout_min),
+        Task::Layout => layout::run(&proc::root_dir()),
         Task::Demo => tasks::demo(),
         Task::Bench { args } => tasks::bench(&args),
     };

@@ -3,8 +3,13 @@
 
 use std::{
     io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        atomic::{AtomicI32, Ordering},
+        Once,
+    },
     time::{Duration, Instant},
 };
 
@@ -52,12 +57,9 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The first `name` on PATH.
+/// The first executable `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    which::which(name).ok()
 }
 
 /// How a command is shown before it runs.
@@ -129,11 +131,13 @@ impl Finished {
 
 /// Runs `cmd` (stdin closed), echoing it first. `on_line` sees every line
 /// of its stdout and stderr (which are still printed where they belong).
-/// At `deadline` the command and its descendants get SIGTERM, then SIGKILL.
+/// The command runs in a process group of its own, so everything it
+/// starts can be stopped at once: at `deadline` the group gets SIGTERM,
+/// then SIGKILL; a SIGINT or SIGTERM to xtask is passed on to the group.
 pub fn run(
     cmd: &mut Command,
     deadline: Option<Instant>,
-    mut on_line: Option<&mut dyn FnMut(&str)>,
+    on_line: Option<&mut dyn FnMut(&str)>,
 ) -> Result<Finished> {
     println!("$ {}", describe(cmd));
     let start = Instant::now();
@@ -141,9 +145,31 @@ pub fn run(
     if on_line.is_some() {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
+    cmd.process_group(0);
+    prepare_process_groups();
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", describe(cmd)))?;
+    // A group's id is its leader's pid.
+    let group = child.id() as i32;
+    RUNNING_GROUP.store(group, Ordering::SeqCst);
+    let finished = wait_with_output(cmd, &mut child, group, deadline, on_line);
+    RUNNING_GROUP.store(0, Ordering::SeqCst);
+    finished.map(|status| Finished {
+        status,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Shows the child's output until it exits (`Some(status)`) or the
+/// deadline stops its group (`None`).
+fn wait_with_output(
+    cmd: &Command,
+    child: &mut Child,
+    group: i32,
+    deadline: Option<Instant>,
+    mut on_line: Option<&mut dyn FnMut(&str)>,
+) -> Result<Option<ExitStatus>> {
     // (from stderr?, line); the channel closes when both pipes have.
     let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
     let mut piped = false;
@@ -195,22 +221,15 @@ pub fn run(
                     }
                 }
             }
-            return Ok(Finished {
-                status: Some(status),
-                elapsed: start.elapsed(),
-            });
+            return Ok(Some(status));
         }
         if deadline.is_some_and(|d| Instant::now() > d) {
             eprintln!("xtask: deadline reached, stopping {}", describe(cmd));
-            stop_tree(child.id());
-            let _ = child.wait();
+            stop_group(group);
             while let Ok(item) = rx.try_recv() {
                 show(item);
             }
-            return Ok(Finished {
-                status: None,
-                elapsed: start.elapsed(),
-            });
+            return Ok(None);
         }
         if piped {
             if let Ok(item) = rx.recv_timeout(Duration::from_millis(100)) {
@@ -225,69 +244,113 @@ pub fn run(
     }
 }
 
-/// Sends SIGTERM to `pid` and its descendants, waits up to 10 s, then
-/// SIGKILLs what is left.
-fn stop_tree(pid: u32) {
-    let mut pids = descendants(pid);
-    pids.push(pid);
-    signal(&pids, "TERM");
+/// The process group of the command `run` is waiting for; 0 when none.
+static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Makes xtask the subreaper of what its commands start, and passes
+/// SIGINT and SIGTERM on to the running command's group, then dies of
+/// the same signal. The command's group is not the terminal's
+/// foreground group, so a Ctrl-C would otherwise stop xtask alone and
+/// leave the command running.
+fn prepare_process_groups() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // Descendants orphaned while a command runs come to xtask rather
+        // than to init (which may never reap them), so a stopped group's
+        // zombies can be collected and seen to be gone.
+        // SAFETY: a plain prctl on this process.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler only makes async-signal-safe calls.
+            unsafe { libc::signal(sig, handler) };
+        }
+    });
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let group = RUNNING_GROUP.load(Ordering::SeqCst);
+    // SAFETY: kill, signal and raise are async-signal-safe.
+    unsafe {
+        if group > 0 {
+            libc::kill(-group, sig);
+        }
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Sends SIGTERM to the group, waits up to 10 s for all of it to exit,
+/// then SIGKILLs what is left. Reaps the leader.
+fn stop_group(group: i32) {
+    signal_group(group, libc::SIGTERM);
     let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until && pids.iter().any(|p| alive(*p)) {
+    while Instant::now() < until {
+        reap_exited(group);
+        if !group_alive(group) {
+            return;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let left: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
-    if !left.is_empty() {
-        signal(&left, "KILL");
-    }
+    signal_group(group, libc::SIGKILL);
+    // SAFETY: the leader is our child; waiting for it cannot block long
+    // after SIGKILL.
+    unsafe { libc::waitpid(group, std::ptr::null_mut(), 0) };
+    reap_exited(group);
 }
 
-fn signal(pids: &[u32], sig: &str) {
-    let mut c = Command::new("kill");
-    c.arg(format!("-{sig}")).arg("--");
-    for p in pids {
-        c.arg(p.to_string());
-    }
-    let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+/// Reaps the group's members that have exited: the leader, and those
+/// orphaned since (xtask is their subreaper). A zombie still counts as a
+/// member of its group, so this comes before `group_alive`.
+fn reap_exited(group: i32) {
+    // SAFETY: a plain syscall; it only collects exit statuses.
+    while unsafe { libc::waitpid(-group, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
 }
 
-fn alive(pid: u32) -> bool {
-    // A zombie is as good as gone.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => stat_field(&s, 0).is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
+fn signal_group(group: i32, sig: libc::c_int) {
+    // SAFETY: a plain syscall; a group that is gone gives ESRCH.
+    unsafe { libc::kill(-group, sig) };
 }
 
-/// Field `n` (0 = state) after the command name in /proc/PID/stat.
-fn stat_field(stat: &str, n: usize) -> Option<&str> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(n)
+/// Whether any process of the group is left.
+fn group_alive(group: i32) -> bool {
+    // SAFETY: signal 0 only checks that the group exists.
+    unsafe { libc::kill(-group, 0) == 0 }
 }
 
-/// Every process below `pid`, deepest last.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-                if let Some(pp) = stat_field(&s, 1).and_then(|v| v.parse::<u32>().ok()) {
-                    parent_of.push((p, pp));
-                }
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_stops_the_command_and_what_it_started() {
+        // The shell prints its background child's pid, then waits on it.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 300 & echo $!; wait"]);
+        let mut pid = None;
+        let mut see = |line: &str| pid = pid.or(line.trim().parse::<i32>().ok());
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let done = run(&mut cmd, Some(deadline), Some(&mut see)).expect("sh starts");
+        assert_eq!(done.status, None);
+        assert!(done.elapsed < Duration::from_secs(8), "{:?}", done.elapsed);
+        let pid = pid.expect("the background pid was printed");
+        // SAFETY: signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0;
+        assert!(gone, "sleep {pid} outlived the deadline");
     }
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for (child, parent) in &parent_of {
-            if *parent == p && !out.contains(child) {
-                out.push(*child);
-                frontier.push(*child);
-            }
-        }
+
+    #[test]
+    fn a_command_that_finishes_gives_its_status() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exit 3"]);
+        let done = run(
+            &mut cmd,
+            Some(Instant::now() + Duration::from_secs(60)),
+            None,
+        )
+        .expect("sh starts");
+        assert_eq!(done.code(), 3);
+        assert!(which("sh").is_some());
+        assert!(which("no-such-tool-anywhere").is_none());
     }
-    out
 }

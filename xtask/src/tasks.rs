@@ -41,6 +41,13 @@ pub fn test(timeout_min: u64) -> Result<i32> {
         v
     };
     let steps = [
+        // Quick, and independent of the build: first, so a broken rule
+        // shows at once (the run still goes on, and fails at the end).
+        Step {
+            name: "layout",
+            args: vec!["run", "--quiet", "--package", "xtask", "--", "layout"],
+            limit: Duration::from_secs(5 * 60),
+        },
         Step {
             name: "build",
             args: ws("build", &[]),
@@ -173,6 +180,12 @@ impl Findings {
                 }
             }
         }
+        if step == "layout" {
+            if l.starts_with("cycle: ") || l.starts_with("too long: ") {
+                self.push(l.to_string());
+            }
+            return;
+        }
         if step == "rustfmt" {
             if let Some(rest) = l.strip_prefix("Diff in ") {
                 let rest = rest.trim_end_matches(':');
@@ -261,4 +274,32 @@ pub fn bench(args: &[String]) -> Result<i32> {
     let done = proc::run(&mut cmd, None, None)?;
     println!("== sip-ka-bench: {}", done.describe());
     Ok(done.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Findings;
+
+    #[test]
+    fn the_layout_step_reports_its_problems() {
+        let mut f = Findings::default();
+        for line in [
+            "cycle: a/mod.rs, a/b.rs",
+            "too long: a/c.rs: 700 lines of non-test code (at most 600)",
+            "",
+            "one way around the cycle through a/b.rs:",
+            "  a/b.rs:3: super::X (-> a/mod.rs)",
+            "layout: FAILED: 1 import cycle(s), 1 file(s) over 600 lines of non-test code",
+        ] {
+            f.see("layout", line);
+        }
+        f.finish();
+        assert_eq!(
+            f.lines,
+            vec![
+                "cycle: a/mod.rs, a/b.rs",
+                "too long: a/c.rs: 700 lines of non-test code (at most 600)",
+            ]
+        );
+    }
 }

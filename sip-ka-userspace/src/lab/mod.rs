@@ -312,12 +312,9 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
-/// `tool` on PATH.
+/// `tool` on PATH (an executable file of that name).
 pub fn on_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
+    which::which(tool).ok()
 }
 
 /// The `TOOLS` not on PATH, as "tool (Debian package pkg)".

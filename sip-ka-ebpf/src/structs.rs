@@ -1,11 +1,47 @@
-//! The per-CPU work area.
+//! The structs the program's modules share: the description of the
+//! packet being handled and the per-CPU work area (kept apart from the
+//! code that fills them, so parsing, the SIP scan and the reply can all
+//! use them without using each other).
 
 use sip_ka_common::{
     maps::PeerKey,
     stun::{Reflexive, MAX_ANSWER},
 };
 
-use crate::parse::Udp;
+/// What the header walk (`parse::parse_udp`) found: where each header
+/// is, the ports and the IP version.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Udp {
+    pub l3_off: usize,
+    pub l4_off: usize,
+    pub payload_off: usize,
+    pub payload_len: usize,
+    pub sport: u16,
+    pub dport: u16,
+    pub is_v4: bool,
+}
+
+impl Udp {
+    /// Parks the packet description in map memory and reads it back.
+    ///
+    /// The verifier does not track values in map memory, so every path
+    /// that reaches this point (VLAN depth, IP version, IHL...) leaves it
+    /// with the same state, and what follows is verified once instead of
+    /// once per path. The masks give back the bounds packet access needs.
+    #[inline(always)]
+    pub fn converge(self, slot: &mut Udp) -> Udp {
+        *slot = self;
+        // SAFETY: a plain read of the value just written; volatile so the
+        // compiler cannot forward the stored registers past it.
+        let mut p = unsafe { core::ptr::read_volatile(slot) };
+        p.l3_off &= 0x3f;
+        p.l4_off &= 0x7f;
+        p.payload_off &= 0x7f;
+        p.payload_len &= 0xffff;
+        p
+    }
+}
 
 /// Bytes of payload the program copies and reads. A power of two, so an
 /// index masked with `BUF_MASK` is always in bounds.
@@ -15,6 +51,7 @@ pub const BUF_SLACK: usize = 16;
 /// Ethernet + 2 VLAN tags + IPv4 with options + UDP fit in this.
 pub const HEADERS_MAX: usize = 128;
 
+/// The per-CPU work area: the value of the SCRATCH map.
 #[repr(C)]
 pub struct Scratch {
     /// The answer payload, zero past its end (the UDP checksum sums all of
