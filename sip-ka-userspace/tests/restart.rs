@@ -33,11 +33,11 @@ use std::{
 };
 
 use common::{
-    binding_request, client_socket,
+    client_socket,
     edge::{edge_addr, sipp_in, Sipp, PBX_PORT},
-    exchange, full_id, parse_success, text, txid, wait_until, Fp, ANSWER_WAIT,
+    exchange, full_id, parse_success, text, txid, wait_until, ANSWER_WAIT,
 };
-use sip_ka::lab::{Lab, CLIENT_V4, SERVER_V4};
+use sip_ka::lab::{packet::Stun, Lab, CLIENT_V4, SERVER_V4};
 
 const UA_PORT: u16 = 5062;
 const SHORT_UA_PORT: u16 = 5064;
@@ -109,7 +109,10 @@ fn keepalive_sender(sock: std::net::UdpSocket, stop: Arc<AtomicBool>) -> Vec<Pin
         let stun = n.is_multiple_of(2);
         let answered = if stun {
             let id = txid(n);
-            let req = binding_request(id, Some("sip-ka restart test"), Fp::Good);
+            let req = Stun::binding_request(id)
+                .software("sip-ka restart test")
+                .fingerprint()
+                .build();
             exchange(&sock, edge_addr(), &req, ANSWER_WAIT)
                 .and_then(|(r, _)| parse_success(&r).ok())
                 .is_some_and(|s| s.id == full_id(id))
