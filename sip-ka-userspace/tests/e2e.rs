@@ -5,7 +5,8 @@
 //! which is torn down on drop, also when the test fails.
 //!
 //! Needs root and the Debian clients (`cargo xtask setup`); without them
-//! the tests fail and say what is missing.
+//! the tests fail and say what is missing. A plain `cargo test` ignores
+//! them; `cargo xtask test` (or `-- --include-ignored`) runs them.
 
 mod common;
 
@@ -212,11 +213,13 @@ fn crlf_and_sip(mode: &str) {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn crlf_and_sip_native() {
     crlf_and_sip("native");
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn crlf_and_sip_skb() {
     crlf_and_sip("skb");
 }
@@ -431,11 +434,13 @@ fn stun(mode: &str) {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn stun_native() {
     stun("native");
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn stun_skb() {
     stun("skb");
 }
@@ -527,6 +532,7 @@ fn collect_answers(lab: &Lab) -> Answers {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn userspace_responder_answers_like_xdp() {
     let started = Instant::now();
     let mut lab = common::lab();
@@ -665,6 +671,7 @@ fn userspace_responder_answers_like_xdp() {
 // `sip-ka lab`: the self-contained demonstration runs and exits 0.
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn lab_command_runs_the_demonstration() {
     common::require_env();
     let started = Instant::now();
@@ -702,6 +709,7 @@ fn lab_command_runs_the_demonstration() {
 // counters and configuration.
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn fast_path_keeps_answering_across_a_daemon_restart() {
     let mut lab = common::lab();
     common::start(&mut lab, &["--xdp-mode", "native", "--keep-attached"]);

@@ -3,7 +3,10 @@
 //! output packet, checked by independent parsers (etherparse for the
 //! headers and checksums, stun_codec for STUN, FINGERPRINT included).
 //!
-//! Needs root: BPF_PROG_TEST_RUN and pinning maps under /sys/fs/bpf.
+//! Needs root: BPF_PROG_TEST_RUN and pinning maps under /sys/fs/bpf. So
+//! the tests are ignored by a plain `cargo test`; `cargo xtask test` (or
+//! `cargo test -- --include-ignored`) runs them, and as a user they fail
+//! and say why.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -157,6 +160,7 @@ fn harness() -> Harness {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn crlf_ping_gets_a_pong_in_every_encapsulation() {
     let h = harness();
     let cases = [
@@ -189,6 +193,7 @@ fn crlf_ping_gets_a_pong_in_every_encapsulation() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn crlf_configuration_and_lone_crlf() {
     let mut h = harness();
     let ping = v4(CRLF_PING).build();
@@ -241,6 +246,7 @@ fn crlf_configuration_and_lone_crlf() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn stun_binding_requests_get_verified_answers() {
     let h = harness();
     let software: &[u8] = b"sip-ka test client";
@@ -304,6 +310,7 @@ fn stun_binding_requests_get_verified_answers() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn classic_stun_gets_mapped_address() {
     let h = harness();
     for (name, req) in [
@@ -352,6 +359,7 @@ fn classic_stun_gets_mapped_address() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn stun_the_fast_path_cannot_serve_is_passed_or_dropped() {
     let h = harness();
     let bad_fp = Stun::binding_request(TXID).wrong_fingerprint().build();
@@ -452,6 +460,7 @@ fn stun_the_fast_path_cannot_serve_is_passed_or_dropped() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn never_answer_rules_hold() {
     let mut h = harness();
     let ping = v4(CRLF_PING);
@@ -618,6 +627,7 @@ fn never_answer_rules_hold() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn acl_deny_and_allow_only() {
     let mut h = harness();
     let ping = v4(CRLF_PING);
@@ -652,6 +662,7 @@ fn acl_deny_and_allow_only() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn sip_requests_and_responses_are_classified() {
     let h = harness();
     for m in Method::ALL {
@@ -714,6 +725,7 @@ fn sip_requests_and_responses_are_classified() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn in_dialog_keepalives_are_counted_per_dialog_with_the_shared_hash() {
     let mut h = harness();
     // The daemon's hash of the Call-ID value...
