@@ -5,7 +5,8 @@
 //! which is torn down on drop, also when the test fails.
 //!
 //! Needs root and the Debian clients (`cargo xtask setup`); without them
-//! the tests fail and say what is missing.
+//! the tests fail and say what is missing. A plain `cargo test` ignores
+//! them; `cargo xtask test` (or `-- --include-ignored`) runs them.
 
 mod common;
 
@@ -15,11 +16,13 @@ use std::{
 };
 
 use common::{
-    addr_after, binding_request, classic_request, client_run, client_socket, config_set, counters,
-    delta, exchange, exchange_fenced, full_id, parse_success, peers, text, txid, Fp, ANSWER_WAIT,
-    SILENCE_WAIT,
+    addr_after, client_run, client_socket, config_set, counters, delta, exchange, exchange_fenced,
+    full_id, parse_success, peers, text, txid, ANSWER_WAIT, SILENCE_WAIT,
 };
-use sip_ka::lab::{Lab, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6};
+use sip_ka::lab::{
+    packet::{Stun, CRLF_PING, CRLF_PONG},
+    Lab, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6,
+};
 
 const SIP_PORT: u16 = 5060;
 
@@ -48,9 +51,9 @@ fn lab_with_xdp(mode: &str) -> Lab {
 /// Sends `\r\n\r\n` and asserts that exactly `\r\n` comes back from `to`.
 #[track_caller]
 fn ping_pong(sock: &std::net::UdpSocket, to: SocketAddr, what: &str) {
-    match exchange(sock, to, b"\r\n\r\n", ANSWER_WAIT) {
+    match exchange(sock, to, CRLF_PING, ANSWER_WAIT) {
         Some((reply, from)) => {
-            assert_eq!(reply, b"\r\n", "{what}: the pong is not exactly CRLF");
+            assert_eq!(reply, CRLF_PONG, "{what}: the pong is not exactly CRLF");
             assert_eq!(from, to, "{what}: the pong came from the wrong address");
         }
         None => panic!("{what}: no pong within {ANSWER_WAIT:?}"),
@@ -110,7 +113,7 @@ fn crlf_and_sip(mode: &str) {
     // A lone CRLF (what a pong looks like) is never answered.
     let before = counters(&lab);
     assert_eq!(
-        exchange_fenced(&v4, server4(), b"\r\n"),
+        exchange_fenced(&v4, server4(), CRLF_PONG),
         None,
         "{mode}: a lone CRLF was answered"
     );
@@ -133,7 +136,7 @@ fn crlf_and_sip(mode: &str) {
     );
     let before = counters(&lab);
     assert_eq!(
-        exchange(&v4, server4(), b"\r\n\r\n", SILENCE_WAIT),
+        exchange(&v4, server4(), CRLF_PING, SILENCE_WAIT),
         None,
         "{mode}: a ping was answered after `config set udp_crlf drop`"
     );
@@ -210,11 +213,13 @@ fn crlf_and_sip(mode: &str) {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn crlf_and_sip_native() {
     crlf_and_sip("native");
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn crlf_and_sip_skb() {
     crlf_and_sip("skb");
 }
@@ -264,33 +269,36 @@ fn stun(mode: &str) {
     ] {
         let sock = client_socket(&lab, bind);
         let me = sock.local_addr().unwrap();
-        for (n, (software, fp)) in [
-            (None, Fp::Good),
-            (None, Fp::None),
-            (Some("e2e test client"), Fp::Good),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let what = format!(
-                "{mode}: Binding request from {me} (SOFTWARE {software:?}, FINGERPRINT {fp:?})"
-            );
+        // (what, the request's attributes, with FINGERPRINT?)
+        type Attributes = fn(Stun) -> Stun;
+        let variants: [(&str, Attributes, bool); 3] = [
+            ("FINGERPRINT", Stun::fingerprint, true),
+            ("no attribute", |s| s, false),
+            (
+                "SOFTWARE and FINGERPRINT",
+                |s| s.software("e2e test client").fingerprint(),
+                true,
+            ),
+        ];
+        for (n, (kind, attributes, fingerprint)) in variants.into_iter().enumerate() {
+            let what = format!("{mode}: Binding request from {me} ({kind})");
             let id = txid(n as u32 + 7 * me.port() as u32);
-            let (reply, from) =
-                exchange(&sock, to, &binding_request(id, software, fp), ANSWER_WAIT)
-                    .unwrap_or_else(|| panic!("{what}: no answer within {ANSWER_WAIT:?}"));
+            let req = attributes(Stun::binding_request(id)).build();
+            let (reply, from) = exchange(&sock, to, &req, ANSWER_WAIT)
+                .unwrap_or_else(|| panic!("{what}: no answer within {ANSWER_WAIT:?}"));
             assert_eq!(from, to, "{what}: answer from the wrong address");
             let s = parse_success(&reply).unwrap_or_else(|e| panic!("{what}: {e}: {reply:02x?}"));
             assert_eq!(s.id, full_id(id), "{what}: transaction id");
             assert!(s.xor_mapped, "{what}: no XOR-MAPPED-ADDRESS");
             assert_eq!(s.mapped, me, "{what}: mapped address");
-            match fp {
-                Fp::Good => assert_eq!(s.fingerprint, Some(true), "{what}: FINGERPRINT"),
-                _ => assert_eq!(s.fingerprint, None, "{what}: unexpected FINGERPRINT"),
+            if fingerprint {
+                assert_eq!(s.fingerprint, Some(true), "{what}: FINGERPRINT");
+            } else {
+                assert_eq!(s.fingerprint, None, "{what}: unexpected FINGERPRINT");
             }
         }
         // A wrong FINGERPRINT: nothing comes back.
-        let bad = binding_request(txid(99), None, Fp::Bad);
+        let bad = Stun::binding_request(txid(99)).wrong_fingerprint().build();
         assert_eq!(
             exchange_fenced(&sock, to, &bad),
             None,
@@ -302,8 +310,13 @@ fn stun(mode: &str) {
     let sock = client_socket(&lab, SocketAddr::new(CLIENT_V4.into(), 0));
     let me = sock.local_addr().unwrap();
     let id = [0x5a; 16];
-    let (reply, _) = exchange(&sock, server4(), &classic_request(id, 0), ANSWER_WAIT)
-        .unwrap_or_else(|| panic!("{mode}: no answer to a classic Binding request"));
+    let (reply, _) = exchange(
+        &sock,
+        server4(),
+        &Stun::classic_binding_request(id).change_request(0).build(),
+        ANSWER_WAIT,
+    )
+    .unwrap_or_else(|| panic!("{mode}: no answer to a classic Binding request"));
     let s = parse_success(&reply).unwrap_or_else(|e| panic!("{mode}: classic answer: {e}"));
     assert_eq!(s.id, id, "{mode}: classic answer's transaction id");
     assert!(
@@ -312,7 +325,13 @@ fn stun(mode: &str) {
     );
     assert_eq!(s.mapped, me, "{mode}: classic MAPPED-ADDRESS");
     assert_eq!(
-        exchange_fenced(&sock, server4(), &classic_request([0x6b; 16], 6)),
+        exchange_fenced(
+            &sock,
+            server4(),
+            &Stun::classic_binding_request([0x6b; 16])
+                .change_request(6)
+                .build()
+        ),
         None,
         "{mode}: a classic request with change flags was answered"
     );
@@ -415,11 +434,13 @@ fn stun(mode: &str) {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn stun_native() {
     stun("native");
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn stun_skb() {
     stun("skb");
 }
@@ -435,37 +456,46 @@ fn comparison_requests() -> Vec<(String, bool, Vec<u8>)> {
     for (six, fam) in [(false, "v4"), (true, "v6")] {
         let tag = six as u32;
         let name = |s: &str| format!("{s} {fam}");
-        v.push((name("crlf ping"), six, b"\r\n\r\n".to_vec()));
+        v.push((name("crlf ping"), six, CRLF_PING.to_vec()));
         v.push((
             name("stun fingerprint"),
             six,
-            binding_request(txid(1 + tag), None, Fp::Good),
+            Stun::binding_request(txid(1 + tag)).fingerprint().build(),
         ));
         v.push((
             name("stun no fingerprint"),
             six,
-            binding_request(txid(3 + tag), None, Fp::None),
+            Stun::binding_request(txid(3 + tag)).build(),
         ));
         v.push((
             name("stun software+fingerprint"),
             six,
-            binding_request(txid(5 + tag), Some("sip-ka e2e"), Fp::Good),
+            Stun::binding_request(txid(5 + tag))
+                .software("sip-ka e2e")
+                .fingerprint()
+                .build(),
         ));
         v.push((
             name("stun bad fingerprint"),
             six,
-            binding_request(txid(7 + tag), None, Fp::Bad),
+            Stun::binding_request(txid(7 + tag))
+                .wrong_fingerprint()
+                .build(),
         ));
     }
     v.push((
         "stun classic v4".into(),
         false,
-        classic_request([0x11; 16], 0),
+        Stun::classic_binding_request([0x11; 16])
+            .change_request(0)
+            .build(),
     ));
     v.push((
         "stun classic change v4".into(),
         false,
-        classic_request([0x22; 16], 4),
+        Stun::classic_binding_request([0x22; 16])
+            .change_request(4)
+            .build(),
     ));
     v
 }
@@ -502,6 +532,7 @@ fn collect_answers(lab: &Lab) -> Answers {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn userspace_responder_answers_like_xdp() {
     let started = Instant::now();
     let mut lab = common::lab();
@@ -640,6 +671,7 @@ fn userspace_responder_answers_like_xdp() {
 // `sip-ka lab`: the self-contained demonstration runs and exits 0.
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn lab_command_runs_the_demonstration() {
     common::require_env();
     let started = Instant::now();
@@ -677,6 +709,7 @@ fn lab_command_runs_the_demonstration() {
 // counters and configuration.
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn fast_path_keeps_answering_across_a_daemon_restart() {
     let mut lab = common::lab();
     common::start(&mut lab, &["--xdp-mode", "native", "--keep-attached"]);
@@ -693,8 +726,8 @@ fn fast_path_keeps_answering_across_a_daemon_restart() {
             let (mut sent, mut answered) = (0u32, 0u32);
             while sent < 300 && Instant::now() < deadline {
                 sent += 1;
-                if let Some((reply, _)) = exchange(&sock, server4(), b"\r\n\r\n", ANSWER_WAIT) {
-                    answered += (reply == b"\r\n") as u32;
+                if let Some((reply, _)) = exchange(&sock, server4(), CRLF_PING, ANSWER_WAIT) {
+                    answered += (reply == CRLF_PONG) as u32;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -731,7 +764,7 @@ fn fast_path_keeps_answering_across_a_daemon_restart() {
     assert!(status.success());
     assert_eq!(common::attached_mode(&lab), "none", "detached on exit");
     assert!(
-        exchange(&sock, server4(), b"\r\n\r\n", Duration::from_millis(500)).is_none(),
+        exchange(&sock, server4(), CRLF_PING, Duration::from_millis(500)).is_none(),
         "a pong after the daemon detached"
     );
 }

@@ -3,6 +3,8 @@
 //! 198.18.0.1:5060 with XDP attached natively on the server veth.
 //!
 //! Needs root and sipp (`cargo xtask setup`); fails and says so otherwise.
+//! A plain `cargo test` ignores these tests; `cargo xtask test` (or
+//! `-- --include-ignored`) runs them.
 //! Every wait is bounded; each test builds its own lab.
 
 #[allow(unused_imports)] // helpers the other end-to-end tests use
@@ -157,6 +159,7 @@ fn cleanup(dir: &Path) {
 /// TCP connection (transport conversion: the PBX stays on UDP); none may
 /// fail and none may leave a dialog behind.
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn calls_complete_over_udp_and_tcp_and_leave_no_dialog() {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
@@ -201,6 +204,7 @@ fn calls_complete_over_udp_and_tcp_and_leave_no_dialog() {
 /// without a body inside the dialog: the edge answers every one (the PBX
 /// scenario would fail on any of them) and XDP counts every one.
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn in_dialog_keepalives_are_answered_by_the_edge_and_counted_by_xdp() {
     in_dialog_keepalives(UaTransport::Udp);
 }
@@ -208,6 +212,7 @@ fn in_dialog_keepalives_are_answered_by_the_edge_and_counted_by_xdp() {
 /// The same from a UA on TCP: answered by the edge over the connection,
 /// never forwarded (XDP sees only UDP, so the edge's counter tells).
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn in_dialog_keepalives_over_tcp_are_answered_by_the_edge() {
     in_dialog_keepalives(UaTransport::Tcp);
 }
@@ -273,6 +278,7 @@ fn in_dialog_keepalives(transport: UaTransport) {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn options_and_unknown_dialogs_follow_the_pbx_health() {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
@@ -354,6 +360,7 @@ fn options_and_unknown_dialogs_follow_the_pbx_health() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua() {
     reinvite_and_pbx_bye(UaTransport::Udp);
 }
@@ -362,6 +369,7 @@ fn reinvite_without_sdp_reaches_the_pbx_and_the_pbx_bye_reaches_the_ua() {
 /// the UA over the connection it opened, found by the flow token in the
 /// Record-Route the PBX routes by.
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn over_tcp_the_pbx_bye_reaches_the_ua_over_its_connection() {
     reinvite_and_pbx_bye(UaTransport::Tcp);
 }
@@ -400,6 +408,7 @@ fn reinvite_and_pbx_bye(transport: UaTransport) {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn early_dialog_then_cancel_leaves_no_dialog() {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
@@ -439,6 +448,7 @@ fn early_dialog_then_cancel_leaves_no_dialog() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn malformed_and_hop_limited_requests_are_answered_by_the_edge() {
     let started = Instant::now();
     let (lab, dir) = edge_lab();
@@ -519,6 +529,7 @@ fn ua_on(lab: &Lab, dir: &Path, scenario: &str, port: u16, secs: u32) -> Child {
 /// with `--reap-expired` both its UA and the PBX get a BYE from the edge
 /// (the PBX scenario fails without one; the UA scenario waits for it).
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn session_timer_refresh_keeps_a_call_and_expiry_reaps_the_other() {
     let started = Instant::now();
     let se = SE.to_string();

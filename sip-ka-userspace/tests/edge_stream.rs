@@ -7,7 +7,9 @@
 //! reaches the UA over the connection it opened.
 //!
 //! Needs root (`cargo xtask setup` installs the rest); fails and says so
-//! otherwise. Every wait is bounded; each test builds its own lab.
+//! otherwise. Every wait is bounded; each test builds its own lab. A plain
+//! `cargo test` ignores these tests; `cargo xtask test` (or
+//! `-- --include-ignored`) runs them.
 
 #[allow(unused_imports)] // helpers the other end-to-end tests use
 mod common;
@@ -194,6 +196,7 @@ fn counter_reaches(lab: &Lab, name: &str, want: u64) -> (bool, u64) {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn crlf_keepalives_on_tcp_follow_message_boundaries() {
     let started = Instant::now();
     let lab = edge_lab(&[]);
@@ -276,6 +279,7 @@ fn crlf_keepalives_on_tcp_follow_message_boundaries() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn ms_keepalive_is_negotiated_and_an_idle_connection_is_closed() {
     let started = Instant::now();
     // timeout=1: the connection lives while traffic comes within 1 s plus
@@ -342,6 +346,7 @@ fn ms_keepalive_is_negotiated_and_an_idle_connection_is_closed() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn malformed_ms_keepalive_is_counted_and_not_negotiated() {
     let started = Instant::now();
     let lab = edge_lab(&[]);
@@ -381,6 +386,7 @@ fn malformed_ms_keepalive_is_counted_and_not_negotiated() {
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn connections_per_source_are_bounded() {
     let started = Instant::now();
     let lab = edge_lab(&["--max-connections-per-ip", "3"]);
@@ -490,6 +496,7 @@ fn reply(req: &str, code: u16, reason: &str, to_tag: Option<&str>, extra: &[Stri
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn outbound_register_gets_path_and_flow_timer_and_the_pbx_reaches_the_ua_over_its_connection() {
     let started = Instant::now();
     let lab = edge_lab(&["--flow-timer-tcp", "90"]);
@@ -686,6 +693,7 @@ fn tls_read_until(
 }
 
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn tls_and_tcp_share_the_port_and_tls_gets_messages_and_pongs() {
     let started = Instant::now();
     let dir = TempDir(std::env::temp_dir().join(format!("ska-tls-{}", std::process::id())));
@@ -740,6 +748,7 @@ fn tls_and_tcp_share_the_port_and_tls_gets_messages_and_pongs() {
 /// outbound, the PBX calls the registered Contact with no Route, and the
 /// INVITE still reaches the UA over the connection it registered by.
 #[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn a_pbx_without_path_reaches_a_registered_tcp_ua_over_its_connection() {
     let started = Instant::now();
     let lab = edge_lab(&[]);

@@ -18,6 +18,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+pub mod packet;
+
 pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x5a, 0, 1, 0, 0, 0, 1);

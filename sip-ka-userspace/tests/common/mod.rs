@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: preconditions, sockets inside a lab's
-//! client namespace, an independent STUN encoder/decoder (so the tests do
-//! not trust the code under test), counter deltas and bounded waits.
+//! client namespace, an independent STUN decoder (so the tests do not
+//! trust the code under test to read its own answers), counter deltas and
+//! bounded waits. Requests are built with `sip_ka::lab::packet`.
 
 #![allow(dead_code)]
 
@@ -13,7 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_ka::lab::{self, Lab};
+use sip_ka::lab::{
+    self,
+    packet::{CRLF_PING, CRLF_PONG},
+    Lab,
+};
 
 pub mod edge;
 
@@ -132,7 +137,7 @@ pub fn exchange_fenced(
 ) -> Option<(Vec<u8>, SocketAddr)> {
     drain(sock);
     sock.send_to(payload, to).expect("send_to");
-    sock.send_to(b"\r\n\r\n", to).expect("send_to");
+    sock.send_to(CRLF_PING, to).expect("send_to");
     let deadline = Instant::now() + ANSWER_WAIT;
     let mut buf = [0u8; 2048];
     let mut answer = None;
@@ -141,7 +146,7 @@ pub fn exchange_fenced(
             break;
         }
         match sock.recv_from(&mut buf) {
-            Ok((n, src)) if src == to && &buf[..n] == b"\r\n" => return answer,
+            Ok((n, src)) if src == to && &buf[..n] == CRLF_PONG => return answer,
             Ok((n, src)) => {
                 answer.get_or_insert((buf[..n].to_vec(), src));
             }
@@ -358,13 +363,12 @@ impl Drop for Daemon {
 }
 
 // ---------------------------------------------------------------------------
-// STUN, written here from RFC 8489 / RFC 3489 rather than taken from the
-// crates under test.
+// Reading STUN answers, written here from RFC 8489 / RFC 3489 rather than
+// taken from the crates under test.
 
 pub const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 pub const MAPPED_ADDRESS: u16 = 0x0001;
-pub const SOFTWARE: u16 = 0x8022;
 pub const FINGERPRINT: u16 = 0x8028;
 
 pub fn crc32(data: &[u8]) -> u32 {
@@ -393,53 +397,6 @@ pub fn txid(seed: u32) -> [u8; 12] {
         *b = (seed.wrapping_mul(2_654_435_761).rotate_left(i as u32 * 5) >> 3) as u8 ^ i as u8;
     }
     id
-}
-
-/// How a test request's FINGERPRINT is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fp {
-    None,
-    Good,
-    Bad,
-}
-
-/// An RFC 8489 Binding request, optionally with SOFTWARE, and FINGERPRINT.
-pub fn binding_request(id: [u8; 12], software: Option<&str>, fp: Fp) -> Vec<u8> {
-    let mut m = vec![0x00, 0x01, 0, 0];
-    m.extend_from_slice(&COOKIE);
-    m.extend_from_slice(&id);
-    if let Some(sw) = software {
-        m.extend_from_slice(&SOFTWARE.to_be_bytes());
-        m.extend_from_slice(&(sw.len() as u16).to_be_bytes());
-        m.extend_from_slice(sw.as_bytes());
-        while !m.len().is_multiple_of(4) {
-            m.push(0);
-        }
-    }
-    if fp != Fp::None {
-        let len = (m.len() - 20 + 8) as u16;
-        m[2..4].copy_from_slice(&len.to_be_bytes());
-        let mut v = fingerprint_of(&m);
-        if fp == Fp::Bad {
-            v ^= 0x0000_0100;
-        }
-        m.extend_from_slice(&FINGERPRINT.to_be_bytes());
-        m.extend_from_slice(&4u16.to_be_bytes());
-        m.extend_from_slice(&v.to_be_bytes());
-    }
-    let len = (m.len() - 20) as u16;
-    m[2..4].copy_from_slice(&len.to_be_bytes());
-    m
-}
-
-/// An RFC 3489 Binding request (16-byte id, no cookie) with a
-/// CHANGE-REQUEST attribute carrying `change` (0 = no change).
-pub fn classic_request(id: [u8; 16], change: u32) -> Vec<u8> {
-    let mut m = vec![0x00, 0x01, 0x00, 0x08];
-    m.extend_from_slice(&id);
-    m.extend_from_slice(&[0x00, 0x03, 0x00, 0x04]);
-    m.extend_from_slice(&change.to_be_bytes());
-    m
 }
 
 /// A decoded Binding success response.
