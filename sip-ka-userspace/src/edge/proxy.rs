@@ -60,7 +60,7 @@ impl Inbound {
             .map(|r| (self.with_mka(r).to_bytes(), self.src))
     }
 
-    fn from_pbx(&self, edge: &Edge) -> bool {
+    fn is_from_pbx(&self, edge: &Edge) -> bool {
         self.src == Flow::Udp(edge.cfg.upstream)
     }
 }
@@ -361,7 +361,7 @@ impl Edge {
                 r.remove_top_via();
                 return Some((inbound.with_mka(r).to_bytes(), src));
             }
-            dialogs.on_request_from(&fwd, ua, !inbound.from_pbx(self), now_ms);
+            dialogs.on_request_from(&fwd, ua, !inbound.is_from_pbx(self), now_ms);
         }
         let bytes = fwd.to_bytes();
         if let Flow::Udp(to) = dest {

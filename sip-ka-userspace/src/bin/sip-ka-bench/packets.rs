@@ -1,89 +1,36 @@
 //! Every frame and payload the bench sends or answers with: Ethernet/IPv4/
 //! UDP frames for BPF_PROG_TEST_RUN, STUN Binding requests, CRLF pings and
 //! the SIP messages of the test run, the readiness probe and the stand-in
-//! PBX. Kept in one file so that the bench can move to a shared packet
-//! builder in one place.
+//! PBX. Frames and STUN messages come from the library's packet builder
+//! (`sip_ka::lab::packet`), the one the fixtures use.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use sip_ka_common::stun::{crc32, ATTR_FINGERPRINT, FINGERPRINT_XOR, MAGIC_COOKIE_BYTES};
-
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const CLIENT4: [u8; 4] = [198, 18, 0, 2];
-const SERVER4: [u8; 4] = [198, 18, 0, 1];
+use sip_ka::lab::{
+    packet::{self, PacketBuilder, Stun},
+    CLIENT_V4, SERVER_V4,
+};
 
 /// An RFC 5626 keep-alive ping (double CRLF); the pong is a single CRLF.
-pub(crate) const CRLF_PING: &[u8] = b"\r\n\r\n";
+pub(crate) const CRLF_PING: &[u8] = packet::CRLF_PING;
 
-fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-/// Ethernet + IPv4 + UDP around `payload`, checksums correct.
+/// Ethernet + IPv4 + UDP around `payload` from the lab's client to its
+/// server, checksums correct.
 pub(crate) fn udp4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let udp_len = 8 + payload.len();
-    let mut p = Vec::with_capacity(34 + udp_len);
-    p.extend(SERVER_MAC);
-    p.extend(CLIENT_MAC);
-    p.extend(0x0800u16.to_be_bytes());
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&0x1c46u16.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&CLIENT4);
-    ip[16..20].copy_from_slice(&SERVER4);
-    let c = fold(sum16(&ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend(ip);
-    let mut udp = Vec::with_capacity(udp_len);
-    udp.extend(sport.to_be_bytes());
-    udp.extend(dport.to_be_bytes());
-    udp.extend((udp_len as u16).to_be_bytes());
-    udp.extend([0, 0]);
-    udp.extend(payload);
-    let mut pseudo = Vec::with_capacity(12 + udp.len());
-    pseudo.extend(CLIENT4);
-    pseudo.extend(SERVER4);
-    pseudo.extend([0, 17]);
-    pseudo.extend((udp_len as u16).to_be_bytes());
-    pseudo.extend(&udp);
-    let c = match fold(sum16(&pseudo)) {
-        0 => 0xffff,
-        c => c,
-    };
-    udp[6..8].copy_from_slice(&c.to_be_bytes());
-    p.extend(udp);
-    p
+    PacketBuilder::udp4(CLIENT_V4, sport, SERVER_V4, dport, payload)
+        .ip_id(0x1c46)
+        .build()
 }
 
 /// A STUN Binding request (RFC 5389) with no attributes, or only a
 /// FINGERPRINT.
 pub(crate) fn binding_request(txid: [u8; 12], fingerprint: bool) -> Vec<u8> {
-    let mut m = Vec::with_capacity(28);
-    m.extend(1u16.to_be_bytes());
-    m.extend((if fingerprint { 8u16 } else { 0 }).to_be_bytes());
-    m.extend(MAGIC_COOKIE_BYTES);
-    m.extend(txid);
+    let req = Stun::binding_request(txid);
     if fingerprint {
-        let fp = crc32(&m) ^ FINGERPRINT_XOR;
-        m.extend(ATTR_FINGERPRINT.to_be_bytes());
-        m.extend(4u16.to_be_bytes());
-        m.extend(fp.to_be_bytes());
+        req.fingerprint().build()
+    } else {
+        req.build()
     }
-    m
 }
 
 /// The lab load's Binding request number `seq`: its transaction id is
