@@ -23,6 +23,22 @@ pub enum XdpModeChoice {
     Skb,
 }
 
+/// Fails unless `iface` names an interface in this network namespace: a
+/// start checks it before it loads or pins anything.
+pub fn check_iface(iface: &str) -> Result<()> {
+    let c = std::ffi::CString::new(iface)
+        .map_err(|_| anyhow!("interface name {iface:?} contains a NUL byte"))?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+    if unsafe { libc::if_nametoindex(c.as_ptr()) } == 0 {
+        return Err(anyhow!(
+            "no interface named {iface} in this network namespace ({}); nothing was loaded \
+             or pinned",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// Loads program `name` and attaches it to `iface`. If a link is already
 /// pinned at `link_path` (a restart, or --keep-attached earlier), the
 /// program behind it is replaced atomically and no packet goes

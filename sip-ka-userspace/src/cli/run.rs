@@ -200,6 +200,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
 
     let pin_dir = args.pin.pin_dir.clone();
+    // Before any map or link is touched: one daemon per pin directory (a
+    // second one would replace the running one's program and unpin its
+    // maps on its way out), and an interface that exists.
+    let _lock = pins::PinLock::acquire(&pin_dir)?;
+    if let Some(iface) = &iface {
+        attach::check_iface(iface)?;
+    }
+    // Until the daemon is ready, a failure removes the pins this start
+    // created and nothing else.
+    let mut start_pins = pins::StartPins::record(
+        &pin_dir,
+        iface
+            .as_ref()
+            .map(|i| pins::Pins::new(&pin_dir).link_path(i)),
+    );
     let mut bpf = load::load(&pin_dir, load::aya_log_level())?;
 
     // Configuration: keep what a previous run left in the pinned map
@@ -299,15 +314,19 @@ pub fn run(args: RunArgs) -> Result<()> {
                 None
             }
         };
+        // Handlers first: a SIGTERM right after "ready" must run the exit
+        // path, not kill the daemon with its pins in place.
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+        start_pins.keep();
         println!("sip-ka: ready (pins in {})", pin_dir.display());
         use std::io::Write as _;
         std::io::stdout().flush().ok();
 
-        let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = tick.tick() => {
                     housekeeping(&config_map, &mut stats_map, &shared);
@@ -323,6 +342,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         anyhow::Ok(())
     });
     drop(rt);
+    if !start_pins.kept() {
+        // A failed start: `start_pins` takes back what it pinned.
+        return result;
+    }
 
     if args.keep_attached {
         log::info!(
