@@ -83,7 +83,7 @@ fn show(len: u32, bytes: &[u8; 16]) -> String {
 }
 
 pub fn acl(args: AclArgs) -> Result<()> {
-    let pins = pins::Pins::new(&args.pin.pin_dir);
+    let pins = pins::Pins::attached(&args.pin.pin_dir)?;
     match args.action {
         AclAction::Add { list, prefix } => {
             let (len, bytes) = parse_prefix(&prefix)?;

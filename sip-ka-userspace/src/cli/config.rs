@@ -32,7 +32,7 @@ pub enum ConfigAction {
 }
 
 pub fn config(args: ConfigArgs) -> Result<()> {
-    let pins = pins::Pins::new(&args.pin.pin_dir);
+    let pins = pins::Pins::attached(&args.pin.pin_dir)?;
     match args.action {
         ConfigAction::Get { key } => {
             let cfg = pins::read_config(&pins.config()?)?;

@@ -29,7 +29,7 @@ pub fn state_name(s: u32) -> &'static str {
 }
 
 pub fn dialogs(args: DialogsArgs) -> Result<()> {
-    let pins = pins::Pins::new(&args.pin.pin_dir);
+    let pins = pins::Pins::attached(&args.pin.pin_dir)?;
     let map = pins.dialogs()?;
     let now_ns = clock::monotonic_ns();
     let now_unix = SystemTime::now()

@@ -36,7 +36,7 @@ pub fn addr_of(addr: &[u8; 16], port: u16) -> SocketAddr {
 }
 
 pub fn peers(args: PeersArgs) -> Result<()> {
-    let pins = pins::Pins::new(&args.pin.pin_dir);
+    let pins = pins::Pins::attached(&args.pin.pin_dir)?;
     let map = pins.peers()?;
     let now = clock::monotonic_ns();
     let mut rows = Vec::new();

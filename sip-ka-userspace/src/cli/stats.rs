@@ -24,7 +24,7 @@ pub struct StatsArgs {
 }
 
 pub fn stats(args: StatsArgs) -> Result<()> {
-    let pins = pins::Pins::new(&args.pin.pin_dir);
+    let pins = pins::Pins::attached(&args.pin.pin_dir)?;
     let stats = pins.stats()?;
     let mut last: Option<Vec<u64>> = None;
     loop {
