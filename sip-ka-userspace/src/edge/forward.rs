@@ -104,17 +104,26 @@ pub fn is_loop(msg: &SipMessage, local: SocketAddr) -> bool {
 /// RFC 3581 / RFC 3261 18.2.1: `received` when the sent-by differs from
 /// the packet's source, and `rport` (with `received`) filled in when the
 /// sender asked for it, so the response finds its way back through NAT.
+/// Responses go where these say (see [`via_destination`]), so any
+/// `received` or `rport` value the sender wrote itself is dropped first:
+/// only the packet's real source may choose where the edge sends.
 pub fn stamp_received(msg: &mut SipMessage, src: SocketAddr) {
     let Some(mut top) = msg.top_via() else {
         return;
     };
-    if top.rport().is_some() {
+    let asked_rport = top.rport().is_some();
+    let forged = top.received().is_some() || top.rport().flatten().is_some();
+    if !asked_rport && !forged && host_ip(&top.host) == Some(src.ip()) {
+        return;
+    }
+    top.params.retain(|p| {
+        !p.name.eq_ignore_ascii_case("received") && !p.name.eq_ignore_ascii_case("rport")
+    });
+    if asked_rport {
         top.set_param("rport", Some(src.port().to_string()));
         top.set_param("received", Some(src.ip().to_string()));
     } else if host_ip(&top.host) != Some(src.ip()) {
         top.set_param("received", Some(src.ip().to_string()));
-    } else {
-        return;
     }
     msg.set_top_via(&top);
 }
@@ -363,6 +372,40 @@ mod tests {
             .unwrap()
             .replace("z9hG4bKabc", "z9hG4bKdef");
         assert_ne!(branch(&parse(&text)), branch(&inv));
+    }
+
+    #[test]
+    fn a_received_or_rport_the_sender_wrote_is_replaced_by_its_source() {
+        let src: SocketAddr = "198.18.0.2:5999".parse().unwrap();
+        let with_via = |via: &str| {
+            let text = String::from_utf8(invite().to_bytes())
+                .unwrap()
+                .replace("10.0.0.5:5060;branch=z9hG4bKabc;rport", via);
+            parse(&text)
+        };
+        for (via, to) in [
+            // Sent-by is the source: a forged `received` goes.
+            ("198.18.0.2:5999;branch=z9hG4bK1;received=10.201.1.9", src),
+            // Behind NAT: `received` says the real source.
+            ("10.0.0.5:5999;branch=z9hG4bK1;received=10.201.1.9", src),
+            // rport asked for, forged values in both.
+            (
+                "10.0.0.5:5060;branch=z9hG4bK1;received=10.201.1.9;rport=7",
+                "198.18.0.2:5999".parse().unwrap(),
+            ),
+            // Two `received`: neither is kept.
+            (
+                "198.18.0.2:5999;branch=z9hG4bK1;received=10.201.1.9;received=10.201.1.8",
+                src,
+            ),
+        ] {
+            let mut m = with_via(via);
+            stamp_received(&mut m, src);
+            let top = m.top_via().unwrap();
+            assert_eq!(via_destination(&top), Some(to), "{via}");
+            let text = top.to_string();
+            assert!(!text.contains("10.201.1."), "{text}");
+        }
     }
 
     #[test]
