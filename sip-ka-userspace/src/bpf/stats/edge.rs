@@ -53,6 +53,7 @@ counters! {
     dialogs_idle_ended: "Confirmed dialogs ended after --dialog-idle-timeout without in-dialog traffic.",
     dialogs_restored: "Dialogs read back from the state directory at start.",
     retransmissions: "Requests from TCP/TLS UAs retransmitted to the PBX over UDP.",
+    responses_refused: "Responses dropped because their branch names no request the edge sent by the flow they came by (forged answers).",
 }
 
 impl Counters {
