@@ -184,7 +184,7 @@ impl Edge {
             return None;
         }
         // Not idle (--dialog-idle-timeout).
-        dialogs.touch(call_id, Some(src), now_ms);
+        dialogs.touch(msg, Some(src), now_ms);
         drop(dialogs);
         Counters::bump(match kind {
             Kind::InDialog if known => &c.ka_in_dialog_ok,
