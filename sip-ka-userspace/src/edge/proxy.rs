@@ -27,6 +27,11 @@ pub type Out = Option<(Vec<u8>, Flow)>;
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8).
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
+/// How many bytes the edge's answer to a malformed request over UDP may
+/// exceed the request by (its To tag and Content-Length, a longer reason
+/// phrase than the request line); a larger one is dropped and counted.
+pub const MAX_ERROR_GROWTH: usize = 64;
+
 /// Our Via parameter carrying the flow token of the connection a request
 /// came in on (its response goes back there).
 pub const VIA_FLOW: &str = "ska-flow";
@@ -95,6 +100,16 @@ impl Edge {
             Err(err) => {
                 let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
                 match error_response(raw, &err, &tag) {
+                    // The answer spells out compact header names and adds a
+                    // tag: over UDP, whose source may be spoofed, it must not
+                    // make the edge an amplifier.
+                    Some(bytes)
+                        if !src.is_stream() && bytes.len() > raw.len() + MAX_ERROR_GROWTH =>
+                    {
+                        log::debug!("edge: 400 to {src:?} larger than its request: dropped");
+                        Counters::bump(&c.error_answers_dropped);
+                        None
+                    }
                     Some(bytes) => {
                         log::debug!("edge: 400 to {src:?}: {err}");
                         Counters::bump(&c.bad_requests);
@@ -873,6 +888,42 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    #[test]
+    fn a_400_over_udp_is_never_much_larger_than_its_request() {
+        let e = edge();
+        let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        // Compact headers, a Via per line: the 400 spells every name out
+        // (and there are too many headers, so it is a 400).
+        let vias: String = (0..200)
+            .map(|i| format!("v:SIP/2.0/UDP a{i}\r\n"))
+            .collect();
+        let compact = format!(
+            "OPTIONS sip:a SIP/2.0\r\n{vias}f:<sip:a>;tag=1\r\nt:<sip:b>\r\ni:c\r\nCSeq:1 OPTIONS\r\n\r\n"
+        );
+        let answer = e.handle(compact.as_bytes(), ua, local, now());
+        if let Some((bytes, _)) = &answer {
+            assert!(
+                bytes.len() <= compact.len() + MAX_ERROR_GROWTH,
+                "{} bytes answered to {}",
+                bytes.len(),
+                compact.len()
+            );
+        }
+        assert_eq!(
+            e.counters
+                .error_answers_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // Over a connection (no spoofed source) it is answered.
+        let (flow, _rx) = tcp_conn(&e, "198.18.0.2:40009".parse().unwrap(), local);
+        let stream = compact.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+        let (r, _) = e
+            .handle_message(stream.as_bytes(), Framing::Stream, flow, local, now())
+            .unwrap();
+        assert!(String::from_utf8_lossy(&r).starts_with("SIP/2.0 400 "));
     }
 
     /// A fake connection in the edge's registry: its flow, and what the
