@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::transport::StreamKind;
+use super::transport::{Flow, FlowToken, StreamKind};
 use crate::sip::{Method, NameAddr, SipMessage, Via};
 
 /// Every branch the edge puts in a Via starts with this (RFC 3261 magic
@@ -48,19 +48,69 @@ pub fn loop_key(msg: &SipMessage) -> u64 {
     ])
 }
 
-/// Our branch for a request: the loop key, then a hash of the incoming
-/// top Via's branch. A retransmission, and the CANCEL or non-2xx ACK of
-/// an INVITE, get the same branch as the request they belong to.
-pub fn branch(msg: &SipMessage) -> String {
-    let top = msg
-        .top_via()
-        .and_then(|v| v.branch().map(str::to_string))
-        .unwrap_or_default();
-    format!(
-        "{BRANCH_PREFIX}{:016x}.{:016x}",
-        loop_key(msg),
-        fnv1a(&[top.as_bytes()])
+/// What a branch seals besides the loop key: the transaction as every
+/// response to it shows it too (the request's top Via branch as it came
+/// in, which is the response's Via below ours; Call-ID, From tag and CSeq
+/// number, which a CANCEL and a non-2xx ACK share with their INVITE) and
+/// the flow the request left by, keyed with the edge's secret.
+fn seal(key: &FlowToken, mark: &str, msg: &SipMessage, incoming: &str, to: &Flow) -> u64 {
+    let call_id = msg.call_id().unwrap_or_default();
+    let from_tag = msg.from_tag().unwrap_or_default();
+    let cseq = msg.cseq().map(|c| c.seq.to_string()).unwrap_or_default();
+    let flow = match *to {
+        Flow::Udp(a) => format!("u{a}"),
+        Flow::Stream { id, peer, kind } => format!("{}{id}-{peer}", kind.uri_transport()),
+    };
+    key.keyed_hash(
+        b"branch",
+        &[
+            mark.as_bytes(),
+            incoming.as_bytes(),
+            call_id.as_bytes(),
+            from_tag.as_bytes(),
+            cseq.as_bytes(),
+            flow.as_bytes(),
+        ],
     )
+}
+
+/// The branch of the top Via (empty when absent).
+fn top_branch(msg: &SipMessage) -> String {
+    msg.top_via()
+        .and_then(|v| v.branch().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Our branch for a request sent by the flow `to`: the loop key, then a
+/// keyed hash ([`FlowToken::keyed_hash`]) of the transaction and `to`. A
+/// retransmission, and the CANCEL or non-2xx ACK of an INVITE, get the
+/// same branch as the request they belong to; nobody without the key can
+/// compute one, so nobody can answer a request they did not receive.
+pub fn branch(msg: &SipMessage, key: &FlowToken, to: &Flow) -> String {
+    let mark = format!("{:016x}", loop_key(msg));
+    let seal = seal(key, &mark, msg, &top_branch(msg), to);
+    format!("{BRANCH_PREFIX}{mark}.{seal:016x}")
+}
+
+/// Whether our Via `ours`, taken off the response `resp`, names a request
+/// the edge sent by the flow `from` the response came by. A response to
+/// anything else is forged: a phone's "registrar answer", a 2xx to
+/// someone else's BYE.
+pub fn answers_request_sent_to(
+    ours: &Via,
+    resp: &SipMessage,
+    key: &FlowToken,
+    from: &Flow,
+) -> bool {
+    let Some((mark, sealed)) = ours
+        .branch()
+        .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
+        .and_then(|b| b.split_once('.'))
+    else {
+        return false;
+    };
+    let want = format!("{:016x}", seal(key, mark, resp, &top_branch(resp), from));
+    sealed.eq_ignore_ascii_case(&want)
 }
 
 /// An IP address as a URI or Via host (IPv6 in brackets).
@@ -104,17 +154,26 @@ pub fn is_loop(msg: &SipMessage, local: SocketAddr) -> bool {
 /// RFC 3581 / RFC 3261 18.2.1: `received` when the sent-by differs from
 /// the packet's source, and `rport` (with `received`) filled in when the
 /// sender asked for it, so the response finds its way back through NAT.
+/// Responses go where these say (see [`via_destination`]), so any
+/// `received` or `rport` value the sender wrote itself is dropped first:
+/// only the packet's real source may choose where the edge sends.
 pub fn stamp_received(msg: &mut SipMessage, src: SocketAddr) {
     let Some(mut top) = msg.top_via() else {
         return;
     };
-    if top.rport().is_some() {
+    let asked_rport = top.rport().is_some();
+    let forged = top.received().is_some() || top.rport().flatten().is_some();
+    if !asked_rport && !forged && host_ip(&top.host) == Some(src.ip()) {
+        return;
+    }
+    top.params.retain(|p| {
+        !p.name.eq_ignore_ascii_case("received") && !p.name.eq_ignore_ascii_case("rport")
+    });
+    if asked_rport {
         top.set_param("rport", Some(src.port().to_string()));
         top.set_param("received", Some(src.ip().to_string()));
     } else if host_ip(&top.host) != Some(src.ip()) {
         top.set_param("received", Some(src.ip().to_string()));
-    } else {
-        return;
     }
     msg.set_top_via(&top);
 }
@@ -208,12 +267,15 @@ impl Hop {
 /// Max-Forwards and loops, removes our Route entries, stamps the sender's
 /// Via, decrements Max-Forwards, adds Record-Route to dialog-creating
 /// requests and pushes our Via. `local` is the address the request came
-/// in on and leaves from.
+/// in on and leaves from; `to` the flow it leaves by, which its branch
+/// seals with `key`.
 pub fn prepare_request(
     msg: &mut SipMessage,
     src: SocketAddr,
     local: SocketAddr,
     hop: &Hop,
+    key: &FlowToken,
+    to: Flow,
 ) -> Result<(), Refusal> {
     let hops = msg.max_forwards().unwrap_or(DEFAULT_MAX_FORWARDS);
     if hops == 0 {
@@ -223,7 +285,7 @@ pub fn prepare_request(
     if is_loop(msg, local) {
         return Err(Refusal::Loop);
     }
-    let branch = branch(msg);
+    let branch = branch(msg, key, &to);
     stamp_received(msg, src);
     msg.set_max_forwards(hops - 1);
     if creates_dialog(msg) {
@@ -304,6 +366,19 @@ mod tests {
     use crate::sip::{Framing, Limits};
 
     const EDGE: &str = "198.18.0.1:5060";
+    const PBX: &str = "198.18.0.1:5080";
+
+    fn key() -> FlowToken {
+        FlowToken::with_key(&[7; 32])
+    }
+
+    fn pbx() -> Flow {
+        Flow::Udp(PBX.parse().unwrap())
+    }
+
+    fn prep(m: &mut SipMessage, src: SocketAddr, local: SocketAddr) -> Result<(), Refusal> {
+        prepare_request(m, src, local, &Hop::udp(local), &key(), pbx())
+    }
 
     fn parse(s: &str) -> SipMessage {
         crate::sip::parse_message(s.as_bytes(), Framing::Datagram, &Limits::default()).unwrap()
@@ -327,8 +402,8 @@ mod tests {
         let local: SocketAddr = EDGE.parse().unwrap();
         let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
         let mut m = invite();
-        let expected_branch = branch(&m);
-        prepare_request(&mut m, src, local, &Hop::udp(local)).unwrap();
+        let expected_branch = branch(&m, &key(), &pbx());
+        prep(&mut m, src, local).unwrap();
         let vias = m.vias().unwrap();
         assert_eq!(vias.len(), 2);
         assert_eq!(vias[0].branch(), Some(expected_branch.as_str()));
@@ -339,7 +414,7 @@ mod tests {
         assert_eq!(m.header("Record-Route"), Some("<sip:198.18.0.1:5060;lr>"));
         // Deterministic: the same request gives the same branch.
         let mut again = invite();
-        prepare_request(&mut again, src, local, &Hop::udp(local)).unwrap();
+        prep(&mut again, src, local).unwrap();
         assert_eq!(again.top_via(), m.top_via());
     }
 
@@ -356,13 +431,90 @@ mod tests {
                 );
             parse(&text)
         };
-        assert_eq!(branch(&as_method("CANCEL", "")), branch(&inv));
-        assert_eq!(branch(&as_method("ACK", ";tag=b1")), branch(&inv));
+        let b = |m: &SipMessage| branch(m, &key(), &pbx());
+        assert_eq!(b(&as_method("CANCEL", "")), b(&inv));
+        assert_eq!(b(&as_method("ACK", ";tag=b1")), b(&inv));
         // Another transaction (a new top branch) gets another branch.
         let text = String::from_utf8(inv.to_bytes())
             .unwrap()
             .replace("z9hG4bKabc", "z9hG4bKdef");
-        assert_ne!(branch(&parse(&text)), branch(&inv));
+        assert_ne!(b(&parse(&text)), b(&inv));
+    }
+
+    #[test]
+    fn a_received_or_rport_the_sender_wrote_is_replaced_by_its_source() {
+        let src: SocketAddr = "198.18.0.2:5999".parse().unwrap();
+        let with_via = |via: &str| {
+            let text = String::from_utf8(invite().to_bytes())
+                .unwrap()
+                .replace("10.0.0.5:5060;branch=z9hG4bKabc;rport", via);
+            parse(&text)
+        };
+        for (via, to) in [
+            // Sent-by is the source: a forged `received` goes.
+            ("198.18.0.2:5999;branch=z9hG4bK1;received=10.201.1.9", src),
+            // Behind NAT: `received` says the real source.
+            ("10.0.0.5:5999;branch=z9hG4bK1;received=10.201.1.9", src),
+            // rport asked for, forged values in both.
+            (
+                "10.0.0.5:5060;branch=z9hG4bK1;received=10.201.1.9;rport=7",
+                "198.18.0.2:5999".parse().unwrap(),
+            ),
+            // Two `received`: neither is kept.
+            (
+                "198.18.0.2:5999;branch=z9hG4bK1;received=10.201.1.9;received=10.201.1.8",
+                src,
+            ),
+        ] {
+            let mut m = with_via(via);
+            stamp_received(&mut m, src);
+            let top = m.top_via().unwrap();
+            assert_eq!(via_destination(&top), Some(to), "{via}");
+            let text = top.to_string();
+            assert!(!text.contains("10.201.1."), "{text}");
+        }
+    }
+
+    #[test]
+    fn branches_carry_the_edge_secret_and_the_flow() {
+        let inv = invite();
+        let other = FlowToken::with_key(&[8; 32]);
+        // Stable for a retransmission (the same request again).
+        assert_eq!(
+            branch(&inv, &key(), &pbx()),
+            branch(&invite(), &key(), &pbx())
+        );
+        // Another edge's key, or another flow: another branch.
+        assert_ne!(branch(&inv, &key(), &pbx()), branch(&inv, &other, &pbx()));
+        let ua = Flow::Udp("198.18.0.2:5062".parse().unwrap());
+        assert_ne!(branch(&inv, &key(), &pbx()), branch(&inv, &key(), &ua));
+        // Today's unkeyed form (FNV of the same public fields) is not it.
+        let public = format!(
+            "{BRANCH_PREFIX}{:016x}.{:016x}",
+            loop_key(&inv),
+            fnv1a(&[b"z9hG4bKabc"])
+        );
+        assert_ne!(branch(&inv, &key(), &pbx()), public);
+        // A response proves itself only from the flow the request took,
+        // with the same transaction and only to the key that made it.
+        let local: SocketAddr = EDGE.parse().unwrap();
+        let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
+        let mut m = invite();
+        prep(&mut m, src, local).unwrap();
+        let mut resp = m.response(200, "OK", Some("b1")).unwrap();
+        let (ours, _) = prepare_response(&mut resp, local).unwrap();
+        assert!(answers_request_sent_to(&ours, &resp, &key(), &pbx()));
+        assert!(!answers_request_sent_to(&ours, &resp, &key(), &ua));
+        assert!(!answers_request_sent_to(&ours, &resp, &other, &pbx()));
+        let text = String::from_utf8(resp.to_bytes())
+            .unwrap()
+            .replace("c1@example.com", "someone-else@example.com");
+        assert!(!answers_request_sent_to(
+            &ours,
+            &parse(&text),
+            &key(),
+            &pbx()
+        ));
     }
 
     #[test]
@@ -371,18 +523,12 @@ mod tests {
         let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
         let mut m = invite();
         m.set_max_forwards(0);
-        assert_eq!(
-            prepare_request(&mut m, src, local, &Hop::udp(local)),
-            Err(Refusal::TooManyHops)
-        );
+        assert_eq!(prep(&mut m, src, local), Err(Refusal::TooManyHops));
         let mut m = invite();
-        prepare_request(&mut m, src, local, &Hop::udp(local)).unwrap();
+        prep(&mut m, src, local).unwrap();
         // The same request comes back (the PBX sent it to us again).
         m.remove_header("Record-Route");
-        assert_eq!(
-            prepare_request(&mut m, src, local, &Hop::udp(local)),
-            Err(Refusal::Loop)
-        );
+        assert_eq!(prep(&mut m, src, local), Err(Refusal::Loop));
     }
 
     #[test]
@@ -408,7 +554,7 @@ mod tests {
         let local: SocketAddr = EDGE.parse().unwrap();
         let src: SocketAddr = "198.18.0.2:40000".parse().unwrap();
         let mut m = invite();
-        prepare_request(&mut m, src, local, &Hop::udp(local)).unwrap();
+        prep(&mut m, src, local).unwrap();
         let mut resp = m.response(180, "Ringing", Some("b1")).unwrap();
         assert_eq!(prepare_response(&mut resp, local).map(|r| r.1), Some(src));
         assert_eq!(resp.vias().unwrap().len(), 1);

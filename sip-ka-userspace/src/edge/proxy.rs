@@ -27,6 +27,11 @@ pub type Out = Option<(Vec<u8>, Flow)>;
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8).
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
+/// How many bytes the edge's answer to a malformed request over UDP may
+/// exceed the request by (its To tag and Content-Length, a longer reason
+/// phrase than the request line); a larger one is dropped and counted.
+pub const MAX_ERROR_GROWTH: usize = 64;
+
 /// Our Via parameter carrying the flow token of the connection a request
 /// came in on (its response goes back there).
 pub const VIA_FLOW: &str = "ska-flow";
@@ -95,6 +100,16 @@ impl Edge {
             Err(err) => {
                 let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
                 match error_response(raw, &err, &tag) {
+                    // The answer spells out compact header names and adds a
+                    // tag: over UDP, whose source may be spoofed, it must not
+                    // make the edge an amplifier.
+                    Some(bytes)
+                        if !src.is_stream() && bytes.len() > raw.len() + MAX_ERROR_GROWTH =>
+                    {
+                        log::debug!("edge: 400 to {src:?} larger than its request: dropped");
+                        Counters::bump(&c.error_answers_dropped);
+                        None
+                    }
                     Some(bytes) => {
                         log::debug!("edge: 400 to {src:?}: {err}");
                         Counters::bump(&c.bad_requests);
@@ -184,7 +199,7 @@ impl Edge {
             return None;
         }
         // Not idle (--dialog-idle-timeout).
-        dialogs.touch(call_id, Some(src), now_ms);
+        dialogs.touch(msg, Some(src), now_ms);
         drop(dialogs);
         Counters::bump(match kind {
             Kind::InDialog if known => &c.ka_in_dialog_ok,
@@ -205,7 +220,9 @@ impl Edge {
         let (src, local) = (inbound.src, inbound.local);
         let dest = Flow::Udp(self.cfg.upstream);
         let hop = self.hop(&fwd, src, dest, local, inbound.mka);
-        if let Err(refusal) = forward::prepare_request(&mut fwd, src.peer(), local, &hop) {
+        let key = &self.transports.tokens;
+        if let Err(refusal) = forward::prepare_request(&mut fwd, src.peer(), local, &hop, key, dest)
+        {
             return self.refuse_forward(inbound, refusal);
         }
         if fwd.method() == Some(&Method::Register) {
@@ -243,9 +260,14 @@ impl Edge {
             Err((code, reason)) => return inbound.refuse(code, reason),
         };
         let hop = self.hop(&fwd, inbound.src, dest, inbound.local, inbound.mka);
-        if let Err(refusal) =
-            forward::prepare_request(&mut fwd, inbound.src.peer(), inbound.local, &hop)
-        {
+        if let Err(refusal) = forward::prepare_request(
+            &mut fwd,
+            inbound.src.peer(),
+            inbound.local,
+            &hop,
+            &self.transports.tokens,
+            dest,
+        ) {
             return self.refuse_forward(inbound, refusal);
         }
         self.send_request(inbound, fwd, dest, dest, now_ms)
@@ -479,14 +501,23 @@ impl Edge {
         // Only the PBX sends responses toward UAs. A UA answers requests
         // of the PBX, so its responses go to the PBX and nowhere else:
         // anything else is a forged Via turning the edge into a reflector.
-        if src != Flow::Udp(self.cfg.upstream)
-            && (via_param(&ours, VIA_FLOW).is_some() || next != self.cfg.upstream)
-        {
+        let from_pbx = src == Flow::Udp(self.cfg.upstream);
+        if !from_pbx && (via_param(&ours, VIA_FLOW).is_some() || next != self.cfg.upstream) {
             Counters::bump(&c.dropped);
             return None;
         }
-        if let (Some(branch), Some(cseq), Some(code)) =
-            (ours.branch(), msg.cseq(), msg.status_code())
+        // Our branch seals the request's transaction and the flow it left
+        // by: a response from anyone else (a phone forging the registrar's
+        // 200, a 2xx to another caller's BYE) is not an answer to it. A
+        // phone's genuine answer to the PBX's request still ends or
+        // confirms that request's dialog: it is the UA the request went to.
+        if !forward::answers_request_sent_to(&ours, &msg, &self.transports.tokens, &src) {
+            Counters::bump(&c.responses_refused);
+            return None;
+        }
+        // Retransmissions and bindings wait for the PBX's answers only.
+        if let (true, Some(branch), Some(cseq), Some(code)) =
+            (from_pbx, ours.branch(), msg.cseq(), msg.status_code())
         {
             self.retransmits
                 .on_response(branch, cseq.method.as_str(), code, now_ms);
@@ -859,6 +890,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_400_over_udp_is_never_much_larger_than_its_request() {
+        let e = edge();
+        let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        // Compact headers, a Via per line: the 400 spells every name out
+        // (and there are too many headers, so it is a 400).
+        let vias: String = (0..200)
+            .map(|i| format!("v:SIP/2.0/UDP a{i}\r\n"))
+            .collect();
+        let compact = format!(
+            "OPTIONS sip:a SIP/2.0\r\n{vias}f:<sip:a>;tag=1\r\nt:<sip:b>\r\ni:c\r\nCSeq:1 OPTIONS\r\n\r\n"
+        );
+        let answer = e.handle(compact.as_bytes(), ua, local, now());
+        if let Some((bytes, _)) = &answer {
+            assert!(
+                bytes.len() <= compact.len() + MAX_ERROR_GROWTH,
+                "{} bytes answered to {}",
+                bytes.len(),
+                compact.len()
+            );
+        }
+        assert_eq!(
+            e.counters
+                .error_answers_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // Over a connection (no spoofed source) it is answered.
+        let (flow, _rx) = tcp_conn(&e, "198.18.0.2:40009".parse().unwrap(), local);
+        let stream = compact.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+        let (r, _) = e
+            .handle_message(stream.as_bytes(), Framing::Stream, flow, local, now())
+            .unwrap();
+        assert!(String::from_utf8_lossy(&r).starts_with("SIP/2.0 400 "));
+    }
+
     /// A fake connection in the edge's registry: its flow, and what the
     /// edge queued for it.
     fn tcp_conn(
@@ -1030,6 +1097,134 @@ mod tests {
             .unwrap();
         assert_eq!(dest, Flow::Udp(pbx));
         assert_eq!(parse(&back).status_code(), Some(200));
+    }
+
+    /// A response built on what the edge forwarded to the PBX, but sent
+    /// by someone else: our Via with its real branch on top (the worst
+    /// case: the attacker knows it), the PBX's address as the next Via so
+    /// the reflection check lets it by.
+    fn forged_answer(fwd: &[u8], code: u16, to_tag: Option<&str>) -> Vec<u8> {
+        let f = parse(fwd);
+        let ua_via = f.header_values("Via").nth(1).unwrap().to_string();
+        String::from_utf8(f.response(code, "OK", to_tag).unwrap().to_bytes())
+            .unwrap()
+            .replace(&ua_via, "SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKforged")
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_forged_registrar_answer_creates_no_binding() {
+        let e = edge();
+        let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        let reg = String::from_utf8(request("REGISTER", "", 1, ""))
+            .unwrap()
+            .replace(
+                "Contact: <sip:ua@198.18.0.2:5062>",
+                "Contact: <sip:victim@10.201.1.77:5060>",
+            );
+        let (fwd, _) = e.handle(reg.as_bytes(), ua, local, now()).unwrap();
+        let forged = forged_answer(&fwd, 200, Some("r1"));
+        assert_eq!(e.handle(&forged, ua, local, now()), None);
+        let victim = crate::sip::Uri::parse("sip:victim@10.201.1.77:5060").unwrap();
+        assert_eq!(e.bindings.lookup(&victim, now()), None, "hijacked");
+        assert_eq!(
+            e.counters
+                .responses_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // The registrar's own answer still makes the binding.
+        e.handle(
+            &pbx_response(&fwd, 200, "r1"),
+            PBX.parse().unwrap(),
+            local,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(e.bindings.lookup(&victim, now()), Some(Flow::Udp(ua)));
+    }
+
+    #[test]
+    fn a_forged_answer_confirms_no_dialog_and_ends_none() {
+        let e = edge();
+        let (local, pbx, ua): (SocketAddr, SocketAddr, SocketAddr) = (
+            EDGE.parse().unwrap(),
+            PBX.parse().unwrap(),
+            UA.parse().unwrap(),
+        );
+        let call = "p1@198.18.0.2";
+        let (inv, _) = e
+            .handle(&request("INVITE", "", 1, "v=0\r\n"), ua, local, now())
+            .unwrap();
+        // The caller answers its own INVITE: the PBX never accepted it.
+        assert_eq!(
+            e.handle(&forged_answer(&inv, 200, Some("p1")), ua, local, now()),
+            None
+        );
+        assert_eq!(
+            e.dialogs().phase(call),
+            Some(crate::edge::dialog::Phase::Pending)
+        );
+        e.handle(&pbx_response(&inv, 200, "p1"), pbx, local, now())
+            .unwrap();
+        assert_eq!(
+            e.dialogs().phase(call),
+            Some(crate::edge::dialog::Phase::Confirmed)
+        );
+        // The UA's BYE: a 2xx from anyone but the PBX does not end it.
+        let (bye, _) = e
+            .handle(&request("BYE", ";tag=p1", 2, ""), ua, local, now())
+            .unwrap();
+        let other: SocketAddr = "198.18.0.66:5062".parse().unwrap();
+        for from in [ua, other] {
+            assert_eq!(
+                e.handle(&forged_answer(&bye, 200, None), from, local, now()),
+                None
+            );
+            assert!(
+                e.dialogs().phase(call).is_some(),
+                "ended by a forged 2xx from {from}"
+            );
+        }
+        e.handle(&pbx_response(&bye, 200, "p1"), pbx, local, now())
+            .unwrap();
+        assert_eq!(e.dialogs().phase(call), None);
+    }
+
+    #[test]
+    fn a_ua_answers_only_what_the_edge_sent_it() {
+        let e = edge();
+        let (local, pbx, ua): (SocketAddr, SocketAddr, SocketAddr) = (
+            EDGE.parse().unwrap(),
+            PBX.parse().unwrap(),
+            UA.parse().unwrap(),
+        );
+        let inv = "INVITE sip:ua@198.18.0.2:5062 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKpbxinv\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:service@198.18.0.1>;tag=p1\r\n\
+             To: <sip:ua@198.18.0.2>\r\n\
+             Call-ID: pbx-calls@198.18.0.1\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:service@198.18.0.1:5080>\r\n\
+             Content-Length: 0\r\n\r\n";
+        let (out, dest) = e.handle(inv.as_bytes(), pbx, local, now()).unwrap();
+        assert_eq!(dest, Flow::Udp(ua));
+        // Another phone (or the same one from elsewhere) cannot answer it.
+        let other: SocketAddr = "198.18.0.66:5062".parse().unwrap();
+        let ok = pbx_response(&out, 200, "u9");
+        assert_eq!(e.handle(&ok, other, local, now()), None);
+        assert_eq!(
+            e.dialogs().phase("pbx-calls@198.18.0.1"),
+            Some(crate::edge::dialog::Phase::Pending)
+        );
+        // The phone it went to can, and its 2xx goes to the PBX.
+        let (_, dest) = e.handle(&ok, ua, local, now()).unwrap();
+        assert_eq!(dest, Flow::Udp(pbx));
+        assert_eq!(
+            e.dialogs().phase("pbx-calls@198.18.0.1"),
+            Some(crate::edge::dialog::Phase::Confirmed)
+        );
     }
 
     #[test]

@@ -650,6 +650,60 @@ fn a_stream_ua_is_unreachable_after_a_restart_until_its_next_request() {
     ));
 }
 
+#[test]
+fn a_call_id_alone_does_not_take_a_dialog_over() {
+    use super::transport::{Flow, StreamKind};
+    let e = edge();
+    call(&e, "", &[]);
+    let ua = Some(Flow::Udp(addr(UA)));
+    assert_eq!(e.dialogs().ua_flow(CALL), ua);
+    let conn = |id: u64, peer: &str| Flow::Stream {
+        id,
+        peer: addr(peer),
+        kind: StreamKind::Tcp,
+    };
+    let send = |flow: Flow, raw: Vec<u8>| {
+        e.handle_message(&raw, Framing::Stream, flow, addr(EDGE), now())
+            .expect("answered or forwarded");
+    };
+    let keepalive = || ua_request("INFO", 2, true, "", "");
+    let reinvite = || ua_request("INVITE", 3, true, "", SDP);
+    let wrong_from = |raw: Vec<u8>| {
+        String::from_utf8(raw)
+            .unwrap()
+            .replace(";tag=ua1", ";tag=guess")
+            .into_bytes()
+    };
+    let wrong_to = |raw: Vec<u8>| {
+        String::from_utf8(raw)
+            .unwrap()
+            .replace(";tag=pbx1", ";tag=guess")
+            .into_bytes()
+    };
+    // Another address with the right Call-ID and tags; the phone's own
+    // address with wrong tags: the keep-alive the edge answers and the
+    // request it forwards both leave the dialog where it was.
+    let stranger = conn(7, "203.0.113.5:40000");
+    let same_ip = conn(8, "198.18.0.2:40001");
+    for (flow, raw) in [
+        (stranger, keepalive()),
+        (stranger, reinvite()),
+        (same_ip, wrong_from(keepalive())),
+        (same_ip, wrong_to(keepalive())),
+        (same_ip, wrong_from(reinvite())),
+        (same_ip, wrong_to(reinvite())),
+    ] {
+        send(flow, raw);
+        assert_eq!(e.dialogs().ua_flow(CALL), ua, "moved to {flow:?}");
+    }
+    // The phone itself on a new connection: it moves.
+    send(same_ip, keepalive());
+    assert_eq!(e.dialogs().ua_flow(CALL), Some(same_ip));
+    let again = conn(9, "198.18.0.2:40002");
+    send(again, reinvite());
+    assert_eq!(e.dialogs().ua_flow(CALL), Some(again));
+}
+
 // ----- --dialog-idle-timeout -----
 
 const IDLE: Duration = Duration::from_secs(30);

@@ -53,6 +53,8 @@ counters! {
     dialogs_idle_ended: "Confirmed dialogs ended after --dialog-idle-timeout without in-dialog traffic.",
     dialogs_restored: "Dialogs read back from the state directory at start.",
     retransmissions: "Requests from TCP/TLS UAs retransmitted to the PBX over UDP.",
+    error_answers_dropped: "400s (or 505/513) to malformed UDP requests not sent: more than MAX_ERROR_GROWTH bytes larger than the request.",
+    responses_refused: "Responses dropped because their branch names no request the edge sent by the flow they came by (forged answers).",
 }
 
 impl Counters {

@@ -47,14 +47,19 @@ impl Dialogs {
     /// dialog is not idle. Not journaled (one write per keep-alive would
     /// cost more than it saves): after a restart the idle clock starts
     /// again from the restart.
-    pub fn touch(&mut self, call_id: &str, from_ua: Option<Flow>, now: u64) {
+    pub fn touch(&mut self, msg: &SipMessage, from_ua: Option<Flow>, now: u64) {
+        let Some(call_id) = msg.call_id() else {
+            return;
+        };
         let Some(d) = self.by_call.get_mut(call_id) else {
             return;
         };
         d.last_activity_ms = now;
         // A keep-alive on a new connection (after a restart, or a
-        // reconnect) is how the UA is reached from now on.
-        if let Some(flow) = from_ua.filter(|f| f.is_stream() && *f != d.ua) {
+        // reconnect) is how the UA is reached from now on, if it is the
+        // UA's (see `may_move_to`).
+        if let Some(flow) = from_ua.filter(|f| f.is_stream() && *f != d.ua && d.may_move_to(msg, f))
+        {
             d.ua = flow;
             self.save(call_id);
             let Some(d) = self.by_call.get(call_id) else {

@@ -170,6 +170,32 @@ impl Dialog {
         }
     }
 
+    /// Whether the request `msg`, arriving by `flow`, may make `flow` the
+    /// way to this dialog's UA. A Call-ID travels in every message and is
+    /// no secret, so it takes more: the address the UA used so far, and the
+    /// dialog's tags (the caller's and a callee's, in either direction;
+    /// until a callee's tag is known, the caller's alone).
+    pub(super) fn may_move_to(&self, msg: &SipMessage, flow: &Flow) -> bool {
+        if flow.peer().ip() != self.ua.peer().ip() {
+            return false;
+        }
+        let Some(caller) = tag_of(&self.caller_from) else {
+            return false;
+        };
+        let callees: Vec<String> = self
+            .callee_to
+            .iter()
+            .filter_map(|t| tag_of(t))
+            .chain(self.forks.iter().map(|f| f.tag.clone()))
+            .collect();
+        let is_caller = |t: &Option<String>| t.as_deref() == Some(caller.as_str());
+        let is_callee = |t: &Option<String>| {
+            callees.is_empty() || t.as_ref().is_some_and(|t| callees.contains(t))
+        };
+        let (from, to) = (msg.from_tag(), msg.to_tag());
+        (is_caller(&from) && is_callee(&to)) || (is_caller(&to) && is_callee(&from))
+    }
+
     /// Whether ending the dialog `msg` belongs to leaves other confirmed
     /// forks of this Call-ID alive.
     pub(super) fn other_forks_live(&self, msg: &SipMessage) -> bool {

@@ -157,8 +157,9 @@ impl Dialogs {
             // A UA whose connection died with an earlier daemon is
             // reachable again by the connection its next request uses; so
             // is one that reconnected for any other reason: the UA's
-            // latest connection is the way to it.
-            if caller_is_ua && ua.is_stream() && d.ua != ua {
+            // latest connection is the way to it. Only the UA's: same
+            // address, same dialog tags.
+            if caller_is_ua && ua.is_stream() && d.ua != ua && d.may_move_to(msg, &ua) {
                 d.ua = ua;
                 changed = true;
             }
