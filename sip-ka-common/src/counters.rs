@@ -134,8 +134,8 @@ pub const SIP_METHOD_BASE: u32 = NAMED_COUNTERS as u32;
 /// First index of the edge proxy's block: slots the daemon writes in edge
 /// mode (the kernel never touches them); their names come from the daemon.
 pub const EDGE_BASE: u32 = SIP_METHOD_BASE + (METHOD_COUNT as u32) * 4;
-/// Slots reserved for the edge block.
-pub const EDGE_SLOTS: u32 = 32;
+/// Slots reserved for the edge block (room for its counters to grow).
+pub const EDGE_SLOTS: u32 = 64;
 /// Total number of slots in `STATS`.
 pub const NUM_COUNTERS: u32 = EDGE_BASE + EDGE_SLOTS;
 

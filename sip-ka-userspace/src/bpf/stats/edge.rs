@@ -53,6 +53,9 @@ counters! {
     dialogs_idle_ended: "Confirmed dialogs ended after --dialog-idle-timeout without in-dialog traffic.",
     dialogs_restored: "Dialogs read back from the state directory at start.",
     retransmissions: "Requests from TCP/TLS UAs retransmitted to the PBX over UDP.",
+    dialogs_pending_evicted: "Unanswered INVITE dialogs dropped (oldest first) or not kept: --max-pending-dialogs/--max-pending-dialog-bytes reached.",
+    registers_pending_evicted: "REGISTERs awaiting their answer dropped (oldest first) or not kept: --max-pending-registers/--max-pending-register-bytes reached.",
+    conns_message_timeout: "Connections closed because a message took longer than --tcp-message-timeout from its first byte to its end.",
 }
 
 impl Counters {
