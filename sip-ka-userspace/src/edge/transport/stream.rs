@@ -32,8 +32,6 @@ const QUEUE: usize = 256;
 /// A write that the peer does not take within this long closes the
 /// connection: a UA that stops reading must not hold anything up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bytes of a CRLFCRLF ping that may wait for the rest.
-const KEEPALIVE_PREFIX: usize = 3;
 /// The pong for a CRLFCRLF ping.
 const PONG: &[u8] = b"\r\n";
 
@@ -231,10 +229,10 @@ where
                     break;
                 }
                 // Bytes left over began a message in this read if one
-                // ended in it, or if none was under way. Up to three may be
-                // the start of a CRLF keep-alive (a lone CRLF waits for a
-                // second one): only the idle time bounds those.
-                if framer.buffered() <= KEEPALIVE_PREFIX {
+                // ended in it, or if none was under way. The start of a CRLF
+                // keep-alive (a lone CRLF waits for a second one) is not a
+                // message: only the idle time bounds it.
+                if !framer.mid_message() {
                     msg_started = false;
                 } else if !msg_started || ended {
                     msg_started = true;
