@@ -439,7 +439,7 @@ fn a_connection_dribbling_a_message_is_closed_at_the_deadline() {
     let attacker = Attacker::new(&lab);
     let to = edge_addr();
     let connect = |ns: &str| {
-        let mut s = in_ns(ns, move || {
+        let s = in_ns(ns, move || {
             TcpStream::connect_timeout(&to, Duration::from_secs(3))
                 .unwrap_or_else(|e| panic!("connecting to tcp/{to}: {e}"))
         });
