@@ -79,6 +79,24 @@ pub struct RunArgs {
     /// it (edge mode; an ms-keep-alive negotiation replaces it).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub tcp_idle_timeout: u64,
+    /// Seconds a TCP/TLS message may take from its first byte to its last
+    /// (edge mode): a slower sender's connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub tcp_message_timeout: u64,
+    /// Most INVITE dialogs the PBX has not answered yet kept at once (edge
+    /// mode); past it the oldest are forgotten.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_pending_dialogs: usize,
+    /// Most bytes those pending dialogs may hold (edge mode).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_pending_dialog_bytes: usize,
+    /// Most REGISTERs awaiting the registrar's answer kept at once (edge
+    /// mode); past it the oldest are forgotten.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub max_pending_registers: usize,
+    /// Most bytes those pending REGISTERs may hold (edge mode).
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    pub max_pending_register_bytes: usize,
     /// Largest SIP message the edge takes, in bytes (edge mode): a larger
     /// datagram gets 513, a larger message on a connection closes it.
     #[arg(long, value_name = "BYTES", default_value_t = 65_535)]
@@ -174,9 +192,16 @@ pub fn run(args: RunArgs) -> Result<()> {
                     ms_keepalive_timeout: args.ms_keep_alive_timeout,
                     flow_timer_stream: args.flow_timer_tcp,
                     flow_timer_udp: args.flow_timer_udp,
+                    message_timeout: Duration::from_secs(args.tcp_message_timeout),
                 },
                 options_pbx: args.options_pbx.into(),
                 tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+                state: edge::StateLimits {
+                    pending_dialogs: args.max_pending_dialogs,
+                    pending_dialog_bytes: args.max_pending_dialog_bytes,
+                    pending_registers: args.max_pending_registers,
+                    pending_register_bytes: args.max_pending_register_bytes,
+                },
             };
             cfg.check()?;
             Some(cfg)

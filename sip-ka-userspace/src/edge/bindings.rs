@@ -14,10 +14,11 @@
 use std::{collections::HashMap, sync::Mutex};
 
 use super::transport::Flow;
-use crate::sip::{Contact, SipMessage, Uri};
+use crate::{
+    sip::{Contact, SipMessage, Uri},
+    util::capped::Capped,
+};
 
-/// REGISTERs waiting for their final response, at most.
-pub const MAX_PENDING: usize = 65_536;
 /// Bindings kept, at most (one per registered Contact).
 pub const MAX_BINDINGS: usize = 1_000_000;
 /// A REGISTER whose response never comes is forgotten after 64*T1.
@@ -45,16 +46,29 @@ struct Binding {
     expires_at_ms: u64,
 }
 
-#[derive(Default)]
 struct Inner {
-    pending: HashMap<String, Pending>,
+    /// Oldest first, under `--max-pending-registers` and
+    /// `--max-pending-register-bytes`: a stranger's REGISTERs with fresh
+    /// Contacts push out the oldest, never past the caps.
+    pending: Capped<String, Pending>,
     by_contact: HashMap<String, Binding>,
 }
 
+/// What a pending REGISTER is charged beyond its strings (map entry,
+/// queue slot, struct), and per Contact beyond its key.
+const PENDING_OVERHEAD: usize = 192;
+const CONTACT_OVERHEAD: usize = 48;
+
 /// The bindings table.
-#[derive(Default)]
 pub struct Bindings {
     inner: Mutex<Inner>,
+}
+
+impl Default for Bindings {
+    fn default() -> Self {
+        let d = super::config::StateLimits::default();
+        Bindings::with_limits(d.pending_registers, d.pending_register_bytes)
+    }
 }
 
 /// How a Contact URI is compared with a Request-URI: user, host and port
@@ -66,6 +80,28 @@ pub fn contact_key(uri: &Uri) -> Option<String> {
 }
 
 impl Bindings {
+    /// At most `count` REGISTERs waiting for their answer, charged at
+    /// most `bytes`.
+    pub fn with_limits(count: usize, bytes: usize) -> Bindings {
+        Bindings {
+            inner: Mutex::new(Inner {
+                pending: Capped::new(count, bytes),
+                by_contact: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Pending REGISTERs dropped or not kept because of the caps.
+    pub fn pending_evicted(&self) -> u64 {
+        self.lock().pending.evicted()
+    }
+
+    /// Pending REGISTERs held and what they are charged.
+    pub fn pending_usage(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.pending.len(), g.pending.bytes())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         crate::util::lock::lock(&self.inner)
     }
@@ -100,13 +136,20 @@ impl Bindings {
             // A query for the bindings: nothing to learn.
             return;
         }
+        let cost = PENDING_OVERHEAD
+            + branch.len()
+            + keys
+                .iter()
+                .map(|(k, _)| k.len() + CONTACT_OVERHEAD)
+                .sum::<usize>();
         let mut g = self.lock();
-        if g.pending.len() >= MAX_PENDING {
-            g.pending.retain(|_, p| now_ms < p.at_ms + PENDING_MS);
-            if g.pending.len() >= MAX_PENDING {
-                return;
-            }
-        }
+        // Entries are in arrival order: the unanswered ones at the front
+        // go first, each in O(1).
+        while g
+            .pending
+            .pop_oldest_if(|p| now_ms >= p.at_ms + PENDING_MS)
+            .is_some()
+        {}
         g.pending.insert(
             branch.to_string(),
             Pending {
@@ -115,6 +158,7 @@ impl Bindings {
                 flow,
                 at_ms: now_ms,
             },
+            cost,
         );
     }
 
@@ -179,7 +223,11 @@ impl Bindings {
         let mut g = self.lock();
         let before = g.by_contact.len();
         g.by_contact.retain(|_, b| now_ms < b.expires_at_ms);
-        g.pending.retain(|_, p| now_ms < p.at_ms + PENDING_MS);
+        while g
+            .pending
+            .pop_oldest_if(|p| now_ms >= p.at_ms + PENDING_MS)
+            .is_some()
+        {}
         before - g.by_contact.len()
     }
 
@@ -304,5 +352,75 @@ mod tests {
         b.on_register("h3", &register("<sip:200@192.168.1.100:5060>", "60"), c, 6);
         b.on_response("h3", 200, 7);
         assert_eq!(b.lookup(&target, 8), None);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod cap_tests {
+    use super::*;
+    use crate::sip::{Framing, Limits};
+
+    fn register(branch: &str, contacts: &[String]) -> SipMessage {
+        let lines: String = contacts
+            .iter()
+            .map(|c| format!("Contact: {c}\r\n"))
+            .collect();
+        let text = format!(
+            "REGISTER sip:198.18.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.9:5060;branch={branch}\r\n\
+             From: <sip:m@198.18.0.1>;tag=r1\r\n\
+             To: <sip:m@198.18.0.1>\r\n\
+             Call-ID: {branch}\r\n\
+             CSeq: 1 REGISTER\r\n\
+             {lines}Content-Length: 0\r\n\r\n"
+        );
+        let limits = Limits {
+            max_message_size: 1 << 20,
+            max_headers: 4096,
+        };
+        crate::sip::parse_message(text.as_bytes(), Framing::Datagram, &limits).unwrap()
+    }
+
+    #[test]
+    fn pending_registers_stay_under_their_caps() {
+        let b = Bindings::with_limits(50, 1 << 20);
+        let flow = Flow::Udp("198.18.0.9:5060".parse().unwrap());
+        for i in 0..10_000u32 {
+            let c = vec![format!("<sip:u{i}@10.9.{}.{}:5060>", i / 250, i % 250)];
+            b.on_register(&format!("br{i}"), &register(&format!("br{i}"), &c), flow, 1);
+        }
+        assert_eq!(b.pending_usage().0, 50);
+        assert_eq!(b.pending_evicted(), 10_000 - 50);
+        // A phone's REGISTER still becomes a binding.
+        let phone = Flow::Udp("198.18.0.2:5062".parse().unwrap());
+        let c = vec!["<sip:200@192.168.1.10:5062>".to_string()];
+        b.on_register("real", &register("real", &c), phone, 2);
+        b.on_response("real", 200, 3);
+        let uri = crate::sip::NameAddr::parse("<sip:200@192.168.1.10:5062>")
+            .unwrap()
+            .uri;
+        assert_eq!(b.lookup(&uri, 4), Some(phone));
+    }
+
+    #[test]
+    fn pending_register_bytes_are_capped_and_expire_in_order() {
+        let cap = 64 * 1024;
+        let b = Bindings::with_limits(1_000_000, cap);
+        let flow = Flow::Udp("198.18.0.9:5060".parse().unwrap());
+        for i in 0..500u32 {
+            // 200 Contacts each: ~8 KB charged per REGISTER.
+            let cs: Vec<String> = (0..200)
+                .map(|j| format!("<sip:c{i}x{j}@10.1.1.1:5060>"))
+                .collect();
+            b.on_register(&format!("b{i}"), &register(&format!("b{i}"), &cs), flow, 0);
+        }
+        let (n, bytes) = b.pending_usage();
+        assert!(bytes <= cap && n > 0, "{n} {bytes}");
+        assert_eq!(b.pending_evicted(), 500 - n as u64);
+        // Unanswered ones go after 64*T1, not counted as cap hits.
+        b.sweep(PENDING_MS);
+        assert_eq!(b.pending_usage(), (0, 0));
+        assert_eq!(b.pending_evicted(), 500 - n as u64);
     }
 }

@@ -28,6 +28,42 @@ pub struct EdgeConfig {
     pub options_pbx: OptionsPolicy,
     /// Certificate chain and key (PEM): TLS on the TCP ports.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Caps on what unauthenticated requests can make the edge keep.
+    pub state: StateLimits,
+}
+
+/// Caps on the tables any sender can grow: INVITEs the PBX has not
+/// answered yet and REGISTERs waiting for the registrar. Past a cap the
+/// oldest entry goes (and is counted); the request itself is still
+/// forwarded, so a flood costs the victims only the edge's bookkeeping of
+/// the oldest calls, never memory without end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Unanswered dialogs (INVITE sent, no To tag back yet).
+    pub pending_dialogs: usize,
+    /// Their bytes (Call-ID, From, Contact and bookkeeping).
+    pub pending_dialog_bytes: usize,
+    /// REGISTERs waiting for their final response.
+    pub pending_registers: usize,
+    /// Their bytes (branch, Contacts and bookkeeping).
+    pub pending_register_bytes: usize,
+}
+
+impl Default for StateLimits {
+    /// A large PBX sets up a few hundred calls per second, each pending
+    /// for seconds: 100,000 unanswered INVITEs is minutes of that at the
+    /// worst, and 64 MiB lets every one of them carry a 640-byte From. A
+    /// REGISTER waits a round trip to the registrar: 65,536 pending (the
+    /// earlier fixed cap) and 32 MiB are far above what a million phones
+    /// re-registering every hour need.
+    fn default() -> Self {
+        StateLimits {
+            pending_dialogs: 100_000,
+            pending_dialog_bytes: 64 << 20,
+            pending_registers: 65_536,
+            pending_register_bytes: 32 << 20,
+        }
+    }
 }
 
 /// OPTIONS outside a dialog, addressed to the PBX.
@@ -68,6 +104,11 @@ pub struct StreamConfig {
     /// Flow-Timer for an outbound REGISTER over UDP (NAT bindings are
     /// short-lived).
     pub flow_timer_udp: u32,
+    /// Longest a message may take from its first byte to its last; a
+    /// connection that is slower is closed (a sender dribbling bytes would
+    /// otherwise hold its slot for ever, each byte resetting the idle
+    /// time).
+    pub message_timeout: Duration,
 }
 
 impl Default for StreamConfig {
@@ -79,6 +120,7 @@ impl Default for StreamConfig {
             ms_keepalive_timeout: 120,
             flow_timer_stream: 120,
             flow_timer_udp: 29,
+            message_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -97,8 +139,13 @@ pub(crate) fn test_config(listen: SocketAddr, upstream: SocketAddr) -> EdgeConfi
         streams: StreamConfig::default(),
         options_pbx: OptionsPolicy::default(),
         tls: None,
+        state: StateLimits::default(),
     }
 }
+
+/// Longest timer a flag may set: far beyond any use, and far from where
+/// adding it to the monotonic clock would overflow (and panic a task).
+pub const MAX_TIMER: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 impl EdgeConfig {
     pub fn check(&self) -> Result<()> {
@@ -114,6 +161,30 @@ impl EdgeConfig {
         }
         if self.qualify_frequency.is_zero() {
             bail!("--qualify-frequency must be at least 1 second");
+        }
+        for (flag, d) in [
+            ("--qualify-frequency", self.qualify_frequency),
+            ("--tcp-idle-timeout", self.streams.idle_timeout),
+            ("--tcp-message-timeout", self.streams.message_timeout),
+        ] {
+            if d > MAX_TIMER {
+                bail!(
+                    "{flag} {} s is too long: at most {} s (ten years)",
+                    d.as_secs(),
+                    MAX_TIMER.as_secs()
+                );
+            }
+        }
+        if self.streams.message_timeout.is_zero() {
+            bail!("--tcp-message-timeout must be at least 1 second");
+        }
+        let s = &self.state;
+        if s.pending_dialogs == 0
+            || s.pending_dialog_bytes == 0
+            || s.pending_registers == 0
+            || s.pending_register_bytes == 0
+        {
+            bail!("--max-pending-dialogs, --max-pending-registers and their -bytes must be at least 1");
         }
         if self.limits.max_message_size < 512 || self.limits.max_headers < 8 {
             bail!("--max-message-size must be at least 512 and --max-headers at least 8");
@@ -151,4 +222,57 @@ pub struct DialogOptions {
     /// `--dialog-idle-timeout`: a confirmed dialog with no in-dialog
     /// traffic for this long is ended; `None` never.
     pub idle_timeout: Option<Duration>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> EdgeConfig {
+        test_config(
+            "198.18.0.1:5060".parse().unwrap(),
+            "198.18.0.1:5080".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn timers_past_the_clock_are_refused_at_start() {
+        cfg().check().unwrap();
+        let huge = Duration::from_secs(u64::MAX);
+        let mut c = cfg();
+        c.streams.idle_timeout = huge;
+        let e = c.check().unwrap_err().to_string();
+        assert!(
+            e.contains("--tcp-idle-timeout") && e.contains("too long"),
+            "{e}"
+        );
+        let mut c = cfg();
+        c.qualify_frequency = huge;
+        let e = c.check().unwrap_err().to_string();
+        assert!(
+            e.contains("--qualify-frequency") && e.contains("too long"),
+            "{e}"
+        );
+        let mut c = cfg();
+        c.streams.message_timeout = huge;
+        assert!(c.check().is_err());
+        // The longest allowed still fits on the clocks the tasks use.
+        let mut c = cfg();
+        c.streams.idle_timeout = MAX_TIMER;
+        c.qualify_frequency = MAX_TIMER;
+        c.check().unwrap();
+        let _ = std::time::Instant::now() + MAX_TIMER;
+        let _ = tokio::time::Instant::now() + MAX_TIMER;
+    }
+
+    #[test]
+    fn zero_caps_are_refused() {
+        let mut c = cfg();
+        c.state.pending_dialogs = 0;
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.streams.message_timeout = Duration::ZERO;
+        assert!(c.check().is_err());
+    }
 }

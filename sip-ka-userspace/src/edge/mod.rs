@@ -37,7 +37,7 @@ pub mod upstream;
 #[cfg(test)]
 mod timer_tests;
 
-pub use config::{DialogOptions, EdgeConfig, OptionsPolicy, StreamConfig};
+pub use config::{DialogOptions, EdgeConfig, OptionsPolicy, StateLimits, StreamConfig};
 use dialog::DialogSink;
 pub use state::{log_counters, stats_values, Counters, Edge};
 

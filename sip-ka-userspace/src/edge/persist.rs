@@ -282,14 +282,13 @@ impl Journal {
     /// also drops a partial last line before anything is appended after
     /// it.
     pub fn open(dir: &Path) -> Result<(Journal, Loaded)> {
-        std::fs::create_dir_all(dir)
+        private_dir(dir)
             .with_context(|| format!("creating the state directory {}", dir.display()))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK))
-            .with_context(|| format!("opening {}", dir.join(LOCK).display()))?;
+        let lock = private_file(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            &dir.join(LOCK),
+        )
+        .with_context(|| format!("opening {}", dir.join(LOCK).display()))?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             bail!(
@@ -303,11 +302,11 @@ impl Journal {
         replay(&dir.join(SNAPSHOT), &mut live, &mut skipped)?;
         replay(&dir.join(JOURNAL_OLD), &mut live, &mut skipped)?;
         replay(&dir.join(JOURNAL), &mut live, &mut skipped)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(JOURNAL))
-            .with_context(|| format!("opening {}", dir.join(JOURNAL).display()))?;
+        let file = private_file(
+            OpenOptions::new().create(true).append(true),
+            &dir.join(JOURNAL),
+        )
+        .with_context(|| format!("opening {}", dir.join(JOURNAL).display()))?;
         let journal = Journal {
             dir: dir.to_path_buf(),
             file,
@@ -393,7 +392,7 @@ impl Journal {
         }
         let tmp = self.dir.join(SNAPSHOT_TMP);
         {
-            let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let f = create_private(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
             let mut w = std::io::BufWriter::new(f);
             for d in live {
                 serde_json::to_writer(&mut w, &Record::Upsert(Box::new(d.clone())))?;
@@ -443,10 +442,10 @@ impl Journal {
             return;
         }
         let rotated = std::fs::rename(self.dir.join(JOURNAL), &old).and_then(|()| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join(JOURNAL))
+            private_file(
+                OpenOptions::new().create(true).append(true),
+                &self.dir.join(JOURNAL),
+            )
         });
         match rotated {
             Ok(file) => {
@@ -507,6 +506,37 @@ fn ends_torn(path: &Path) -> bool {
     f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n'
 }
 
+/// The state directory, mode 0700 whatever the umask (an existing one is
+/// tightened): the journal names every caller and callee.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Opens a state file mode 0600 whatever the umask (an existing one is
+/// tightened), never through a symbolic link.
+pub fn private_file(opts: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let f = opts
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// [`File::create`] for a state file: [`private_file`].
+fn create_private(path: &Path) -> std::io::Result<File> {
+    private_file(
+        OpenOptions::new().write(true).create(true).truncate(true),
+        path,
+    )
+}
+
 fn remove_if_there(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -525,7 +555,7 @@ fn merge(dir: &Path) -> Result<usize> {
     let n = live.len();
     let tmp = dir.join(SNAPSHOT_TMP);
     {
-        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let f = create_private(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut w = std::io::BufWriter::new(f);
         for d in live.into_values() {
             serde_json::to_writer(&mut w, &Record::Upsert(Box::new(d)))?;
@@ -633,6 +663,34 @@ mod tests {
         let (_, loaded) = Journal::open(&dir).unwrap();
         assert_eq!(loaded.skipped, 3);
         assert!(loaded.dialogs.is_empty(), "{:?}", loaded.dialogs);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_state_is_readable_by_root_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = scratch("modes");
+        // As an earlier version left it: world-readable.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join(JOURNAL), b"").unwrap();
+        std::fs::set_permissions(dir.join(JOURNAL), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let (mut j, _) = Journal::open(&dir).unwrap();
+        j.compact(std::iter::once(&rec("secret-call-id", 1)))
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in [LOCK, JOURNAL, SNAPSHOT] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        // A snapshot.tmp planted as a link is not written through.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(SNAPSHOT_TMP)).unwrap();
+        assert!(j.compact(std::iter::once(&rec("c", 1))).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        drop(j);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

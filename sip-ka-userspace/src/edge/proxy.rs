@@ -596,6 +596,7 @@ mod tests {
                 streams: Default::default(),
                 options_pbx: Default::default(),
                 tls: None,
+                state: Default::default(),
             },
             Box::new(NoSink),
             None,

@@ -490,6 +490,17 @@ impl SessionTimers {
         negotiated
     }
 
+    /// Drops the offer kept for `dialog`'s outstanding refresh, if any
+    /// (its dialog is not tracked).
+    pub fn forget_offer(&mut self, dialog: u64) {
+        self.pending.remove(&dialog);
+    }
+
+    /// Offers kept for outstanding refresh requests.
+    pub fn offers(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The dialog ended (BYE, failure): forget it.
     pub fn end(&mut self, dialog: u64) -> Option<Session> {
         self.wheel.cancel(dialog);

@@ -47,15 +47,21 @@ impl Edge {
         now_ms: u64,
     ) -> Edge {
         let timers = SessionTimers::new(cfg.timers, cfg.reap_expired, now_ms);
+        let mut dialogs = Dialogs::with_timers(sink, timers);
+        dialogs.set_pending_limits(cfg.state.pending_dialogs, cfg.state.pending_dialog_bytes);
+        let bindings = Bindings::with_limits(
+            cfg.state.pending_registers,
+            cfg.state.pending_register_bytes,
+        );
         Edge {
             cfg,
-            dialogs: Mutex::new(Dialogs::with_timers(sink, timers)),
+            dialogs: Mutex::new(dialogs),
             health: Health::default(),
             counters: Counters::default(),
             transports: Transports::default(),
             tls: None,
             retransmits: Retransmits::default(),
-            bindings: Bindings::default(),
+            bindings,
             responder,
         }
     }
@@ -95,17 +101,31 @@ impl Edge {
                 );
             }
         }
-        if let Some(dir) = &opts.state_dir {
+        edge.transports.tokens = match &opts.state_dir {
             // Path and Record-Route tokens stored by the PBX must still
             // decode after a restart: the key lives with the dialogs.
-            edge.transports.tokens = FlowToken::load_or_create(dir)
-                .with_context(|| format!("flow-token key in {}", dir.display()))?;
-        }
+            Some(dir) => FlowToken::load_or_create(dir)
+                .with_context(|| format!("flow-token key in {}", dir.display()))?,
+            None => FlowToken::with_key(&FlowToken::random_key()?),
+        };
         Ok(edge)
     }
 
     pub fn dialogs(&self) -> std::sync::MutexGuard<'_, Dialogs> {
         lock(&self.dialogs)
+    }
+
+    /// Copies the tables' eviction totals into the counters: the tables
+    /// count under their own locks, which the hot path already holds, so
+    /// the counters are brought up to date only when they are read.
+    pub fn sync_table_counters(&self) {
+        let dialogs = self.dialogs().pending_evicted();
+        self.counters
+            .dialogs_pending_evicted
+            .store(dialogs, Ordering::Relaxed);
+        self.counters
+            .registers_pending_evicted
+            .store(self.bindings.pending_evicted(), Ordering::Relaxed);
     }
 }
 
@@ -171,6 +191,7 @@ impl Edge {
 /// the counters, then the PBX's state (1 up, 0 down or not yet known) and
 /// its last round-trip time in microseconds (0 when unknown).
 pub fn stats_values(edge: &Edge) -> Vec<u64> {
+    edge.sync_table_counters();
     let mut v: Vec<u64> = edge
         .counters
         .snapshot()
@@ -185,6 +206,7 @@ pub fn stats_values(edge: &Edge) -> Vec<u64> {
 
 /// Logs the counters (at exit).
 pub fn log_counters(edge: &Edge) {
+    edge.sync_table_counters();
     let parts: Vec<String> = edge
         .counters
         .snapshot()

@@ -98,6 +98,12 @@ impl StreamFramer {
         self.buf.len()
     }
 
+    /// Whether the bytes held are part of a message, not the start of a
+    /// CRLF keep-alive (which may wait for its second CRLF for ever).
+    pub fn mid_message(&self) -> bool {
+        !self.buf.is_empty() && !b"\r\n\r".starts_with(&self.buf)
+    }
+
     /// Whether an error stopped the framer.
     pub fn failed(&self) -> bool {
         self.failed

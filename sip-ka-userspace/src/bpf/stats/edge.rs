@@ -55,6 +55,9 @@ counters! {
     retransmissions: "Requests from TCP/TLS UAs retransmitted to the PBX over UDP.",
     error_answers_dropped: "400s (or 505/513) to malformed UDP requests not sent: more than MAX_ERROR_GROWTH bytes larger than the request.",
     responses_refused: "Responses dropped because their branch names no request the edge sent by the flow they came by (forged answers).",
+    dialogs_pending_evicted: "Unanswered INVITE dialogs dropped (oldest first) or not kept: --max-pending-dialogs/--max-pending-dialog-bytes reached.",
+    registers_pending_evicted: "REGISTERs awaiting their answer dropped (oldest first) or not kept: --max-pending-registers/--max-pending-register-bytes reached.",
+    conns_message_timeout: "Connections closed because a message took longer than --tcp-message-timeout from its first byte to its end.",
 }
 
 impl Counters {

@@ -94,7 +94,18 @@ impl Dialogs {
         let Some(hash) = msg.call_id_hash() else {
             return RequestAction::NotApplicable;
         };
-        self.timers.on_request(hash, msg, to_tag)
+        let action = self.timers.on_request(hash, msg, to_tag);
+        // An offer is read only for a dialog in the table, and dropped
+        // with it. A refresh naming no dialog (any stranger can send one
+        // with a fresh Call-ID) would leave its offer for ever: it is not
+        // kept. A dialog-creating INVITE makes its dialog next
+        // (`on_request_from`), or drops the offer if the caps refuse it.
+        let creates = msg.method() == Some(&Method::Invite) && msg.to_tag().is_none();
+        let known = msg.call_id().is_some_and(|c| self.by_call.contains_key(c));
+        if !known && !creates {
+            self.timers.forget_offer(hash);
+        }
+        action
     }
 
     /// RFC 4028 8.2 on a response on its way back (a dialog the table

@@ -16,7 +16,7 @@ use crate::{
         transport::Flow,
     },
     sip::{name_addr_uri, Method, SipMessage},
-    util::timer_wheel::TimerWheel,
+    util::{capped::Capped, timer_wheel::TimerWheel},
 };
 
 /// What the edge needs to end an expired dialog on both sides.
@@ -46,7 +46,15 @@ pub struct Dialogs {
     pub(super) journal: Option<Journal>,
     /// `--dialog-idle-timeout`.
     pub(super) idle: Option<Idle>,
+    /// The dialogs still pending (any INVITE makes one), by Call-ID
+    /// hash, oldest first, under `--max-pending-dialogs` and
+    /// `--max-pending-dialog-bytes`.
+    pub(super) pending: Capped<u64, ()>,
 }
+
+/// What a pending dialog is charged beyond its strings: its entries in
+/// both maps, the queue and the struct (a round figure above their size).
+const PENDING_OVERHEAD: usize = 256;
 
 /// The second clock of a confirmed dialog: no in-dialog traffic for
 /// `limit_ms` ends it. The wheel holds each dialog's earliest possible
@@ -75,7 +83,26 @@ impl Dialogs {
             pending_session: None,
             journal: None,
             idle: None,
+            pending: {
+                let d = crate::edge::config::StateLimits::default();
+                Capped::new(d.pending_dialogs, d.pending_dialog_bytes)
+            },
         }
+    }
+
+    /// Caps the dialogs still pending (set before any traffic).
+    pub fn set_pending_limits(&mut self, count: usize, bytes: usize) {
+        self.pending = Capped::new(count, bytes);
+    }
+
+    /// Pending dialogs dropped or not kept because of the caps.
+    pub fn pending_evicted(&self) -> u64 {
+        self.pending.evicted()
+    }
+
+    /// Pending dialogs held and what they are charged.
+    pub fn pending_usage(&self) -> (usize, usize) {
+        (self.pending.len(), self.pending.bytes())
     }
 
     pub fn len(&self) -> usize {
@@ -110,6 +137,7 @@ impl Dialogs {
             }
             d.phase = phase;
             d.since_ms = now_ms;
+            self.pending.remove(&d.hash);
             let (hash, last) = (d.hash, d.last_activity_ms);
             if let Some(state) = phase.map_state() {
                 self.sink.upsert(d.hash, state, d.created_unix);
@@ -126,6 +154,7 @@ impl Dialogs {
     pub(super) fn end(&mut self, call_id: &str) {
         if let Some(d) = self.by_call.remove(call_id) {
             self.by_hash.remove(&d.hash);
+            self.pending.remove(&d.hash);
             self.timers.end(d.hash);
             if let Some(idle) = &mut self.idle {
                 idle.wheel.cancel(d.hash);
@@ -177,27 +206,7 @@ impl Dialogs {
             Some(Method::Invite)
                 if msg.to_tag().is_none() && !self.by_call.contains_key(call_id) =>
             {
-                let caller_from = msg.header("From").unwrap_or_default().to_string();
-                self.by_call.insert(
-                    call_id.to_string(),
-                    Dialog {
-                        phase: Phase::Pending,
-                        hash,
-                        ua,
-                        created_unix: now_ms / 1_000,
-                        since_ms: now_ms,
-                        caller_is_ua,
-                        caller_from,
-                        callee_to: None,
-                        caller_contact: msg.header("Contact").and_then(name_addr_uri),
-                        callee_contact: None,
-                        cseq: msg.cseq().map_or(1, |c| c.seq),
-                        last_activity_ms: now_ms,
-                        forks: Vec::new(),
-                    },
-                );
-                self.by_hash.insert(hash, call_id.to_string());
-                self.save(call_id);
+                self.add_pending(msg, call_id, hash, ua, caller_is_ua, now_ms);
             }
             Some(Method::Bye) => {
                 // A BYE for one fork while another is confirmed ends that
@@ -212,6 +221,56 @@ impl Dialogs {
             }
             _ => {}
         }
+    }
+
+    /// A dialog-creating INVITE: a pending dialog, made room for under
+    /// the caps by ending the oldest pending ones.
+    fn add_pending(
+        &mut self,
+        msg: &SipMessage,
+        call_id: &str,
+        hash: u64,
+        ua: Flow,
+        caller_is_ua: bool,
+        now_ms: u64,
+    ) {
+        let caller_from = msg.header("From").unwrap_or_default().to_string();
+        let caller_contact = msg.header("Contact").and_then(name_addr_uri);
+        let cost = PENDING_OVERHEAD
+            + 2 * call_id.len()
+            + caller_from.len()
+            + caller_contact.as_ref().map_or(0, String::len);
+        for (old, ()) in self.pending.insert(hash, (), cost) {
+            if old == hash {
+                // Too big to keep at all: no dialog, and no session offer
+                // waiting for one.
+                self.timers.end(hash);
+                return;
+            }
+            if let Some(c) = self.by_hash.get(&old).cloned() {
+                self.end(&c);
+            }
+        }
+        self.by_call.insert(
+            call_id.to_string(),
+            Dialog {
+                phase: Phase::Pending,
+                hash,
+                ua,
+                created_unix: now_ms / 1_000,
+                since_ms: now_ms,
+                caller_is_ua,
+                caller_from,
+                callee_to: None,
+                caller_contact,
+                callee_contact: None,
+                cseq: msg.cseq().map_or(1, |c| c.seq),
+                last_activity_ms: now_ms,
+                forks: Vec::new(),
+            },
+        );
+        self.by_hash.insert(hash, call_id.to_string());
+        self.save(call_id);
     }
 
     /// A response being forwarded.

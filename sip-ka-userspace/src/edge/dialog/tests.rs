@@ -269,3 +269,110 @@ fn the_bye_to_the_first_fork_moves_reaping_to_the_kept_one() {
         Some("sip:carol@198.18.0.1:5080")
     );
 }
+
+/// An INVITE (no To tag) or, with `to_tag`, a re-INVITE or UPDATE, with
+/// its own Call-ID and a From padded by `pad` bytes.
+fn fresh(method: &str, call: &str, to_tag: &str, pad: usize) -> SipMessage {
+    msg(&format!(
+        "{method} sip:bob@198.18.0.1:5080 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.18.0.9:5060;branch=z9hG4bK{call}\r\n\
+         From: <sip:mallory@example.com>;tag=m1;x=p{}\r\n\
+         To: <sip:bob@example.com>{to_tag}\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:mallory@198.18.0.9:5060>\r\n\
+         Content-Length: 0\r\n\r\n",
+        "p".repeat(pad)
+    ))
+}
+
+#[test]
+fn pending_dialogs_stay_under_their_caps_oldest_first() {
+    let mut d = Dialogs::new(Box::new(NoSink), now());
+    d.set_pending_limits(100, 1 << 20);
+    let ua = Flow::Udp("198.18.0.9:5060".parse().unwrap());
+    for i in 0..1_000 {
+        d.on_request(&fresh("INVITE", &format!("flood{i}"), "", 0), ua, now());
+    }
+    assert_eq!(d.len(), 100);
+    assert_eq!(d.pending_usage().0, 100);
+    assert_eq!(d.pending_evicted(), 900);
+    assert!(d.phase("flood999").is_some() && d.phase("flood899").is_none());
+    // A real call still goes through, and once answered is no longer
+    // pending: the flood cannot push it out.
+    let inv = request("INVITE", "", 1);
+    d.on_request(&inv, ua, now());
+    d.on_response(&inv.response(180, "Ringing", Some("b1")).unwrap(), now());
+    for i in 1_000..2_000 {
+        d.on_request(&fresh("INVITE", &format!("flood{i}"), "", 0), ua, now());
+    }
+    assert!(d.known("d1@example.com"));
+    d.on_response(&inv.response(200, "OK", Some("b1")).unwrap(), now());
+    assert_eq!(d.phase("d1@example.com"), Some(Phase::Confirmed));
+    assert_eq!(d.pending_usage().0, 100);
+    assert_eq!(d.len(), 101);
+}
+
+#[test]
+fn pending_dialog_bytes_are_capped() {
+    let mut d = Dialogs::new(Box::new(NoSink), now());
+    let cap = 256 * 1024;
+    d.set_pending_limits(1_000_000, cap);
+    let ua = Flow::Udp("198.18.0.9:5060".parse().unwrap());
+    for i in 0..200 {
+        // A 16 KB From each: 3.2 MB offered.
+        d.on_request(&fresh("INVITE", &format!("big{i}"), "", 16_000), ua, now());
+    }
+    let (n, bytes) = d.pending_usage();
+    assert!(bytes <= cap, "{bytes}");
+    assert!(n < 20 && n > 0, "{n}");
+    assert_eq!(d.len(), n);
+    assert_eq!(d.pending_evicted(), 200 - n as u64);
+    // One that alone is over the cap is not kept.
+    let mut tiny = Dialogs::new(Box::new(NoSink), now());
+    tiny.set_pending_limits(10, 1_000);
+    tiny.on_request(&fresh("INVITE", "huge", "", 4_000), ua, now());
+    assert!(tiny.is_empty());
+    assert_eq!(tiny.pending_evicted(), 1);
+}
+
+#[test]
+fn refresh_offers_for_unknown_call_ids_are_not_kept() {
+    let timers = SessionTimers::new(TimerConfig::new(90, 1800, false).unwrap(), false, now());
+    let mut d = Dialogs::with_timers(Box::new(NoSink), timers);
+    d.set_pending_limits(10, 1 << 20);
+    let ua = Flow::Udp("198.18.0.9:5060".parse().unwrap());
+    for i in 0..500 {
+        let method = if i % 2 == 0 { "INVITE" } else { "UPDATE" };
+        let mut m = fresh(method, &format!("re{i}"), ";tag=x", 0);
+        assert!(matches!(
+            d.timer_request(&mut m, None),
+            crate::edge::session_timer::RequestAction::Forward(_)
+        ));
+        d.on_request(&m, ua, now());
+    }
+    assert_eq!(d.timers().offers(), 0, "offers of no dialog were kept");
+    // Initial INVITEs beyond the dialog cap take their offers with them.
+    for i in 0..500 {
+        let mut m = fresh("INVITE", &format!("new{i}"), "", 0);
+        let _ = d.timer_request(&mut m, None);
+        d.on_request(&m, ua, now());
+    }
+    assert_eq!(d.len(), 10);
+    assert_eq!(d.timers().offers(), 10);
+    // A real dialog's refresh still negotiates.
+    let mut inv = request("INVITE", "", 1);
+    let _ = d.timer_request(&mut inv, None);
+    d.on_request(&inv, ua, now());
+    let mut ok = inv.response(200, "OK", Some("b1")).unwrap();
+    ok.push_header("Session-Expires", "1800;refresher=uac");
+    d.timer_response(&mut ok, now());
+    d.on_response(&ok, now());
+    let mut update = request("UPDATE", ";tag=b1", 2);
+    let _ = d.timer_request(&mut update, None);
+    d.on_request(&update, ua, now());
+    let mut ok = update.response(200, "OK", Some("b1")).unwrap();
+    ok.push_header("Session-Expires", "900;refresher=uac");
+    d.timer_response(&mut ok, now());
+    assert_eq!(d.session("d1@example.com", now()).unwrap().0.interval, 900);
+}

@@ -11,7 +11,6 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hasher},
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -104,9 +103,13 @@ pub struct FlowToken {
 pub const KEY_LEN: usize = 32;
 
 impl Default for FlowToken {
-    /// A fresh random key (tokens die with the process).
+    /// A fresh random key (tokens die with the process). Only what
+    /// [`crate::edge::Edge::new`] starts with: the daemon's edge gets its
+    /// key from [`crate::edge::Edge::with_options`], which refuses to
+    /// start when the random source fails, so the all-zero stand-in used
+    /// then never signs a token on the wire.
     fn default() -> Self {
-        FlowToken::with_key(&FlowToken::random_key())
+        FlowToken::with_key(&FlowToken::random_key().unwrap_or([0; KEY_LEN]))
     }
 }
 
@@ -124,20 +127,23 @@ impl FlowToken {
         }
     }
 
-    /// A key from the system's random source.
-    pub fn random_key() -> [u8; KEY_LEN] {
+    /// A key from the system's random source. There is no fallback: a
+    /// key anyone could guess would let them forge tokens naming other
+    /// UAs' connections, so the edge refuses to start instead.
+    pub fn random_key() -> std::io::Result<[u8; KEY_LEN]> {
         use ring::rand::SecureRandom as _;
+        let rng = ring::rand::SystemRandom::new();
+        Self::key_from(|k| rng.fill(k).map_err(|_| ()))
+    }
+
+    fn key_from(fill: impl FnOnce(&mut [u8]) -> Result<(), ()>) -> std::io::Result<[u8; KEY_LEN]> {
         let mut key = [0u8; KEY_LEN];
-        if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
-            // No getrandom: fall back to the hasher's per-process seed.
-            for chunk in key.chunks_mut(8) {
-                let v = std::collections::hash_map::RandomState::new()
-                    .build_hasher()
-                    .finish();
-                chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
-            }
-        }
-        key
+        fill(&mut key).map_err(|()| {
+            std::io::Error::other(
+                "the system's random source (getrandom) failed: no flow-token key, not starting",
+            )
+        })?;
+        Ok(key)
     }
 
     /// The key in `dir/flow-key`, made (mode 0600) when absent or unusable.
@@ -156,14 +162,21 @@ impl FlowToken {
             // the PBX holds.
             Err(e) => return Err(e),
         }
-        let key = FlowToken::random_key();
+        let key = FlowToken::random_key()?;
         let tmp = dir.join("flow-key.tmp");
+        // Left by a crash, or planted: never written through. Removing a
+        // symbolic link removes the link, not what it points at.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         f.write_all(&key)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -463,5 +476,44 @@ mod tests {
         for junk in ["", "-", "t1--", "x", "t1-00-1-0000000000000000"] {
             assert_eq!(t.decode(junk), None, "{junk}");
         }
+    }
+
+    #[test]
+    fn no_random_source_means_no_key() {
+        assert!(FlowToken::key_from(|_| Err(())).is_err());
+        assert_eq!(
+            FlowToken::key_from(|k| {
+                k.fill(3);
+                Ok(())
+            })
+            .unwrap(),
+            [3; KEY_LEN]
+        );
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sip-ka-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_key_file_is_private_and_never_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = scratch("flowkey");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("flow-key.tmp")).unwrap();
+        // A permissive umask must not widen the key's mode.
+        let old = unsafe { libc::umask(0) };
+        let made = FlowToken::load_or_create(&dir);
+        unsafe { libc::umask(old) };
+        made.unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let key = std::fs::metadata(dir.join("flow-key")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+        assert_eq!(key.len(), KEY_LEN as u64);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -172,6 +172,12 @@ where
     // for every message.
     let idle = tokio::time::sleep_until(last + idle_for());
     tokio::pin!(idle);
+    // Armed while a message is under way: any byte moves the idle timer
+    // on, so only this bounds a sender that dribbles a message.
+    let msg_limit = edge.cfg.streams.message_timeout;
+    let mut msg_started = false;
+    let msg_due = tokio::time::sleep_until(last + msg_limit);
+    tokio::pin!(msg_due);
     let mut out: Vec<Vec<u8>> = Vec::new();
     loop {
         out.clear();
@@ -187,7 +193,9 @@ where
                 };
                 last = Instant::now();
                 let mut lost = false;
+                let mut ended = false;
                 for ev in framer.push(buf.get(..n).unwrap_or_default()) {
+                    ended |= !matches!(ev, StreamEvent::Error(_));
                     match ev {
                         StreamEvent::Ping => {
                             Counters::bump(&c.crlf_pings);
@@ -220,6 +228,24 @@ where
                     let _ = write_all(&mut wr, &out).await;
                     break;
                 }
+                // Bytes left over began a message in this read if one
+                // ended in it, or if none was under way. The start of a CRLF
+                // keep-alive (a lone CRLF waits for a second one) is not a
+                // message: only the idle time bounds it.
+                if !framer.mid_message() {
+                    msg_started = false;
+                } else if !msg_started || ended {
+                    msg_started = true;
+                    msg_due.as_mut().reset(last + msg_limit);
+                }
+            }
+            () = &mut msg_due, if msg_started => {
+                Counters::bump(&c.conns_message_timeout);
+                log::debug!(
+                    "edge: closing {peer}: a message took longer than {} s",
+                    msg_limit.as_secs()
+                );
+                break;
             }
             queued = rx.recv() => match queued {
                 Some(bytes) => out.push(bytes),
