@@ -49,9 +49,10 @@ pub struct Config {
     pub track_peers: u32,
     /// One of `ACL_OFF`, `ACL_DENY`, `ACL_ALLOW_ONLY`.
     pub acl: u32,
-    /// Answers per second per source address; 0 = unlimited.
+    /// Answers per second per source address; 0 = unlimited. The program
+    /// reads at most `RATE_LIMIT_MAX`.
     pub rate_limit_pps: u32,
-    /// Token bucket depth per source address.
+    /// Token bucket depth per source address (at most `RATE_LIMIT_MAX`).
     pub rate_limit_burst: u32,
     /// Set by the daemon when the map was initialised (0 = never written:
     /// the program then passes everything).
@@ -61,10 +62,31 @@ pub struct Config {
     /// list them without reading 65536 array entries. The program does not
     /// read this.
     pub sip_ports: [u16; MAX_SIP_PORTS],
+    /// The interface's own MAC address, written by the daemon when it
+    /// attaches: only frames sent to it are answered, so a frame flooded
+    /// or mirrored to this port for another host never gets a second
+    /// answerer. All zero (not known) answers no frame at all.
+    pub own_mac: [u8; 6],
+    pub _pad_mac: [u8; 2],
+    /// The interface's IPv4 directed broadcast addresses (all zero = unused
+    /// slot), written by the daemon like `own_mac`: a ping sent to one is
+    /// never answered (255.255.255.255 never is either).
+    pub broadcast_v4: [[u8; 4]; MAX_BROADCAST_V4],
 }
 
 /// How many SIP ports can be configured.
 pub const MAX_SIP_PORTS: usize = 8;
+/// How many directed broadcast addresses of the interface are refused.
+pub const MAX_BROADCAST_V4: usize = 8;
+/// Largest `rate_limit_pps` and `rate_limit_burst`: the bucket's refill
+/// (at most 100 s of elapsed nanoseconds times the rate) and its depth in
+/// nanotokens stay far below 2^64.
+pub const RATE_LIMIT_MAX: u32 = 10_000_000;
+/// Answers per second per source address by default: a thousand phones
+/// behind one NAT address send about 70 keep-alives a second.
+pub const DEFAULT_RATE_PPS: u32 = 200;
+/// Default bucket depth per source address.
+pub const DEFAULT_RATE_BURST: u32 = 400;
 
 impl Config {
     pub const DEFAULT: Config = Config {
@@ -76,11 +98,14 @@ impl Config {
         verify_checksums: 1,
         track_peers: 1,
         acl: ACL_OFF,
-        rate_limit_pps: 0,
-        rate_limit_burst: 20,
+        rate_limit_pps: DEFAULT_RATE_PPS,
+        rate_limit_burst: DEFAULT_RATE_BURST,
         initialised: 1,
         _pad: 0,
         sip_ports: [0; MAX_SIP_PORTS],
+        own_mac: [0; 6],
+        _pad_mac: [0; 2],
+        broadcast_v4: [[0; 4]; MAX_BROADCAST_V4],
     };
 }
 

@@ -66,6 +66,16 @@ pub enum Counter {
     SipRequests,
     /// SIP responses (all classes).
     SipResponses,
+    /// A keep-alive in a frame sent to an Ethernet group address
+    /// (broadcast, multicast) or from one: never answered.
+    PassEthGroup,
+    /// A keep-alive in a frame sent to a unicast MAC that is not the
+    /// interface's (flooded, mirrored, or during a failover), or while the
+    /// interface's MAC is not configured: never answered.
+    PassOtherHost,
+    /// A keep-alive over IPv4 with options (IHL > 5): passed, so options
+    /// such as source routes are never echoed back.
+    PassIpOptions,
     // The daemon's userspace responder (written by the daemon only: the
     // kernel never touches these slots).
     /// `\r\n\r\n` received by the userspace responder.
@@ -119,6 +129,9 @@ pub const COUNTER_NAMES: [&str; NAMED_COUNTERS] = [
     "drop_rate_limit",
     "sip_requests",
     "sip_responses",
+    "pass_eth_group",
+    "pass_other_host",
+    "pass_ip_options",
     "user_crlf_ping",
     "user_crlf_pong_sent",
     "user_stun_req",

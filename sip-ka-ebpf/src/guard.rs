@@ -1,40 +1,88 @@
 //! Who may be answered: address sanity, the ACL, per-source rate limits,
 //! and the PEERS table of sources that sent keep-alives.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use sip_ka_common::{
-    config::{ACL_ALLOW_ONLY, ACL_OFF},
+    config::{ACL_ALLOW_ONLY, ACL_OFF, RATE_LIMIT_MAX},
     maps::{PeerKey, PeerValue, RateValue, KIND_CRLF, KIND_SIP, KIND_STUN},
     Config, Counter,
 };
 
 use crate::{
     maps::{atomic_add, ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, PEERS, RATE},
+    parse::{ptr_at, EthHdr, IPV4_MIN_HLEN},
     structs::{Scratch, Udp},
 };
 
 const V4_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
-/// A source that must never get an answer: multicast, broadcast, loopback,
-/// unspecified (and, for IPv6, IPv4-mapped on the wire), or port 0; or a
-/// destination that is multicast or broadcast.
+/// A frame that is not this host's to answer: sent to or from an
+/// Ethernet group address (the answer would go out from a broadcast or
+/// multicast MAC, or to one), or to a unicast MAC other than the
+/// interface's (a flooded, mirrored or misdirected frame: its owner
+/// answers it). While the interface's MAC is unknown (all zero) no frame
+/// is ours.
 #[inline(always)]
-pub fn unanswerable(p: &Udp, s: &Scratch) -> bool {
+fn frame_refused(ctx: &XdpContext, cfg: &Config) -> Option<Counter> {
+    let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Some(Counter::PassMalformed);
+    };
+    let (dst, src) = unsafe { ((*eth).dst, (*eth).src) };
+    // The I/G bit: the low bit of the first octet.
+    if (dst[0] | src[0]) & 1 != 0 {
+        return Some(Counter::PassEthGroup);
+    }
+    if dst != cfg.own_mac || cfg.own_mac == [0; 6] {
+        return Some(Counter::PassOtherHost);
+    }
+    None
+}
+
+/// One of the interface's IPv4 directed broadcasts, as the daemon
+/// configured them.
+#[inline(always)]
+fn directed_broadcast(cfg: &Config, s: &Scratch) -> bool {
+    let d = [s.dst[12], s.dst[13], s.dst[14], s.dst[15]];
+    let mut i = 0;
+    while i < cfg.broadcast_v4.len() {
+        let b = cfg.broadcast_v4[i];
+        if b != [0; 4] && b == d {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// An address pair that must never get an answer: a source that is
+/// multicast, broadcast, loopback, unspecified (and, for IPv6,
+/// IPv4-mapped on the wire), or port 0; or a destination that is not
+/// unicast (multicast, a broadcast of the interface, unspecified,
+/// loopback), which the answer would take as its source.
+#[inline(always)]
+pub fn unanswerable(cfg: &Config, p: &Udp, s: &Scratch) -> bool {
     if p.sport == 0 {
         return true;
     }
     if p.is_v4 {
         let src0 = s.src[12];
+        let dst0 = s.dst[12];
         src0 == 0                      // 0.0.0.0/8
             || src0 == 127             // loopback
             || src0 >= 224             // multicast, class E, broadcast
-            || s.dst[12] >= 224
+            || dst0 == 0
+            || dst0 == 127
+            || dst0 >= 224
+            || directed_broadcast(cfg, s)
     } else {
         let src = &s.src;
+        let dst = &s.dst;
         let zero_head = src[..15].iter().all(|b| *b == 0);
+        let dst_zero_head = dst[..15].iter().all(|b| *b == 0);
         src[0] == 0xff
-            || s.dst[0] == 0xff
+            || dst[0] == 0xff
             || (zero_head && (src[15] == 0 || src[15] == 1))
+            || (dst_zero_head && (dst[15] == 0 || dst[15] == 1))
             || src[..12] == V4_PREFIX
     }
 }
@@ -55,20 +103,24 @@ pub fn acl_refuses(cfg: &Config, s: &Scratch) -> bool {
 
 const NS: u64 = 1_000_000_000;
 
-/// Token bucket per source address; `true` when over the rate.
+/// Token bucket per source address: takes a token, or `true` when the
+/// source is over its rate. Called for a packet that passed every other
+/// check, so a packet that gets no answer costs its source nothing.
 #[inline(always)]
 pub fn over_rate(cfg: &Config, s: &Scratch, now: u64) -> bool {
-    let pps = cfg.rate_limit_pps as u64;
+    let max = RATE_LIMIT_MAX as u64;
+    // Clamped as the CLI does, whatever is in the map, so the sum below
+    // (at most 1e16 + 100 s x 1e7 x 1e9) cannot wrap.
+    let pps = (cfg.rate_limit_pps as u64).min(max);
     if pps == 0 {
         return false;
     }
-    let cap = (cfg.rate_limit_burst as u64).max(1) * NS;
+    let cap = (cfg.rate_limit_burst as u64).clamp(1, max) * NS;
     match RATE.get_ptr_mut(&s.src) {
         Some(b) => {
             let b = unsafe { &mut *b };
-            // Cap the elapsed time so the refill cannot overflow.
             let elapsed = now.saturating_sub(b.last_ns).min(100 * NS);
-            let tokens = (b.tokens + elapsed * pps).min(cap);
+            let tokens = (b.tokens.min(cap) + elapsed * pps).min(cap);
             b.last_ns = now;
             if tokens < NS {
                 b.tokens = tokens;
@@ -88,15 +140,33 @@ pub fn over_rate(cfg: &Config, s: &Scratch, now: u64) -> bool {
     }
 }
 
-/// Every reason not to answer, checked in order; the counter to bump when
-/// one applies.
+/// Gives back the token `over_rate` took for a packet that then could
+/// not be answered after all.
 #[inline(always)]
-pub fn refuse(cfg: &Config, p: &Udp, s: &Scratch, now: u64) -> Option<Counter> {
-    if unanswerable(p, s) {
+pub fn refund(cfg: &Config, s: &Scratch) {
+    if cfg.rate_limit_pps == 0 {
+        return;
+    }
+    if let Some(b) = RATE.get_ptr_mut(&s.src) {
+        // The next refill caps the bucket again.
+        unsafe { (*b).tokens += NS };
+    }
+}
+
+/// Every reason never to answer, checked in order (frame, addresses,
+/// IPv4 options); the counter to bump when one applies. The packet is
+/// passed, so the kernel handles or drops it as it would without sip-ka.
+#[inline(always)]
+pub fn refuse(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &Scratch) -> Option<Counter> {
+    if let Some(c) = frame_refused(ctx, cfg) {
+        return Some(c);
+    }
+    if unanswerable(cfg, p, s) {
         return Some(Counter::PassBadAddress);
     }
-    if over_rate(cfg, s, now) {
-        return Some(Counter::DropRateLimit);
+    // Options (source routes, record route...) would be echoed back.
+    if p.is_v4 && p.l4_off - p.l3_off > IPV4_MIN_HLEN {
+        return Some(Counter::PassIpOptions);
     }
     None
 }

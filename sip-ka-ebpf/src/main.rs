@@ -213,19 +213,21 @@ fn answer(
     kind: u32,
     sent: Counter,
 ) -> u32 {
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(refused) = guard::refuse(cfg, p, s, now) {
+    if let Some(refused) = guard::refuse(ctx, cfg, p, s) {
         count(refused);
-        return if refused == Counter::DropRateLimit {
-            debug!(ctx, "over the answer rate: source port {}", p.sport);
-            xdp_action::XDP_DROP
-        } else {
-            xdp_action::XDP_PASS
-        };
+        return xdp_action::XDP_PASS;
     }
     if cfg.verify_checksums != 0 && !reply::checksums_ok(ctx, p, s, plen) {
         count(Counter::PassBadChecksum);
         return xdp_action::XDP_PASS;
+    }
+    // Last, so only a packet about to be answered takes a token: spoofed
+    // packets that fail a check cannot drain another source's bucket.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if guard::over_rate(cfg, s, now) {
+        count(Counter::DropRateLimit);
+        debug!(ctx, "over the answer rate: source port {}", p.sport);
+        return xdp_action::XDP_DROP;
     }
     guard::note_peer(cfg, p, s, kind, now);
     match reply::transmit(ctx, p, s, out_len) {
@@ -234,6 +236,7 @@ fn answer(
             action
         }
         None => {
+            guard::refund(cfg, s);
             count(Counter::PassMalformed);
             xdp_action::XDP_PASS
         }

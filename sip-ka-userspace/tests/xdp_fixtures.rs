@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use bytecodec::DecodeExt as _;
 use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
 use sip_ka::{
-    bpf::test_run::{Harness, XDP_DROP, XDP_PASS, XDP_TX},
+    bpf::test_run::{Harness, OWN_MAC, XDP_DROP, XDP_PASS, XDP_TX},
     lab::{
         packet::{
             sip_request, Checksum, PacketBuilder, Stun, CLIENT_MAC, CRLF_PING, CRLF_PONG,
@@ -27,7 +27,7 @@ use sip_ka_common::{
     callid_hash,
     config::{ACL_ALLOW_ONLY, ACL_DENY, ACL_OFF},
     counters::{sip_request_index, NAMED_COUNTERS},
-    maps::{v4_mapped, DialogValue, DIALOG_CONFIRMED},
+    maps::{v4_mapped, DialogValue, RateValue, DIALOG_CONFIRMED},
     sip::Method,
     stun::{
         ATTR_MESSAGE_INTEGRITY, ATTR_SOFTWARE, ATTR_USERNAME, BINDING_SUCCESS, MAX_AMPLIFICATION,
@@ -168,10 +168,6 @@ fn crlf_ping_gets_a_pong_in_every_encapsulation() {
         ("ipv6", v6(CRLF_PING)),
         ("ipv4 + 802.1Q", v4(CRLF_PING).vlans(&[100])),
         ("ipv6 + QinQ", v6(CRLF_PING).vlans(&[10, 20])),
-        (
-            "ipv4 with options (IHL 7)",
-            v4(CRLF_PING).ip_options(&[0x01, 0x01, 0x01, 0x01, 0x94, 0x04, 0, 0]),
-        ),
         ("ipv4 padded to 60 bytes", v4(CRLF_PING).pad_to(60)),
         (
             "ipv4 without UDP checksum",
@@ -784,6 +780,282 @@ fn in_dialog_keepalives_are_counted_per_dialog_with_the_shared_hash() {
     h.run(&v4(&unknown).build()).unwrap();
     assert_eq!(d.of(&h, Counter::KaUnknownDialog as u32), 1);
     assert_eq!(d.of(&h, Counter::KaInDialog as u32), 0);
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn ipv4_options_are_passed_never_echoed() {
+    let h = harness();
+    // NOPs, then a loose source route with a hop still to go (pointer 4
+    // of a 7-byte option): answering would echo the route to the sender.
+    let lsrr = [0x01, 0x83, 0x07, 0x04, 198, 18, 0, 77, 0, 0, 0, 0];
+    let timestamp = [0x01, 0x01, 0x01, 0x01, 0x94, 0x04, 0, 0];
+    for (name, options) in [
+        ("router alert (IHL 7)", &timestamp[..]),
+        ("LSRR", &lsrr[..]),
+    ] {
+        for (kind, req, moved) in [
+            ("CRLF", v4(CRLF_PING), Counter::CrlfPing),
+            (
+                "STUN",
+                v4(&Stun::binding_request(TXID).fingerprint().build()),
+                Counter::StunReq,
+            ),
+        ] {
+            let what = format!("{kind} with {name}");
+            let d = Delta::new(&h);
+            let bytes = req.ip_options(options).build();
+            let r = h.run(&bytes).unwrap();
+            assert_eq!(r.action, XDP_PASS, "{what}");
+            assert_eq!(r.packet, bytes, "{what}: passed untouched");
+            d.expect(&h, &what, &[(moved, 1), (Counter::PassIpOptions, 1)]);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn frames_not_for_this_host_are_never_answered() {
+    let mut h = harness();
+    assert_eq!(
+        OWN_MAC, SERVER_MAC,
+        "the harness plays the fixtures' server"
+    );
+    let bcast_mac = [0xff; 6];
+    let mcast_mac = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
+    let other_host = [0x02, 0, 0, 0, 0, 0x99];
+    let stun = Stun::binding_request(TXID).build();
+    let directed = Ipv4Addr::new(198, 18, 0, 255);
+    let mut loop6 = [0u8; 16];
+    loop6[15] = 1;
+    let cases: Vec<(&str, PacketBuilder, Counter)> = vec![
+        (
+            "Ethernet broadcast",
+            v4(CRLF_PING).macs(CLIENT_MAC, bcast_mac),
+            Counter::PassEthGroup,
+        ),
+        (
+            "directed broadcast in an Ethernet broadcast",
+            v4(CRLF_PING).dst_ip(directed).macs(CLIENT_MAC, bcast_mac),
+            Counter::PassEthGroup,
+        ),
+        (
+            "Ethernet multicast, STUN",
+            v4(&stun).macs(CLIENT_MAC, mcast_mac),
+            Counter::PassEthGroup,
+        ),
+        (
+            "IPv6 multicast MAC",
+            v6(CRLF_PING).macs(CLIENT_MAC, [0x33, 0x33, 0, 0, 0, 1]),
+            Counter::PassEthGroup,
+        ),
+        (
+            "group source MAC",
+            v4(CRLF_PING).macs(mcast_mac, SERVER_MAC),
+            Counter::PassEthGroup,
+        ),
+        (
+            "another host's MAC",
+            v4(CRLF_PING).macs(CLIENT_MAC, other_host),
+            Counter::PassOtherHost,
+        ),
+        (
+            "another host's MAC, IPv6 STUN",
+            v6(&stun).macs(CLIENT_MAC, other_host),
+            Counter::PassOtherHost,
+        ),
+        (
+            "another host's MAC, VLAN",
+            v4(CRLF_PING).macs(CLIENT_MAC, other_host).vlans(&[100]),
+            Counter::PassOtherHost,
+        ),
+        (
+            "directed broadcast in a unicast frame",
+            v4(CRLF_PING).dst_ip(directed),
+            Counter::PassBadAddress,
+        ),
+        (
+            "directed broadcast, STUN",
+            v4(&stun).dst_ip(directed),
+            Counter::PassBadAddress,
+        ),
+        (
+            "limited broadcast destination",
+            v4(CRLF_PING).dst_ip(Ipv4Addr::BROADCAST),
+            Counter::PassBadAddress,
+        ),
+        (
+            "unspecified destination",
+            v4(CRLF_PING).dst_ip(Ipv4Addr::UNSPECIFIED),
+            Counter::PassBadAddress,
+        ),
+        (
+            "loopback destination",
+            v4(CRLF_PING).dst_ip(Ipv4Addr::LOCALHOST),
+            Counter::PassBadAddress,
+        ),
+        (
+            "v6 unspecified destination",
+            v6(CRLF_PING).dst_ip(Ipv6Addr::UNSPECIFIED),
+            Counter::PassBadAddress,
+        ),
+        (
+            "v6 loopback destination",
+            v6(CRLF_PING).dst_ip(Ipv6Addr::from(loop6)),
+            Counter::PassBadAddress,
+        ),
+    ];
+    for (name, req, counter) in &cases {
+        let seen = if req.payload == CRLF_PING {
+            Counter::CrlfPing
+        } else {
+            Counter::StunReq
+        };
+        let d = Delta::new(&h);
+        let bytes = req.build();
+        let r = h.run(&bytes).unwrap();
+        assert_eq!(r.action, XDP_PASS, "{name}");
+        assert_eq!(r.packet, bytes, "{name}: passed untouched");
+        d.expect(&h, name, &[(seen, 1), (*counter, 1)]);
+    }
+    // The same ping to this host's MAC and address is answered.
+    assert_eq!(h.run(&v4(CRLF_PING).build()).unwrap().action, XDP_TX);
+
+    // Every broadcast slot the daemon fills is refused.
+    let mut cfg = Config::DEFAULT;
+    cfg.broadcast_v4[5] = [10, 1, 255, 255];
+    h.set_config(cfg).unwrap();
+    let d = Delta::new(&h);
+    let to_second = v4(CRLF_PING).dst_ip(Ipv4Addr::new(10, 1, 255, 255)).build();
+    assert_eq!(h.run(&to_second).unwrap().action, XDP_PASS);
+    d.expect(
+        &h,
+        "second broadcast",
+        &[(Counter::CrlfPing, 1), (Counter::PassBadAddress, 1)],
+    );
+
+    // The interface's MAC not configured (all zero): nothing is answered.
+    h.set_raw_config(Config::DEFAULT).unwrap();
+    for req in [v4(CRLF_PING), v6(&stun)] {
+        let d = Delta::new(&h);
+        let bytes = req.build();
+        assert_eq!(h.run(&bytes).unwrap().action, XDP_PASS);
+        let seen = if req.payload == CRLF_PING {
+            Counter::CrlfPing
+        } else {
+            Counter::StunReq
+        };
+        d.expect(
+            &h,
+            "MAC not configured",
+            &[(seen, 1), (Counter::PassOtherHost, 1)],
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn rate_limit_is_on_by_default_and_charged_only_for_answers() {
+    assert_eq!(
+        (
+            Config::DEFAULT.rate_limit_pps,
+            Config::DEFAULT.rate_limit_burst
+        ),
+        (200, 400)
+    );
+    let mut h = harness();
+    // One source, as fast as BPF_PROG_TEST_RUN goes: the burst of 400 and
+    // what 200/s refills meanwhile are answered, the rest dropped.
+    let ping = v4(CRLF_PING).src_ip(Ipv4Addr::new(198, 18, 0, 5)).build();
+    let d = Delta::new(&h);
+    let started = std::time::Instant::now();
+    let (mut tx, mut dropped) = (0u64, 0u64);
+    for _ in 0..600 {
+        match h.run(&ping).unwrap().action {
+            XDP_TX => tx += 1,
+            XDP_DROP => dropped += 1,
+            other => panic!("action {other}"),
+        }
+    }
+    let refill = (started.elapsed().as_secs_f64() * 200.0).ceil() as u64 + 1;
+    assert!(
+        (400..=400 + refill).contains(&tx),
+        "{tx} answers, {dropped} drops"
+    );
+    assert_eq!(d.of(&h, Counter::DropRateLimit as u32), dropped);
+    assert_eq!(d.of(&h, Counter::CrlfPongSent as u32), tx);
+
+    // Packets that get no answer take no token: spoofed bad checksums,
+    // frames for another host, IPv4 options, a broadcast destination.
+    h.set_config(Config {
+        rate_limit_pps: 1,
+        rate_limit_burst: 2,
+        ..Config::DEFAULT
+    })
+    .unwrap();
+    let victim = v4(CRLF_PING).src_ip(Ipv4Addr::new(198, 18, 0, 6));
+    for (name, req) in [
+        (
+            "bad UDP checksum",
+            victim.clone().udp_checksum(Checksum::Wrong),
+        ),
+        (
+            "bad IPv4 checksum",
+            victim.clone().ip_checksum(Checksum::Wrong),
+        ),
+        (
+            "another host's MAC",
+            victim.clone().macs(CLIENT_MAC, [0x02, 0, 0, 0, 0, 0x99]),
+        ),
+        ("IPv4 options", victim.clone().ip_options(&[1, 1, 1, 1])),
+        (
+            "directed broadcast",
+            victim.clone().dst_ip(Ipv4Addr::new(198, 18, 0, 255)),
+        ),
+    ] {
+        for _ in 0..5 {
+            assert_eq!(h.run(&req.build()).unwrap().action, XDP_PASS, "{name}");
+        }
+    }
+    let good = victim.build();
+    assert_eq!(h.run(&good).unwrap().action, XDP_TX, "first answer");
+    assert_eq!(h.run(&good).unwrap().action, XDP_TX, "second answer");
+    assert_eq!(h.run(&good).unwrap().action, XDP_DROP, "over the burst");
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn token_bucket_refill_never_wraps() {
+    let mut h = harness();
+    // A rate the CLI refuses but the map can hold: 100 s of refill at
+    // this rate plus what the bucket holds is exactly 2^64, which a
+    // wrapping sum would make an empty bucket.
+    let pps: u32 = 184_467_440;
+    let tokens = (1u128 << 64) - 100_000_000_000u128 * pps as u128;
+    h.set_config(Config {
+        rate_limit_pps: pps,
+        rate_limit_burst: 100,
+        ..Config::DEFAULT
+    })
+    .unwrap();
+    let src = Ipv4Addr::new(198, 18, 0, 8);
+    h.set_rate(
+        v4_mapped(src.octets()),
+        RateValue {
+            tokens: tokens as u64,
+            // Boot time: the elapsed time is capped at 100 s.
+            last_ns: 0,
+        },
+    )
+    .unwrap();
+    let d = Delta::new(&h);
+    let r = h.run(&v4(CRLF_PING).src_ip(src).build()).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    d.expect(
+        &h,
+        "huge rate",
+        &[(Counter::CrlfPing, 1), (Counter::CrlfPongSent, 1)],
+    );
 }
 
 trait ReplaceCallId {

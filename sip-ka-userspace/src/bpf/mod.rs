@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod config_keys;
+pub mod iface;
 pub mod load;
 pub mod pins;
 pub mod stats;

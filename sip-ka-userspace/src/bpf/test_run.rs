@@ -1,6 +1,10 @@
 //! The XDP program run through BPF_PROG_TEST_RUN: loaded (not attached)
 //! with its maps pinned in a private directory, configured like the
 //! daemon configures it. Used by the fixture tests and the benchmark.
+//!
+//! The harness plays an interface whose MAC is `OWN_MAC` with
+//! 198.18.0.1/24 (the lab's server: `lab::packet::SERVER_MAC`,
+//! `lab::SERVER_V4`), so the fixtures' frames are addressed to it.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -15,8 +19,8 @@ use aya::{
 };
 use sip_ka_common::{
     maps::{
-        DialogValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS,
-        MAP_STATS, PROGRAM_NAME,
+        DialogValue, RateValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG, MAP_DIALOGS, MAP_RATE,
+        MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
     },
     Config,
 };
@@ -40,6 +44,11 @@ pub struct Outcome {
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+
+/// The MAC of the interface the harness plays.
+pub const OWN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// Its IPv4 directed broadcast (198.18.0.0/24).
+pub const BROADCAST_V4: [u8; 4] = [198, 18, 0, 255];
 
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -65,8 +74,17 @@ impl Harness {
         Ok(h)
     }
 
+    /// Writes `cfg` as the daemon would: initialised, and with the
+    /// interface's MAC and broadcast (`OWN_MAC`, `BROADCAST_V4`) where `cfg`
+    /// leaves them unset.
     pub fn set_config(&mut self, mut cfg: Config) -> Result<()> {
         cfg.initialised = 1;
+        if cfg.own_mac == [0; 6] {
+            cfg.own_mac = OWN_MAC;
+        }
+        if cfg.broadcast_v4 == Config::DEFAULT.broadcast_v4 {
+            cfg.broadcast_v4[0] = BROADCAST_V4;
+        }
         let mut map: Array<&mut MapData, Config> =
             Array::try_from(self.bpf.map_mut(MAP_CONFIG).context("CONFIG")?)?;
         map.set(0, cfg, 0)?;
@@ -87,6 +105,14 @@ impl Harness {
         let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
             LpmTrie::try_from(self.bpf.map_mut(name).context("ACL")?)?;
         trie.insert(&Key::new(len, addr), 1, 0)?;
+        Ok(())
+    }
+
+    /// Sets the token bucket of a source address (16-byte form).
+    pub fn set_rate(&mut self, addr: [u8; 16], value: RateValue) -> Result<()> {
+        let mut map: HashMap<&mut MapData, [u8; 16], RateValue> =
+            HashMap::try_from(self.bpf.map_mut(MAP_RATE).context("RATE")?)?;
+        map.insert(addr, value, 0)?;
         Ok(())
     }
 

@@ -266,6 +266,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     };
     pins::set_sip_ports(&mut ports_map, &mut cfg, &ports)?;
+    if let Some(iface) = &iface {
+        configure_identity(&mut cfg, iface)?;
+    }
     config_map.set(0, cfg, 0)?;
     let ports = pins::sip_ports(&cfg);
 
@@ -386,6 +389,26 @@ pub fn run(args: RunArgs) -> Result<()> {
     pins::unpin_all(&pin_dir)?;
     log::info!("detached and unpinned");
     result
+}
+
+/// The interface's MAC and IPv4 directed broadcasts into CONFIG, so the
+/// program answers only frames sent to this host and never a broadcast.
+fn configure_identity(cfg: &mut Config, iface: &str) -> Result<()> {
+    let id = crate::bpf::iface::Identity::read(iface)
+        .with_context(|| format!("reading the addresses of {iface}"))?;
+    let left_out = id.apply(cfg);
+    if id.mac.is_none() {
+        log::warn!("{iface} has no Ethernet address: the fast path answers nothing");
+    }
+    if !left_out.is_empty() {
+        log::warn!("{iface}: broadcast addresses not refused by the fast path: {left_out:?}");
+    }
+    log::info!(
+        "{iface}: answering frames to {} only; broadcasts {}",
+        config_keys::get(cfg, "own_mac")?,
+        config_keys::get(cfg, "broadcast_v4")?
+    );
+    Ok(())
 }
 
 /// Refreshes the responder's view of CONFIG and publishes its counters.

@@ -171,21 +171,24 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
     let calls = opts.calls.max(1);
     let repeat = opts.repeat.max(1);
     let mut h = Harness::new().context("loading the XDP program for BPF_PROG_TEST_RUN")?;
-    if !opts.set.is_empty() {
-        let mut cfg = sip_ka_common::Config::DEFAULT;
-        for kv in &opts.set {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
-            sip_ka::bpf::config_keys::set(&mut cfg, k.trim(), v.trim())
-                .with_context(|| format!("--set {kv}"))?;
-        }
-        h.set_config(cfg)?;
-        println!(
-            "configuration changed from the defaults: {}",
-            opts.set.join(" ")
-        );
+    // Every run comes from one source: the per-source answer limit (on by
+    // default) would time the drop path after the first burst.
+    let mut cfg = sip_ka_common::Config {
+        rate_limit_pps: 0,
+        ..sip_ka_common::Config::DEFAULT
+    };
+    for kv in &opts.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+        sip_ka::bpf::config_keys::set(&mut cfg, k.trim(), v.trim())
+            .with_context(|| format!("--set {kv}"))?;
     }
+    h.set_config(cfg)?;
+    println!(
+        "configuration changed from the defaults: rate_limit_pps=0 {}",
+        opts.set.join(" ")
+    );
     h.insert_dialog(
         callid_hash(CALL_ID.as_bytes()),
         DialogValue {

@@ -92,6 +92,12 @@ pub(crate) fn lab_bench(opts: &Opts) -> Result<()> {
             }
             Server::Coturn => Some(Coturn::start(&lab)?),
         };
+        if coturn.is_none() {
+            // The load comes from one source address: the per-source answer
+            // limit (on by default) would measure drops, not answers.
+            sip_ka::lab::run(&mut lab.sip_ka(&["config", "set", "rate_limit_pps", "0"])?)?;
+            std::thread::sleep(std::time::Duration::from_millis(600));
+        }
         let server_pid = match &coturn {
             Some(b) => b.pid(),
             None => lab.daemon_pid().context("daemon pid")?,

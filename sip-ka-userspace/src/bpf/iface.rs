@@ -1,0 +1,167 @@
+//! What CONFIG must know about the interface the program answers on: its
+//! own MAC address (frames for any other address are not ours to answer)
+//! and its IPv4 directed broadcasts (a ping to one must not make every
+//! host of the subnet answer).
+
+use std::{ffi::CStr, net::Ipv4Addr};
+
+use anyhow::Result;
+use sip_ka_common::{config::MAX_BROADCAST_V4, Config};
+
+/// The interface as `getifaddrs` shows it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `None` when the interface has no Ethernet address (or is not there).
+    pub mac: Option<[u8; 6]>,
+    /// Each IPv4 address: (address, netmask, broadcast address if set).
+    pub v4: Vec<(Ipv4Addr, Ipv4Addr, Option<Ipv4Addr>)>,
+}
+
+impl Identity {
+    /// Reads `iface`'s addresses.
+    pub fn read(iface: &str) -> Result<Identity> {
+        let mut id = Identity::default();
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        if unsafe { libc::getifaddrs(&mut head) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            // SAFETY: a node of the list getifaddrs returned, freed below.
+            let ifa = unsafe { &*cur };
+            cur = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+                continue;
+            }
+            if unsafe { CStr::from_ptr(ifa.ifa_name) }.to_bytes() != iface.as_bytes() {
+                continue;
+            }
+            match unsafe { (*ifa.ifa_addr).sa_family } as i32 {
+                libc::AF_PACKET => {
+                    let ll = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_ll) };
+                    if ll.sll_halen == 6 {
+                        let mut mac = [0u8; 6];
+                        mac.copy_from_slice(&ll.sll_addr[..6]);
+                        id.mac = Some(mac);
+                    }
+                }
+                libc::AF_INET => {
+                    let v4 = |sa: *mut libc::sockaddr| -> Option<Ipv4Addr> {
+                        if sa.is_null() {
+                            return None;
+                        }
+                        let sin = unsafe { &*(sa as *const libc::sockaddr_in) };
+                        Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+                    };
+                    let brd = if ifa.ifa_flags & libc::IFF_BROADCAST as u32 != 0 {
+                        v4(ifa.ifa_ifu)
+                    } else {
+                        None
+                    };
+                    if let (Some(a), Some(m)) = (v4(ifa.ifa_addr), v4(ifa.ifa_netmask)) {
+                        id.v4.push((a, m, brd));
+                    }
+                }
+                _ => {}
+            }
+        }
+        unsafe { libc::freeifaddrs(head) };
+        Ok(id)
+    }
+
+    /// The directed broadcasts the kernel treats as such on this
+    /// interface: each subnet's all-ones host part (for prefixes up to
+    /// /30; the kernel adds that broadcast route whatever `brd` says) and
+    /// each configured `brd`; never one of the interface's own addresses
+    /// (a /32 may name itself as its broadcast), 0.0.0.0, or
+    /// 255.255.255.255 (refused by the program anyway).
+    pub fn broadcasts(&self) -> Vec<Ipv4Addr> {
+        let mut out: Vec<Ipv4Addr> = Vec::new();
+        for (addr, mask, brd) in &self.v4 {
+            let m = u32::from(*mask);
+            let subnet = (m.count_ones() < 31).then(|| Ipv4Addr::from(u32::from(*addr) | !m));
+            for b in [subnet, *brd].into_iter().flatten() {
+                let own = self.v4.iter().any(|(a, _, _)| *a == b);
+                if !own && !b.is_unspecified() && !b.is_broadcast() && !out.contains(&b) {
+                    out.push(b);
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes the MAC and the broadcasts into `cfg` (the MAC zero, so
+    /// nothing is answered, when the interface has none); returns the
+    /// broadcasts that did not fit.
+    pub fn apply(&self, cfg: &mut Config) -> Vec<Ipv4Addr> {
+        cfg.own_mac = self.mac.unwrap_or([0; 6]);
+        cfg.broadcast_v4 = [[0; 4]; MAX_BROADCAST_V4];
+        let all = self.broadcasts();
+        for (slot, b) in cfg.broadcast_v4.iter_mut().zip(&all) {
+            *slot = b.octets();
+        }
+        all.into_iter().skip(MAX_BROADCAST_V4).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn broadcasts_of_every_subnet_but_never_an_own_address() {
+        let id = Identity {
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            v4: vec![
+                // No `brd` given: the kernel still treats .255 as broadcast.
+                (ip("10.201.1.5"), ip("255.255.255.0"), None),
+                (
+                    ip("192.0.2.9"),
+                    ip("255.255.255.240"),
+                    Some(ip("192.0.2.15")),
+                ),
+                // A /32 naming itself as broadcast, and a /31.
+                (
+                    ip("203.0.113.1"),
+                    ip("255.255.255.255"),
+                    Some(ip("203.0.113.1")),
+                ),
+                (ip("198.51.100.0"), ip("255.255.255.254"), None),
+                (
+                    ip("172.16.0.1"),
+                    ip("255.255.0.0"),
+                    Some(ip("255.255.255.255")),
+                ),
+            ],
+        };
+        assert_eq!(
+            id.broadcasts(),
+            vec![ip("10.201.1.255"), ip("192.0.2.15"), ip("172.16.255.255")]
+        );
+        let mut cfg = Config::DEFAULT;
+        assert!(id.apply(&mut cfg).is_empty());
+        assert_eq!(cfg.own_mac, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(cfg.broadcast_v4[0], [10, 201, 1, 255]);
+        assert_eq!(cfg.broadcast_v4[3], [0; 4]);
+    }
+
+    #[test]
+    fn no_mac_means_zero() {
+        let mut cfg = Config {
+            own_mac: [1; 6],
+            ..Config::DEFAULT
+        };
+        Identity::default().apply(&mut cfg);
+        assert_eq!(cfg.own_mac, [0; 6]);
+    }
+
+    #[test]
+    fn loopback_is_read() {
+        let id = Identity::read("lo").unwrap();
+        assert!(id.v4.iter().any(|(a, _, _)| a.is_loopback()));
+    }
+}
