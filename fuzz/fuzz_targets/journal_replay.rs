@@ -3,7 +3,7 @@
 //! picks), read back by `Journal::open`, and the dialogs it returns are
 //! put into a dialog table and their timers run, as a restarting edge
 //! does. A file on disk is the only way in, so each run writes two small
-//! files under /dev/shm (a tmpfs) rather than fuzz the JSON decoder alone.
+//! files under TMPDIR rather than fuzz the JSON decoder alone.
 #![no_main]
 
 use std::{path::PathBuf, sync::OnceLock};
@@ -17,12 +17,9 @@ use sip_ka::edge::{
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let d = base.join(format!("sip-ka-fuzz-journal-{}", std::process::id()));
+        // `cargo xtask fuzz` points TMPDIR at a tmpfs directory it removes
+        // afterwards (libFuzzer exits without running destructors).
+        let d = std::env::temp_dir().join(format!("sip-ka-fuzz-journal-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
     })

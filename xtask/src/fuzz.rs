@@ -175,11 +175,23 @@ fn run_target(target: &str, seconds: u64) -> Result<Stats> {
         "-print_final_stats=1",
         "-max_len=4096",
     ]);
+    // Scratch files of the targets (the journal's state directory), on a
+    // tmpfs when there is one, removed after the run.
+    let base = if Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let scratch = base.join(format!("sip-ka-fuzz-{}-{target}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    cmd.env("TMPDIR", &scratch);
     let mut stats = Stats::default();
     let mut see = |line: &str| see_line(&mut stats, line);
     // The build is done before the runs; allow the run its time and some.
     let deadline = Instant::now() + Duration::from_secs(seconds + 120);
-    let done = proc::run(&mut cmd, Some(deadline), Some(&mut see))?;
+    let done = proc::run(&mut cmd, Some(deadline), Some(&mut see));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let done = done?;
     if !done.ok() && stats.crashes == 0 {
         bail!("{target}: {}", done.describe());
     }
