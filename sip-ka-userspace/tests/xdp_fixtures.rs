@@ -1070,3 +1070,31 @@ impl ReplaceCallId for Vec<u8> {
             .into_bytes()
     }
 }
+
+/// Found by the XDP mutation fuzzer: a frame whose source MAC is a group
+/// address (broadcast, multicast) got its answer sent to that group, i.e.
+/// to every host on the segment.
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn a_group_source_mac_is_never_answered() {
+    let h = harness();
+    let stun = Stun::binding_request(TXID).build();
+    for (name, mac) in [
+        ("broadcast", [0xff; 6]),
+        ("ipv4 multicast", [0x01, 0x00, 0x5e, 0, 0, 1]),
+        ("ipv6 multicast", [0x33, 0x33, 0, 0, 0, 1]),
+    ] {
+        for req in [
+            v4(CRLF_PING).macs(mac, SERVER_MAC),
+            v6(CRLF_PING).macs(mac, SERVER_MAC),
+            v4(&stun).macs(mac, SERVER_MAC),
+        ] {
+            let d = Delta::new(&h);
+            let bytes = req.build();
+            let r = h.run(&bytes).unwrap();
+            assert_eq!(r.action, XDP_PASS, "{name}");
+            assert_eq!(r.packet, bytes, "{name}: passed untouched");
+            d.expect(&h, name, &[(Counter::PassMalformed, 1)]);
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! `cargo xtask`: setting up a machine, testing, the demo and the benchmark.
+//! `cargo xtask`: setting up a machine, testing, the demo, the benchmark
+//! and fuzzing.
 //!
 //! Stable Rust only and no eBPF dependencies: everything that touches BPF
 //! lives in the `sip-ka` and `sip-ka-bench` binaries this tool builds.
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod layout;
 mod proc;
 mod setup;
@@ -58,6 +60,28 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Setup, then fuzzing, bounded in time (about 5 minutes by default):
+    /// (a) the libFuzzer targets of fuzz/ (cargo-fuzz on nightly, installed
+    /// when missing): the SIP parser and its 400, the stream framer, the
+    /// userspace STUN responder, the journal replay and the flow-token
+    /// decoder, 90 s each for the two SIP ones and 30 s for the others;
+    /// (b) the XDP mutation fuzzer (`sip-ka-xdp-fuzz`, root): random and
+    /// mutated frames through the program with BPF_PROG_TEST_RUN, every
+    /// outcome checked against design.md's never-answer rules. Prints per
+    /// target executions, exec/s, corpus size and crashes; fails on a
+    /// crash or a rule violation. Not part of `cargo xtask test`.
+    Fuzz {
+        /// Seconds per libFuzzer target (instead of the defaults above).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Only this target: sip_parse, stream_framer, stun_responder,
+        /// journal_replay, flow_token, or xdp.
+        #[arg(long)]
+        target: Option<String>,
+        /// Frames for the XDP mutation fuzzer.
+        #[arg(long, default_value_t = 1_000_000)]
+        packets: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +92,11 @@ fn main() -> ExitCode {
         Task::Layout => layout::run(&proc::root_dir()),
         Task::Demo => tasks::demo(),
         Task::Bench { args } => tasks::bench(&args),
+        Task::Fuzz {
+            seconds,
+            target,
+            packets,
+        } => fuzz::fuzz(seconds, target.as_deref(), packets),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
