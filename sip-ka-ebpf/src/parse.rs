@@ -117,11 +117,6 @@ fn put_v4(out: &mut [u8; 16], a: &[u8; 4]) {
 #[inline(always)]
 pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Stop::NotUdp)?;
-    // A group (multicast or broadcast) source MAC is never a real sender:
-    // answering it would send the answer to every host on the segment.
-    if unsafe { (*eth).src[0] } & 1 != 0 {
-        return Err(Stop::Malformed);
-    }
     let mut proto = be16(unsafe { (*eth).proto });
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_DEPTH {
