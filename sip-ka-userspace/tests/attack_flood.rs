@@ -19,7 +19,6 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -31,7 +30,7 @@ use std::{
 
 use common::{
     edge::{edge_addr, pbx_addr, sipp_in, start_edge, Sipp, PBX_PORT},
-    text,
+    in_ns, text,
 };
 use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
 
@@ -105,21 +104,6 @@ impl Drop for Attacker {
         // Deleting the namespace deletes the veth pair with it.
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
-}
-
-/// Runs `f` on a thread that joined the namespace `ns` (sockets it makes
-/// stay in that namespace wherever they are used).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            panic!("setns({path}): {}", std::io::Error::last_os_error());
-        }
-        f()
-    })
-    .join()
-    .expect("namespace thread")
 }
 
 /// The daemon's resident set, in bytes.

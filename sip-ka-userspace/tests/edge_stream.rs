@@ -17,34 +17,18 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
 use common::{
     edge::{edge_addr, pbx_addr, start_edge, EDGE_PORT, PBX_PORT},
-    wait_until,
+    in_ns, wait_until,
 };
 use sip_ka::lab::{Lab, CLIENT_V4, SERVER_V4};
 
 /// A lab with the edge running with `extra` flags.
 fn edge_lab(extra: &[&str]) -> Lab {
     start_edge(extra)
-}
-
-/// Runs `f` on a thread that joined the namespace `ns` (sockets it makes
-/// stay in that namespace wherever they are used).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            panic!("setns({path}): {}", std::io::Error::last_os_error());
-        }
-        f()
-    })
-    .join()
-    .expect("namespace thread")
 }
 
 /// A TCP connection from the client namespace to the edge.

@@ -75,23 +75,30 @@ pub fn attached_mode(lab: &Lab) -> String {
     lab::attached_mode(lab).expect("ip link show").to_string()
 }
 
-/// A UDP socket created in the lab's client namespace (from a thread that
-/// joined it; the socket keeps its namespace wherever it is used), bound
-/// to `bind`, with a receive timeout.
-pub fn client_socket(lab: &Lab, bind: SocketAddr) -> UdpSocket {
-    let ns = format!("/run/netns/{}", lab.client_ns);
+/// Runs `f` on a thread that joined the namespace `ns` (sockets it makes
+/// stay in that namespace wherever they are used).
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns).unwrap_or_else(|e| panic!("opening {ns}: {e}"));
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            panic!("setns({ns}): {}", std::io::Error::last_os_error());
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            panic!("setns({path}): {}", std::io::Error::last_os_error());
         }
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// A UDP socket created in the lab's client namespace, bound to `bind`,
+/// with a receive timeout.
+pub fn client_socket(lab: &Lab, bind: SocketAddr) -> UdpSocket {
+    in_ns(&lab.client_ns, move || {
         let s = UdpSocket::bind(bind).unwrap_or_else(|e| panic!("binding {bind}: {e}"));
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("read timeout");
         s
     })
-    .join()
-    .expect("client socket thread")
 }
 
 /// Sends `payload` to `to` and returns the first datagram that comes back
