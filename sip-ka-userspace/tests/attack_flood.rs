@@ -255,20 +255,10 @@ fn one_call(lab: &Lab, dir: &Path) {
         .args(["-recv_timeout", "10000"]);
     let pbx = Sipp::spawn(cmd, "PBX");
     std::thread::sleep(Duration::from_millis(300));
-    let mut ua = lab.client("timeout");
-    ua.current_dir(dir)
-        .stdin(Stdio::null())
-        .args(["-k", "2", "20", "sipp", "-sf", "ua_call.xml", "-t", "u1"])
-        .args([
-            "-m",
-            "1",
-            "-r",
-            "1",
-            "-nostdin",
-            "-trace_err",
-            "-s",
-            "service",
-        ])
+    let mut ua = sipp_in(lab, true, dir, 20);
+    ua.stdin(Stdio::null())
+        .args(["-sf", "ua_call.xml", "-t", "u1"])
+        .args(["-m", "1", "-r", "1", "-s", "service"])
         .args(["-i", &CLIENT_V4.to_string(), "-p", "5062"])
         .args(["-recv_timeout", "5000", "-timeout", "20s"])
         .arg(edge_addr().to_string());
