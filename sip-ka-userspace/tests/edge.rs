@@ -297,13 +297,24 @@ fn options_and_unknown_dialogs_follow_the_pbx_health() {
     let r = answer_to(&sock, &info).expect("no answer to an INFO with an unknown Call-ID");
     assert_eq!(status(&r), Some(481), "{r}");
 
-    // OPTIONS to the edge itself: 200 with Allow, Accept, Supported.
-    let opt = sip_request("OPTIONS", "sip:198.18.0.1:5060", "", "opt-edge", local);
-    let r = answer_to(&sock, &opt).expect("no answer to OPTIONS to the edge");
+    // OPTIONS to the edge itself, as a phone sends it: 200 with Allow,
+    // Accept, Supported.
+    let bare = sip_request("OPTIONS", "sip:198.18.0.1:5060", "", "opt-edge", local);
+    let phone = String::from_utf8(bare.clone()).unwrap().replace(
+        "Content-Length",
+        "User-Agent: Example Phone 1.0\r\nAccept: application/sdp\r\n\
+         Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE\r\nContent-Length",
+    );
+    let r = answer_to(&sock, phone.as_bytes()).expect("no answer to OPTIONS to the edge");
     assert_eq!(status(&r), Some(200), "{r}");
     for h in ["\r\nAllow: ", "\r\nAccept: ", "\r\nSupported:"] {
         assert!(r.contains(h), "no {h:?} in {r}");
     }
+    // A bare one: 200 without them, no more than 64 bytes larger than
+    // the request (its source may be forged: no amplification).
+    let r = answer_to(&sock, &bare).expect("no answer to a bare OPTIONS to the edge");
+    assert_eq!(status(&r), Some(200), "{r}");
+    assert!(!r.contains("\r\nAllow: "), "{r}");
 
     // OPTIONS for the PBX: 200 once the edge's pings got an answer.
     let opt = sip_request("OPTIONS", "sip:100@198.18.0.1:5060", "", "opt-pbx", local);

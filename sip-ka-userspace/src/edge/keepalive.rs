@@ -91,6 +91,22 @@ pub fn answer(
     }
 }
 
+/// The answer's bytes; with a `bound` (UDP), the capability headers are
+/// left out of an answer that would be longer, since they are what a
+/// spoofed minimal OPTIONS could otherwise get the edge to add.
+pub fn to_bytes_within(mut answer: SipMessage, bound: Option<usize>) -> Vec<u8> {
+    let bytes = answer.to_bytes();
+    match bound {
+        Some(max) if bytes.len() > max => {
+            for name in ["Allow", "Accept", "Supported"] {
+                answer.remove_header(name);
+            }
+            answer.to_bytes()
+        }
+        _ => bytes,
+    }
+}
+
 fn capabilities(r: &mut SipMessage) {
     insert_before_length(r, "Allow", ALLOW.to_string());
     insert_before_length(r, "Accept", ACCEPT.to_string());

@@ -95,7 +95,10 @@ impl Edge {
     ) -> Out {
         let c = &self.counters;
         match parse_message(raw, framing, &self.cfg.limits) {
-            Ok(msg) if msg.is_request() => self.request(msg, src, local, now_ms),
+            Ok(msg) if msg.is_request() => {
+                let out = self.request(msg, raw.len(), src, local, now_ms);
+                self.no_amplifier(out, raw.len(), src)
+            }
             Ok(msg) => self.response(msg, src, local, now_ms),
             Err(err) => {
                 let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
@@ -127,7 +130,14 @@ impl Edge {
 
     /// A request from a UA or from the PBX: the keep-alives the edge
     /// answers itself, then routing by direction.
-    fn request(&self, mut msg: SipMessage, src: Flow, local: SocketAddr, now_ms: u64) -> Out {
+    fn request(
+        &self,
+        mut msg: SipMessage,
+        raw_len: usize,
+        src: Flow,
+        local: SocketAddr,
+        now_ms: u64,
+    ) -> Out {
         let from_pbx = src == Flow::Udp(self.cfg.upstream);
         let mka = if from_pbx {
             msg.remove_header("ms-keep-alive");
@@ -136,7 +146,7 @@ impl Edge {
             ms_keepalive::take(self, &mut msg, src)
         };
         if !from_pbx {
-            if let Some(answer) = self.answer_keepalive(&msg, src, local, mka, now_ms) {
+            if let Some(answer) = self.answer_keepalive(&msg, raw_len, src, local, mka, now_ms) {
                 return answer;
             }
         }
@@ -170,6 +180,7 @@ impl Edge {
     fn answer_keepalive(
         &self,
         msg: &SipMessage,
+        raw_len: usize,
         src: Flow,
         local: SocketAddr,
         mka: MsKeepAliveOffer,
@@ -209,9 +220,28 @@ impl Edge {
             Kind::OptionsToPbx => &c.options_pbx_down,
         });
         Some(
-            keepalive::answer(msg, kind, known, up, self.cfg.retry_after())
-                .map(|answer| (ms_keepalive::with_answer(mka, answer).to_bytes(), src)),
+            keepalive::answer(msg, kind, known, up, self.cfg.retry_after()).map(|answer| {
+                let answer = ms_keepalive::with_answer(mka, answer);
+                let bound = (!src.is_stream()).then_some(raw_len + MAX_ERROR_GROWTH);
+                (keepalive::to_bytes_within(answer, bound), src)
+            }),
         )
+    }
+
+    /// The edge's own answer to a UDP request goes back to an address
+    /// anyone can forge: one much larger than its request would make the
+    /// edge an amplifier, so it is not sent.
+    fn no_amplifier(&self, out: Out, raw_len: usize, src: Flow) -> Out {
+        match out {
+            Some((bytes, dest))
+                if dest == src && !src.is_stream() && bytes.len() > raw_len + MAX_ERROR_GROWTH =>
+            {
+                log::debug!("edge: answer to {src:?} larger than its request: dropped");
+                Counters::bump(&self.counters.answers_dropped_size);
+                None
+            }
+            out => out,
+        }
     }
 
     /// A request from a UA: it goes to the PBX.
@@ -834,6 +864,13 @@ mod tests {
             .replace(
                 "OPTIONS sip:service@198.18.0.1:5080",
                 "OPTIONS sip:198.18.0.1",
+            )
+            // As phones send it: with room for the capabilities in the
+            // answer (a bare one gets a bare answer over UDP).
+            .replace(
+                "Content-Length",
+                "User-Agent: Example Phone 1.0\r\nAccept: application/sdp\r\n\
+                 Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE\r\nContent-Length",
             );
         let (r, _) = e.handle(opt.as_bytes(), ua, local, now()).unwrap();
         let r = parse(&r);
@@ -925,6 +962,49 @@ mod tests {
             .handle_message(stream.as_bytes(), Framing::Stream, flow, local, now())
             .unwrap();
         assert!(String::from_utf8_lossy(&r).starts_with("SIP/2.0 400 "));
+    }
+
+    #[test]
+    fn a_keepalive_answer_over_udp_is_never_much_larger_than_its_request() {
+        let e = edge();
+        let (local, ua): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), UA.parse().unwrap());
+        let minimal = |vias: usize| {
+            let vias: String = (0..vias)
+                .map(|i| format!("v:SIP/2.0/UDP a{i};branch=z9hG4bK{i}\r\n"))
+                .collect();
+            format!("OPTIONS sip:198.18.0.1 SIP/2.0\r\n{vias}f:<sip:a>;tag=1\r\nt:<sip:b>\r\ni:c\r\nCSeq:1 OPTIONS\r\n\r\n")
+        };
+        // A minimal OPTIONS: answered 200, without the capability headers
+        // that would make the answer much larger than the request.
+        let one = minimal(1);
+        let (r, dest) = e.handle(one.as_bytes(), ua, local, now()).unwrap();
+        assert_eq!(dest.peer(), ua);
+        assert!(
+            r.len() <= one.len() + MAX_ERROR_GROWTH,
+            "{} to {}",
+            r.len(),
+            one.len()
+        );
+        let r = parse(&r);
+        assert_eq!(r.status_code(), Some(200));
+        assert!(!r.has_header("Allow"));
+        // Compact Vias, each spelt out in the answer: not sent, counted.
+        let many = minimal(40);
+        assert!(e.handle(many.as_bytes(), ua, local, now()).is_none());
+        let dropped = &e.counters.answers_dropped_size;
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Over a connection (no spoofed source) both are answered whole.
+        let (flow, _rx) = tcp_conn(&e, "198.18.0.2:40010".parse().unwrap(), local);
+        for text in [one, many] {
+            // Streams need a Content-Length.
+            let text = text
+                .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+                .replace("\r\n\r\n", "\r\nl:0\r\n\r\n");
+            let (r, _) = e
+                .handle_message(text.as_bytes(), Framing::Stream, flow, local, now())
+                .unwrap();
+            assert!(parse(&r).has_header("Allow"));
+        }
     }
 
     /// A fake connection in the edge's registry: its flow, and what the

@@ -58,6 +58,7 @@ counters! {
     dialogs_pending_evicted: "Unanswered INVITE dialogs dropped (oldest first) or not kept: --max-pending-dialogs/--max-pending-dialog-bytes reached.",
     registers_pending_evicted: "REGISTERs awaiting their answer dropped (oldest first) or not kept: --max-pending-registers/--max-pending-register-bytes reached.",
     conns_message_timeout: "Connections closed because a message took longer than --tcp-message-timeout from its first byte to its end.",
+    answers_dropped_size: "The edge's own answers to UDP requests (keep-alives, refusals) not sent: more than MAX_ERROR_GROWTH bytes larger than the request, even without the capability headers.",
 }
 
 impl Counters {
