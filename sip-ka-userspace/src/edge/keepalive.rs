@@ -13,6 +13,12 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAG
 /// Bodies the edge accepts (it forwards SDP untouched).
 pub const ACCEPT: &str = "application/sdp";
 
+/// How many bytes the edge's own answer to a request over UDP (a
+/// keep-alive's, or a 400 to a malformed one) may exceed the request by
+/// (its To tag and Content-Length, a longer reason phrase than the
+/// request line); a larger one is dropped and counted.
+pub const MAX_ERROR_GROWTH: usize = 64;
+
 /// What kind of keep-alive a request is, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use super::{
     config::OptionsPolicy,
     forward::{self, fnv1a, Hop},
-    keepalive::{self, Kind},
+    keepalive::{self, Kind, MAX_ERROR_GROWTH},
     ms_keepalive::{self, MsKeepAliveOffer},
     state::{Counters, Edge},
     transport::Flow,
@@ -26,11 +26,6 @@ pub type Out = Option<(Vec<u8>, Flow)>;
 
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8).
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
-
-/// How many bytes the edge's answer to a malformed request over UDP may
-/// exceed the request by (its To tag and Content-Length, a longer reason
-/// phrase than the request line); a larger one is dropped and counted.
-pub const MAX_ERROR_GROWTH: usize = 64;
 
 /// Our Via parameter carrying the flow token of the connection a request
 /// came in on (its response goes back there).
