@@ -420,3 +420,71 @@ fn maps_pinned_with_another_layout_are_refused_with_the_way_to_migrate() {
     assert!(out.status.success(), "detach: {}", text(&out));
     assert_eq!(d.listing(), Vec::<String>::new());
 }
+
+// ---------------------------------------------------------------------------
+// The edge knows the PBX by its source address: a PBX on the phones' side
+// (reached through --iface) would let anyone there pose as it.
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn a_pbx_on_the_phones_side_is_refused() {
+    let lab = common::lab();
+    let d = ScratchPins::new(&lab, "u");
+    // The client namespace is where the phones are.
+    let pbx = format!("{}:5080", lab::CLIENT_V4);
+    let edge = [
+        "--mode",
+        "edge",
+        "--listen",
+        "198.18.0.1:5072",
+        "--upstream",
+        &pbx,
+    ];
+    let mut args = vec!["--iface", lab.server_if.as_str()];
+    args.extend(edge);
+    let out = sip_ka_run(&lab, &d.0, 20, &args);
+    let msg = text(&out);
+    assert!(
+        !out.status.success(),
+        "started with the PBX on the phones' side: {msg}"
+    );
+    assert!(
+        msg.contains(&pbx)
+            && msg.contains(&lab.server_if)
+            && msg.contains("--trust-upstream-source"),
+        "the refusal does not name the PBX, the interface and the way out: {msg}"
+    );
+    assert_eq!(
+        d.listing(),
+        Vec::<String>::new(),
+        "a refused start left pins: {msg}"
+    );
+
+    // With the operator's word that a firewall guards it, it starts (and
+    // runs until the timeout stops it).
+    args.push("--trust-upstream-source");
+    let out = sip_ka_run(&lab, &d.0, 4, &args);
+    let msg = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "did not run until the timeout: {msg}"
+    );
+    assert!(!msg.contains("the interface the phones come from"), "{msg}");
+
+    // A PBX on the host itself (the lab's, on the edge's own address) is
+    // fine: the kernel drops packets with the host's addresses as source
+    // arriving from outside.
+    let d2 = ScratchPins::new(&lab, "v");
+    let mut args = vec!["--iface", lab.server_if.as_str()];
+    args.extend([
+        "--mode",
+        "edge",
+        "--listen",
+        "198.18.0.1:5073",
+        "--upstream",
+        "198.18.0.1:5080",
+    ]);
+    let out = sip_ka_run(&lab, &d2.0, 4, &args);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out));
+}

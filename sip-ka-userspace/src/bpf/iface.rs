@@ -69,6 +69,17 @@ impl Identity {
         Ok(id)
     }
 
+    /// The interface holding `addr` (the first, when several do).
+    pub fn holder_of(addr: std::net::IpAddr) -> Result<Option<String>> {
+        let mut found = None;
+        for_each_ifaddr(|name, sa| {
+            if found.is_none() && sockaddr_ip(sa) == Some(addr) {
+                found = Some(name.to_string());
+            }
+        })?;
+        Ok(found)
+    }
+
     /// The directed broadcasts the kernel treats as such on this
     /// interface: each subnet's all-ones host part (for prefixes up to
     /// /30; the kernel adds that broadcast route whatever `brd` says) and
@@ -101,6 +112,45 @@ impl Identity {
             *slot = b.octets();
         }
         all.into_iter().skip(MAX_BROADCAST_V4).collect()
+    }
+}
+
+/// Calls `f` with every (interface name, address) `getifaddrs` lists.
+fn for_each_ifaddr(mut f: impl FnMut(&str, *const libc::sockaddr)) -> Result<()> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, freed below.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
+        f(&name, ifa.ifa_addr);
+    }
+    unsafe { libc::freeifaddrs(head) };
+    Ok(())
+}
+
+/// The IP address of an AF_INET or AF_INET6 sockaddr.
+fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<std::net::IpAddr> {
+    // SAFETY: `sa` is non-null and its family tells its layout.
+    unsafe {
+        match (*sa).sa_family as i32 {
+            libc::AF_INET => {
+                let sin = &*(sa as *const libc::sockaddr_in);
+                Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into())
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*(sa as *const libc::sockaddr_in6);
+                Some(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into())
+            }
+            _ => None,
+        }
     }
 }
 

@@ -7,5 +7,6 @@ pub mod config_keys;
 pub mod iface;
 pub mod load;
 pub mod pins;
+pub mod route;
 pub mod stats;
 pub mod test_run;

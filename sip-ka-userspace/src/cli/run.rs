@@ -52,9 +52,15 @@ pub struct RunArgs {
     /// and TCP.
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
-    /// The PBX's address (edge mode).
+    /// The PBX's address (edge mode). Refused when it is reached through
+    /// --iface, the phones' side: the edge knows the PBX by its source
+    /// address alone.
     #[arg(long)]
     pub upstream: Option<SocketAddr>,
+    /// Accept an --upstream reached through --iface: only with a firewall
+    /// that drops packets from the PBX's address arriving from the phones.
+    #[arg(long)]
+    pub trust_upstream_source: bool,
     /// Seconds between OPTIONS pings to the PBX (edge mode); two unanswered
     /// pings in a row make it down.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -231,6 +237,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     let _lock = pins::PinLock::acquire(&pin_dir)?;
     if let Some(iface) = &iface {
         attach::check_iface(iface)?;
+        if let (Some(upstream), false) = (args.upstream, args.trust_upstream_source) {
+            for warning in crate::bpf::route::check_upstream(upstream, iface)? {
+                log::warn!("{warning}");
+            }
+        }
     }
     // Until the daemon is ready, a failure removes the pins this start
     // created and nothing else.
