@@ -60,6 +60,21 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Setup, release build, then `sip-ka-soak` (root): the edge in a
+    /// network-namespace lab for 10 minutes (less with `--secs`) under
+    /// sipp calls with session timers, in-dialog keep-alives and UPDATE
+    /// refreshes, sipp registrations of fresh Contacts, and CRLF/STUN
+    /// pings; the daemon's RSS every 10 s and its slope; fails if a call,
+    /// registration or keep-alive went unanswered or a dialog or binding
+    /// is left at the end. Not part of `cargo xtask test`.
+    Soak {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+        /// More arguments for sip-ka-soak (see `sip-ka-soak --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Setup, then fuzzing, bounded in time (about 5 minutes by default):
     /// (a) the libFuzzer targets of fuzz/ (cargo-fuzz on nightly, installed
     /// when missing): the SIP parser and its 400, the stream framer, the
@@ -92,6 +107,7 @@ fn main() -> ExitCode {
         Task::Layout => layout::run(&proc::root_dir()),
         Task::Demo => tasks::demo(),
         Task::Bench { args } => tasks::bench(&args),
+        Task::Soak { secs, args } => tasks::soak(secs, &args),
         Task::Fuzz {
             seconds,
             target,

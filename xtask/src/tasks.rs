@@ -287,6 +287,21 @@ pub fn bench(args: &[String]) -> Result<i32> {
     Ok(done.code())
 }
 
+pub fn soak(secs: u64, args: &[String]) -> Result<i32> {
+    setup::setup()?;
+    require_root("the soak")?;
+    release_build(&["sip-ka", "sip-ka-soak"])?;
+    let release = target_dir().join("release");
+    let mut cmd = Command::new(release.join("sip-ka-soak"));
+    cmd.arg("--secs")
+        .arg(secs.to_string())
+        .args(args)
+        .env("SIP_KA_BIN", release.join("sip-ka"));
+    let done = proc::run(&mut cmd, None, None)?;
+    println!("== sip-ka-soak: {}", done.describe());
+    Ok(done.code())
+}
+
 #[cfg(test)]
 mod tests {
     use super::Findings;

@@ -216,8 +216,9 @@ pub fn log_counters(edge: &Edge) {
         .collect();
     let st = edge.health.status();
     log::info!(
-        "edge: {} live dialog(s); upstream up={:?} rtt={:?}; {}",
+        "edge: {} live dialog(s), {} binding(s); upstream up={:?} rtt={:?}; {}",
         edge.dialogs().len(),
+        edge.bindings.len(),
         st.up,
         st.rtt,
         parts.join(" ")
