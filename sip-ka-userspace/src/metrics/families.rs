@@ -150,8 +150,9 @@ pub const ALL: &[Family] = &[
          a failed TLS handshake, message_timeout)",
     ),
     counter(
-        "sipka_edge_ms_keepalive",
-        "ms-keep-alive offers on connections, by result (negotiated, malformed)",
+        "sipka_edge_keepalive_negotiations",
+        "ms-keep-alive offers on connections, by result (accepted, malformed: repeated or \
+         malformed, not negotiated)",
     ),
     counter(
         "sipka_edge_outbound_registers",

@@ -138,8 +138,14 @@ pub fn edge_series(name: &str) -> Option<Series> {
         "conns_idle_closed" => closed("idle"),
         "stream_errors" => closed("framing"),
         "conns_message_timeout" => closed("message_timeout"),
-        "ms_keepalive_negotiated" => series("sipka_edge_ms_keepalive", &[("result", "negotiated")]),
-        "ms_keepalive_bad" => series("sipka_edge_ms_keepalive", &[("result", "malformed")]),
+        "ms_keepalive_negotiated" => series(
+            "sipka_edge_keepalive_negotiations",
+            &[("result", "accepted")],
+        ),
+        "ms_keepalive_bad" => series(
+            "sipka_edge_keepalive_negotiations",
+            &[("result", "malformed")],
+        ),
         "registers_outbound" => series("sipka_edge_outbound_registers", &[]),
         "sessions_expired" => series("sipka_edge_sessions_expired", &[]),
         "sessions_reaped" => series("sipka_edge_sessions_reaped", &[]),
@@ -192,7 +198,7 @@ mod tests {
     #[test]
     fn every_counter_has_a_series_of_its_own() {
         let all = every_mapping();
-        let mut seen: BTreeMap<(String, Vec<(&str, String)>), String> = BTreeMap::new();
+        let mut seen: BTreeMap<(String, Labels), String> = BTreeMap::new();
         for (name, s) in &all {
             if let Some(other) = seen.insert((s.family.to_string(), s.labels.clone()), name.clone())
             {
