@@ -102,7 +102,7 @@ fn sample(s: Series, raw: u64) -> Sample {
         value: if counter {
             Value::Counter(raw)
         } else {
-            Value::Gauge(raw as f64 * s.scale)
+            Value::Gauge(raw as f64 / s.divisor)
         },
         labels: s.labels,
     }

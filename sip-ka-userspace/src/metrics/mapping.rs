@@ -8,20 +8,20 @@ use super::families::{PBX_RTT, PBX_UP};
 /// Label pairs of one series.
 pub type Labels = Vec<(&'static str, String)>;
 
-/// Where one counter goes: its family (base name), labels, and the
-/// factor from the counter's unit to the family's base unit.
+/// Where one counter goes: its family (base name), labels, and how many
+/// of the counter's units make one of the family's base unit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
     pub family: &'static str,
     pub labels: Labels,
-    pub scale: f64,
+    pub divisor: f64,
 }
 
 fn series(family: &'static str, labels: &[(&'static str, &str)]) -> Series {
     Series {
         family,
         labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        scale: 1.0,
+        divisor: 1.0,
     }
 }
 
@@ -160,7 +160,7 @@ pub fn edge_series(name: &str) -> Option<Series> {
         }
         "pbx_up" => series(PBX_UP, &[]),
         "pbx_rtt_us" => Series {
-            scale: 1e-6,
+            divisor: 1e6,
             ..series(PBX_RTT, &[])
         },
         _ => return None,
@@ -288,7 +288,7 @@ mod tests {
             Some(keepalive("xdp", "crlf", "answered"))
         );
         assert_eq!(stats_series(EDGE_BASE), None);
-        assert_eq!(edge_series("edge_pbx_rtt_us").unwrap().scale, 1e-6);
+        assert_eq!(edge_series("edge_pbx_rtt_us").unwrap().divisor, 1e6);
         assert_eq!(edge_series("edge_no_such_counter"), None);
         assert_eq!(edge_series("crlf_pings"), None);
     }

@@ -186,13 +186,13 @@ fn edge_page_has_the_edge_counters_and_gauges() {
     }
     e.health.answered(
         "198.18.0.1:5080".parse().unwrap(),
-        Duration::from_micros(2_500),
+        Duration::from_micros(831),
     );
     let p = page(&src);
     assert_eq!(value(&p, "sipka_pbx_up"), Some("1.0".into()));
     assert_eq!(
         value(&p, "sipka_pbx_rtt_seconds"),
-        Some("0.0025".into()),
+        Some("0.000831".into()),
         "{p}"
     );
     // Every edge counter is on the page.
