@@ -327,3 +327,45 @@ fn metrics_count_exactly_what_was_sent_and_promtool_accepts_the_page() {
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("metrics lab test: {:?}", started.elapsed());
 }
+
+/// Offload mode: the fast path's counters move, and there is no edge:
+/// its families are absent from the page, not zero.
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn offload_mode_page_counts_pings_and_has_no_edge_families() {
+    let mut lab = common::lab();
+    common::start(&mut lab, &["--xdp-mode", "native", "--metrics", METRICS]);
+    let before = parse(&scrape(&lab));
+    const CRLF: u32 = 12;
+    let sock = client_socket(&lab, SocketAddr::new(CLIENT_V4.into(), 0));
+    let to = SocketAddr::new(SERVER_V4.into(), 5060);
+    for i in 0..CRLF {
+        let r = exchange(&sock, to, CRLF_PING, ANSWER_WAIT);
+        assert_eq!(r.map(|r| r.0), Some(CRLF_PONG.to_vec()), "ping {i}");
+    }
+    let raw = scrape(&lab);
+    let after = parse(&raw);
+    let series = r#"sipka_keepalives_total{path="xdp",kind="crlf",action="answered"}"#;
+    assert_eq!(
+        get(&after, series) - get(&before, series),
+        f64::from(CRLF),
+        "{raw}"
+    );
+    assert_eq!(get(&after, "sipka_peers"), 1.0);
+    let info = format!(
+        r#"sipka_build_info{{version="{}",xdp_mode="native",iface="{}"}}"#,
+        env!("CARGO_PKG_VERSION"),
+        lab.server_if
+    );
+    assert_eq!(get(&after, &info), 1.0);
+    for absent in [
+        "sipka_edge_",
+        "sipka_pbx_",
+        "sipka_dialogs",
+        "sipka_connections",
+        r#"path="edge""#,
+    ] {
+        assert!(!raw.contains(absent), "{absent} on an offload page:\n{raw}");
+    }
+    promtool_check(&raw);
+}
