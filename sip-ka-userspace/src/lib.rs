@@ -7,6 +7,7 @@
 //! * [`sip`]: SIP messages (parsing, typed headers, errors, framing);
 //! * [`edge`]: the edge proxy in front of the PBX;
 //! * [`util`]: the clock and the timer wheel;
+//! * [`metrics`]: the Prometheus endpoint;
 //! * [`lab`]: network-namespace labs for tests, the demo and the bench;
 //! * [`cli`]: the `sip-ka` command line (clap lives here only).
 
@@ -14,6 +15,7 @@ pub mod bpf;
 pub mod cli;
 pub mod edge;
 pub mod lab;
+pub mod metrics;
 pub mod responder;
 pub mod sip;
 pub mod util;

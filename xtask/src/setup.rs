@@ -28,6 +28,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "`nsenter` and `mount`"),
     ("procps", "`sysctl` in the lab namespaces"),
     ("openssl", "a self-signed certificate for the TLS tests"),
+    (
+        "prometheus",
+        "promtool, which checks the /metrics page in the tests",
+    ),
+    ("curl", "scrapes /metrics in the metrics lab test"),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -168,6 +168,12 @@ pub struct RunArgs {
     /// path keeps answering while no daemon runs.
     #[arg(long)]
     pub keep_attached: bool,
+    /// Serve Prometheus metrics on this TCP address (e.g.
+    /// 127.0.0.1:9560): GET /metrics, read from the maps and the daemon
+    /// at each scrape. Off unless given; bind it to an address only the
+    /// monitoring network reaches.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub pin: PinDir,
 }
@@ -288,6 +294,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let pins = pins::Pins::new(&pin_dir);
     let link_path = iface.as_ref().map(|i| pins.link_path(i));
+    let mut attached = None;
     if let (Some(iface), Some(link_path)) = (&iface, &link_path) {
         let how = attach::attach(
             &mut bpf,
@@ -297,6 +304,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             link_path,
         )?;
         log::info!("XDP program on {iface}: {how}; SIP ports {ports:?}");
+        attached = Some(how);
     } else {
         log::info!(
             "XDP off: maps pinned in {}, nothing attached",
@@ -353,6 +361,20 @@ pub fn run(args: RunArgs) -> Result<()> {
                 None
             }
         };
+        if let Some(addr) = args.metrics {
+            let sources = crate::metrics::Sources {
+                fast_path: Some(Box::new(crate::metrics::PinnedMaps::open(&pin_dir)?)),
+                responder: Some(shared.clone()),
+                edge: edge.clone(),
+                build: crate::metrics::BuildInfo {
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    xdp_mode: crate::metrics::xdp_mode_label(attached.as_deref()).to_string(),
+                    iface: iface.clone().unwrap_or_default(),
+                },
+            };
+            let local = crate::metrics::start(addr, Arc::new(sources)).await?;
+            log::info!("metrics on http://{local}/metrics");
+        }
         // Handlers first: a SIGTERM right after "ready" must run the exit
         // path, not kill the daemon with its pins in place.
         let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;

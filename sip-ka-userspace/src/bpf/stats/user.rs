@@ -42,6 +42,14 @@ impl UserCounters {
         self.slot(c).map_or(0, |s| s.load(Ordering::Relaxed))
     }
 
+    /// `(STATS index, value)` of each counter, read now.
+    pub fn values(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        USER_SLOTS
+            .iter()
+            .zip(&self.slots)
+            .map(|(c, v)| (*c as u32, v.load(Ordering::Relaxed)))
+    }
+
     /// Writes the totals into STATS (CPU 0's slot carries the total, the
     /// others zero), so `sip-ka stats` sums them like any counter.
     pub fn publish(&self, stats: &mut PerCpuArray<MapData, u64>) -> Result<()> {

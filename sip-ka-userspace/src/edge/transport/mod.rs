@@ -313,6 +313,19 @@ pub struct Transports {
     conns: Mutex<HashMap<u64, Conn>>,
     next_id: AtomicU64,
     pub tokens: FlowToken,
+    /// Connections being served as TCP and as TLS (the others wait for
+    /// their first byte or handshake): the metrics' connection gauges.
+    open_tcp: AtomicU64,
+    open_tls: AtomicU64,
+}
+
+/// Counts a connection as served over its transport while it lives.
+pub struct Serving<'a>(&'a AtomicU64);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a message could not be sent.
@@ -363,6 +376,26 @@ impl Transports {
 
     pub fn remove_conn(&self, id: u64) {
         lock(&self.conns).remove(&id);
+    }
+
+    /// Marks a connection as served over `kind` until the guard drops.
+    pub fn serving(&self, kind: StreamKind) -> Serving<'_> {
+        let n = match kind {
+            StreamKind::Tcp => &self.open_tcp,
+            StreamKind::Tls => &self.open_tls,
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        Serving(n)
+    }
+
+    /// Open connections: all of them, those served as TCP, as TLS.
+    pub fn open_counts(&self) -> (u64, u64, u64) {
+        let all = lock(&self.conns).len() as u64;
+        (
+            all,
+            self.open_tcp.load(Ordering::Relaxed),
+            self.open_tls.load(Ordering::Relaxed),
+        )
     }
 
     /// Connections open now, and those from `ip`'s source (see

@@ -162,6 +162,7 @@ where
         idle_ms,
     } = conn;
     let flow = Flow::Stream { id, peer, kind };
+    let _serving = edge.transports.serving(kind);
     let mut framer = StreamFramer::new(CrlfRole::Server, edge.cfg.limits);
     let mut buf = vec![0u8; 16 * 1024];
     let mut last = Instant::now();
