@@ -129,6 +129,7 @@ pub fn edge_series(name: &str) -> Option<Series> {
         "timer_rejects" => rejected("session_timer"),
         "dropped" => dropped("unanswerable"),
         "error_answers_dropped" => dropped("error_too_large"),
+        "answers_dropped_size" => dropped("answer_too_large"),
         "responses_refused" => dropped("forged_response"),
         "flow_failed" => series("sipka_edge_flow_failed", &[]),
         "acks_absorbed" => series("sipka_edge_acks_absorbed", &[]),
