@@ -18,7 +18,7 @@ use sip_ka_common::{
 use tokio::{io::unix::AsyncFd, net::UdpSocket, signal::unix::SignalKind};
 
 use super::{
-    args::{PinDir, XdpModeArg},
+    args::{LogLevel, PinDir, XdpModeArg},
     control, settings,
 };
 use crate::{
@@ -180,28 +180,6 @@ pub struct RunArgs {
     pub keep_attached: bool,
     #[command(flatten)]
     pub pin: PinDir,
-}
-
-/// `--log-level`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl From<LogLevel> for log::LevelFilter {
-    fn from(l: LogLevel) -> Self {
-        match l {
-            LogLevel::Error => log::LevelFilter::Error,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Trace => log::LevelFilter::Trace,
-        }
-    }
 }
 
 /// The edge's configuration from the arguments (`None` in offload mode),
