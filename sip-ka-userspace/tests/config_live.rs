@@ -361,3 +361,50 @@ fn a_file_a_flag_and_live_changes_show_on_the_wire() {
         started.elapsed()
     );
 }
+
+/// Needs no root: the file is read before anything is touched.
+#[test]
+fn a_bad_file_is_refused_at_start_and_by_config_check() {
+    let dir = std::env::temp_dir().join(format!("sip-ka-config-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "mode = \"edge\"\nqualify_frequency = \"soon\"\nkeep_attached = 1\n",
+    )
+    .unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "options_pbx = \"forward\"\nudp_crlf = \"drop\"\n").unwrap();
+    let pins = format!("/sys/fs/bpf/sip-ka-never-{}", std::process::id());
+    let exe = lab::sip_ka_exe().unwrap();
+    let run = common::run_capture(
+        Command::new(&exe)
+            .args(["run", "--xdp", "off", "--config"])
+            .arg(&bad)
+            .args(["--pin-dir", &pins]),
+    );
+    let check = common::run_capture(Command::new(&exe).args(["config", "check"]).arg(&bad));
+    for (what, out) in [("run", &run), ("config check", &check)] {
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(out));
+        let t = text(out);
+        assert!(
+            t.contains("line 2: qualify_frequency = \"soon\": bad value")
+                && t.contains("line 3: keep_attached = 1: wrong type")
+                && t.contains("(allowed: true | false)"),
+            "{what}: {t}"
+        );
+    }
+    assert!(
+        !Path::new(&pins).exists(),
+        "a refused start pinned something"
+    );
+    let lock = Path::new("/run/sip-ka").join(format!("sip-ka-never-{}.lock", std::process::id()));
+    assert!(!lock.exists(), "a refused start took the pin-dir lock");
+    let out = common::run_capture(Command::new(&exe).args(["config", "check"]).arg(&good));
+    assert!(out.status.success(), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(t.contains("options_pbx = \"forward\"    # file"), "{t}");
+    assert!(t.contains("udp_crlf = \"drop\"    # file"), "{t}");
+    assert!(t.contains("qualify_frequency = 60    # default"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
