@@ -346,6 +346,12 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
 
 async fn client(mut stream: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<()> {
     let uid = stream.peer_cred()?.uid();
+    // The request is read (and dropped) from a refused peer too, so that
+    // the refusal is not lost to a reset while the peer still writes.
+    let mut line = String::new();
+    tokio::io::BufReader::new((&mut stream).take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
     let reply = if uid != 0 {
         log::warn!("control socket: uid {uid} refused (root only)");
         Reply {
@@ -355,10 +361,6 @@ async fn client(mut stream: UnixStream, daemon: Arc<Daemon>) -> std::io::Result<
             ..Reply::default()
         }
     } else {
-        let mut line = String::new();
-        tokio::io::BufReader::new((&mut stream).take(MAX_REQUEST))
-            .read_line(&mut line)
-            .await?;
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let d = daemon.clone();
@@ -403,10 +405,17 @@ pub fn request(pin_dir: &Path, req: &Request) -> Result<Option<Reply>> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
-    s.write_all(&line)?;
+    // A refusal may come before the request is all written: read it anyway.
+    let written = s.write_all(&line);
     let mut answer = String::new();
     BufReader::new(s).read_line(&mut answer)?;
-    let reply: Reply = serde_json::from_str(&answer)
-        .with_context(|| format!("the daemon's answer on {}: {answer:?}", path.display()))?;
+    let reply: Reply = match serde_json::from_str(&answer) {
+        Ok(r) => r,
+        Err(e) => {
+            written.with_context(|| format!("writing to {}", path.display()))?;
+            return Err(e)
+                .with_context(|| format!("the daemon's answer on {}: {answer:?}", path.display()));
+        }
+    };
     Ok(Some(reply))
 }
