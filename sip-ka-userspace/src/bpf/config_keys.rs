@@ -1,5 +1,5 @@
 //! The operator's names for the fields of `Config`, their values as
-//! words, and the config file format (`key = value` lines, `#` comments).
+//! words (the config file's fast-path keys: `cli/settings.rs`).
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::net::Ipv4Addr;
@@ -240,21 +240,6 @@ pub fn set(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Applies a config file's `key = value` lines on top of `cfg`.
-pub fn apply_file(cfg: &mut Config, text: &str) -> Result<()> {
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| anyhow!("line {}: expected `key = value`", n + 1))?;
-        set(cfg, k.trim(), v.trim()).with_context(|| format!("line {}", n + 1))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,18 +296,5 @@ mod tests {
         );
         set(&mut cfg, "broadcast_v4", "none").unwrap();
         assert_eq!(cfg.broadcast_v4, Config::DEFAULT.broadcast_v4);
-    }
-
-    #[test]
-    fn file_lines_apply_in_order() {
-        let mut cfg = Config::DEFAULT;
-        apply_file(
-            &mut cfg,
-            "# comment\nudp_crlf = drop\n\nrate_limit_pps=5 # five\n",
-        )
-        .unwrap();
-        assert_eq!(cfg.udp_crlf, Action::Drop as u32);
-        assert_eq!(cfg.rate_limit_pps, 5);
-        assert!(apply_file(&mut cfg, "garbage").is_err());
     }
 }

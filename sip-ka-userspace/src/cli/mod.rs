@@ -7,11 +7,13 @@ use clap::{Parser, Subcommand};
 mod acl;
 pub mod args;
 mod config;
+mod control;
 mod detach;
 mod dialogs;
 mod lab;
 pub mod peers;
 mod run;
+mod settings;
 mod stats;
 mod xdp_pass;
 
@@ -31,7 +33,9 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// List the sources that sent keep-alives (the PEERS map: NAT bindings).
     Peers(peers::PeersArgs),
-    /// Read or change the fast path's configuration; takes effect on the next packet.
+    /// Read or change the configuration: through the running daemon (every
+    /// key, with where its value came from), or the pinned fast-path map
+    /// when no daemon runs; `check` checks a file.
     Config(config::ConfigArgs),
     /// List the live dialogs (edge mode's DIALOGS map): Call-ID hash,
     /// state, age, and the in-dialog keep-alives XDP counted.
@@ -49,9 +53,15 @@ pub enum Command {
     Lab(lab::LabArgs),
 }
 
-pub fn dispatch(cli: Cli) -> Result<()> {
+/// Runs the command `cli` was parsed from `matches` into (`run` reads
+/// which flags were typed: they override its file).
+pub fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
-        Command::Run(a) => run::run(*a),
+        Command::Run(_) => run::run(
+            matches
+                .subcommand_matches("run")
+                .ok_or_else(|| anyhow::anyhow!("no `run` arguments"))?,
+        ),
         Command::Stats(a) => stats::stats(a),
         Command::Peers(a) => peers::peers(a),
         Command::Config(a) => config::config(a),

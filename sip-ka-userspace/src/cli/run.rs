@@ -1,6 +1,12 @@
 //! `sip-ka run`: load, attach, serve, and clean up on SIGINT/SIGTERM.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
@@ -11,7 +17,10 @@ use sip_ka_common::{
 };
 use tokio::{io::unix::AsyncFd, net::UdpSocket, signal::unix::SignalKind};
 
-use super::args::{PinDir, XdpModeArg};
+use super::{
+    args::{LogLevel, PinDir, XdpModeArg},
+    control, settings,
+};
 use crate::{
     bpf::attach,
     bpf::config_keys,
@@ -19,6 +28,7 @@ use crate::{
     bpf::pins,
     edge,
     responder::{self, Shared},
+    util::lock::lock,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -150,9 +160,15 @@ pub struct RunArgs {
     /// Lab use: allows a Min-SE below 90 s.
     #[arg(long)]
     pub lab: bool,
-    /// Config file of `key = value` lines (the keys of `sip-ka config get`).
-    #[arg(long)]
+    /// TOML configuration file: every flag of `run` as a key (its long
+    /// name with `_` for `-`) and the fast-path keys of `sip-ka config
+    /// get`; a flag given here overrides the file (`sip-ka config check
+    /// FILE` checks one).
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Log level (RUST_LOG, when set, wins); changes live.
+    #[arg(long, value_enum, default_value = "info")]
+    pub log_level: LogLevel,
     /// XDP attach mode: native first with SKB fallback, or one of them.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: XdpModeArg,
@@ -178,9 +194,10 @@ pub struct RunArgs {
     pub pin: PinDir,
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
-    init_logging();
-    let edge_cfg = match (args.mode, args.upstream) {
+/// The edge's configuration from the arguments (`None` in offload mode),
+/// checked.
+pub(super) fn edge_config(args: &RunArgs) -> Result<Option<edge::EdgeConfig>> {
+    Ok(match (args.mode, args.upstream) {
         (Mode::Edge, Some(upstream)) => {
             let cfg = edge::EdgeConfig {
                 listen: args.listen.clone(),
@@ -221,19 +238,61 @@ pub fn run(args: RunArgs) -> Result<()> {
         (Mode::Edge, None) => bail!("edge mode needs --upstream PBX_ADDR"),
         (Mode::Offload, Some(_)) => bail!("--upstream only applies to edge mode"),
         (Mode::Offload, None) => None,
+    })
+}
+
+/// `run`'s flags as a command of their own: the configuration's keys.
+pub fn command() -> clap::Command {
+    let mut cmd = <RunArgs as Args>::augment_args(clap::Command::new("run").no_binary_name(true));
+    cmd.build();
+    cmd
+}
+
+/// The arguments from merged layers, and what the daemon takes from them.
+pub(super) fn resolve(
+    cmd: &clap::Command,
+    flags: &BTreeMap<String, settings::Raw>,
+    file: &settings::FileValues,
+    live: &BTreeMap<String, settings::Raw>,
+) -> Result<(RunArgs, control::Derived)> {
+    let eff = settings::resolve(cmd, flags, file, live)?;
+    let args = <RunArgs as clap::FromArgMatches>::from_arg_matches(&eff.matches)?;
+    let derived = control::Derived {
+        entries: eff.entries,
+        edge: edge_config(&args)?,
+        sip_ports: args.sip_ports.clone(),
+        log_level: args.log_level.into(),
+        dialog_idle_timeout: args.dialog_idle_timeout,
     };
+    Ok((args, derived))
+}
+
+/// Reads and checks a configuration file.
+pub(super) fn read_file(cmd: &clap::Command, path: &Path) -> Result<settings::FileValues> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    settings::parse_file(cmd, &text)
+        .map_err(|e| anyhow::anyhow!("config file {}:\n{e}", path.display()))
+}
+
+/// `sip-ka run`, from its command line (which flags were typed matters:
+/// they override the file).
+pub fn run(matches: &clap::ArgMatches) -> Result<()> {
+    let cmd = command();
+    let flags = settings::flags_given(&cmd, matches);
+    let file_path = matches.get_one::<PathBuf>("config").cloned();
+    let file = match &file_path {
+        Some(path) => read_file(&cmd, path)?,
+        None => settings::FileValues::default(),
+    };
+    let (args, derived) = resolve(&cmd, &flags, &file, &Default::default())?;
+    let rust_log = init_logging(args.log_level);
+    let edge_cfg = derived.edge;
     // With --xdp off nothing is attached, even if --iface is given.
     let iface = match (&args.iface, args.xdp) {
         (_, OnOff::Off) => None,
         (Some(i), OnOff::On) => Some(i.clone()),
         (None, OnOff::On) => bail!("--iface is required (or --xdp off)"),
-    };
-    let file_cfg = match &args.config {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading config file {}", path.display()))?,
-        ),
-        None => None,
     };
 
     let pin_dir = args.pin.pin_dir.clone();
@@ -264,8 +323,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut config_map: Array<MapData, Config> =
         Array::try_from(bpf.take_map(MAP_CONFIG).context("CONFIG map missing")?)?;
     let mut cfg = pins::read_config(&config_map)?;
-    if let Some(text) = &file_cfg {
-        config_keys::apply_file(&mut cfg, text)?;
+    let pinned = cfg;
+    for (k, v) in &file.fast {
+        config_keys::set(&mut cfg, k, v)?;
     }
     cfg.initialised = 1;
 
@@ -338,6 +398,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let shared = Shared::new(cfg);
+    let state = control::State {
+        fast_src: config_keys::KEYS
+            .iter()
+            .map(|(k, _)| {
+                let src = control::fast_source(k, &file, &pinned, iface.is_some());
+                (k.to_string(), src)
+            })
+            .collect(),
+        flags,
+        file,
+        live: Default::default(),
+        entries: derived.entries,
+        dialog_idle_timeout: args.dialog_idle_timeout,
+    };
     let result = rt.block_on(async {
         let logger = aya_log::EbpfLogger::init(&mut bpf);
         match logger {
@@ -375,10 +449,23 @@ pub fn run(args: RunArgs) -> Result<()> {
             let local = crate::metrics::start(addr, Arc::new(sources)).await?;
             log::info!("metrics on http://{local}/metrics");
         }
+        let daemon = Arc::new(control::Daemon {
+            cmd,
+            resolve: |cmd, flags, file, live| Ok(resolve(cmd, flags, file, live)?.1),
+            file_path,
+            rust_log,
+            config_map: std::sync::Mutex::new(config_map),
+            ports_map: std::sync::Mutex::new(ports_map),
+            edge: edge.clone(),
+            state: std::sync::Mutex::new(state),
+        });
+        let sock = control::bind(&pin_dir)?;
+        tokio::spawn(control::serve(sock, daemon.clone()));
         // Handlers first: a SIGTERM right after "ready" must run the exit
         // path, not kill the daemon with its pins in place.
         let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+        let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
         start_pins.keep();
         println!("sip-ka: ready (pins in {})", pin_dir.display());
         use std::io::Write as _;
@@ -389,14 +476,19 @@ pub fn run(args: RunArgs) -> Result<()> {
             tokio::select! {
                 _ = int.recv() => break,
                 _ = term.recv() => break,
+                _ = hup.recv() => {
+                    let d = daemon.clone();
+                    let _ = tokio::task::spawn_blocking(move || d.reload()).await;
+                }
                 _ = tick.tick() => {
-                    housekeeping(&config_map, &mut stats_map, &shared);
+                    housekeeping(&lock(&daemon.config_map), &mut stats_map, &shared);
                     publish_edge(edge.as_ref(), &mut stats_map);
                 }
             }
         }
-        housekeeping(&config_map, &mut stats_map, &shared);
+        housekeeping(&lock(&daemon.config_map), &mut stats_map, &shared);
         publish_edge(edge.as_ref(), &mut stats_map);
+        let _ = std::fs::remove_file(control::socket_path(&pin_dir));
         if let Some(edge) = &edge {
             edge::log_counters(edge);
         }
@@ -495,10 +587,20 @@ async fn forward_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     }
 }
 
-fn init_logging() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .try_init();
+/// Returns whether RUST_LOG rules the filter (then `--log-level` does not).
+fn init_logging(level: LogLevel) -> bool {
+    let rust_log = std::env::var_os("RUST_LOG").is_some();
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if !rust_log {
+        // Everything passes env_logger; the global maximum, changed live,
+        // is the filter.
+        b.filter_level(log::LevelFilter::Trace);
+    }
+    let _ = b.format_timestamp_millis().try_init();
+    if !rust_log {
+        log::set_max_level(level.into());
+    }
+    rust_log
 }
 
 /// `--options-pbx`: the clap face of [`edge::OptionsPolicy`].

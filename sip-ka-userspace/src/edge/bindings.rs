@@ -91,6 +91,11 @@ impl Bindings {
         }
     }
 
+    /// New caps on the REGISTERs waiting (see [`Capped::set_limits`]).
+    pub fn set_limits(&self, count: usize, bytes: usize) {
+        self.lock().pending.set_limits(count, bytes);
+    }
+
     /// Pending REGISTERs dropped or not kept because of the caps.
     pub fn pending_evicted(&self) -> u64 {
         self.lock().pending.evicted()

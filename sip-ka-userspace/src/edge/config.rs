@@ -89,7 +89,7 @@ impl std::str::FromStr for OptionsPolicy {
 }
 
 /// TCP/TLS connections from UAs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct StreamConfig {
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
@@ -210,6 +210,37 @@ impl EdgeConfig {
     /// Retry-After for a 503 while the PBX is down: the next ping.
     pub fn retry_after(&self) -> u64 {
         self.qualify_frequency.as_secs().max(1)
+    }
+}
+
+/// The values read per use, so that `sip-ka config set` and SIGHUP
+/// change them while the edge runs (a connection keeps the timers and
+/// the framing limits it started with).
+#[derive(Clone, Copy, Debug)]
+pub struct Tunables {
+    pub limits: Limits,
+    pub streams: StreamConfig,
+    pub options_pbx: OptionsPolicy,
+    pub qualify_frequency: Duration,
+    pub reap_expired: bool,
+}
+
+impl Tunables {
+    /// Retry-After for a 503 while the PBX is down: the next ping.
+    pub fn retry_after(&self) -> u64 {
+        self.qualify_frequency.as_secs().max(1)
+    }
+}
+
+impl EdgeConfig {
+    pub fn tunables(&self) -> Tunables {
+        Tunables {
+            limits: self.limits,
+            streams: self.streams,
+            options_pbx: self.options_pbx,
+            qualify_frequency: self.qualify_frequency,
+            reap_expired: self.reap_expired,
+        }
     }
 }
 

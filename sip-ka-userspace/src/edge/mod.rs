@@ -26,6 +26,7 @@ pub mod config;
 pub mod dialog;
 pub mod forward;
 pub mod keepalive;
+mod live;
 pub mod ms_keepalive;
 pub mod persist;
 pub mod proxy;
@@ -37,7 +38,7 @@ pub mod upstream;
 #[cfg(test)]
 mod timer_tests;
 
-pub use config::{DialogOptions, EdgeConfig, OptionsPolicy, StateLimits, StreamConfig};
+pub use config::{DialogOptions, EdgeConfig, OptionsPolicy, StateLimits, StreamConfig, Tunables};
 use dialog::DialogSink;
 pub use state::{log_counters, stats_values, Counters, Edge};
 
@@ -108,7 +109,7 @@ pub async fn start_with(
             upstream::qualify(
                 qualify_sock,
                 edge.cfg.upstream,
-                edge.cfg.qualify_frequency,
+                || edge.tun().qualify_frequency,
                 &edge.health,
             )
             .await

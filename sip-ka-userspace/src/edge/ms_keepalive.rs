@@ -48,7 +48,7 @@ pub fn take(edge: &Edge, msg: &mut SipMessage, src: Flow) -> MsKeepAliveOffer {
     let offer = match values.as_slice() {
         [one] => match MsKeepAlive::parse(one) {
             Ok(v) if v.offers_hop_hop() => {
-                MsKeepAliveOffer::Accepted(edge.cfg.streams.ms_keepalive_timeout)
+                MsKeepAliveOffer::Accepted(edge.tun().streams.ms_keepalive_timeout)
             }
             Ok(_) => MsKeepAliveOffer::None,
             Err(e) => {

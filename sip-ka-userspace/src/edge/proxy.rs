@@ -89,7 +89,7 @@ impl Edge {
         now_ms: u64,
     ) -> Out {
         let c = &self.counters;
-        match parse_message(raw, framing, &self.cfg.limits) {
+        match parse_message(raw, framing, &self.tun().limits) {
             Ok(msg) if msg.is_request() => {
                 let out = self.request(msg, raw.len(), src, local, now_ms);
                 self.no_amplifier(out, raw.len(), src)
@@ -186,7 +186,7 @@ impl Edge {
         let call_id = msg.call_id().unwrap_or_default();
         let up = self.health.is_up();
         let forward_options =
-            kind == Kind::OptionsToPbx && self.cfg.options_pbx == OptionsPolicy::Forward;
+            kind == Kind::OptionsToPbx && self.tun().options_pbx == OptionsPolicy::Forward;
         let mut dialogs = self.dialogs();
         let known = dialogs.known(call_id);
         // An UPDATE in a dialog with a session timer, or one that carries
@@ -215,7 +215,7 @@ impl Edge {
             Kind::OptionsToPbx => &c.options_pbx_down,
         });
         Some(
-            keepalive::answer(msg, kind, known, up, self.cfg.retry_after()).map(|answer| {
+            keepalive::answer(msg, kind, known, up, self.tun().retry_after()).map(|answer| {
                 let answer = ms_keepalive::with_answer(mka, answer);
                 let bound = (!src.is_stream()).then_some(raw_len + MAX_ERROR_GROWTH);
                 (keepalive::to_bytes_within(answer, bound), src)
@@ -566,17 +566,18 @@ impl Edge {
         if via_param(&ours, VIA_MS_KEEPALIVE).is_some() {
             msg.push_header(
                 "ms-keep-alive",
-                ms_keepalive::answer(self.cfg.streams.ms_keepalive_timeout),
+                ms_keepalive::answer(self.tun().streams.ms_keepalive_timeout),
             );
         }
         let register_2xx = msg.cseq().is_some_and(|c| c.method == Method::Register)
             && msg.status_code().is_some_and(|s| (200..300).contains(&s));
         if register_2xx && via_param(&ours, VIA_OUTBOUND).is_some() && !msg.has_header("Flow-Timer")
         {
+            let st = self.tun().streams;
             let secs = if dest.is_stream() {
-                self.cfg.streams.flow_timer_stream
+                st.flow_timer_stream
             } else {
-                self.cfg.streams.flow_timer_udp
+                st.flow_timer_udp
             };
             msg.push_header("Flow-Timer", secs.to_string());
         }
@@ -1099,8 +1100,9 @@ mod tests {
 
     #[test]
     fn options_for_the_pbx_are_forwarded_when_configured() {
-        let mut e = edge();
-        e.cfg.options_pbx = OptionsPolicy::Forward;
+        let mut cfg = edge().cfg;
+        cfg.options_pbx = OptionsPolicy::Forward;
+        let e = Edge::new(cfg, Box::new(NoSink), None, now());
         let (local, ua) = (EDGE.parse().unwrap(), UA.parse().unwrap());
         let (out, dest) = e
             .handle(&request("OPTIONS", "", 1, ""), ua, local, now())

@@ -339,6 +339,11 @@ impl SessionTimers {
         }
     }
 
+    pub fn set_config(&mut self, cfg: TimerConfig, reap_expired: bool) {
+        self.cfg = cfg;
+        self.reap = reap_expired;
+    }
+
     pub fn config(&self) -> &TimerConfig {
         &self.cfg
     }

@@ -22,7 +22,9 @@ use crate::{responder::Shared, util::lock::lock};
 
 /// The edge's shared state.
 pub struct Edge {
+    /// As started; the values that change live are read from `live`.
     pub cfg: EdgeConfig,
+    pub live: std::sync::RwLock<super::config::Tunables>,
     pub dialogs: Mutex<Dialogs>,
     pub health: Health,
     pub counters: Counters,
@@ -54,6 +56,7 @@ impl Edge {
             cfg.state.pending_register_bytes,
         );
         Edge {
+            live: std::sync::RwLock::new(cfg.tunables()),
             cfg,
             dialogs: Mutex::new(dialogs),
             health: Health::default(),
@@ -141,7 +144,7 @@ impl Edge {
             let idle = d.expire_idle(
                 now_ms,
                 mono_ns,
-                self.cfg.reap_expired,
+                self.tun().reap_expired,
                 self.cfg.upstream,
                 local,
             );
@@ -171,7 +174,7 @@ impl Edge {
                 e.interval,
                 e.call_id
             );
-            if !self.cfg.reap_expired {
+            if !self.tun().reap_expired {
                 continue;
             }
             Counters::bump(&self.counters.sessions_reaped);

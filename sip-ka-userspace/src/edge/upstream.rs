@@ -108,7 +108,14 @@ pub fn timeout_for(frequency: Duration) -> Duration {
 
 /// Pings the PBX forever from its own socket (connected to the PBX, so
 /// an ICMP port unreachable ends the wait at once).
-pub async fn qualify(sock: UdpSocket, upstream: SocketAddr, frequency: Duration, health: &Health) {
+/// `frequency` is read before each ping: a live change takes effect at the
+/// next one.
+pub async fn qualify(
+    sock: UdpSocket,
+    upstream: SocketAddr,
+    frequency: impl Fn() -> Duration,
+    health: &Health,
+) {
     if let Err(e) = sock.connect(upstream).await {
         log::warn!("qualify: connecting to {upstream}: {e}");
     }
@@ -119,13 +126,20 @@ pub async fn qualify(sock: UdpSocket, upstream: SocketAddr, frequency: Duration,
             return;
         }
     };
-    let timeout = timeout_for(frequency);
-    let mut tick = tokio::time::interval(frequency);
+    let mut every = frequency();
+    let mut timeout = timeout_for(every);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 65_536];
     let mut seq: u32 = 0;
     loop {
         tick.tick().await;
+        if frequency() != every {
+            every = frequency();
+            timeout = timeout_for(every);
+            tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
         seq = seq.wrapping_add(1);
         let call_id = format!("skaq-{:x}-{seq:x}@", std::process::id());
         let sent = Instant::now();

@@ -41,6 +41,13 @@ impl<K: Hash + Eq + Clone, V> Capped<K, V> {
         }
     }
 
+    /// New caps; a table above them shrinks, oldest first, as entries
+    /// come in.
+    pub fn set_limits(&mut self, max_count: usize, max_bytes: usize) {
+        self.max_count = max_count.max(1);
+        self.max_bytes = max_bytes;
+    }
+
     pub fn len(&self) -> usize {
         self.live.len()
     }

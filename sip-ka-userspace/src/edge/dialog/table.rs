@@ -90,9 +90,16 @@ impl Dialogs {
         }
     }
 
-    /// Caps the dialogs still pending (set before any traffic).
+    /// Caps the dialogs still pending (the ones kept above new caps go,
+    /// oldest first, as new ones come).
     pub fn set_pending_limits(&mut self, count: usize, bytes: usize) {
-        self.pending = Capped::new(count, bytes);
+        self.pending.set_limits(count, bytes);
+    }
+
+    /// RFC 4028 settings and `--reap-expired` for the sessions negotiated
+    /// from now on (a running session keeps its interval).
+    pub fn set_session_config(&mut self, cfg: TimerConfig, reap: bool) {
+        self.timers.set_config(cfg, reap);
     }
 
     /// Pending dialogs dropped or not kept because of the caps.

@@ -47,7 +47,7 @@ pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>
                 continue;
             }
         };
-        let st = &edge.cfg.streams;
+        let st = edge.tun().streams;
         let (total, from_ip) = edge.transports.conn_counts(peer.ip());
         if total >= st.max_conns || from_ip >= st.max_conns_per_ip {
             Counters::bump(&edge.counters.conns_refused);
@@ -163,7 +163,7 @@ where
     } = conn;
     let flow = Flow::Stream { id, peer, kind };
     let _serving = edge.transports.serving(kind);
-    let mut framer = StreamFramer::new(CrlfRole::Server, edge.cfg.limits);
+    let mut framer = StreamFramer::new(CrlfRole::Server, edge.tun().limits);
     let mut buf = vec![0u8; 16 * 1024];
     let mut last = Instant::now();
     let c = &edge.counters;
@@ -175,7 +175,7 @@ where
     tokio::pin!(idle);
     // Armed while a message is under way: any byte moves the idle timer
     // on, so only this bounds a sender that dribbles a message.
-    let msg_limit = edge.cfg.streams.message_timeout;
+    let msg_limit = edge.tun().streams.message_timeout;
     let mut msg_started = false;
     let msg_due = tokio::time::sleep_until(last + msg_limit);
     tokio::pin!(msg_due);
