@@ -28,6 +28,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "`nsenter` and `mount`"),
     ("procps", "`sysctl` in the lab namespaces"),
     ("openssl", "a self-signed certificate for the TLS tests"),
+    ("systemd", "`systemd-analyze verify` on the packaged units"),
+    (
+        "man-db",
+        "`man`, which `systemd-analyze verify` uses for Documentation=",
+    ),
+    ("binutils", "`strip` and `objdump` for the Debian package"),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
