@@ -504,6 +504,15 @@ fn the_unit_capability_set_runs_every_feature_and_each_capability_is_needed() {
         .unwrap_or_else(|e| panic!("reading {}: {e}", unit_path().display()));
     let unit = parse_unit(&text);
     assert!(!unit.caps.is_empty(), "the unit names no capability");
+    // The single-instance unit must not grant more (or less) than the
+    // template this test runs.
+    let single = unit_path().with_file_name("sip-ka.service");
+    let single = parse_unit(&std::fs::read_to_string(&single).expect("sip-ka.service"));
+    assert_eq!(
+        (&single.caps, &single.user, single.pre.len()),
+        (&unit.caps, &unit.user, unit.pre.len()),
+        "sip-ka.service and sip-ka@.service differ in privilege"
+    );
     for tool in [
         "setpriv", "prlimit", "unshare", "nsenter", "install", "chown", "chmod",
     ] {

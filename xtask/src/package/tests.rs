@@ -185,7 +185,10 @@ fn the_package_holds_what_the_units_name_and_its_binary_runs() {
             );
             checked += 1;
         }
-        for doc in get("Documentation").iter().flat_map(|d| d.split_whitespace()) {
+        for doc in get("Documentation")
+            .iter()
+            .flat_map(|d| d.split_whitespace())
+        {
             let page = doc
                 .strip_prefix("man:")
                 .and_then(|m| m.strip_suffix("(1)"))
