@@ -30,6 +30,7 @@ fn unpack() -> Unpacked {
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch).expect("removing the old scratch directory");
     }
+    std::fs::create_dir_all(&scratch).expect("creating the scratch directory");
     let root = scratch.join("root");
     let control = scratch.join("DEBIAN");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
