@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod fuzz;
 mod layout;
+mod package;
 mod proc;
 mod setup;
 mod tasks;
@@ -75,6 +76,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The Debian package (after `cargo xtask setup`): the release build,
+    /// then target/debian/sip-ka_VERSION_ARCH.deb built with dpkg-deb:
+    /// the binary, both systemd units, the commented default
+    /// /etc/sip-ka/sip-ka.toml (a conffile), a man page per subcommand,
+    /// bash/zsh/fish completions, and the maintainer scripts that create
+    /// and remove the sip-ka system user.
+    Package,
     /// Setup, then fuzzing, bounded in time (about 5 minutes by default):
     /// (a) the libFuzzer targets of fuzz/ (cargo-fuzz on nightly, installed
     /// when missing): the SIP parser and its 400, the stream framer, the
@@ -108,6 +116,7 @@ fn main() -> ExitCode {
         Task::Demo => tasks::demo(),
         Task::Bench { args } => tasks::bench(&args),
         Task::Soak { secs, args } => tasks::soak(secs, &args),
+        Task::Package => package::package(),
         Task::Fuzz {
             seconds,
             target,

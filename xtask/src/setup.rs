@@ -33,6 +33,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "promtool, which checks the /metrics page in the tests",
     ),
     ("curl", "scrapes /metrics in the metrics lab test"),
+    ("systemd", "`systemd-analyze verify` on the packaged units"),
+    (
+        "man-db",
+        "`man`, which `systemd-analyze verify` uses for Documentation=",
+    ),
+    ("binutils", "`strip` and `objdump` for the Debian package"),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -2,10 +2,11 @@
 //! the clap types several of them share. Clap stays in this folder.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod acl;
 pub mod args;
+mod assets;
 mod config;
 mod control;
 mod detach;
@@ -51,6 +52,10 @@ pub enum Command {
     /// A self-contained demonstration in network namespaces: real clients
     /// send CRLF, STUN and SIP to sip-ka; prints the stats and the peers.
     Lab(lab::LabArgs),
+    /// Write the man pages, shell completions and the commented default
+    /// configuration file into a directory (used to build the package).
+    #[command(hide = true)]
+    Assets(assets::AssetsArgs),
 }
 
 /// Runs the command `cli` was parsed from `matches` into (`run` reads
@@ -70,5 +75,6 @@ pub fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Detach(a) => detach::detach(a),
         Command::XdpPass(a) => xdp_pass::xdp_pass(a),
         Command::Lab(a) => lab::lab(a),
+        Command::Assets(a) => assets::assets(a, Cli::command()),
     }
 }

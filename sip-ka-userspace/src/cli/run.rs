@@ -470,6 +470,13 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
         println!("sip-ka: ready (pins in {})", pin_dir.display());
         use std::io::Write as _;
         std::io::stdout().flush().ok();
+        // The program is attached and the edge's sockets are bound: a
+        // Type=notify unit starts its dependants from here.
+        let status = format!("ready (pins in {})", pin_dir.display());
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
 
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -486,6 +493,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
                 }
             }
         }
+        notify(&[sd_notify::NotifyState::Stopping]);
         housekeeping(&lock(&daemon.config_map), &mut stats_map, &shared);
         publish_edge(edge.as_ref(), &mut stats_map);
         let _ = std::fs::remove_file(control::socket_path(&pin_dir));
@@ -514,6 +522,15 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
     pins::unpin_all(&pin_dir)?;
     log::info!("detached and unpinned");
     result
+}
+
+/// Tells the service manager (systemd's $NOTIFY_SOCKET, when set) how the
+/// daemon is doing. A manager that cannot be told is no reason to stop
+/// answering keep-alives: the failure is logged only.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        log::warn!("telling the service manager (NOTIFY_SOCKET): {e}");
+    }
 }
 
 /// The interface's MAC and IPv4 directed broadcasts into CONFIG, so the
