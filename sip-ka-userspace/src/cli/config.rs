@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use super::{
     args::PinDir,
     control::{self, Request},
-    run, settings,
+    run_args, settings,
 };
 use crate::{bpf::config_keys, bpf::pins};
 
@@ -120,10 +120,10 @@ fn bare(v: &str) -> String {
 }
 
 fn check(file: &std::path::Path) -> Result<()> {
-    let cmd = run::command();
-    let values = run::read_file(&cmd, file)?;
+    let cmd = run_args::command();
+    let values = run_args::read_file(&cmd, file)?;
     let flags = Default::default();
-    let (_, derived) = run::resolve(&cmd, &flags, &values, &Default::default())
+    let (_, derived) = run_args::resolve(&cmd, &flags, &values, &Default::default())
         .map_err(|e| anyhow::anyhow!("config file {}: {e:#}", file.display()))?;
     settings::print_entries(&derived.entries);
     for (key, _) in config_keys::KEYS {
@@ -165,7 +165,7 @@ fn set_pinned(pins: &pins::Pins, key: &str, value: &str) -> Result<()> {
         pins::set_sip_ports(&mut pins.sip_ports()?, &mut cfg, &ports)?;
     } else if settings::is_fast_key(key) {
         config_keys::set(&mut cfg, key, value)?;
-    } else if run::command()
+    } else if run_args::command()
         .get_arguments()
         .any(|a| a.get_long().is_some_and(|l| l.replace('-', "_") == key))
     {

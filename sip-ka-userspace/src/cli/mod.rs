@@ -14,6 +14,7 @@ mod dialogs;
 mod lab;
 pub mod peers;
 mod run;
+mod run_args;
 mod settings;
 mod stats;
 mod xdp_pass;
@@ -29,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load and attach the XDP program and run the daemon until SIGINT/SIGTERM.
-    Run(Box<run::RunArgs>),
+    Run(Box<run_args::RunArgs>),
     /// Print the counters (summed over CPUs) from the pinned STATS map.
     Stats(stats::StatsArgs),
     /// List the sources that sent keep-alives (the PEERS map: NAT bindings).

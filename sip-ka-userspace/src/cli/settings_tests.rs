@@ -8,7 +8,7 @@ use super::*;
 use crate::cli::{run, Cli};
 
 fn cmd() -> Command {
-    run::command()
+    run_args::command()
 }
 
 fn refusal(text: &str) -> Refused {
@@ -103,7 +103,7 @@ fn every_key_is_settable_from_the_file() {
             e.key
         );
     }
-    let args = <run::RunArgs as clap::FromArgMatches>::from_arg_matches(&eff.matches).unwrap();
+    let args = <run_args::RunArgs as clap::FromArgMatches>::from_arg_matches(&eff.matches).unwrap();
     assert_eq!(args.iface.as_deref(), Some("eth1"));
     assert_eq!(args.listen.len(), 2);
     assert_eq!(args.qualify_frequency, 30);
