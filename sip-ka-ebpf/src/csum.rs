@@ -1,6 +1,12 @@
-//! Internet checksums (RFC 1071, RFC 1624), summed in the program itself:
-//! the data involved is small (a header, a keep-alive), and a helper call
-//! per piece cost more than the arithmetic.
+//! Internet checksums (RFC 1071, RFC 1624). Sums are taken in the
+//! machine's own byte order, a word at a time (a ones' complement sum does
+//! not depend on the order the bytes are added in, RFC 1071 2(B)), so a
+//! header is a few 32-bit loads rather than a byte loop; a payload of any
+//! length is summed by the kernel (`bpf_csum_diff`).
+
+use aya_ebpf::helpers::generated::bpf_csum_diff;
+
+use crate::structs::{Scratch, BUF_LEN, BUF_MASK};
 
 /// Folds a ones' complement sum accumulated in 64 bits into 16.
 #[inline(always)]
@@ -12,11 +18,6 @@ pub fn fold(sum: u64) -> u16 {
     s as u16
 }
 
-#[inline(always)]
-pub fn word(hi: u8, lo: u8) -> u64 {
-    ((hi as u64) << 8) | lo as u64
-}
-
 /// RFC 1624 incremental update of `check` when a 16-bit word changes from
 /// `old` to `new` (all three as read from memory).
 #[inline(always)]
@@ -25,20 +26,26 @@ pub fn replace16(check: u16, old: u16, new: u16) -> u16 {
     !fold(sum)
 }
 
+/// Four bytes as they lie in memory, as a native u32 widened for summing.
+#[inline(always)]
+pub fn word32(b: &[u8]) -> u64 {
+    u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as u64
+}
+
+/// A 16-bit value in network order, as the native sum sees its bytes.
+#[inline(always)]
+pub fn be(v: u16) -> u64 {
+    v.to_be() as u64
+}
+
 /// An address's share of the UDP pseudo-header sum (the 16-byte form,
 /// IPv4 mapped).
 #[inline(always)]
 pub fn addr_sum(is_v4: bool, a: &[u8; 16]) -> u64 {
     if is_v4 {
-        word(a[12], a[13]) + word(a[14], a[15])
+        word32(&a[12..16])
     } else {
-        let mut s = 0;
-        let mut i = 0;
-        while i < 16 {
-            s += word(a[i], a[i + 1]);
-            i += 2;
-        }
-        s
+        word32(&a[0..4]) + word32(&a[4..8]) + word32(&a[8..12]) + word32(&a[12..16])
     }
 }
 
@@ -46,5 +53,56 @@ pub fn addr_sum(is_v4: bool, a: &[u8; 16]) -> u64 {
 /// `udp_len` bytes between `src` and `dst`.
 #[inline(always)]
 pub fn pseudo_sum(is_v4: bool, src: &[u8; 16], dst: &[u8; 16], udp_len: u16) -> u64 {
-    addr_sum(is_v4, src) + addr_sum(is_v4, dst) + 17 + udp_len as u64
+    addr_sum(is_v4, src) + addr_sum(is_v4, dst) + be(17) + be(udp_len)
+}
+
+/// Bytes `bpf_csum_diff` sums per call (its scratch area).
+const CSUM_CHUNK: usize = 512;
+
+/// The sum of the first `len` bytes of `s.buf` (at most `BUF_LEN`), an
+/// odd tail padded with zeros as RFC 768 says; `None` if the kernel
+/// refused to sum. The bytes just past `len` are overwritten with zeros.
+#[inline(always)]
+pub fn buf_sum(s: &mut Scratch, len: usize) -> Option<u64> {
+    let len = len & (BUF_LEN * 2 - 1);
+    if len > BUF_LEN {
+        return None;
+    }
+    // The kernel sums whole 32-bit words.
+    let mut i = 0;
+    while i < 3 {
+        s.buf[(len + i) & BUF_MASK] = 0;
+        i += 1;
+    }
+    let padded = (len + 3) & !3;
+    let mut sum = 0u64;
+    for c in 0..BUF_LEN / CSUM_CHUNK {
+        let off = c * CSUM_CHUNK;
+        if off >= padded {
+            break;
+        }
+        let mut size = padded - off;
+        if size > CSUM_CHUNK {
+            size = CSUM_CHUNK;
+        }
+        let size = size & (2 * CSUM_CHUNK - 4);
+        if size == 0 || size > CSUM_CHUNK {
+            break;
+        }
+        // SAFETY: off + size <= BUF_LEN, inside `buf`.
+        let r = unsafe {
+            bpf_csum_diff(
+                core::ptr::null_mut(),
+                0,
+                s.buf.as_mut_ptr().add(off) as *mut u32,
+                size as u32,
+                0,
+            )
+        };
+        if r < 0 {
+            return None;
+        }
+        sum += r as u32 as u64;
+    }
+    Some(sum)
 }

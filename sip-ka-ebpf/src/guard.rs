@@ -106,6 +106,10 @@ const NS: u64 = 1_000_000_000;
 /// Token bucket per source address: takes a token, or `true` when the
 /// source is over its rate. Called for a packet that passed every other
 /// check, so a packet that gets no answer costs its source nothing.
+/// `RATE` is per CPU: each CPU keeps its own bucket for a source, so the
+/// CPUs answering one address's flows never write the same memory (a
+/// source whose flows the NIC spreads over k CPUs gets up to k times the
+/// rate).
 #[inline(always)]
 pub fn over_rate(cfg: &Config, s: &Scratch, now: u64) -> bool {
     let max = RATE_LIMIT_MAX as u64;
@@ -190,10 +194,17 @@ pub fn note_peer(cfg: &Config, p: &Udp, s: &mut Scratch, kind: u32, now: u64) {
                 KIND_STUN => &raw mut (*v).stun,
                 _ => &raw mut (*v).sip,
             };
-            // Shared across CPUs: atomic add, plain stores for the times.
+            // Shared across CPUs: an atomic add for the count; the time
+            // and kind are stored only when they change (the time to the
+            // second), so a peer's keep-alives leave its other fields'
+            // cache line alone.
             atomic_add(counter, 1);
-            (*v).last_seen_ns = now;
-            (*v).last_kind = kind;
+            if (*v).last_seen_ns / NS != now / NS {
+                (*v).last_seen_ns = now;
+            }
+            if (*v).last_kind != kind {
+                (*v).last_kind = kind;
+            }
         },
         None => {
             let mut v = PeerValue {

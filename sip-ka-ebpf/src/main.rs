@@ -33,7 +33,7 @@ use sip_ka_common::{
 
 use crate::{
     maps::{atomic_add, config, count, count_index, is_sip_port, DIALOGS, SCRATCH},
-    parse::parse_udp,
+    parse::{parse_udp, ptr_at},
     structs::{Scratch, Udp, BUF_LEN},
 };
 
@@ -72,12 +72,34 @@ pub fn sip_ka(ctx: XdpContext) -> u32 {
     on_sip_port(&ctx, cfg, &p, s)
 }
 
+/// `\r\n\r\n` as the native checksum sum sees it.
+const CRLF_PING_SUM: u64 = u32::from_ne_bytes(*b"\r\n\r\n") as u64;
+
 #[inline(always)]
 fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
     let plen = p.payload_len;
     if plen == 0 {
         count(Counter::Other);
         return xdp_action::XDP_PASS;
+    }
+    // The two CRLF keep-alives are read where they lie: copying them into
+    // the scratch area costs more than looking at them.
+    if plen == 4 {
+        if let Ok(b) = ptr_at::<[u8; 4]>(ctx, p.payload_off) {
+            if unsafe { *b } == *b"\r\n\r\n" {
+                return crlf_ping(ctx, cfg, p, s);
+            }
+        }
+    } else if plen == 2 {
+        if let Ok(b) = ptr_at::<[u8; 2]>(ctx, p.payload_off) {
+            if unsafe { *b } == *b"\r\n" {
+                count(Counter::CrlfLone);
+                return match Action::from_u32(cfg.lone_crlf) {
+                    Action::Pass => xdp_action::XDP_PASS,
+                    _ => xdp_action::XDP_DROP,
+                };
+            }
+        }
     }
     let n = if plen > BUF_LEN { BUF_LEN } else { plen };
     let n = n & (BUF_LEN * 2 - 1);
@@ -94,23 +116,12 @@ fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 
         count(Counter::PassMalformed);
         return xdp_action::XDP_PASS;
     }
-    if plen == 4 && s.buf[0] == b'\r' && s.buf[1] == b'\n' && s.buf[2] == b'\r' && s.buf[3] == b'\n'
-    {
-        return crlf_ping(ctx, cfg, p, s);
-    }
-    if plen == 2 && s.buf[0] == b'\r' && s.buf[1] == b'\n' {
-        count(Counter::CrlfLone);
-        return match Action::from_u32(cfg.lone_crlf) {
-            Action::Pass => xdp_action::XDP_PASS,
-            _ => xdp_action::XDP_DROP,
-        };
-    }
     if s.buf[0] & 0xC0 == 0 {
         return stun_message(ctx, cfg, p, s, plen);
     }
     if cfg.sip_classify != 0 {
         s.len = n as u32;
-        sip_message(cfg, p, s);
+        sip_message(ctx, cfg, p, s, plen);
     } else {
         count(Counter::Other);
     }
@@ -131,7 +142,17 @@ fn crlf_ping(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
     s.out = [0; MAX_ANSWER];
     s.out[0] = b'\r';
     s.out[1] = b'\n';
-    answer(ctx, cfg, p, s, 4, 2, KIND_CRLF, Counter::CrlfPongSent)
+    answer(
+        ctx,
+        cfg,
+        p,
+        s,
+        4,
+        Some(CRLF_PING_SUM),
+        2,
+        KIND_CRLF,
+        Counter::CrlfPongSent,
+    )
 }
 
 #[inline(always)]
@@ -196,7 +217,44 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
     s.stun_id.copy_from_slice(&s.buf[4..20]);
     s.out = [0; MAX_ANSWER];
     let out_len = build_binding_success(&mut s.out, &s.stun_id, generation, &s.reflexive);
-    answer(ctx, cfg, p, s, plen, out_len, KIND_STUN, Counter::StunResp)
+    answer(
+        ctx,
+        cfg,
+        p,
+        s,
+        plen,
+        None,
+        out_len,
+        KIND_STUN,
+        Counter::StunResp,
+    )
+}
+
+/// Whether the packet's checksums are right (or not to be checked): the
+/// request's `plen` payload bytes are summed from `payload` when the
+/// caller knows them, else from the scratch copy.
+#[inline(always)]
+fn verified(
+    ctx: &XdpContext,
+    cfg: &Config,
+    p: &Udp,
+    s: &mut Scratch,
+    plen: usize,
+    payload: Option<u64>,
+) -> bool {
+    if cfg.verify_checksums == 0 {
+        return true;
+    }
+    let sum = match payload {
+        Some(sum) => sum,
+        // Longer than the copy: it cannot be checked, so it is not trusted.
+        None if plen > BUF_LEN => return false,
+        None => match csum::buf_sum(s, plen) {
+            Some(sum) => sum,
+            None => return false,
+        },
+    };
+    reply::checksums_ok(ctx, p, s, plen, sum)
 }
 
 /// The common tail of every answer: refusal rules, checksum check, peer
@@ -209,6 +267,7 @@ fn answer(
     p: &Udp,
     s: &mut Scratch,
     plen: usize,
+    payload: Option<u64>,
     out_len: usize,
     kind: u32,
     sent: Counter,
@@ -217,7 +276,7 @@ fn answer(
         count(refused);
         return xdp_action::XDP_PASS;
     }
-    if cfg.verify_checksums != 0 && !reply::checksums_ok(ctx, p, s, plen) {
+    if !verified(ctx, cfg, p, s, plen, payload) {
         count(Counter::PassBadChecksum);
         return xdp_action::XDP_PASS;
     }
@@ -244,7 +303,7 @@ fn answer(
 }
 
 #[inline(always)]
-fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch) {
+fn sip_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: usize) {
     let method = match sip::start_line(s) {
         sip::Start::NotSip => {
             count(Counter::Other);
@@ -273,16 +332,23 @@ fn sip_message(cfg: &Config, p: &Udp, s: &mut Scratch) {
     if has_body {
         return;
     }
+    let options = method == Method::Options && !in_dialog;
+    if !options && (!in_dialog || !method.is_session_keepalive()) {
+        return;
+    }
+    // State moves only for a packet whose checksums hold: a spoofed copy
+    // with a bad one must not refresh a peer or a dialog.
+    let hash = if options { None } else { sip::callid_hash(s) };
+    if !verified(ctx, cfg, p, s, plen, None) {
+        count(Counter::PassBadChecksum);
+        return;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
-    if method == Method::Options && !in_dialog {
-        guard::note_peer(cfg, p, s, KIND_SIP, now);
-        return;
-    }
-    if !in_dialog || !method.is_session_keepalive() {
-        return;
-    }
     guard::note_peer(cfg, p, s, KIND_SIP, now);
-    let known = match sip::callid_hash(s) {
+    if options {
+        return;
+    }
+    let known = match hash {
         Some(hash) => match DIALOGS.get_ptr_mut(&hash) {
             Some(d) => {
                 unsafe {

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use sip_ka_common::{
     counters::NUM_COUNTERS,
@@ -15,6 +15,9 @@ use sip_ka_common::{
 
 use crate::structs::Scratch;
 
+/// `BPF_F_NO_COMMON_LRU` (uapi/linux/bpf.h).
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
 #[map]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
@@ -24,8 +27,11 @@ pub static SIP_PORTS: Array<u8> = Array::pinned(SIP_PORTS_MAX, 0);
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(NUM_COUNTERS, 0);
 
+/// Per-CPU LRU lists (`BPF_F_NO_COMMON_LRU`): a new peer on one CPU
+/// takes no lock another CPU's new peers wait for.
 #[map]
-pub static PEERS: LruHashMap<PeerKey, PeerValue> = LruHashMap::pinned(PEERS_MAX, 0);
+pub static PEERS: LruHashMap<PeerKey, PeerValue> =
+    LruHashMap::pinned(PEERS_MAX, BPF_F_NO_COMMON_LRU);
 
 #[map]
 pub static DIALOGS: HashMap<u64, DialogValue> = HashMap::pinned(DIALOGS_MAX, 0);
@@ -36,8 +42,10 @@ pub static ACL_ALLOW: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
 #[map]
 pub static ACL_DENY: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
 
+/// A bucket per source and CPU (see `guard::over_rate`): written on every
+/// answer, so shared buckets would make the CPUs wait on each other.
 #[map]
-pub static RATE: LruHashMap<AclAddr, RateValue> = LruHashMap::pinned(RATE_MAX, 0);
+pub static RATE: LruPerCpuHashMap<AclAddr, RateValue> = LruPerCpuHashMap::pinned(RATE_MAX, 0);
 
 /// Per-CPU work area: the payload copy, the answer being built, and the
 /// positions the SIP scan records (kept in map memory so the verifier

@@ -13,47 +13,33 @@ use sip_ka_common::stun::MAX_ANSWER;
 use crate::{
     csum,
     parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, UdpHdr, UDP_HLEN},
-    structs::{Scratch, Udp, BUF_MASK, HEADERS_MAX},
+    structs::{Scratch, Udp, HEADERS_MAX},
 };
 
-/// Largest payload whose checksum is verified (keep-alives are smaller).
-pub const VERIFY_MAX: usize = 256;
 const TTL: u8 = 64;
 
-/// The IPv4 header checksum and the UDP checksum are both right. The
-/// payload (`plen` bytes, at most `VERIFY_MAX`) is in `s.buf`.
+/// The IPv4 header checksum and the UDP checksum are both right, given
+/// the sum of the `plen` payload bytes (`payload`, in the native order of
+/// `csum`).
 #[inline(always)]
-pub fn checksums_ok(ctx: &XdpContext, p: &Udp, s: &mut Scratch, plen: usize) -> bool {
-    if plen > VERIFY_MAX {
-        return false;
-    }
+pub fn checksums_ok(ctx: &XdpContext, p: &Udp, s: &Scratch, plen: usize, payload: u64) -> bool {
     if p.is_v4 && !ipv4_header_ok(ctx, p) {
         return false;
     }
-    let Ok(udp) = ptr_at::<UdpHdr>(ctx, p.l4_off) else {
+    let Ok(udp) = ptr_at::<[u8; 8]>(ctx, p.l4_off) else {
         return false;
     };
-    let (len, check) = unsafe { ((*udp).len, (*udp).check) };
-    if check == [0, 0] {
+    let udp = unsafe { &*udp };
+    if udp[6] == 0 && udp[7] == 0 {
         // No checksum: allowed over IPv4, forbidden over IPv6 (RFC 8200).
         return p.is_v4;
     }
     let udp_len = (UDP_HLEN + plen) as u16;
-    // Ports and length are already in the pseudo-header sum's terms.
-    let mut sum = csum::pseudo_sum(p.is_v4, &s.src, &s.dst, udp_len)
-        + p.sport as u64
-        + p.dport as u64
-        + csum::word(len[0], len[1])
-        + csum::word(check[0], check[1]);
-    // The payload, an odd last byte padded with zero.
-    s.buf[plen & BUF_MASK] = 0;
-    for i in 0..VERIFY_MAX / 2 {
-        let off = 2 * i;
-        if off >= plen {
-            break;
-        }
-        sum += csum::word(s.buf[off & BUF_MASK], s.buf[(off + 1) & BUF_MASK]);
-    }
+    // The header as it is (ports, length and the checksum itself).
+    let sum = csum::pseudo_sum(p.is_v4, &s.src, &s.dst, udp_len)
+        + csum::word32(&udp[0..4])
+        + csum::word32(&udp[4..8])
+        + payload;
     csum::fold(sum) == 0xffff
 }
 
@@ -66,22 +52,20 @@ fn ipv4_header_ok(ctx: &XdpContext, p: &Udp) -> bool {
         return false;
     };
     let h = unsafe { &*h };
-    let mut sum = 0u64;
-    let mut i = 0;
-    while i < 20 {
-        sum += csum::word(h[i], h[i + 1]);
-        i += 2;
-    }
-    for j in 0..20 {
-        let off = 20 + 2 * j;
+    let mut sum = csum::word32(&h[0..4])
+        + csum::word32(&h[4..8])
+        + csum::word32(&h[8..12])
+        + csum::word32(&h[12..16])
+        + csum::word32(&h[16..20]);
+    for j in 0..10 {
+        let off = 20 + 4 * j;
         if off >= ihl {
             break;
         }
-        let Ok(w) = ptr_at::<[u8; 2]>(ctx, p.l3_off + off) else {
+        let Ok(w) = ptr_at::<[u8; 4]>(ctx, p.l3_off + off) else {
             return false;
         };
-        let w = unsafe { &*w };
-        sum += csum::word(w[0], w[1]);
+        sum += csum::word32(unsafe { &*w });
     }
     csum::fold(sum) == 0xffff
 }
@@ -172,15 +156,18 @@ pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> O
 
     // The answer goes from the request's destination to its source; the
     // pseudo-header sum does not care which address is which. `s.out` is
-    // zero past the answer, so all of it can be summed.
+    // zero past the answer, so all of it can be summed, 8 bytes a load.
     let mut sum = csum::pseudo_sum(p.is_v4, &s.src, &s.dst, udp_len)
-        + p.sport as u64
-        + p.dport as u64
-        + udp_len as u64;
+        + csum::be(p.sport)
+        + csum::be(p.dport)
+        + csum::be(udp_len);
     let mut i = 0;
     while i < MAX_ANSWER {
-        sum += csum::word(s.out[i], s.out[i + 1]);
-        i += 2;
+        // SAFETY: `out` is 8-aligned (first in the scratch value) and i + 8
+        // <= MAX_ANSWER.
+        let w = unsafe { (s.out.as_ptr().add(i) as *const u64).read() };
+        sum += (w & 0xffff_ffff) + (w >> 32);
+        i += 8;
     }
     let mut check = !csum::fold(sum);
     if check == 0 {
@@ -191,10 +178,17 @@ pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> O
         (*udp).source = p.dport.to_be_bytes();
         (*udp).dest = p.sport.to_be_bytes();
         (*udp).len = udp_len.to_be_bytes();
-        (*udp).check = check.to_be_bytes();
+        (*udp).check = check.to_ne_bytes();
     }
     if out_len == 0 {
         return None;
+    }
+    // The pong is written in place: a helper call costs more than two
+    // bytes.
+    if out_len == 2 {
+        let b: *mut [u8; 2] = ptr_at(ctx, p.payload_off).ok()?;
+        unsafe { *b = [s.out[0], s.out[1]] };
+        return Some(xdp_action::XDP_TX);
     }
     let r = unsafe {
         bpf_xdp_store_bytes(

@@ -1104,3 +1104,86 @@ fn a_group_source_mac_is_never_answered() {
         }
     }
 }
+
+/// A spoofed in-dialog keep-alive whose IPv4 header or UDP checksum is
+/// wrong (over IPv6: wrong, or zero) is counted as a SIP request but
+/// moves neither the dialog's keep-alive time and count nor the PEERS
+/// table; the same request with correct checksums does. Also for a SIP
+/// request longer than the scan (its checksum still covers every byte).
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn bad_checksums_never_move_a_dialog() {
+    let mut h = harness();
+    let hash = callid_hash(SIP_CALL_ID.as_bytes());
+    h.insert_dialog(
+        hash,
+        DialogValue {
+            state: DIALOG_CONFIRMED,
+            ..DialogValue::default()
+        },
+    )
+    .unwrap();
+    let info = sip_request("INFO", true, "", "");
+    // Past the 1504 bytes the scan reads, still inside the copy.
+    let long = sip_request(
+        "UPDATE",
+        true,
+        "",
+        &format!("X-Pad: {}\r\n", "p".repeat(1300)),
+    );
+    assert!((1504..2048).contains(&long.len()), "{}", long.len());
+    let slot = |m: Method| sip_request_index(m as u32, true, false);
+    for (name, msg, method) in [
+        ("INFO", &info, Method::Info),
+        ("long UPDATE", &long, Method::Update),
+    ] {
+        for (how, bad) in [
+            ("wrong UDP checksum", v4(msg).udp_checksum(Checksum::Wrong)),
+            (
+                "wrong IPv4 header checksum",
+                v4(msg).ip_checksum(Checksum::Wrong),
+            ),
+            (
+                "IPv6, wrong UDP checksum",
+                v6(msg).udp_checksum(Checksum::Wrong),
+            ),
+            (
+                "IPv6, zero UDP checksum",
+                v6(msg).udp_checksum(Checksum::Zero),
+            ),
+        ] {
+            let what = format!("{name}: {how}");
+            let before = h.dialog(hash).unwrap().expect("dialog");
+            let peers = h.peers().unwrap();
+            let d = Delta::new(&h);
+            assert_eq!(h.run(&bad.build()).unwrap().action, XDP_PASS, "{what}");
+            d.expect(
+                &h,
+                &what,
+                &[(Counter::SipRequests, 1), (Counter::PassBadChecksum, 1)],
+            );
+            assert_eq!(d.of(&h, slot(method)), 1, "{what}: counted as a request");
+            assert_eq!(
+                h.dialog(hash).unwrap().expect("dialog"),
+                before,
+                "{what}: the dialog moved"
+            );
+            assert_eq!(h.peers().unwrap(), peers, "{what}: PEERS moved");
+        }
+        // The same request with its checksums right moves the dialog.
+        let before = h.dialog(hash).unwrap().expect("dialog");
+        let sip_seen = |h: &Harness| -> u64 { h.peers().unwrap().iter().map(|(_, v)| v.sip).sum() };
+        let seen_before = sip_seen(&h);
+        let d = Delta::new(&h);
+        assert_eq!(h.run(&v4(msg).build()).unwrap().action, XDP_PASS, "{name}");
+        d.expect(
+            &h,
+            name,
+            &[(Counter::SipRequests, 1), (Counter::KaInDialog, 1)],
+        );
+        let after = h.dialog(hash).unwrap().expect("dialog");
+        assert_eq!(after.ka_count, before.ka_count + 1, "{name}");
+        assert!(after.last_ka_ns > before.last_ka_ns, "{name}");
+        assert_eq!(sip_seen(&h), seen_before + 1, "{name}: the peer is noted");
+    }
+}

@@ -12,15 +12,15 @@ use anyhow::{bail, Context as _, Result};
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, MapData, PerCpuArray,
+        Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
     },
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
 use sip_ka_common::{
     maps::{
-        DialogValue, RateValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG, MAP_DIALOGS, MAP_RATE,
-        MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
+        DialogValue, PeerKey, PeerValue, RateValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG,
+        MAP_DIALOGS, MAP_PEERS, MAP_RATE, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
     },
     Config,
 };
@@ -108,12 +108,23 @@ impl Harness {
         Ok(())
     }
 
-    /// Sets the token bucket of a source address (16-byte form).
+    /// Sets the token bucket of a source address (16-byte form) on every
+    /// CPU (`RATE` keeps one per CPU).
     pub fn set_rate(&mut self, addr: [u8; 16], value: RateValue) -> Result<()> {
-        let mut map: HashMap<&mut MapData, [u8; 16], RateValue> =
-            HashMap::try_from(self.bpf.map_mut(MAP_RATE).context("RATE")?)?;
-        map.insert(addr, value, 0)?;
+        let mut map: PerCpuHashMap<&mut MapData, [u8; 16], RateValue> =
+            PerCpuHashMap::try_from(self.bpf.map_mut(MAP_RATE).context("RATE")?)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        map.insert(addr, PerCpuValues::try_from(vec![value; cpus])?, 0)?;
         Ok(())
+    }
+
+    /// Every entry of `PEERS`, sorted by key.
+    pub fn peers(&self) -> Result<Vec<(PeerKey, PeerValue)>> {
+        let map: HashMap<&MapData, PeerKey, PeerValue> =
+            HashMap::try_from(self.bpf.map(MAP_PEERS).context("PEERS")?)?;
+        let mut all = map.iter().collect::<Result<Vec<_>, _>>()?;
+        all.sort_by_key(|(k, _)| (k.addr, k.port));
+        Ok(all)
     }
 
     pub fn insert_dialog(&mut self, hash: u64, value: DialogValue) -> Result<()> {

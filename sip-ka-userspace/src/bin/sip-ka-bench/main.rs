@@ -10,6 +10,8 @@
 //! (d) 1,000,000 dialogs: the session timer wheel alone (`--timers`,
 //!     `timers.rs`), and the edge's whole dialog table with its journal
 //!     (`--dialogs`, `dialogs/`); neither needs root.
+//! (e) The XDP program on a two-queue veth, on one CPU and on two
+//!     (`--scaling`, `veth/scaling.rs`).
 //!
 //! Shared by the parts: the command line (`opts.rs`), the packets they
 //! send (`packets.rs`), CPU and memory accounting (`cpu.rs`, `memory.rs`)
@@ -63,13 +65,16 @@ fn bench(opts: &Opts) -> Result<()> {
         bail!("needs root (BPF_PROG_TEST_RUN, network namespaces, XDP)");
     }
     // With no part chosen, every part runs, one after the other.
-    let all = !(opts.test_run_only || opts.lab_only || opts.kamailio);
+    let all = !(opts.test_run_only || opts.lab_only || opts.kamailio || opts.scaling);
     let mut parts: Vec<fn(&Opts) -> Result<()>> = Vec::new();
     if all || opts.test_run_only {
         parts.push(test_run::test_run_bench);
     }
     if all || opts.lab_only {
         parts.push(veth::lab_bench);
+    }
+    if all || opts.scaling {
+        parts.push(veth::scaling::scaling_bench);
     }
     if all || opts.kamailio {
         parts.push(versus::kamailio_bench);

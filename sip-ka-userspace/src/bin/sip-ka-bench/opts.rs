@@ -38,6 +38,11 @@ pub(crate) struct Opts {
     /// Only the lab part.
     #[arg(long)]
     pub(crate) lab_only: bool,
+    /// Only the scaling lab: the XDP program on a two-queue veth answering
+    /// STUN from two load threads, with everything on one CPU and then
+    /// spread over two; answers per second on each and the factor.
+    #[arg(long)]
+    pub(crate) scaling: bool,
     /// Only the session timer bench (no root needed): memory per dialog
     /// and refreshes per second with 1,000,000 dialogs on one timer wheel.
     #[arg(long)]

@@ -116,7 +116,9 @@ pub(super) fn run_load(lab: &Lab, spec: LoadSpec) -> Result<Load> {
     .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
 }
 
-fn generate(sock: &UdpSocket, spec: &LoadSpec) -> Result<Load> {
+/// Keeps `spec.window` requests in flight on `sock` (connected to the
+/// target) until the count or the time is reached.
+pub(super) fn generate(sock: &UdpSocket, spec: &LoadSpec) -> Result<Load> {
     let fd = sock.as_raw_fd();
     let mut buf = [0u8; 2048];
     let mut load = Load::default();

@@ -3,6 +3,7 @@
 //! responder (`--xdp off`), and coturn answering the same STUN load.
 
 mod load;
+pub(crate) mod scaling;
 mod servers;
 
 use std::{net::SocketAddr, time::Duration};
