@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use clap::CommandFactory as _;
 
 use super::*;
-use crate::cli::{run, Cli};
+use crate::cli::{run_args, Cli};
 
 fn cmd() -> Command {
     run_args::command()
