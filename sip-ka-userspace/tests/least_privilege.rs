@@ -363,6 +363,8 @@ impl Setup {
                 &edge,
                 "--upstream",
                 &pbx,
+                "--metrics",
+                METRICS,
             ]
             .map(String::from),
         );
@@ -455,9 +457,29 @@ fn options_200(lab: &Lab) -> Result<(), String> {
     }
 }
 
+/// Where the daemon serves /metrics (no capability needed for it).
+const METRICS: &str = "198.18.0.1:9561";
+
+/// The /metrics page, fetched from the phones' side.
+fn metrics_page(lab: &Lab) -> Result<String, String> {
+    let out = lab
+        .client("curl")
+        .args(["-sS", "--fail", "--max-time", "5"])
+        .arg(format!("http://{METRICS}/metrics"))
+        .output()
+        .map_err(|e| format!("running curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl http://{METRICS}/metrics: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Every feature of a started daemon: the XDP pong, the edge's 200 to
-/// OPTIONS on port 5060, and `sip-ka stats` run as the service counting
-/// both.
+/// OPTIONS on port 5060, `sip-ka stats` run as the service counting
+/// both, and /metrics showing the pong.
 fn features(s: &Setup, host: &Host, caps: &[String]) -> Result<(), String> {
     pong(&s.lab)?;
     options_200(&s.lab)?;
@@ -480,6 +502,19 @@ fn features(s: &Setup, host: &Host, caps: &[String]) -> Result<(), String> {
             "stats did not count the pong and the OPTIONS: crlf_pong_sent {}, \
              edge_options_edge {}",
             last["counters"]["crlf_pong_sent"], last["counters"]["edge_options_edge"]
+        ));
+    }
+    let page = metrics_page(&s.lab)?;
+    let answered = page.lines().any(|l| {
+        l.starts_with("sipka_keepalives_total{")
+            && l.contains("kind=\"crlf\"")
+            && l.contains("path=\"xdp\"")
+            && l.contains("action=\"answered\"")
+            && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
+    });
+    if !answered || !page.contains("sipka_pbx_up") {
+        return Err(format!(
+            "/metrics does not show the pong or the PBX:\n{page}"
         ));
     }
     Ok(())
