@@ -12,6 +12,10 @@ use crate::cpu::{machine_busy, tasks_cpu};
 pub(super) enum Peer {
     SipKa,
     Kamailio,
+    /// sip-ka's userspace responder, `--xdp off` (STUN rows).
+    SipKaUser,
+    /// coturn's turnserver, STUN only (STUN rows).
+    Coturn,
 }
 
 impl Peer {
@@ -19,6 +23,8 @@ impl Peer {
         match self {
             Peer::SipKa => "sip-ka edge (XDP native)",
             Peer::Kamailio => "Kamailio",
+            Peer::SipKaUser => "sip-ka userspace (--xdp off)",
+            Peer::Coturn => "coturn turnserver",
         }
     }
 }
@@ -28,6 +34,8 @@ impl Peer {
 pub(super) enum Load {
     Options,
     TcpCrlf,
+    /// Fixed-rate STUN Binding requests over UDP.
+    Stun,
 }
 
 impl Load {
@@ -35,6 +43,7 @@ impl Load {
         match self {
             Load::Options => "OPTIONS/UDP",
             Load::TcpCrlf => "CRLF/TCP",
+            Load::Stun => "STUN/UDP",
         }
     }
 }
@@ -118,7 +127,7 @@ pub(super) struct Row {
 
 /// One row per server and load, the rounds pooled; a load a server could
 /// not take in some round has no figures.
-pub(super) fn pool(rows: &[Row]) -> Vec<Row> {
+pub(super) fn pool<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Vec<Row> {
     let mut out: Vec<Row> = Vec::new();
     for r in rows {
         let Some(p) = out
