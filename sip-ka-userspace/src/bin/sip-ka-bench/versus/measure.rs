@@ -7,6 +7,19 @@ use anyhow::Result;
 
 use crate::cpu::{machine_busy, tasks_cpu};
 
+/// `v / base` as "1.23x", or "n/a".
+pub(super) fn ratio(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
+        _ => "n/a".into(),
+    }
+}
+
+/// Nanoseconds, or "n/a".
+pub(super) fn ns(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.0}"))
+}
+
 /// The server of a comparison row.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Peer {

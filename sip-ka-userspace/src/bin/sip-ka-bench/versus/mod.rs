@@ -23,7 +23,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use sip_ka::lab::{self, Lab, SERVER_V4};
 
-use self::measure::{pool, Load, Outcome, Peer, Row};
+use self::measure::{ns, pool, ratio, Load, Outcome, Peer, Row};
 use self::options::{options_load, wait_options_200, RECV_TIMEOUT_MS};
 use self::servers::{kamailio_modules, kamailio_version, Kamailio, Pbx, SIP_PORT, UPSTREAM_PORT};
 use self::tcp::crlf_load;
@@ -47,17 +47,6 @@ impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-pub(super) fn ratio(v: Option<f64>, base: Option<f64>) -> String {
-    match (v, base) {
-        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
-        _ => "n/a".into(),
-    }
-}
-
-pub(super) fn ns(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.0}"))
 }
 
 /// Runs part (c), `--rounds` rounds of both servers under both loads, and

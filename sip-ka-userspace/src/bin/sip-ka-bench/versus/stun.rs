@@ -7,10 +7,9 @@ use std::{io::Write as _, path::Path, time::Duration};
 use anyhow::{Context as _, Result};
 use sip_ka::lab::{Lab, SERVER_V4};
 
-use super::measure::{pool, Load, Measure, Outcome, Peer, Row};
+use super::measure::{ns, pool, ratio, Load, Measure, Outcome, Peer, Row};
 use super::servers::{Coturn, Kamailio, SIP_PORT};
-use super::stun_load::stun_load;
-use super::{ns, ratio};
+use super::stun_load::{stun_load, wait_stun_ready};
 use crate::opts::Opts;
 
 /// What runs while a STUN row is measured; stops it when dropped.
@@ -58,12 +57,16 @@ pub(super) fn stun_rows(
             print!("round {round}/{rounds}: {} / STUN/UDP ... ", peer.name());
             std::io::stdout().flush().ok();
             let running = start(lab, dir, modules, peer)?;
+            let ready = wait_stun_ready(lab);
             let procs = match &running {
                 Running::Kamailio(k) => k.pids(),
                 Running::Coturn(c) => vec![c.pid()],
                 Running::SipKa => vec![lab.daemon_pid().context("daemon pid")?],
             };
-            let measured = stun_load(lab, opts, procs, server_napi.clone(), client_napi.clone())
+            let measured = ready
+                .and_then(|()| {
+                    stun_load(lab, opts, procs, server_napi.clone(), client_napi.clone())
+                })
                 .with_context(|| format!("{} / STUN/UDP", peer.name()));
             match running {
                 Running::SipKa => {

@@ -32,6 +32,10 @@ const BATCH: usize = 64;
 const POOL: usize = 4096;
 /// After the last request, answers still count for this long.
 const GRACE: Duration = Duration::from_millis(500);
+/// Source ports the load comes from, in turn by batch: keep-alives come
+/// from many phones, and a server may spread sources over its sockets
+/// (SO_REUSEPORT hashes them).
+const SOURCES: usize = 8;
 
 fn is_answer(msg: &[u8]) -> bool {
     msg.len() >= 20 && msg[..2] == [1, 1] && msg[4..8] == MAGIC_COOKIE_BYTES
@@ -75,6 +79,19 @@ fn wait_ready(sock: &UdpSocket, req: &[u8]) -> Result<()> {
     bail!("no answer to a STUN Binding request within 10 s")
 }
 
+/// Waits until the server answers a STUN Binding request from the client
+/// namespace (10 s at most): Kamailio forks its workers while it starts,
+/// and their pids are taken after this.
+pub(super) fn wait_stun_ready(lab: &Lab) -> Result<()> {
+    let target = SocketAddr::from((SERVER_V4, SIP_PORT));
+    in_netns(&lab.client_ns, move || {
+        let sock = UdpSocket::bind((CLIENT_V4, 0))?;
+        sock.connect(target)?;
+        sock.set_nonblocking(true)?;
+        wait_ready(&sock, &numbered_binding_request(0, true))
+    })
+}
+
 /// What the receiving thread counted.
 struct Received {
     answered: u64,
@@ -82,9 +99,17 @@ struct Received {
     cpu: f64,
 }
 
-/// Counts answers until `stop` is set and then [`GRACE`] has passed.
-fn receive(sock: UdpSocket, stop: Arc<AtomicBool>) -> Received {
-    let fd = sock.as_raw_fd();
+/// Counts answers on `socks` until `stop` is set and then [`GRACE`] has
+/// passed.
+fn receive(socks: Vec<UdpSocket>, stop: Arc<AtomicBool>) -> Received {
+    let mut fds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     let cpu0 = thread_cpu();
     let mut bufs = vec![[0u8; 256]; BATCH];
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(BATCH);
@@ -103,35 +128,40 @@ fn receive(sock: UdpSocket, stop: Arc<AtomicBool>) -> Received {
         if stopped_at.is_some_and(|t| t.elapsed() >= GRACE) {
             break;
         }
-        if !wait_readable(fd, 20) {
+        // SAFETY: `fds` is a live array of `fds.len()` pollfds.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20) };
+        if ready <= 0 {
             continue;
         }
-        iov.clear();
-        iov.extend(bufs.iter_mut().map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        }));
-        for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_len = 0;
-        }
-        // SAFETY: BATCH headers, each with one iovec into a live buffer.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        for (h, b) in hdrs.iter().zip(&bufs).take(n.max(0) as usize) {
-            let len = (h.msg_len as usize).min(b.len());
-            if is_answer(&b[..len]) {
-                r.answered += 1;
-            } else {
-                r.bad += 1;
+        for p in fds.iter().filter(|p| p.revents != 0) {
+            let fd = p.fd;
+            iov.clear();
+            iov.extend(bufs.iter_mut().map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            }));
+            for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
+                h.msg_hdr.msg_iov = v;
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_len = 0;
+            }
+            // SAFETY: BATCH headers, each with one iovec into a live buffer.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    BATCH as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            for (h, b) in hdrs.iter().zip(&bufs).take(n.max(0) as usize) {
+                let len = (h.msg_len as usize).min(b.len());
+                if is_answer(&b[..len]) {
+                    r.answered += 1;
+                } else {
+                    r.bad += 1;
+                }
             }
         }
     }
@@ -141,8 +171,8 @@ fn receive(sock: UdpSocket, stop: Arc<AtomicBool>) -> Received {
 
 /// Sends `rate` requests per second for `seconds`; returns how many left
 /// the socket and the seconds it took.
-fn send(sock: &UdpSocket, reqs: &[Vec<u8>], rate: u64, seconds: u64) -> (u64, f64) {
-    let fd = sock.as_raw_fd();
+fn send(socks: &[UdpSocket], reqs: &[Vec<u8>], rate: u64, seconds: u64) -> (u64, f64) {
+    let mut turn = 0;
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(BATCH);
     // SAFETY: mmsghdr is plain data; zero is a valid empty header.
     let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
@@ -174,6 +204,8 @@ fn send(sock: &UdpSocket, reqs: &[Vec<u8>], rate: u64, seconds: u64) -> (u64, f6
             h.msg_hdr.msg_iov = v;
             h.msg_hdr.msg_iovlen = 1;
         }
+        let fd = socks[turn % socks.len()].as_raw_fd();
+        turn += 1;
         // SAFETY: n headers, each with one iovec into a live request; the
         // socket is connected, so no addresses.
         let done = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as u32, 0) };
@@ -202,22 +234,31 @@ pub(super) fn stun_load(
     let seconds = opts.stun_seconds.max(1);
     let fingerprint = !opts.no_fingerprint;
     in_netns(&lab.client_ns, move || {
-        let sock = UdpSocket::bind((CLIENT_V4, 0))?;
-        sock.connect(target)?;
-        force_buffers(sock.as_raw_fd(), 32 << 20);
+        let mut socks = Vec::with_capacity(SOURCES);
+        for _ in 0..SOURCES {
+            let sock = UdpSocket::bind((CLIENT_V4, 0))?;
+            sock.connect(target)?;
+            force_buffers(sock.as_raw_fd(), 8 << 20);
+            socks.push(sock);
+        }
         let reqs: Vec<Vec<u8>> = (0..POOL as u64)
             .map(|s| numbered_binding_request(s, fingerprint))
             .collect();
-        sock.set_nonblocking(true)?;
-        wait_ready(&sock, &reqs[0])?;
-        sock.set_nonblocking(false)?;
-        let rx = sock.try_clone().context("cloning the load socket")?;
+        for sock in &socks {
+            sock.set_nonblocking(true)?;
+            wait_ready(sock, &reqs[0])?;
+            sock.set_nonblocking(false)?;
+        }
+        let rx = socks
+            .iter()
+            .map(|s| s.try_clone().context("cloning a load socket"))
+            .collect::<Result<Vec<_>>>()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let meter = Meter::start(procs, server_napi, client_napi)?;
         let receiver = std::thread::spawn(move || receive(rx, stopped));
         let cpu0 = thread_cpu();
-        let (sent, elapsed) = send(&sock, &reqs, rate, seconds);
+        let (sent, elapsed) = send(&socks, &reqs, rate, seconds);
         let send_cpu = thread_cpu() - cpu0;
         stop.store(true, Ordering::Relaxed);
         let got = receiver
