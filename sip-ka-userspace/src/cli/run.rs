@@ -8,7 +8,7 @@ use sip_ka_common::{
     maps::{MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
     Config,
 };
-use tokio::{io::unix::AsyncFd, net::UdpSocket, signal::unix::SignalKind};
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use super::{
     args::LogLevel,
@@ -177,11 +177,9 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
             }
             _ => {
                 for addr in &args.listen {
-                    let sock = UdpSocket::bind(addr)
-                        .await
+                    let (local, socks) = responder::spawn(*addr, shared.clone())
                         .with_context(|| format!("binding the UDP responder to {addr}"))?;
-                    log::info!("userspace responder on udp/{}", sock.local_addr()?);
-                    tokio::spawn(responder::serve(sock, shared.clone()));
+                    log::info!("userspace responder on udp/{local} ({socks} sockets)");
                 }
                 None
             }

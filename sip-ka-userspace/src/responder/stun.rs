@@ -161,6 +161,39 @@ fn push_attr(out: &mut Vec<u8>, at: u16, value: &[u8]) {
     }
 }
 
+/// What [`respond_into`] wrote.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Error(u16),
+    BadFingerprint,
+    Ignore,
+}
+
+/// [`respond`] into `out` (emptied first): a request the fast path would
+/// answer, the common case, is built in place without an allocation.
+pub fn respond_into(msg: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Outcome {
+    out.clear();
+    if let Verdict::Answer(g) = classify(msg) {
+        let mut buf = [0u8; MAX_ANSWER];
+        let n = build_binding_success(&mut buf, &id_of(msg), g, &reflexive(src));
+        out.extend_from_slice(buf.get(..n).unwrap_or_default());
+        return Outcome::Success;
+    }
+    match respond(msg, src) {
+        Reply::Success(bytes) => {
+            out.extend_from_slice(&bytes);
+            Outcome::Success
+        }
+        Reply::Error(bytes, code) => {
+            out.extend_from_slice(&bytes);
+            Outcome::Error(code)
+        }
+        Reply::BadFingerprint => Outcome::BadFingerprint,
+        Reply::Ignore => Outcome::Ignore,
+    }
+}
+
 /// The answer to one datagram from `src`; never more than
 /// `MAX_AMPLIFICATION` bytes longer than the request.
 pub fn respond(msg: &[u8], src: SocketAddr) -> Reply {
@@ -350,6 +383,29 @@ mod tests {
         let long = vec![b'x'; 400];
         let r = respond(&request(&[(0x8022, &long)], true), src());
         assert!(matches!(r, Reply::Success(_)), "{r:?}");
+    }
+
+    #[test]
+    fn in_place_answers_are_the_same_bytes() {
+        let mut out = vec![0xAA; 7];
+        for req in [
+            request(&[], true),
+            request(&[], false),
+            request(&[(0x0042, b"abcd")], true),
+            request(&[(ATTR_USERNAME, b"user")], false),
+        ] {
+            let outcome = respond_into(&req, src(), &mut out);
+            match respond(&req, src()) {
+                Reply::Success(b) => assert_eq!((outcome, &out), (Outcome::Success, &b)),
+                Reply::Error(b, c) => assert_eq!((outcome, &out), (Outcome::Error(c), &b)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut bad = request(&[], true);
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert_eq!(respond_into(&bad, src(), &mut out), Outcome::BadFingerprint);
+        assert!(out.is_empty());
     }
 
     #[test]

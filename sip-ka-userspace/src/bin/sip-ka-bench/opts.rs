@@ -57,7 +57,9 @@ pub(crate) struct Opts {
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) dialog_count: u64,
     /// Only the comparison with Kamailio: sip-ka's edge and Kamailio 5.6
-    /// answering the same SIP OPTIONS (sipp) and TCP CRLF loads.
+    /// answering the same SIP OPTIONS (sipp) and TCP CRLF loads, and
+    /// sip-ka's userspace responder (`--xdp off`), Kamailio's stun module
+    /// and coturn answering the same fixed-rate STUN load.
     #[arg(long)]
     pub(crate) kamailio: bool,
     /// OPTIONS per server in the Kamailio comparison (sipp -m).
@@ -80,4 +82,12 @@ pub(crate) struct Opts {
     /// (all from one address: above 64 the edge is told to allow them).
     #[arg(long, default_value_t = 32)]
     pub(crate) tcp_conns: u32,
+    /// STUN Binding requests per second offered to each STUN server in the
+    /// comparison (sip-ka's userspace responder, Kamailio's stun module,
+    /// coturn), whatever they answer; 0 leaves the STUN rows out.
+    #[arg(long, default_value_t = 250_000)]
+    pub(crate) stun_rate: u32,
+    /// Seconds of that STUN load per server and round.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) stun_seconds: u64,
 }

@@ -6,12 +6,15 @@ use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray};
 use sip_ka_common::Counter;
 
-use super::publish_block;
+use super::{edge::USER_RATE_LIMITED_SLOT, publish_block};
 
 /// Counters of the userspace responder, published into STATS.
 #[derive(Default)]
 pub struct UserCounters {
     slots: [AtomicU64; USER_SLOTS.len()],
+    /// Answers the responder refused because their source was over its
+    /// rate (`rate_limit_pps`); published at [`USER_RATE_LIMITED_SLOT`].
+    rate_limited: AtomicU64,
 }
 
 const USER_SLOTS: [Counter; 7] = [
@@ -38,6 +41,20 @@ impl UserCounters {
         }
     }
 
+    pub fn add(&self, c: Counter, n: u64) {
+        if let Some(slot) = self.slot(c) {
+            slot.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn add_rate_limited(&self, n: u64) {
+        self.rate_limited.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
     pub fn get(&self, c: Counter) -> u64 {
         self.slot(c).map_or(0, |s| s.load(Ordering::Relaxed))
     }
@@ -58,7 +75,8 @@ impl UserCounters {
             .iter()
             .map(|s| s.load(Ordering::Relaxed))
             .collect();
-        publish_block(stats, USER_SLOTS[0] as u32, &values)
+        publish_block(stats, USER_SLOTS[0] as u32, &values)?;
+        publish_block(stats, USER_RATE_LIMITED_SLOT, &[self.rate_limited()])
     }
 }
 

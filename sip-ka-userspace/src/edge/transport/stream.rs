@@ -4,11 +4,13 @@
 //! stays idle past its limit or loses framing.
 
 use std::{
+    future::Future as _,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -34,6 +36,8 @@ const QUEUE: usize = 256;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pong for a CRLFCRLF ping.
 const PONG: &[u8] = b"\r\n";
+/// Room a connection keeps for what it writes, from one round to the next.
+const OUT_KEPT: usize = 4096;
 
 /// Accepts connections on one `--listen` address until the task is dropped.
 pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>) {
@@ -179,7 +183,9 @@ where
     let mut msg_started = false;
     let msg_due = tokio::time::sleep_until(last + msg_limit);
     tokio::pin!(msg_due);
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    // What is due on the connection, as one run of bytes kept from one
+    // round to the next: a pong costs neither an allocation nor a join.
+    let mut out: Vec<u8> = Vec::new();
     loop {
         out.clear();
         tokio::select! {
@@ -200,7 +206,7 @@ where
                     match ev {
                         StreamEvent::Ping => {
                             Counters::bump(&c.crlf_pings);
-                            out.push(PONG.to_vec());
+                            out.extend_from_slice(PONG);
 
                         }
                         // A pong nobody asked for: nothing to do.
@@ -208,7 +214,9 @@ where
                         StreamEvent::Message(raw) => {
                             let now = clock::now_ms();
                             match edge.handle_message(&raw, Framing::Stream, flow, local, now) {
-                                Some((bytes, dest)) if dest == flow => out.push(bytes),
+                                Some((bytes, dest)) if dest == flow => {
+                                    out.extend_from_slice(&bytes)
+                                }
                                 Some((bytes, dest)) => {
                                     if let Err(e) = edge.transports.send(bytes, &dest, local) {
                                         log::debug!("edge: to {dest:?}: {e:?}");
@@ -249,7 +257,7 @@ where
                 break;
             }
             queued = rx.recv() => match queued {
-                Some(bytes) => out.push(bytes),
+                Some(bytes) => out.extend_from_slice(&bytes),
                 None => break,
             },
             () = &mut idle => {
@@ -266,6 +274,10 @@ where
         if write_all(&mut wr, &out).await.is_err() {
             break;
         }
+        // An idle connection keeps no large message's room.
+        if out.capacity() > OUT_KEPT {
+            out = Vec::new();
+        }
         // A negotiated ms-keep-alive may have shortened the limit.
         let due = last + idle_for();
         if due < idle.deadline() {
@@ -277,24 +289,25 @@ where
 
 /// Writes what is due in one go and flushes it: TLS keeps written records
 /// in its own buffer until flushed, and a pong must leave at once.
-async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, chunks: &[Vec<u8>]) -> Result<(), ()> {
-    if chunks.is_empty() {
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> Result<(), ()> {
+    if bytes.is_empty() {
         return Ok(());
     }
-    let joined;
-    let bytes: &[u8] = match chunks {
-        [one] => one,
-        _ => {
-            joined = chunks.concat();
-            &joined
-        }
-    };
     let write = async {
         wr.write_all(bytes).await?;
         wr.flush().await
     };
-    match timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
+    let mut write = std::pin::pin!(write);
+    // Tried once before the timer is armed: nearly every write (a pong
+    // into a connection's empty send buffer) is done at once, and setting
+    // and cancelling a timer for each would cost more than the write.
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let done = match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => match timeout(WRITE_TIMEOUT, write).await {
+            Ok(r) => r,
+            Err(_) => return Err(()),
+        },
+    };
+    done.map_err(|_| ())
 }

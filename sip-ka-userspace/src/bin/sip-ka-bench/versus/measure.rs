@@ -7,11 +7,28 @@ use anyhow::Result;
 
 use crate::cpu::{machine_busy, tasks_cpu};
 
+/// `v / base` as "1.23x", or "n/a".
+pub(super) fn ratio(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
+        _ => "n/a".into(),
+    }
+}
+
+/// Nanoseconds, or "n/a".
+pub(super) fn ns(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.0}"))
+}
+
 /// The server of a comparison row.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Peer {
     SipKa,
     Kamailio,
+    /// sip-ka's userspace responder, `--xdp off` (STUN rows).
+    SipKaUser,
+    /// coturn's turnserver, STUN only (STUN rows).
+    Coturn,
 }
 
 impl Peer {
@@ -19,6 +36,8 @@ impl Peer {
         match self {
             Peer::SipKa => "sip-ka edge (XDP native)",
             Peer::Kamailio => "Kamailio",
+            Peer::SipKaUser => "sip-ka userspace (--xdp off)",
+            Peer::Coturn => "coturn turnserver",
         }
     }
 }
@@ -28,6 +47,8 @@ impl Peer {
 pub(super) enum Load {
     Options,
     TcpCrlf,
+    /// Fixed-rate STUN Binding requests over UDP.
+    Stun,
 }
 
 impl Load {
@@ -35,6 +56,7 @@ impl Load {
         match self {
             Load::Options => "OPTIONS/UDP",
             Load::TcpCrlf => "CRLF/TCP",
+            Load::Stun => "STUN/UDP",
         }
     }
 }
@@ -118,7 +140,7 @@ pub(super) struct Row {
 
 /// One row per server and load, the rounds pooled; a load a server could
 /// not take in some round has no figures.
-pub(super) fn pool(rows: &[Row]) -> Vec<Row> {
+pub(super) fn pool<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Vec<Row> {
     let mut out: Vec<Row> = Vec::new();
     for r in rows {
         let Some(p) = out

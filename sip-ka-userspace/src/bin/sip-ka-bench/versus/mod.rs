@@ -10,6 +10,8 @@
 mod measure;
 mod options;
 mod servers;
+mod stun;
+mod stun_load;
 mod tcp;
 
 use std::{
@@ -21,7 +23,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use sip_ka::lab::{self, Lab, SERVER_V4};
 
-use self::measure::{pool, Load, Outcome, Peer, Row};
+use self::measure::{ns, pool, ratio, Load, Outcome, Peer, Row};
 use self::options::{options_load, wait_options_200, RECV_TIMEOUT_MS};
 use self::servers::{kamailio_modules, kamailio_version, Kamailio, Pbx, SIP_PORT, UPSTREAM_PORT};
 use self::tcp::crlf_load;
@@ -45,17 +47,6 @@ impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn ratio(v: Option<f64>, base: Option<f64>) -> String {
-    match (v, base) {
-        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
-        _ => "n/a".into(),
-    }
-}
-
-fn ns(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.0}"))
 }
 
 /// Runs part (c), `--rounds` rounds of both servers under both loads, and
@@ -116,8 +107,22 @@ pub(crate) fn kamailio_bench(opts: &Opts) -> Result<()> {
             )?;
         }
     }
+    if opts.stun_rate > 0 {
+        stun::stun_rows(
+            &mut lab,
+            &dir.0,
+            &modules,
+            opts,
+            &server_napi,
+            &client_napi,
+            &mut rows,
+        )?;
+    }
     drop(lab);
     print_table(opts, &rows, server_napi.is_some());
+    if opts.stun_rate > 0 {
+        stun::print_stun_table(opts, &rows);
+    }
     if background > 0.1 {
         println!(
             "warning: the machine was busy before the run ({:.0} ms of CPU per second): the \
@@ -168,7 +173,8 @@ fn measure_peer(
             lab.start_daemon(&args)?;
             None
         }
-        Peer::Kamailio => Some(Kamailio::start(lab, dir, modules)?),
+        Peer::Kamailio => Some(Kamailio::start(lab, dir, modules, false)?),
+        _ => bail!("{} is not a server of the SIP rows", peer.name()),
     };
     let pids = || -> Result<Vec<u32>> {
         Ok(match &kamailio {
@@ -208,6 +214,7 @@ fn measure_peer(
             ),
             Load::TcpCrlf => crlf_load(lab, opts, procs, server_napi.clone(), client_napi.clone())
                 .with_context(|| format!("{} / {}", peer.name(), load.name()))?,
+            Load::Stun => bail!("the STUN rows have their own servers (stun.rs)"),
         };
         match &outcome {
             Outcome::Measured(m) => println!(
@@ -234,7 +241,8 @@ fn measure_peer(
 }
 
 fn print_table(opts: &Opts, per_round: &[Row], napi: bool) {
-    let pooled = pool(per_round);
+    let per_round: Vec<&Row> = per_round.iter().filter(|r| r.load != Load::Stun).collect();
+    let pooled: Vec<Row> = pool(per_round.iter().copied());
     let rows = &pooled;
     let measured = |peer: Peer, load: Load| {
         rows.iter()
@@ -289,7 +297,7 @@ fn print_table(opts: &Opts, per_round: &[Row], napi: bool) {
         );
     }
     println!();
-    for r in per_round {
+    for r in &per_round {
         let Outcome::Measured(m) = &r.outcome else {
             continue;
         };

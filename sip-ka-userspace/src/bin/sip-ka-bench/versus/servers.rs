@@ -31,8 +31,10 @@ pub(super) const UPSTREAM_PORT: u16 = 5080;
 /// the stateless reply, `siputils` has `options_reply`, `textops` has
 /// `is_method`, and `pv` is there because siputils will not initialise
 /// without it (its rpid AVP parameter). Two UDP workers and two TCP
-/// readers, like sip-ka's two runtime threads.
-fn kamailio_cfg(modules: &Path) -> String {
+/// readers, like sip-ka's two runtime threads. With `stun`, the stun
+/// module too, which answers STUN Binding requests on the SIP port.
+fn kamailio_cfg(modules: &Path, stun: bool) -> String {
+    let stun = if stun { "loadmodule \"stun.so\"\n" } else { "" };
     format!(
         r#"#!KAMAILIO
 # Written by sip-ka-bench for one run: answers OPTIONS and nothing else.
@@ -52,7 +54,7 @@ loadmodule "pv.so"
 loadmodule "sl.so"
 loadmodule "textops.so"
 loadmodule "siputils.so"
-
+{stun}
 request_route {{
     if (is_method("OPTIONS")) {{
         options_reply();
@@ -107,9 +109,15 @@ pub(super) struct Kamailio {
 }
 
 impl Kamailio {
-    pub(super) fn start(lab: &Lab, dir: &Path, modules: &Path) -> Result<Kamailio> {
+    pub(super) fn start(lab: &Lab, dir: &Path, modules: &Path, stun: bool) -> Result<Kamailio> {
+        if stun && !modules.join("stun.so").is_file() {
+            bail!(
+                "Kamailio's stun module (stun.so) not found in {}",
+                modules.display()
+            );
+        }
         let cfg = dir.join("kamailio.cfg");
-        std::fs::write(&cfg, kamailio_cfg(modules))?;
+        std::fs::write(&cfg, kamailio_cfg(modules, stun))?;
         lab::run(Command::new("kamailio").arg("-c").arg("-f").arg(&cfg))
             .context("kamailio -c rejected the generated configuration")?;
         let log = dir.join("kamailio.log");
@@ -191,6 +199,63 @@ fn descendants(pid: u32, out: &mut Vec<u32>) {
     }
 }
 
+/// coturn's `turnserver` in the server namespace, answering STUN on
+/// udp/198.18.0.1:5060 (STUN only, no TCP/TLS/DTLS, no authentication for
+/// Binding). Stopped with SIGTERM when dropped.
+pub(super) struct Coturn(Child);
+
+impl Coturn {
+    pub(super) fn start(lab: &Lab) -> Result<Coturn> {
+        if lab::on_path("turnserver").is_none() {
+            bail!("turnserver not found: apt-get install coturn (`cargo xtask setup`)");
+        }
+        let child = lab
+            .server("turnserver")
+            .args([
+                "-n",
+                &format!("--listening-ip={SERVER_V4}"),
+                &format!("--listening-port={SIP_PORT}"),
+                "--no-tcp",
+                "--no-tls",
+                "--no-dtls",
+                "--stun-only",
+                "--no-cli",
+                "--no-rfc5780",
+                "--no-software-attribute",
+                "--no-stdout-log",
+                "--log-file=/dev/null",
+                "--pidfile=/dev/null",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting turnserver in the server namespace")?;
+        Ok(Coturn(child))
+    }
+
+    /// nsenter execs turnserver, so this is the server's own pid (its
+    /// threads are counted through /proc/PID/task).
+    pub(super) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A stand-in PBX in the server namespace: a thread answering every SIP
 /// request on udp/198.18.0.1:5080 with 200, so the edge's qualify pings
 /// find the PBX up. Stops when dropped.
@@ -261,10 +326,13 @@ mod tests {
 
     #[test]
     fn kamailio_configuration_listens_where_the_edge_does() {
-        let cfg = kamailio_cfg(Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules"));
+        let modules = Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules");
+        let cfg = kamailio_cfg(modules, false);
         assert!(cfg.contains("listen=udp:198.18.0.1:5060\n"));
         assert!(cfg.contains("listen=tcp:198.18.0.1:5060\n"));
         assert!(cfg.contains("options_reply();"));
         assert!(cfg.contains("tcp_crlf_ping=yes\n"));
+        assert!(!cfg.contains("stun.so"));
+        assert!(kamailio_cfg(modules, true).contains("loadmodule \"stun.so\"\n"));
     }
 }
