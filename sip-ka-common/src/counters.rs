@@ -94,6 +94,9 @@ pub enum Counter {
     /// Datagrams the userspace responder ignored (neither keep-alive nor a
     /// STUN request it answers).
     UserIgnored,
+    /// Answers the userspace responder refused: their source was over
+    /// its rate (`rate_limit_pps` / `rate_limit_burst`).
+    UserDropRateLimit,
 }
 
 /// Names of the [`Counter`] block, in index order, as printed by
@@ -139,9 +142,10 @@ pub const COUNTER_NAMES: [&str; NAMED_COUNTERS] = [
     "user_stun_error",
     "user_stun_bad_fp",
     "user_ignored",
+    "user_drop_rate_limit",
 ];
 
-pub const NAMED_COUNTERS: usize = Counter::UserIgnored as usize + 1;
+pub const NAMED_COUNTERS: usize = Counter::UserDropRateLimit as usize + 1;
 /// First index of the per-method SIP request block.
 pub const SIP_METHOD_BASE: u32 = NAMED_COUNTERS as u32;
 /// First index of the edge proxy's block: slots the daemon writes in edge
@@ -181,7 +185,7 @@ mod tests {
             COUNTER_NAMES[Counter::DropRateLimit as usize],
             "drop_rate_limit"
         );
-        assert_eq!(COUNTER_NAMES[NAMED_COUNTERS - 1], "user_ignored");
+        assert_eq!(COUNTER_NAMES[NAMED_COUNTERS - 1], "user_drop_rate_limit");
     }
 
     #[test]

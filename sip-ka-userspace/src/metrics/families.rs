@@ -109,6 +109,11 @@ pub const ALL: &[Family] = &[
          it answers)",
     ),
     counter(
+        "sipka_responder_rate_limited",
+        "Answers the userspace responder refused: the source was over its rate \
+         (rate_limit_pps, rate_limit_burst)",
+    ),
+    counter(
         "sipka_edge_forwarded",
         "SIP messages the edge sent on, by type, either direction",
     ),

@@ -102,6 +102,7 @@ pub fn stats_series(index: u32) -> Option<Series> {
         "user_stun_error" => keepalive("responder", "stun", "rejected"),
         "user_stun_bad_fp" => keepalive("responder", "stun", "invalid"),
         "user_ignored" => series("sipka_responder_ignored", &[]),
+        "user_drop_rate_limit" => series("sipka_responder_rate_limited", &[]),
         _ => return None,
     })
 }

@@ -76,10 +76,3 @@ pub fn names() -> Vec<String> {
         .chain(["edge_pbx_up".to_string(), "edge_pbx_rtt_us".to_string()])
         .collect()
 }
-
-/// STATS slot of the userspace responder's `user_drop_rate_limit`: the
-/// last of this block, kept for it (the edge's counters stop well short).
-pub const USER_RATE_LIMITED_SLOT: u32 =
-    sip_ka_common::counters::EDGE_BASE + sip_ka_common::counters::EDGE_SLOTS - 1;
-/// Its printed name.
-pub const USER_RATE_LIMITED_NAME: &str = "user_drop_rate_limit";

@@ -16,9 +16,6 @@ pub fn counter_name(index: u32) -> String {
     if (index as usize) < NAMED_COUNTERS {
         return COUNTER_NAMES[index as usize].to_string();
     }
-    if index == edge::USER_RATE_LIMITED_SLOT {
-        return edge::USER_RATE_LIMITED_NAME.to_string();
-    }
     if index >= EDGE_BASE {
         return edge::names()
             .get((index - EDGE_BASE) as usize)
@@ -75,12 +72,6 @@ mod tests {
     fn edge_block_fits_its_reserved_slots() {
         let names = edge::names();
         assert!(names.len() <= sip_ka_common::counters::EDGE_SLOTS as usize);
-        // The responder's refusals sit in the block's last slot.
-        assert!(EDGE_BASE + (names.len() as u32) <= edge::USER_RATE_LIMITED_SLOT);
-        assert_eq!(
-            counter_name(edge::USER_RATE_LIMITED_SLOT),
-            "user_drop_rate_limit"
-        );
         assert_eq!(counter_name(EDGE_BASE), names[0]);
         assert_eq!(
             counter_name(EDGE_BASE + names.len() as u32 - 1),

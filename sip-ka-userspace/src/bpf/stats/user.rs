@@ -6,18 +6,15 @@ use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray};
 use sip_ka_common::Counter;
 
-use super::{edge::USER_RATE_LIMITED_SLOT, publish_block};
+use super::publish_block;
 
 /// Counters of the userspace responder, published into STATS.
 #[derive(Default)]
 pub struct UserCounters {
     slots: [AtomicU64; USER_SLOTS.len()],
-    /// Answers the responder refused because their source was over its
-    /// rate (`rate_limit_pps`); published at [`USER_RATE_LIMITED_SLOT`].
-    rate_limited: AtomicU64,
 }
 
-const USER_SLOTS: [Counter; 7] = [
+const USER_SLOTS: [Counter; 8] = [
     Counter::UserCrlfPing,
     Counter::UserCrlfPongSent,
     Counter::UserStunReq,
@@ -25,6 +22,7 @@ const USER_SLOTS: [Counter; 7] = [
     Counter::UserStunError,
     Counter::UserStunBadFp,
     Counter::UserIgnored,
+    Counter::UserDropRateLimit,
 ];
 
 impl UserCounters {
@@ -48,11 +46,11 @@ impl UserCounters {
     }
 
     pub fn add_rate_limited(&self, n: u64) {
-        self.rate_limited.fetch_add(n, Ordering::Relaxed);
+        self.add(Counter::UserDropRateLimit, n);
     }
 
     pub fn rate_limited(&self) -> u64 {
-        self.rate_limited.load(Ordering::Relaxed)
+        self.get(Counter::UserDropRateLimit)
     }
 
     pub fn get(&self, c: Counter) -> u64 {
@@ -75,8 +73,7 @@ impl UserCounters {
             .iter()
             .map(|s| s.load(Ordering::Relaxed))
             .collect();
-        publish_block(stats, USER_SLOTS[0] as u32, &values)?;
-        publish_block(stats, USER_RATE_LIMITED_SLOT, &[self.rate_limited()])
+        publish_block(stats, USER_SLOTS[0] as u32, &values)
     }
 }
 
