@@ -3,9 +3,10 @@
 //! a known number of CRLF pings, STUN requests (both generations),
 //! OPTIONS and a TCP CRLF ping; the counters must move by exactly those
 //! numbers, the gauges follow the PBX and a call, and Debian's promtool
-//! must accept the page.
+//! must accept the page. Then Debian's `prometheus` server scrapes the
+//! daemon and its HTTP API must return the pings sent.
 //!
-//! Needs root, sipp, curl and promtool (`cargo xtask setup`); fails and
+//! Needs root, sipp, curl, prometheus and promtool (`cargo xtask setup`); fails and
 //! says so otherwise.
 
 #[allow(unused_imports)] // helpers the other end-to-end tests use
@@ -368,4 +369,171 @@ fn offload_mode_page_counts_pings_and_has_no_edge_families() {
         assert!(!raw.contains(absent), "{absent} on an offload page:\n{raw}");
     }
     promtool_check(&raw);
+}
+
+/// Where the lab's Prometheus serves its web UI and API (server namespace).
+const PROMETHEUS: &str = "198.18.0.1:9590";
+
+/// Debian's `prometheus` server in the lab's server namespace, scraping
+/// the daemon every second into a scratch TSDB; killed (through
+/// `timeout`, which passes the signal on) and its files removed on drop,
+/// whatever the test's outcome.
+struct Prometheus {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(lab: &Lab) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("{}-prometheus", lab.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: sip-ka\n    static_configs:\n      \
+                 - targets: ['{METRICS}']\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = lab
+            .server("timeout")
+            .args(["-k", "2", "120", "prometheus"])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={PROMETHEUS}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("prometheus (Debian package prometheus, `cargo xtask setup`): {e}")
+            });
+        Prometheus { child, dir }
+    }
+
+    /// Prometheus's own log, for failure messages.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// `GET path` on Prometheus's HTTP API from the server namespace
+    /// (`query` URL-encoded by curl); None when it does not answer yet.
+    fn get(&self, lab: &Lab, path: &str, query: Option<&str>) -> Option<serde_json::Value> {
+        let mut curl = lab.server("curl");
+        curl.args(["-sS", "--fail", "--max-time", "3"]);
+        if let Some(q) = query {
+            curl.args(["-G", "--data-urlencode"])
+                .arg(format!("query={q}"));
+        }
+        let out = curl
+            .arg(format!("http://{PROMETHEUS}{path}"))
+            .output()
+            .expect("curl");
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout)
+            .ok()
+            .or_else(|| Some(serde_json::Value::String(text(&out))))
+    }
+
+    /// The value of an instant query that must select one series; None
+    /// while Prometheus has no sample for it.
+    fn value(&self, lab: &Lab, query: &str) -> Option<f64> {
+        let v = self.get(lab, "/api/v1/query", Some(query))?;
+        assert_eq!(v["status"], "success", "query {query}: {v}");
+        let result = v["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [] => None,
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            more => panic!("query {query} selects {} series: {v}", more.len()),
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Debian's Prometheus server scrapes the daemon (1 s interval) and its
+/// HTTP API returns exactly the CRLF pings sent: 0 before, N after, and
+/// the scrape target is reported healthy.
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn prometheus_server_scrapes_the_daemon_and_its_api_returns_the_pings() {
+    let mut lab = common::lab();
+    common::start(&mut lab, &["--xdp-mode", "native", "--metrics", METRICS]);
+    let prom = Prometheus::start(&lab);
+    let series = r#"sipka_keepalives_total{job="sip-ka",path="xdp",kind="crlf",action="answered"}"#;
+
+    // Ready, and a first scrape of the idle daemon stored: 0 pings.
+    let mut seen = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            seen = prom.value(&lab, series);
+            seen.is_some()
+        }),
+        "Prometheus never returned {series} (not ready, or no scrape):\n{}",
+        prom.log()
+    );
+    assert_eq!(seen, Some(0.0), "{series} before any ping");
+
+    const CRLF: u32 = 17;
+    let sock = client_socket(&lab, SocketAddr::new(CLIENT_V4.into(), 0));
+    let to = SocketAddr::new(SERVER_V4.into(), 5060);
+    for i in 0..CRLF {
+        let r = exchange(&sock, to, CRLF_PING, ANSWER_WAIT);
+        assert_eq!(r.map(|r| r.0), Some(CRLF_PONG.to_vec()), "ping {i}");
+    }
+    // The next scrapes (every second) carry the pings; the value must
+    // reach exactly CRLF and never pass it.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            seen = prom.value(&lab, series);
+            assert!(
+                seen.unwrap_or(0.0) <= f64::from(CRLF),
+                "{series} = {seen:?} > {CRLF}"
+            );
+            seen == Some(f64::from(CRLF))
+        }),
+        "{series} through Prometheus: {seen:?}, want {CRLF}:\n{}",
+        prom.log()
+    );
+    // Prometheus itself reports the target up, and a range function over
+    // the stored samples sees the same increase.
+    assert_eq!(
+        prom.value(&lab, r#"up{job="sip-ka"}"#),
+        Some(1.0),
+        "scrape target not up"
+    );
+    let targets = prom
+        .get(&lab, "/api/v1/targets", None)
+        .expect("/api/v1/targets");
+    let health = &targets["data"]["activeTargets"][0]["health"];
+    assert_eq!(health, "up", "{targets}");
+    let increase = prom
+        .value(
+            &lab,
+            &format!("max_over_time({series}[1m]) - min_over_time({series}[1m])"),
+        )
+        .expect("max_over_time - min_over_time");
+    assert_eq!(increase, f64::from(CRLF));
 }

@@ -22,6 +22,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
+use super::history::{History, Identity, StatusInfo};
 use super::settings::{self, Entry, FileValues, Raw, Source, LIVE_KEYS};
 use crate::{
     bpf::{config_keys, pins},
@@ -38,7 +39,12 @@ pub fn socket_path(pin_dir: &Path) -> PathBuf {
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     Get,
-    Set { key: String, value: String },
+    Set {
+        key: String,
+        value: String,
+    },
+    /// What `sip-ka status` shows.
+    Status,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -48,6 +54,8 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusInfo>,
 }
 
 /// What the daemon was given and what it changed since.
@@ -95,6 +103,10 @@ pub struct Daemon {
     /// Serialises changes; taken before the maps' locks and the edge's,
     /// never by the edge.
     pub state: Mutex<State>,
+    pub identity: Identity,
+    pub started: std::time::Instant,
+    /// The last minute of STATS, sampled by the daemon's tick.
+    pub history: Mutex<History>,
 }
 
 /// The origin of a fast-path key at start.
@@ -297,8 +309,37 @@ impl Daemon {
         Ok(())
     }
 
+    /// Records STATS (the tick calls it after publishing into it).
+    pub fn sample(&self, stats: &aya::maps::PerCpuArray<MapData, u64>) {
+        match pins::counter_totals(stats) {
+            Ok(t) => lock(&self.history).push(std::time::Instant::now(), t),
+            Err(e) => log::warn!("reading STATS for the status history: {e:#}"),
+        }
+    }
+
+    pub fn status(&self) -> StatusInfo {
+        StatusInfo {
+            identity: self.identity.clone(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            dialogs: self.edge.as_ref().map(|e| e.dialogs().len() as u64),
+            connections: self.edge.as_ref().map(|e| {
+                let (all, tcp, tls) = e.transports.open_counts();
+                [tcp, tls, all.saturating_sub(tcp + tls)]
+            }),
+            history: lock(&self.history).span(),
+        }
+    }
+
     fn answer(&self, req: Request) -> Reply {
+        if let Request::Status = req {
+            return Reply {
+                ok: true,
+                status: Some(self.status()),
+                ..Reply::default()
+            };
+        }
         let result = match req {
+            Request::Status => Ok(Vec::new()),
             Request::Get => self.get(),
             Request::Set { key, value } => self.set(&key, &value).and_then(|()| self.get()),
         };

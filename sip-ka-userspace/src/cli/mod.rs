@@ -11,12 +11,14 @@ mod config;
 mod control;
 mod detach;
 mod dialogs;
+mod history;
 mod lab;
 pub mod peers;
 mod run;
 mod run_args;
 mod settings;
 mod stats;
+mod status;
 mod xdp_pass;
 
 /// sip-ka: SIP keep-alives answered in the XDP path, stats in BPF maps.
@@ -35,6 +37,10 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// List the sources that sent keep-alives (the PEERS map: NAT bindings).
     Peers(peers::PeersArgs),
+    /// One screen on the running daemon: interface, XDP mode and program,
+    /// pid and uptime, mode, PBX health, dialogs and connections, and the
+    /// last minute's keep-alive rates.
+    Status(status::StatusArgs),
     /// Read or change the configuration: through the running daemon (every
     /// key, with where its value came from), or the pinned fast-path map
     /// when no daemon runs; `check` checks a file.
@@ -70,6 +76,7 @@ pub fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         ),
         Command::Stats(a) => stats::stats(a),
         Command::Peers(a) => peers::peers(a),
+        Command::Status(a) => status::status(a),
         Command::Config(a) => config::config(a),
         Command::Dialogs(a) => dialogs::dialogs(a),
         Command::Acl(a) => acl::acl(a),

@@ -144,6 +144,10 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
             .then(|| Duration::from_secs(args.dialog_idle_timeout)),
     };
 
+    let prog_id = attached
+        .as_ref()
+        .and_then(|_| bpf.program(PROGRAM_NAME)?.info().ok())
+        .map(|i| i.id());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -207,6 +211,15 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
             ports_map: std::sync::Mutex::new(ports_map),
             edge: edge.clone(),
             state: std::sync::Mutex::new(state),
+            identity: super::history::Identity {
+                pid: std::process::id(),
+                iface: iface.clone(),
+                xdp_mode: crate::metrics::xdp_mode_label(attached.as_deref()).to_string(),
+                prog_id,
+                mode: if edge.is_some() { "edge" } else { "offload" }.to_string(),
+            },
+            started: std::time::Instant::now(),
+            history: Default::default(),
         });
         let sock = control::bind(&pin_dir)?;
         tokio::spawn(control::serve(sock, daemon.clone()));
@@ -239,6 +252,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
                 _ = tick.tick() => {
                     housekeeping(&lock(&daemon.config_map), &mut stats_map, &shared);
                     publish_edge(edge.as_ref(), &mut stats_map);
+                    daemon.sample(&stats_map);
                 }
             }
         }
