@@ -1,7 +1,8 @@
-//! Real phones through the edge: two Debian baresip user agents register
-//! through sip-ka's edge to Kamailio (registrar and proxy, the PBX), call
-//! each other, stay in the call for several keep-alive intervals and hang
-//! up, over UDP, TCP and TLS toward the edge, with RFC 5626 outbound. The
+//! Real phones through the edge: two Debian user agents (baresip and
+//! baresip, or linphone and baresip) register through sip-ka's edge to
+//! Kamailio (registrar and proxy, the PBX), call each other, stay in the
+//! call for several keep-alive intervals and hang up, over UDP, TCP and
+//! TLS toward the edge, with RFC 5626 outbound where the phone does it. The
 //! phones' keep-alives are answered by sip-ka and counted; Kamailio logs
 //! every request and reply it gets, so the test sees that none of the
 //! phones' keep-alives reached it.
@@ -156,6 +157,7 @@ request_route {{
         sl_send_reply("404", "Not Found");
         exit;
     }}
+
     t_relay();
     exit;
 }}
@@ -223,7 +225,7 @@ impl Kamailio {
 
     /// Waits (bounded) until `n` events start with `prefix`.
     #[track_caller]
-    fn wait_for(&self, prefix: &str, n: usize, within: Duration, phones: &[&Baresip]) {
+    fn wait_for(&self, prefix: &str, n: usize, within: Duration, phones: &[&dyn Phone]) {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if self.count(prefix) >= n {
@@ -238,7 +240,7 @@ impl Kamailio {
             tail(&self.log(), 15),
             phones
                 .iter()
-                .map(|p| format!("{} log tail:\n{}", p.name, tail(&p.log(), 25)))
+                .map(|p| format!("{} log tail:\n{}", p.name(), tail(&p.log(), 25)))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
@@ -418,21 +420,149 @@ impl Drop for Baresip {
     }
 }
 
+/// A phone whose log the test shows when a step does not happen.
+trait Phone {
+    fn name(&self) -> &str;
+    fn log(&self) -> String;
+}
+
+impl Phone for Baresip {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn log(&self) -> String {
+        Baresip::log(self)
+    }
+}
+
+/// Debian's linphone (`linphone-daemon` of linphone-cli) in the client
+/// namespace on UDP, driven by commands on its stdin. It does not do
+/// RFC 5626 outbound: it registers plainly and sends CRLFCRLF
+/// keep-alives every `keepalive_period`.
+/// liblinphone only starts once its database directory exists, hence
+/// HOME in the scratch directory. Its network monitor calls the network
+/// down (and unregisters) where there is no default route, so the client
+/// namespace gets one, toward the server namespace.
+struct Linphone {
+    child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
+    log: PathBuf,
+}
+
+impl Linphone {
+    fn start(lab: &Lab, dir: &Path, name: &str, sip_port: u16, keepalive_ms: u64) -> Linphone {
+        let home = dir.join(name);
+        std::fs::create_dir_all(home.join(".local/share/linphone")).expect("linphone home");
+        let rc = home.join("linphonerc");
+        let config = format!(
+            "[sip]\nsip_port={sip_port}\nsip_tcp_port=-1\nsip_tls_port=-1\n\
+             default_proxy=0\nkeepalive_period={keepalive_ms}\n\
+             [rtp]\naudio_rtp_port={rtp}\n\
+             [proxy_0]\nreg_proxy=<sip:{SERVER_V4}:{EDGE_PORT};transport=udp>\n\
+             reg_identity=sip:{name}@{SERVER_V4}\nreg_expires=300\n\
+             reg_sendregister=1\npublish=0\n",
+            rtp = sip_port + 10000,
+        );
+        std::fs::write(&rc, config).expect("linphonerc");
+        let log = home.join("linphone.log");
+        let out = home.join("linphone.out");
+        let child = lab
+            .client("timeout")
+            .args(["-k", "2", "150", "env"])
+            .arg(format!("HOME={}", home.display()))
+            .args(["linphone-daemon", "--auto-answer", "--config"])
+            .arg(&rc)
+            .arg("--log")
+            .arg(&log)
+            // Its command loop reads stdin: kept open (piped) until it ends.
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).expect("linphone.out"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting linphone-daemon (Debian package linphone-cli): {e}")
+            });
+        let mut child = child;
+        let stdin = child.stdin.take();
+        Linphone {
+            child: Some(child),
+            stdin,
+            log,
+        }
+    }
+
+    /// A linphone-daemon command (`call URI`, `terminate`).
+    fn command(&self, cmd: &str) {
+        use std::io::Write as _;
+        let mut stdin = self.stdin.as_ref().expect("linphone-daemon stdin");
+        stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("sending `{cmd}` to linphone-daemon: {e}"));
+    }
+}
+
+impl Phone for Linphone {
+    fn name(&self) -> &str {
+        "linphone"
+    }
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.contains("mediastreamer") && !l.contains("ortp-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Linphone {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Who calls bob (a baresip phone, which answers by itself).
+#[derive(Clone, Copy, PartialEq)]
+enum Caller {
+    Baresip,
+    Linphone,
+}
+
 /// The whole call over `transport`: both phones registered (Kamailio's
-/// registrar saved them), alice calls bob (Kamailio relays the INVITE
+/// registrar saved them), the caller (baresip alice or linphone carol)
+/// calls baresip bob (Kamailio relays the INVITE
 /// back through the edge to bob's flow and sees the 200), the call is
 /// held for several keep-alive intervals and hung up (Kamailio sees the
 /// 200 to the BYE); the edge answered the phones' keep-alives and
 /// Kamailio got none of them.
-fn call_through_the_edge(transport: Transport) {
+fn call_through_the_edge(transport: Transport, caller: Caller) {
     common::require_env();
-    for (tool, package) in [("baresip", "baresip-core"), ("kamailio", "kamailio")] {
+    for (tool, package) in [
+        ("baresip", "baresip-core"),
+        ("kamailio", "kamailio"),
+        ("linphone-daemon", "linphone-cli"),
+    ] {
         assert!(
             lab::on_path(tool).is_some(),
             "the phones test needs `{tool}` (Debian package {package}): `cargo xtask setup`"
         );
     }
-    let dir = TempDir::new(transport.name());
+    let caller_kind = match caller {
+        Caller::Baresip => "baresip",
+        Caller::Linphone => "linphone",
+    };
+    let dir = TempDir::new(&format!("{caller_kind}-{}", transport.name()));
     let interval = match transport {
         Transport::Udp => FLOW_TIMER_UDP,
         Transport::Tcp | Transport::Tls => FLOW_TIMER_STREAM,
@@ -456,16 +586,46 @@ fn call_through_the_edge(transport: Transport) {
 
     let ca = (transport == Transport::Tls).then(|| dir.0.join("cert.pem"));
     let start = common::counters(&lab);
-    let alice = Baresip::start(&lab, &dir.0, "alice", 5062, transport, ca.as_deref());
+    let alice = (caller == Caller::Baresip)
+        .then(|| Baresip::start(&lab, &dir.0, "alice", 5062, transport, ca.as_deref()));
+    let carol = (caller == Caller::Linphone).then(|| {
+        assert!(transport == Transport::Udp, "linphone is run on UDP only");
+        let route = lab
+            .client("ip")
+            .args(["route", "add", "default", "via"])
+            .arg(SERVER_V4.to_string())
+            .output();
+        let route = route.expect("ip route add default in the client namespace");
+        assert!(
+            route.status.success(),
+            "ip route add default: {}",
+            common::text(&route)
+        );
+        Linphone::start(&lab, &dir.0, "carol", 5066, FLOW_TIMER_UDP * 1000)
+    });
+    let caller_name = if alice.is_some() { "alice" } else { "carol" };
     let bob = Baresip::start(&lab, &dir.0, "bob", 5064, transport, ca.as_deref());
-    let phones = [&alice, &bob];
+    let phones: Vec<&dyn Phone> = alice
+        .iter()
+        .map(|p| p as &dyn Phone)
+        .chain(carol.iter().map(|p| p as &dyn Phone))
+        .chain([&bob as &dyn Phone])
+        .collect();
+    let dial = |cmd_baresip: &str, cmd_linphone: &str| {
+        if let Some(a) = &alice {
+            a.command(&lab, cmd_baresip);
+        }
+        if let Some(c) = &carol {
+            c.command(cmd_linphone);
+        }
+    };
     kam.wait_for("SKA-REGISTERED", 2, Duration::from_secs(15), &phones);
     let registered: Vec<String> = kam
         .events()
         .into_iter()
         .filter(|e| e.starts_with("SKA-REGISTERED"))
         .collect();
-    for who in ["alice", "bob"] {
+    for who in [caller_name, "bob"] {
         assert!(
             registered
                 .iter()
@@ -475,13 +635,14 @@ fn call_through_the_edge(transport: Transport) {
     }
     std::thread::sleep(PUBLISHED);
     let before = common::counters(&lab);
-    // RFC 5626: both REGISTERs were outbound ones (reg-id, +sip.instance,
-    // Supported: path) and got the edge's Path with a flow token, over the
-    // transport asked for.
+    // RFC 5626: the baresip REGISTERs were outbound ones (reg-id,
+    // +sip.instance, Supported: path) and got the edge's Path with a flow
+    // token, over the transport asked for.
     let outbound = common::delta(&start, &before).get("edge_registers_outbound");
+    let want_outbound = if caller == Caller::Baresip { 2 } else { 1 };
     assert!(
-        outbound >= 2,
-        "outbound REGISTERs through the edge: {outbound}, want >= 2"
+        outbound >= want_outbound,
+        "outbound REGISTERs through the edge: {outbound}, want >= {want_outbound}"
     );
     let via = format!("phone-via=SIP/2.0/{}", transport.name().to_uppercase());
     let registers: Vec<String> = kam
@@ -495,7 +656,8 @@ fn call_through_the_edge(transport: Transport) {
         transport.name()
     );
 
-    alice.command(&lab, &format!("/dial sip:bob@{SERVER_V4}"));
+    let bob_uri = format!("sip:bob@{SERVER_V4}");
+    dial(&format!("/dial {bob_uri}"), &format!("call {bob_uri}"));
     kam.wait_for("SKA-REPLY 200 INVITE", 1, Duration::from_secs(15), &phones);
     std::thread::sleep(hold);
     // The call is still up at both ends after the hold.
@@ -505,7 +667,7 @@ fn call_through_the_edge(transport: Transport) {
         "the call ended during the hold: {:?}",
         kam.events()
     );
-    alice.command(&lab, "/hangup");
+    dial("/hangup", "terminate");
     kam.wait_for("SKA-REPLY 200 BYE", 1, Duration::from_secs(15), &phones);
     std::thread::sleep(PUBLISHED);
     let after = common::counters(&lab);
@@ -522,6 +684,19 @@ fn call_through_the_edge(transport: Transport) {
         Transport::Tcp | Transport::Tls => d.get("edge_crlf_pings"),
     };
     let want = 2 * HOLD_INTERVALS;
+    if caller == Caller::Linphone {
+        // baresip sends STUN, linphone CRLFCRLF: each answered by XDP.
+        let (stun, crlf) = (
+            d.get("stun_req") + d.get("stun_classic"),
+            d.get("crlf_ping"),
+        );
+        assert!(
+            stun >= HOLD_INTERVALS && crlf >= HOLD_INTERVALS,
+            "STUN from baresip {stun}, CRLF from linphone {crlf}, want >= {HOLD_INTERVALS} each; \
+             counters that moved: {:?}",
+            d.0
+        );
+    }
     assert!(
         answered >= want,
         "{}: the edge answered {answered} keep-alives from the phones during the call \
@@ -564,25 +739,28 @@ fn call_through_the_edge(transport: Transport) {
         events.len(),
         d.0
     );
-    drop(alice);
-    drop(bob);
-    drop(kam);
 }
 
 #[test]
 #[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn phones_baresip_call_through_the_edge_over_udp() {
-    call_through_the_edge(Transport::Udp);
+    call_through_the_edge(Transport::Udp, Caller::Baresip);
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_linphone_calls_baresip_through_the_edge_over_udp() {
+    call_through_the_edge(Transport::Udp, Caller::Linphone);
 }
 
 #[test]
 #[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn phones_baresip_call_through_the_edge_over_tcp() {
-    call_through_the_edge(Transport::Tcp);
+    call_through_the_edge(Transport::Tcp, Caller::Baresip);
 }
 
 #[test]
 #[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn phones_baresip_call_through_the_edge_over_tls() {
-    call_through_the_edge(Transport::Tls);
+    call_through_the_edge(Transport::Tls, Caller::Baresip);
 }
