@@ -23,6 +23,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("coturn", "turnutils_stunclient and turnserver"),
     ("sipsak", "SIP test client"),
     ("kamailio", "a SIP server to compare against"),
+    ("baresip-core", "baresip, the phone of the phones test"),
+    ("linphone-cli", "linphone-daemon, a phone too"),
     ("iproute2", "`ip`: namespaces, veth, XDP"),
     ("ethtool", "checksum offload settings in the lab"),
     ("util-linux", "`nsenter` and `mount`"),

@@ -1,0 +1,766 @@
+//! Real phones through the edge: two Debian user agents (baresip and
+//! baresip, or linphone and baresip) register through sip-ka's edge to
+//! Kamailio (registrar and proxy, the PBX), call each other, stay in the
+//! call for several keep-alive intervals and hang up, over UDP, TCP and
+//! TLS toward the edge, with RFC 5626 outbound where the phone does it. The
+//! phones' keep-alives are answered by sip-ka and counted; Kamailio logs
+//! every request and reply it gets, so the test sees that none of the
+//! phones' keep-alives reached it.
+
+// The shared helpers re-export what other tests use and this one does not.
+#[allow(unused_imports)]
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::edge::{start_edge, EDGE_PORT, PBX_PORT};
+use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
+
+/// The Flow-Timer the edge gives phones on UDP (seconds): their
+/// keep-alive interval (RFC 5626 4.4.1: sent at 80 to 100 % of it).
+const FLOW_TIMER_UDP: u64 = 3;
+/// The Flow-Timer for phones on TCP/TLS: baresip's libre (1.1) never
+/// sends CRLF keep-alives more often than every 20 s, whatever the
+/// Flow-Timer says.
+const FLOW_TIMER_STREAM: u64 = 20;
+/// How many keep-alive intervals the call is held.
+const HOLD_INTERVALS: u64 = 3;
+
+/// Longer than the daemon's period of publishing the edge's counters
+/// into STATS (500 ms), so a read after it sees what happened before.
+const PUBLISHED: Duration = Duration::from_secs(1);
+
+/// A scratch directory removed however the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("ska-phones-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for the edge's address, made by `openssl`.
+fn lab_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=sip-ka-lab"])
+        .args(["-addext", &format!("subjectAltName=IP:{SERVER_V4}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl (Debian package openssl)");
+    assert!(out.status.success(), "openssl: {}", common::text(&out));
+    (cert, key)
+}
+
+/// Kamailio's module directory (Debian puts it under the multiarch path).
+fn kamailio_modules() -> PathBuf {
+    let mut candidates = vec![PathBuf::from("/usr/lib/kamailio/modules")];
+    if let Ok(rd) = std::fs::read_dir("/usr/lib") {
+        for e in rd.flatten() {
+            candidates.push(e.path().join("kamailio/modules"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("registrar.so").is_file() && d.join("usrloc.so").is_file())
+        .expect("Kamailio's modules (registrar.so, usrloc.so) not found: `cargo xtask setup`")
+}
+
+/// Kamailio as registrar and proxy, behind the edge. It stores the Path
+/// the edge adds (so calls to a phone go back through the edge and over
+/// the phone's flow), answers outbound REGISTERs with `Require: outbound`
+/// (without it a phone starts no keep-alive) and logs every request and
+/// reply it gets with a `SKA-` marker the test reads. The edge's own
+/// qualify OPTIONS carry one Via; a phone's request relayed by the edge
+/// carries two or more, the second the phone's own (its transport).
+fn kamailio_cfg(modules: &Path) -> String {
+    format!(
+        r#"#!KAMAILIO
+debug=1
+log_stderror=yes
+fork=yes
+children=2
+auto_aliases=no
+dns=no
+rev_dns=no
+listen=udp:{ip}:{port}
+mpath="{modules}"
+loadmodule "pv.so"
+loadmodule "xlog.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+modparam("usrloc", "db_mode", 0)
+modparam("registrar", "use_path", 1)
+modparam("registrar", "path_mode", 0)
+modparam("registrar", "outbound_mode", 1)
+
+request_route {{
+    xlog("L_ALERT", "SKA-REQ $rm vias=$hdrc(Via) src=$si:$sp phone-via=$(hdr(Via)[1]{{s.select,0,;}}) ua=$ua\n");
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (is_method("OPTIONS") && $hdrc(Via) == 1) {{
+        options_reply();
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{
+            if (t_check_trans()) t_relay();
+            exit;
+        }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    if (is_method("REGISTER")) {{
+        if (save("location")) {{
+            xlog("L_ALERT", "SKA-REGISTERED $tU\n");
+        }}
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) t_relay();
+        exit;
+    }}
+    if (is_method("INVITE")) record_route();
+    if (!lookup("location")) {{
+        sl_send_reply("404", "Not Found");
+        exit;
+    }}
+
+    t_relay();
+    exit;
+}}
+
+onreply_route {{
+    xlog("L_ALERT", "SKA-REPLY $rs $rm src=$si:$sp\n");
+}}
+"#,
+        ip = SERVER_V4,
+        port = PBX_PORT,
+        modules = modules.display(),
+    )
+}
+
+/// Kamailio in the server namespace, in the foreground, logging to a
+/// file. Stopped with SIGTERM (then its workers by pid) when dropped.
+struct Kamailio {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Kamailio {
+    fn start(lab: &Lab, dir: &Path) -> Kamailio {
+        let cfg = dir.join("kamailio.cfg");
+        std::fs::write(&cfg, kamailio_cfg(&kamailio_modules())).expect("writing kamailio.cfg");
+        let check = common::run_capture(Command::new("kamailio").arg("-c").arg("-f").arg(&cfg));
+        assert!(
+            check.status.success(),
+            "kamailio -c rejected the configuration: {}",
+            common::text(&check)
+        );
+        let log = dir.join("kamailio.log");
+        let child = lab
+            .server("kamailio")
+            .args(["-DD", "-E", "-f"])
+            .arg(&cfg)
+            .arg("-w")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("kamailio.log"))
+            .spawn()
+            .expect("starting kamailio in the server namespace");
+        Kamailio { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `SKA-` lines of the log, marker onwards.
+    fn events(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.find("SKA-").map(|i| l[i..].to_string()))
+            .collect()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e.starts_with(prefix))
+            .count()
+    }
+
+    /// Waits (bounded) until `n` events start with `prefix`.
+    #[track_caller]
+    fn wait_for(&self, prefix: &str, n: usize, within: Duration, phones: &[&dyn Phone]) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.count(prefix) >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "Kamailio did not log {n} x `{prefix}` within {within:?}; its events:\n{}\n\
+             its log tail:\n{}\n{}",
+            self.events().join("\n"),
+            tail(&self.log(), 15),
+            phones
+                .iter()
+                .map(|p| format!("{} log tail:\n{}", p.name(), tail(&p.log(), 25)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let workers = descendants(self.child.id());
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Only the processes this Kamailio forked, by pid.
+        for pid in workers {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every descendant of `pid` (/proc/*/stat parent pids).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            break;
+        };
+        for e in rd.flatten() {
+            let Ok(c) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{c}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok());
+            if ppid == Some(p) && !out.contains(&c) && out.len() < 256 {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The transport a phone uses toward the edge.
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// One baresip phone in the client namespace, on its own SIP port, with
+/// its console (the `cons` module) on a UDP port of the client address.
+/// Runs under `timeout`; SIGTERM (passed on by `timeout`) when dropped.
+struct Baresip {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+    console: SocketAddr,
+}
+
+impl Baresip {
+    /// baresip's configuration: no sound device (`ausine` sends a tone,
+    /// no player), G.711, the console, and `uuid` for the
+    /// `+sip.instance` outbound needs; the account registers through the
+    /// edge as outbound proxy, answers calls itself and uses outbound.
+    fn start(
+        lab: &Lab,
+        dir: &Path,
+        name: &'static str,
+        sip_port: u16,
+        transport: Transport,
+        ca: Option<&Path>,
+    ) -> Baresip {
+        let conf = dir.join(name);
+        std::fs::create_dir_all(&conf).expect("baresip dir");
+        let console = SocketAddr::new(CLIENT_V4.into(), sip_port + 1000);
+        let ca_line = ca
+            .map(|c| format!("sip_cafile\t\t{}\n", c.display()))
+            .unwrap_or_default();
+        let config = format!(
+            "poll_method\t\tepoll\n\
+             sip_listen\t\t{CLIENT_V4}:{sip_port}\n\
+             {ca_line}\
+             audio_source\t\tausine,440\n\
+             audio_alert\t\tausine,440\n\
+             ausrc_srate\t\t48000\n\
+             ausrc_channels\t\t2\n\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\n\
+             module\t\t\tausine.so\n\
+             module\t\t\tcons.so\n\
+             module_tmp\t\tuuid.so\n\
+             module_app\t\taccount.so\n\
+             module_app\t\tmenu.so\n\
+             cons_listen\t\t{console}\n"
+        );
+        std::fs::write(conf.join("config"), config).expect("baresip config");
+        let t = transport.name();
+        let account = format!(
+            "<sip:{name}@{SERVER_V4};transport={t}>;auth_pass=none;\
+             outbound=\"sip:{SERVER_V4}:{EDGE_PORT};transport={t}\";\
+             regint=300;sipnat=outbound;regid=1;answermode=auto\n"
+        );
+        std::fs::write(conf.join("accounts"), account).expect("baresip accounts");
+        let log = conf.join("baresip.log");
+        let file = std::fs::File::create(&log).expect("baresip.log");
+        let child = lab
+            .client("timeout")
+            .args(["-k", "2", "120", "baresip", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting baresip (Debian package baresip-core): {e}"));
+        Baresip {
+            name,
+            child: Some(child),
+            log,
+            console,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A console command (`/dial URI`, `/hangup`).
+    fn command(&self, lab: &Lab, cmd: &str) {
+        let sock = common::client_socket(lab, SocketAddr::new(CLIENT_V4.into(), 0));
+        sock.send_to(format!("{cmd}\n").as_bytes(), self.console)
+            .unwrap_or_else(|e| panic!("sending `{cmd}` to {}'s console: {e}", self.name));
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A phone whose log the test shows when a step does not happen.
+trait Phone {
+    fn name(&self) -> &str;
+    fn log(&self) -> String;
+}
+
+impl Phone for Baresip {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn log(&self) -> String {
+        Baresip::log(self)
+    }
+}
+
+/// Debian's linphone (`linphone-daemon` of linphone-cli) in the client
+/// namespace on UDP, driven by commands on its stdin. It does not do
+/// RFC 5626 outbound: it registers plainly and sends CRLFCRLF
+/// keep-alives every `keepalive_period`.
+/// liblinphone only starts once its database directory exists, hence
+/// HOME in the scratch directory. Its network monitor calls the network
+/// down (and unregisters) where there is no default route, so the client
+/// namespace gets one, toward the server namespace.
+struct Linphone {
+    child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
+    log: PathBuf,
+}
+
+impl Linphone {
+    fn start(lab: &Lab, dir: &Path, name: &str, sip_port: u16, keepalive_ms: u64) -> Linphone {
+        let home = dir.join(name);
+        std::fs::create_dir_all(home.join(".local/share/linphone")).expect("linphone home");
+        let rc = home.join("linphonerc");
+        let config = format!(
+            "[sip]\nsip_port={sip_port}\nsip_tcp_port=-1\nsip_tls_port=-1\n\
+             default_proxy=0\nkeepalive_period={keepalive_ms}\n\
+             [rtp]\naudio_rtp_port={rtp}\n\
+             [proxy_0]\nreg_proxy=<sip:{SERVER_V4}:{EDGE_PORT};transport=udp>\n\
+             reg_identity=sip:{name}@{SERVER_V4}\nreg_expires=300\n\
+             reg_sendregister=1\npublish=0\n",
+            rtp = sip_port + 10000,
+        );
+        std::fs::write(&rc, config).expect("linphonerc");
+        let log = home.join("linphone.log");
+        let out = home.join("linphone.out");
+        let child = lab
+            .client("timeout")
+            .args(["-k", "2", "150", "env"])
+            .arg(format!("HOME={}", home.display()))
+            .args(["linphone-daemon", "--auto-answer", "--config"])
+            .arg(&rc)
+            .arg("--log")
+            .arg(&log)
+            // Its command loop reads stdin: kept open (piped) until it ends.
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).expect("linphone.out"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting linphone-daemon (Debian package linphone-cli): {e}")
+            });
+        let mut child = child;
+        let stdin = child.stdin.take();
+        Linphone {
+            child: Some(child),
+            stdin,
+            log,
+        }
+    }
+
+    /// A linphone-daemon command (`call URI`, `terminate`).
+    fn command(&self, cmd: &str) {
+        use std::io::Write as _;
+        let mut stdin = self.stdin.as_ref().expect("linphone-daemon stdin");
+        stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("sending `{cmd}` to linphone-daemon: {e}"));
+    }
+}
+
+impl Phone for Linphone {
+    fn name(&self) -> &str {
+        "linphone"
+    }
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.contains("mediastreamer") && !l.contains("ortp-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Linphone {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Who calls bob (a baresip phone, which answers by itself).
+#[derive(Clone, Copy, PartialEq)]
+enum Caller {
+    Baresip,
+    Linphone,
+}
+
+/// The whole call over `transport`: both phones registered (Kamailio's
+/// registrar saved them), the caller (baresip alice or linphone carol)
+/// calls baresip bob (Kamailio relays the INVITE
+/// back through the edge to bob's flow and sees the 200), the call is
+/// held for several keep-alive intervals and hung up (Kamailio sees the
+/// 200 to the BYE); the edge answered the phones' keep-alives and
+/// Kamailio got none of them.
+fn call_through_the_edge(transport: Transport, caller: Caller) {
+    common::require_env();
+    for (tool, package) in [
+        ("baresip", "baresip-core"),
+        ("kamailio", "kamailio"),
+        ("linphone-daemon", "linphone-cli"),
+    ] {
+        assert!(
+            lab::on_path(tool).is_some(),
+            "the phones test needs `{tool}` (Debian package {package}): `cargo xtask setup`"
+        );
+    }
+    let caller_kind = match caller {
+        Caller::Baresip => "baresip",
+        Caller::Linphone => "linphone",
+    };
+    let dir = TempDir::new(&format!("{caller_kind}-{}", transport.name()));
+    let interval = match transport {
+        Transport::Udp => FLOW_TIMER_UDP,
+        Transport::Tcp | Transport::Tls => FLOW_TIMER_STREAM,
+    };
+    // A few seconds over the intervals: a phone's first keep-alive may
+    // come a full interval after its registration.
+    let hold = Duration::from_secs(HOLD_INTERVALS * interval + 4);
+    let (ft_udp, ft_stream) = (FLOW_TIMER_UDP.to_string(), FLOW_TIMER_STREAM.to_string());
+    let mut flags = vec!["--flow-timer-udp", &ft_udp, "--flow-timer-tcp", &ft_stream];
+    let (cert, key);
+    let tls;
+    if transport == Transport::Tls {
+        (cert, key) = lab_certificate(&dir.0);
+        tls = [cert.display().to_string(), key.display().to_string()];
+        flags.extend(["--tls-cert", &tls[0], "--tls-key", &tls[1]]);
+    }
+    let lab = start_edge(&flags);
+    let kam = Kamailio::start(&lab, &dir.0);
+    // The edge's qualify reaches Kamailio: it is up and the edge knows it.
+    kam.wait_for("SKA-REQ OPTIONS vias=1", 1, Duration::from_secs(10), &[]);
+
+    let ca = (transport == Transport::Tls).then(|| dir.0.join("cert.pem"));
+    let start = common::counters(&lab);
+    let alice = (caller == Caller::Baresip)
+        .then(|| Baresip::start(&lab, &dir.0, "alice", 5062, transport, ca.as_deref()));
+    let carol = (caller == Caller::Linphone).then(|| {
+        assert!(transport == Transport::Udp, "linphone is run on UDP only");
+        let route = lab
+            .client("ip")
+            .args(["route", "add", "default", "via"])
+            .arg(SERVER_V4.to_string())
+            .output();
+        let route = route.expect("ip route add default in the client namespace");
+        assert!(
+            route.status.success(),
+            "ip route add default: {}",
+            common::text(&route)
+        );
+        Linphone::start(&lab, &dir.0, "carol", 5066, FLOW_TIMER_UDP * 1000)
+    });
+    let caller_name = if alice.is_some() { "alice" } else { "carol" };
+    let bob = Baresip::start(&lab, &dir.0, "bob", 5064, transport, ca.as_deref());
+    let phones: Vec<&dyn Phone> = alice
+        .iter()
+        .map(|p| p as &dyn Phone)
+        .chain(carol.iter().map(|p| p as &dyn Phone))
+        .chain([&bob as &dyn Phone])
+        .collect();
+    let dial = |cmd_baresip: &str, cmd_linphone: &str| {
+        if let Some(a) = &alice {
+            a.command(&lab, cmd_baresip);
+        }
+        if let Some(c) = &carol {
+            c.command(cmd_linphone);
+        }
+    };
+    kam.wait_for("SKA-REGISTERED", 2, Duration::from_secs(15), &phones);
+    let registered: Vec<String> = kam
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("SKA-REGISTERED"))
+        .collect();
+    for who in [caller_name, "bob"] {
+        assert!(
+            registered
+                .iter()
+                .any(|e| e == &format!("SKA-REGISTERED {who}")),
+            "{who} not registered at Kamailio: {registered:?}"
+        );
+    }
+    std::thread::sleep(PUBLISHED);
+    let before = common::counters(&lab);
+    // RFC 5626: the baresip REGISTERs were outbound ones (reg-id,
+    // +sip.instance, Supported: path) and got the edge's Path with a flow
+    // token, over the transport asked for.
+    let outbound = common::delta(&start, &before).get("edge_registers_outbound");
+    let want_outbound = if caller == Caller::Baresip { 2 } else { 1 };
+    assert!(
+        outbound >= want_outbound,
+        "outbound REGISTERs through the edge: {outbound}, want >= {want_outbound}"
+    );
+    let via = format!("phone-via=SIP/2.0/{}", transport.name().to_uppercase());
+    let registers: Vec<String> = kam
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("SKA-REQ REGISTER"))
+        .collect();
+    assert!(
+        registers.iter().all(|e| e.contains(&via)),
+        "REGISTERs not sent over {}: {registers:?}",
+        transport.name()
+    );
+
+    let bob_uri = format!("sip:bob@{SERVER_V4}");
+    dial(&format!("/dial {bob_uri}"), &format!("call {bob_uri}"));
+    kam.wait_for("SKA-REPLY 200 INVITE", 1, Duration::from_secs(15), &phones);
+    std::thread::sleep(hold);
+    // The call is still up at both ends after the hold.
+    assert_eq!(
+        kam.count("SKA-REQ BYE"),
+        0,
+        "the call ended during the hold: {:?}",
+        kam.events()
+    );
+    dial("/hangup", "terminate");
+    kam.wait_for("SKA-REPLY 200 BYE", 1, Duration::from_secs(15), &phones);
+    std::thread::sleep(PUBLISHED);
+    let after = common::counters(&lab);
+    let d = common::delta(&before, &after);
+
+    // Keep-alives: STUN on UDP (answered by XDP or, when passed, by the
+    // userspace responder), CRLFCRLF on connections (answered by the
+    // edge). Each phone sends one at least every interval, so two phones
+    // over the hold send at least 2 x HOLD_INTERVALS.
+    let answered = match transport {
+        Transport::Udp => {
+            d.get("stun_req") + d.get("stun_classic") + d.get("user_stun_req") + d.get("crlf_ping")
+        }
+        Transport::Tcp | Transport::Tls => d.get("edge_crlf_pings"),
+    };
+    let want = 2 * HOLD_INTERVALS;
+    if caller == Caller::Linphone {
+        // baresip sends STUN, linphone CRLFCRLF: each answered by XDP.
+        let (stun, crlf) = (
+            d.get("stun_req") + d.get("stun_classic"),
+            d.get("crlf_ping"),
+        );
+        assert!(
+            stun >= HOLD_INTERVALS && crlf >= HOLD_INTERVALS,
+            "STUN from baresip {stun}, CRLF from linphone {crlf}, want >= {HOLD_INTERVALS} each; \
+             counters that moved: {:?}",
+            d.0
+        );
+    }
+    assert!(
+        answered >= want,
+        "{}: the edge answered {answered} keep-alives from the phones during the call \
+         (want >= {want}); counters that moved: {:?}",
+        transport.name(),
+        d.0
+    );
+    // None reached Kamailio: the only OPTIONS it got are the edge's own
+    // qualify (one Via), and no keep-alive bytes made it to its parser.
+    let events = kam.events();
+    let relayed_options: Vec<&String> = events
+        .iter()
+        .filter(|e| e.starts_with("SKA-REQ OPTIONS") && !e.starts_with("SKA-REQ OPTIONS vias=1 "))
+        .collect();
+    assert!(
+        relayed_options.is_empty(),
+        "Kamailio got the phones' OPTIONS: {relayed_options:?}"
+    );
+    let log = kam.log();
+    for junk in ["parse_msg", "bad message", "ERROR"] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(junk)).collect();
+        assert!(
+            lines.is_empty(),
+            "Kamailio logged `{junk}` (a keep-alive reached it?):\n{}",
+            lines.join("\n")
+        );
+    }
+    // Only SIP requests of the call and registration otherwise.
+    for e in events.iter().filter(|e| e.starts_with("SKA-REQ ")) {
+        let method = e.split_whitespace().nth(1).unwrap_or("");
+        assert!(
+            ["REGISTER", "INVITE", "ACK", "BYE", "OPTIONS"].contains(&method),
+            "Kamailio got an unexpected request: {e}"
+        );
+    }
+    eprintln!(
+        "phones over {}: keep-alives answered by the edge during the call: {answered}; \
+         Kamailio events: {}; counters that moved: {:?}",
+        transport.name(),
+        events.len(),
+        d.0
+    );
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_baresip_call_through_the_edge_over_udp() {
+    call_through_the_edge(Transport::Udp, Caller::Baresip);
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_linphone_calls_baresip_through_the_edge_over_udp() {
+    call_through_the_edge(Transport::Udp, Caller::Linphone);
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_baresip_call_through_the_edge_over_tcp() {
+    call_through_the_edge(Transport::Tcp, Caller::Baresip);
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_baresip_call_through_the_edge_over_tls() {
+    call_through_the_edge(Transport::Tls, Caller::Baresip);
+}
