@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     edge::session_timer::RequestAction,
+    logs::raw_call_id,
     responder,
     sip::{
         error_response, is_crlf_keepalive, parse_message, Framing, Method, NameAddr, SipMessage,
@@ -55,6 +56,12 @@ impl Inbound {
     /// The edge's own final response to the request, back where it came
     /// from.
     fn refuse(&self, code: u16, reason: &str) -> Out {
+        tracing::debug!(
+            call_id = self.msg.call_id(),
+            "edge: {code} {reason} to {} from {}",
+            self.msg.method().map_or(String::new(), |m| m.to_string()),
+            self.src
+        );
         self.msg
             .response(code, reason, Some(&self.tag))
             .map(|r| (self.with_mka(r).to_bytes(), self.src))
@@ -104,17 +111,23 @@ impl Edge {
                     Some(bytes)
                         if !src.is_stream() && bytes.len() > raw.len() + MAX_ERROR_GROWTH =>
                     {
-                        log::debug!("edge: 400 to {src:?} larger than its request: dropped");
+                        tracing::debug!(
+                            call_id = raw_call_id(raw),
+                            "edge: 400 to {src} larger than its request: dropped"
+                        );
                         Counters::bump(&c.error_answers_dropped);
                         None
                     }
                     Some(bytes) => {
-                        log::debug!("edge: 400 to {src:?}: {err}");
+                        tracing::debug!(call_id = raw_call_id(raw), "edge: 400 to {src}: {err}");
                         Counters::bump(&c.bad_requests);
                         Some((bytes, src))
                     }
                     None => {
-                        log::debug!("edge: dropped from {src:?}: {err}");
+                        tracing::debug!(
+                            call_id = raw_call_id(raw),
+                            "edge: dropped from {src}: {err}"
+                        );
                         Counters::bump(&c.dropped);
                         None
                     }
@@ -231,7 +244,7 @@ impl Edge {
             Some((bytes, dest))
                 if dest == src && !src.is_stream() && bytes.len() > raw_len + MAX_ERROR_GROWTH =>
             {
-                log::debug!("edge: answer to {src:?} larger than its request: dropped");
+                log::debug!("edge: answer to {src} larger than its request: dropped");
                 Counters::bump(&self.counters.answers_dropped_size);
                 None
             }
