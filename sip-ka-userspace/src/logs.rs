@@ -191,6 +191,18 @@ impl fmt::Display for Millis {
     }
 }
 
+/// A message the edge refused or dropped (debug level), with its Call-ID
+/// when it has one.
+pub fn edge_refused(call_id: Option<&str>, what: fmt::Arguments<'_>) {
+    tracing::debug!(target: "sip_ka::edge::proxy", call_id, "edge: {what}");
+}
+
+/// The same for a message that did not parse: its Call-ID read from the
+/// raw bytes, only when the line is written.
+pub fn edge_unparsed(raw: &[u8], what: fmt::Arguments<'_>) {
+    tracing::debug!(target: "sip_ka::edge::proxy", call_id = raw_call_id(raw), "edge: {what}");
+}
+
 /// The Call-ID of a message that did not parse, for its log line: the
 /// value of its first `Call-ID:` (or compact `i:`) header line, if it is
 /// printable and of a sane length; `None` otherwise.

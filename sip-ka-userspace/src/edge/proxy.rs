@@ -14,8 +14,7 @@ use super::{
 };
 use crate::{
     edge::session_timer::RequestAction,
-    logs::raw_call_id,
-    responder,
+    logs, responder,
     sip::{
         error_response, is_crlf_keepalive, parse_message, Framing, Method, NameAddr, SipMessage,
         Via,
@@ -56,12 +55,8 @@ impl Inbound {
     /// The edge's own final response to the request, back where it came
     /// from.
     fn refuse(&self, code: u16, reason: &str) -> Out {
-        tracing::debug!(
-            call_id = self.msg.call_id(),
-            "edge: {code} {reason} to {} from {}",
-            self.msg.method().map_or(String::new(), |m| m.to_string()),
-            self.src
-        );
+        let call_id = self.msg.call_id();
+        logs::edge_refused(call_id, format_args!("{code} {reason} to {}", self.src));
         self.msg
             .response(code, reason, Some(&self.tag))
             .map(|r| (self.with_mka(r).to_bytes(), self.src))
@@ -111,23 +106,17 @@ impl Edge {
                     Some(bytes)
                         if !src.is_stream() && bytes.len() > raw.len() + MAX_ERROR_GROWTH =>
                     {
-                        tracing::debug!(
-                            call_id = raw_call_id(raw),
-                            "edge: 400 to {src} larger than its request: dropped"
-                        );
+                        logs::edge_unparsed(raw, format_args!("400 to {src} too large: dropped"));
                         Counters::bump(&c.error_answers_dropped);
                         None
                     }
                     Some(bytes) => {
-                        tracing::debug!(call_id = raw_call_id(raw), "edge: 400 to {src}: {err}");
+                        logs::edge_unparsed(raw, format_args!("400 to {src}: {err}"));
                         Counters::bump(&c.bad_requests);
                         Some((bytes, src))
                     }
                     None => {
-                        tracing::debug!(
-                            call_id = raw_call_id(raw),
-                            "edge: dropped from {src}: {err}"
-                        );
+                        logs::edge_unparsed(raw, format_args!("dropped from {src}: {err}"));
                         Counters::bump(&c.dropped);
                         None
                     }
