@@ -105,7 +105,73 @@ where
     let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
         LogFormat::Text => layer.with_ansi(ansi).with_filter(filter).boxed(),
-        LogFormat::Json => layer.json().with_filter(filter).boxed(),
+        LogFormat::Json => layer.event_format(JsonLine).with_filter(filter).boxed(),
+    }
+}
+
+/// The JSON line: the fmt layer's own JSON form, but without the
+/// `log.file`/`log.line`/... fields the `log` bridge adds to every record
+/// (its target is the event's target already).
+struct JsonLine;
+
+/// An event's fields, the bridge's `log.*` left out.
+#[derive(Default)]
+struct Fields(serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.put(field, value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.put(field, value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.put(field, value.into());
+    }
+}
+
+impl Fields {
+    fn put(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        if !field.name().starts_with("log.") {
+            self.0.insert(field.name().to_string(), value);
+        }
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        use tracing_log::NormalizeEvent as _;
+        use tracing_subscriber::fmt::time::FormatTime as _;
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let mut timestamp = String::new();
+        tracing_subscriber::fmt::time::SystemTime.format_time(
+            &mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp),
+        )?;
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let line = serde_json::json!({
+            "timestamp": timestamp,
+            "level": meta.level().as_str(),
+            "fields": fields.0,
+            "target": meta.target(),
+        });
+        writeln!(w, "{line}")
     }
 }
 

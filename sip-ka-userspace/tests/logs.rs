@@ -167,6 +167,10 @@ fn json_lines_carry_the_call_id_and_follow_a_live_level_change() {
             v["fields"]["message"].is_string(),
             "no fields.message in {l}"
         );
+        let bridged = v["fields"]
+            .as_object()
+            .is_some_and(|f| f.keys().any(|k| k.starts_with("log.")));
+        assert!(!bridged, "the log bridge's fields in {l}");
         objects.push(v);
     }
     let all = lines.join("\n");
