@@ -15,6 +15,7 @@ pub mod bpf;
 pub mod cli;
 pub mod edge;
 pub mod lab;
+pub mod logs;
 pub mod metrics;
 pub mod responder;
 pub mod sip;

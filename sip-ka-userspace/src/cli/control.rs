@@ -252,7 +252,15 @@ impl Daemon {
                     };
                     st.fast_src.insert(k.clone(), src);
                 }
-                log::info!("SIGHUP: {} re-read; changed: {changed:?}", path.display());
+                log::info!(
+                    "SIGHUP: {} re-read; changed: {}",
+                    path.display(),
+                    if changed.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        changed.join(", ")
+                    }
+                );
             }
             Err(e) => log::error!("SIGHUP: {} refused, nothing changed: {e:#}", path.display()),
         }
@@ -300,7 +308,7 @@ impl Daemon {
             edge.retune(ec, idle, clock::now_ms());
         }
         if !self.rust_log {
-            log::set_max_level(eff.log_level);
+            crate::logs::set_level(eff.log_level);
         }
         st.dialog_idle_timeout = eff.dialog_idle_timeout;
         st.file = file;

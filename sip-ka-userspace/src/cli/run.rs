@@ -11,7 +11,6 @@ use sip_ka_common::{
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use super::{
-    args::LogLevel,
     control,
     run_args::{command, read_file, resolve, OnOff},
     settings,
@@ -37,7 +36,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
         None => settings::FileValues::default(),
     };
     let (args, derived) = resolve(&cmd, &flags, &file, &Default::default())?;
-    let rust_log = init_logging(args.log_level);
+    let rust_log = crate::logs::init(args.log_level.into(), args.log_format);
     let edge_cfg = derived.edge;
     // With --xdp off nothing is attached, even if --iface is given.
     let iface = match (&args.iface, args.xdp) {
@@ -114,7 +113,11 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
             args.xdp_mode.into(),
             link_path,
         )?;
-        log::info!("XDP program on {iface}: {how}; SIP ports {ports:?}");
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        log::info!(
+            "XDP program on {iface}: {how}; SIP ports {}",
+            ports.join(", ")
+        );
         attached = Some(how);
     } else {
         log::info!(
@@ -306,7 +309,11 @@ fn configure_identity(cfg: &mut Config, iface: &str) -> Result<()> {
         log::warn!("{iface} has no Ethernet address: the fast path answers nothing");
     }
     if !left_out.is_empty() {
-        log::warn!("{iface}: broadcast addresses not refused by the fast path: {left_out:?}");
+        let left_out: Vec<String> = left_out.iter().map(|a| a.to_string()).collect();
+        log::warn!(
+            "{iface}: broadcast addresses not refused by the fast path: {}",
+            left_out.join(", ")
+        );
     }
     log::info!(
         "{iface}: answering frames to {} only; broadcasts {}",
@@ -365,20 +372,4 @@ async fn forward_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         guard.get_inner_mut().flush();
         guard.clear_ready();
     }
-}
-
-/// Returns whether RUST_LOG rules the filter (then `--log-level` does not).
-fn init_logging(level: LogLevel) -> bool {
-    let rust_log = std::env::var_os("RUST_LOG").is_some();
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if !rust_log {
-        // Everything passes env_logger; the global maximum, changed live,
-        // is the filter.
-        b.filter_level(log::LevelFilter::Trace);
-    }
-    let _ = b.format_timestamp_millis().try_init();
-    if !rust_log {
-        log::set_max_level(level.into());
-    }
-    rust_log
 }

@@ -155,6 +155,11 @@ pub struct RunArgs {
     /// Log level (RUST_LOG, when set, wins); changes live.
     #[arg(long, value_enum, default_value = "info")]
     pub log_level: LogLevel,
+    /// Log line format on stderr: `text`, or `json` (one object per
+    /// line: timestamp, level, target, fields with the message and e.g.
+    /// call_id); restart to change.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::logs::LogFormat,
     /// XDP attach mode: native first with SKB fallback, or one of them.
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: XdpModeArg,

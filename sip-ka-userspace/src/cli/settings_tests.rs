@@ -53,6 +53,7 @@ tls_cert = "/etc/sip-ka/cert.pem"
 tls_key = "/etc/sip-ka/key.pem"
 lab = true
 log_level = "debug"
+log_format = "json"
 xdp_mode = "skb"
 xdp = "off"
 sip_port = [5060, 5080]

@@ -52,7 +52,7 @@ pub fn take(edge: &Edge, msg: &mut SipMessage, src: Flow) -> MsKeepAliveOffer {
             }
             Ok(_) => MsKeepAliveOffer::None,
             Err(e) => {
-                log::debug!("edge: ms-keep-alive from {src:?}: {e}");
+                log::debug!("edge: ms-keep-alive from {src}: {e}");
                 MsKeepAliveOffer::Bad
             }
         },

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     edge::session_timer::RequestAction,
-    responder,
+    logs, responder,
     sip::{
         error_response, is_crlf_keepalive, parse_message, Framing, Method, NameAddr, SipMessage,
         Via,
@@ -55,6 +55,8 @@ impl Inbound {
     /// The edge's own final response to the request, back where it came
     /// from.
     fn refuse(&self, code: u16, reason: &str) -> Out {
+        let call_id = self.msg.call_id();
+        logs::edge_refused(call_id, format_args!("{code} {reason} to {}", self.src));
         self.msg
             .response(code, reason, Some(&self.tag))
             .map(|r| (self.with_mka(r).to_bytes(), self.src))
@@ -104,17 +106,17 @@ impl Edge {
                     Some(bytes)
                         if !src.is_stream() && bytes.len() > raw.len() + MAX_ERROR_GROWTH =>
                     {
-                        log::debug!("edge: 400 to {src:?} larger than its request: dropped");
+                        logs::edge_unparsed(raw, format_args!("400 to {src} too large: dropped"));
                         Counters::bump(&c.error_answers_dropped);
                         None
                     }
                     Some(bytes) => {
-                        log::debug!("edge: 400 to {src:?}: {err}");
+                        logs::edge_unparsed(raw, format_args!("400 to {src}: {err}"));
                         Counters::bump(&c.bad_requests);
                         Some((bytes, src))
                     }
                     None => {
-                        log::debug!("edge: dropped from {src:?}: {err}");
+                        logs::edge_unparsed(raw, format_args!("dropped from {src}: {err}"));
                         Counters::bump(&c.dropped);
                         None
                     }
@@ -231,7 +233,7 @@ impl Edge {
             Some((bytes, dest))
                 if dest == src && !src.is_stream() && bytes.len() > raw_len + MAX_ERROR_GROWTH =>
             {
-                log::debug!("edge: answer to {src:?} larger than its request: dropped");
+                log::debug!("edge: answer to {src} larger than its request: dropped");
                 Counters::bump(&self.counters.answers_dropped_size);
                 None
             }

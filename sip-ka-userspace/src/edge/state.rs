@@ -153,15 +153,15 @@ impl Edge {
         let mut out = Vec::new();
         for e in idle {
             Counters::bump(&self.counters.dialogs_idle_ended);
-            log::info!(
-                "edge: dialog idle for {} s, ended{}: Call-ID {}",
+            tracing::info!(
+                call_id = %e.call_id,
+                "edge: dialog idle for {} s, ended{}",
                 e.interval,
                 if e.byes.is_empty() {
                     ""
                 } else {
                     " with a BYE to both sides"
                 },
-                e.call_id
             );
             for (bye, dest) in e.byes {
                 out.push((bye.to_bytes(), dest));
@@ -169,18 +169,18 @@ impl Edge {
         }
         for e in ended {
             Counters::bump(&self.counters.sessions_expired);
-            log::info!(
-                "edge: session expired ({} s without refresh): Call-ID {}",
-                e.interval,
-                e.call_id
+            tracing::info!(
+                call_id = %e.call_id,
+                "edge: session expired ({} s without refresh)",
+                e.interval
             );
             if !self.tun().reap_expired {
                 continue;
             }
             Counters::bump(&self.counters.sessions_reaped);
-            log::info!(
-                "edge: reaping expired call {}: BYE to both sides",
-                e.call_id
+            tracing::info!(
+                call_id = %e.call_id,
+                "edge: reaping expired call: BYE to both sides"
             );
             for (bye, dest) in e.byes {
                 out.push((bye.to_bytes(), dest));
@@ -219,11 +219,11 @@ pub fn log_counters(edge: &Edge) {
         .collect();
     let st = edge.health.status();
     log::info!(
-        "edge: {} live dialog(s), {} binding(s); upstream up={:?} rtt={:?}; {}",
+        "edge: {} live dialog(s), {} binding(s); upstream {} rtt={}; {}",
         edge.dialogs().len(),
         edge.bindings.len(),
-        st.up,
-        st.rtt,
+        crate::logs::up_down(st.up),
+        crate::logs::millis(st.rtt),
         parts.join(" ")
     );
 }

@@ -10,6 +10,7 @@ use std::{
 
 use tokio::net::UdpSocket;
 
+use crate::logs::millis;
 use crate::sip::{parse_message, Framing, Limits, Method, NameAddr, RequestBuilder, Uri, Via};
 use crate::util::lock::lock;
 
@@ -57,9 +58,9 @@ impl Health {
             s.misses = 0;
         });
         if before.up != Some(true) {
-            log::info!("upstream {upstream} up, RTT {rtt:?}");
+            log::info!("upstream {upstream} up, rtt={}", millis(Some(rtt)));
         } else {
-            log::debug!("upstream {upstream} answered, RTT {rtt:?}");
+            log::debug!("upstream {upstream} answered, rtt={}", millis(Some(rtt)));
         }
     }
 

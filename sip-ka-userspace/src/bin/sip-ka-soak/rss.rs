@@ -68,8 +68,8 @@ mod tests {
 
     #[test]
     fn table_sizes_from_the_exit_line() {
-        let log = "[x INFO sip_ka::edge::state] edge: 3 live dialog(s), 7 binding(s); upstream up=Some(true)\n\
-                   [x INFO sip_ka::edge::state] edge: 0 live dialog(s), 0 binding(s); upstream up=Some(true) rtt=None;\n";
+        let log = "2026-01-01T00:00:00Z  INFO sip_ka::edge::state: edge: 3 live dialog(s), 7 binding(s); upstream up rtt=0.6ms;\n\
+                   2026-01-01T00:00:01Z  INFO sip_ka::edge::state: edge: 0 live dialog(s), 0 binding(s); upstream unknown rtt=unknown;\n";
         assert_eq!(table_sizes(log), Some((0, 0)));
         assert_eq!(table_sizes("nothing"), None);
     }

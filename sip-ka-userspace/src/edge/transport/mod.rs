@@ -67,6 +67,23 @@ pub enum Flow {
     },
 }
 
+/// For log lines: `udp:ADDR`, or `tcp:ADDR#ID` / `tls:ADDR#ID` with the
+/// connection's number.
+impl std::fmt::Display for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Flow::Udp(a) => write!(f, "udp:{a}"),
+            Flow::Stream { id, peer, kind } => {
+                let t = match kind {
+                    StreamKind::Tcp => "tcp",
+                    StreamKind::Tls => "tls",
+                };
+                write!(f, "{t}:{peer}#{id}")
+            }
+        }
+    }
+}
+
 impl Flow {
     /// The remote address.
     pub fn peer(&self) -> SocketAddr {
@@ -338,6 +355,16 @@ pub enum SendError {
     Full,
     /// No UDP socket on that listen address.
     NoSocket,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::FlowGone => "connection gone",
+            SendError::Full => "queue full, message lost",
+            SendError::NoSocket => "no socket on that listen address",
+        })
+    }
 }
 
 impl Transports {

@@ -219,7 +219,7 @@ where
                                 }
                                 Some((bytes, dest)) => {
                                     if let Err(e) = edge.transports.send(bytes, &dest, local) {
-                                        log::debug!("edge: to {dest:?}: {e:?}");
+                                        log::debug!("edge: to {dest}: {e}");
                                     }
                                 }
                                 None => {}

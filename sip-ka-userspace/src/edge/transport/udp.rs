@@ -62,7 +62,7 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
                 }
                 Some((out, flow)) => {
                     if let Err(e) = edge.transports.send(out, &flow, local) {
-                        log::debug!("edge: to {flow:?}: {e:?}");
+                        log::debug!("edge: to {flow}: {e}");
                     }
                 }
                 None => {}
