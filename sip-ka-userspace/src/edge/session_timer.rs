@@ -27,7 +27,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::sip::{Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessage};
+use crate::sip::{
+    headers::{header_parts, name_matches},
+    CSeq, Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessage,
+};
 use crate::util::timer_wheel::{IdHashBuilder, TimerWheel};
 
 /// The smallest Min-SE allowed by RFC 4028 (section 4 and 5).
@@ -162,6 +165,16 @@ pub struct Negotiated {
     pub refresher: Option<Refresher>,
     /// The proxy added Session-Expires and Require to the 2xx.
     pub inserted: bool,
+}
+
+/// [`SipMessage::cseq`] without looking the name up and copying it (read
+/// on every refresh and its 2xx).
+fn cseq(msg: &SipMessage) -> Option<CSeq> {
+    msg.headers()
+        .iter()
+        .map(header_parts)
+        .find(|(n, _)| name_matches(n, "CSeq"))
+        .and_then(|(_, v)| CSeq::parse(v).ok())
 }
 
 fn is_refresh_method(m: &Method) -> bool {
@@ -307,15 +320,36 @@ pub struct SessionRecord {
     pub expires_at_ms: Option<u64>,
 }
 
+/// What a 2xx needs of the refresh request it answers (the rest of the
+/// [`Offer`] is for the caller of [`SessionTimers::on_request`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Kept {
+    /// The request's CSeq number.
+    seq: u32,
+    session_expires: u32,
+    uac_supports_timer: bool,
+}
+
+/// One dialog's session and outstanding refresh request, in one map entry
+/// (a million confirmed calls make the per-entry bytes count).
+#[derive(Clone, Copy, Debug, Default)]
+struct Track {
+    session: Option<Session>,
+    offer: Option<Kept>,
+}
+
 /// The session timers of every confirmed dialog, on one timer wheel.
 #[derive(Debug)]
 pub struct SessionTimers {
     cfg: TimerConfig,
     reap: bool,
     wheel: TimerWheel,
-    sessions: HashMap<u64, Session, IdHashBuilder>,
-    /// The outstanding refresh request of a dialog: (CSeq number, offer).
-    pending: HashMap<u64, (u32, Offer), IdHashBuilder>,
+    /// Sessions and outstanding refresh requests; an entry with neither
+    /// is removed.
+    tracks: HashMap<u64, Track, IdHashBuilder>,
+    /// Entries with a session, and with an offer.
+    sessions: usize,
+    offers: usize,
     /// Expired dialogs, remembered for [`SessionTimers::tombstone_ms`] so
     /// that a late refresh gets 481; purged by the same wheel.
     expired: HashMap<u64, (), IdHashBuilder>,
@@ -332,8 +366,9 @@ impl SessionTimers {
             cfg,
             reap: reap_expired,
             wheel: TimerWheel::new(1, now_ms),
-            sessions: HashMap::with_hasher(IdHashBuilder::default()),
-            pending: HashMap::with_hasher(IdHashBuilder::default()),
+            tracks: HashMap::with_hasher(IdHashBuilder::default()),
+            sessions: 0,
+            offers: 0,
             expired: HashMap::with_hasher(IdHashBuilder::default()),
             expired_total: 0,
         }
@@ -345,11 +380,35 @@ impl SessionTimers {
 
     /// Confirmed dialogs tracked.
     pub fn len(&self) -> usize {
-        self.sessions.len()
+        self.sessions
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.sessions == 0
+    }
+
+    /// Sets (or with `None` clears) the session of `dialog`.
+    fn put_session(&mut self, dialog: u64, session: Option<Session>) -> Option<Session> {
+        self.update(dialog, |t| std::mem::replace(&mut t.session, session))
+    }
+
+    fn put_offer(&mut self, dialog: u64, offer: Option<Kept>) -> Option<Kept> {
+        self.update(dialog, |t| std::mem::replace(&mut t.offer, offer))
+    }
+
+    /// Applies `f` to the entry of `dialog` (made if missing, removed if
+    /// left empty), keeping the counts.
+    fn update<T>(&mut self, dialog: u64, f: impl FnOnce(&mut Track) -> T) -> T {
+        let t = self.tracks.entry(dialog).or_default();
+        let before = (t.session.is_some(), t.offer.is_some());
+        let out = f(t);
+        let after = (t.session.is_some(), t.offer.is_some());
+        if after == (false, false) {
+            self.tracks.remove(&dialog);
+        }
+        self.sessions = self.sessions + usize::from(after.0) - usize::from(before.0);
+        self.offers = self.offers + usize::from(after.1) - usize::from(before.1);
+        out
     }
 
     /// Sessions expired since the start (`sessions_expired`).
@@ -358,7 +417,7 @@ impl SessionTimers {
     }
 
     pub fn session(&self, dialog: u64) -> Option<Session> {
-        self.sessions.get(&dialog).copied()
+        self.tracks.get(&dialog).and_then(|t| t.session)
     }
 
     /// Milliseconds until the session of `dialog` expires (0 when due).
@@ -409,13 +468,20 @@ impl SessionTimers {
             Some(m) if is_refresh_method(m) => {}
             _ => return RequestAction::NotApplicable,
         }
-        if req.to_tag().is_some() && self.expired.contains_key(&dialog) {
+        if self.expired.contains_key(&dialog) && req.to_tag().is_some() {
             return reject(req, 481, "Call/Transaction Does Not Exist", None);
         }
         let action = process_request(&self.cfg, req, to_tag);
         if let RequestAction::Forward(offer) = &action {
-            let seq = req.cseq().map_or(0, |c| c.seq);
-            self.pending.insert(dialog, (seq, *offer));
+            let seq = cseq(req).map_or(0, |c| c.seq);
+            self.put_offer(
+                dialog,
+                Some(Kept {
+                    seq,
+                    session_expires: offer.session_expires,
+                    uac_supports_timer: offer.uac_supports_timer,
+                }),
+            );
         }
         action
     }
@@ -431,7 +497,7 @@ impl SessionTimers {
         resp: &mut SipMessage,
         now_ms: u64,
     ) -> Option<Negotiated> {
-        let cseq = resp.cseq()?;
+        let cseq = cseq(resp)?;
         if !is_refresh_method(&cseq.method) {
             return None;
         }
@@ -442,8 +508,12 @@ impl SessionTimers {
         // The offer stays until a newer request replaces it: a 2xx is
         // retransmitted until the ACK comes (and forks send 2xx of their
         // own), and each copy must be treated like the first.
-        let offer = match self.pending.get(&dialog) {
-            Some(&(seq, offer)) if seq == cseq.seq => Some(offer),
+        let offer = match self.tracks.get(&dialog).and_then(|t| t.offer) {
+            Some(k) if k.seq == cseq.seq => Some(Offer {
+                uac_supports_timer: k.uac_supports_timer,
+                session_expires: k.session_expires,
+                edit: RequestEdit::Unchanged,
+            }),
             _ => None,
         };
         if !(200..300).contains(&code) {
@@ -466,23 +536,23 @@ impl SessionTimers {
         self.expired.remove(&dialog);
         match negotiated {
             Some(n) => {
-                self.sessions.insert(
+                self.put_session(
                     dialog,
-                    Session {
+                    Some(Session {
                         interval: n.interval,
                         refresher: n.refresher,
-                    },
+                    }),
                 );
                 self.wheel
                     .set(dialog, now_ms.saturating_add(u64::from(n.interval) * 1_000));
             }
             None => {
-                self.sessions.insert(
+                self.put_session(
                     dialog,
-                    Session {
+                    Some(Session {
                         interval: 0,
                         refresher: None,
-                    },
+                    }),
                 );
                 self.wheel.cancel(dialog);
             }
@@ -493,20 +563,29 @@ impl SessionTimers {
     /// Drops the offer kept for `dialog`'s outstanding refresh, if any
     /// (its dialog is not tracked).
     pub fn forget_offer(&mut self, dialog: u64) {
-        self.pending.remove(&dialog);
+        if self.tracks.contains_key(&dialog) {
+            self.put_offer(dialog, None);
+        }
     }
 
     /// Offers kept for outstanding refresh requests.
     pub fn offers(&self) -> usize {
-        self.pending.len()
+        self.offers
     }
 
     /// The dialog ended (BYE, failure): forget it.
     pub fn end(&mut self, dialog: u64) -> Option<Session> {
         self.wheel.cancel(dialog);
         self.expired.remove(&dialog);
-        self.pending.remove(&dialog);
-        self.sessions.remove(&dialog)
+        self.end_track(dialog)
+    }
+
+    /// Drops the session and offer of `dialog`; returns the session.
+    fn end_track(&mut self, dialog: u64) -> Option<Session> {
+        let t = self.tracks.remove(&dialog)?;
+        self.sessions -= usize::from(t.session.is_some());
+        self.offers -= usize::from(t.offer.is_some());
+        t.session
     }
 
     /// Sessions whose expiry is at or before `now_ms`: removed (RFC 4028
@@ -519,8 +598,7 @@ impl SessionTimers {
             if self.expired.remove(&dialog).is_some() {
                 continue; // a tombstone's time is up
             }
-            self.pending.remove(&dialog);
-            let interval = self.sessions.remove(&dialog).map_or(0, |s| s.interval);
+            let interval = self.end_track(dialog).map_or(0, |s| s.interval);
             self.expired.insert(dialog, ());
             self.wheel
                 .set(dialog, now_ms.saturating_add(Self::tombstone_ms(interval)));
@@ -536,12 +614,14 @@ impl SessionTimers {
 
     /// Every tracked session with its absolute expiry, to persist.
     pub fn snapshot(&self) -> Vec<SessionRecord> {
-        self.sessions
+        self.tracks
             .iter()
-            .map(|(&dialog, &session)| SessionRecord {
-                dialog,
-                session,
-                expires_at_ms: self.wheel.expires_at(dialog),
+            .filter_map(|(&dialog, t)| {
+                Some(SessionRecord {
+                    dialog,
+                    session: t.session?,
+                    expires_at_ms: self.wheel.expires_at(dialog),
+                })
             })
             .collect()
     }
@@ -551,7 +631,7 @@ impl SessionTimers {
     pub fn restore(&mut self, records: impl IntoIterator<Item = SessionRecord>) {
         for r in records {
             self.expired.remove(&r.dialog);
-            self.sessions.insert(r.dialog, r.session);
+            self.put_session(r.dialog, Some(r.session));
             match r.expires_at_ms {
                 Some(at) => {
                     self.wheel.set(r.dialog, at);

@@ -193,7 +193,7 @@ fn a_reinvite_from_the_pbx_side_does_not_keep_the_dialog_after_bye() {
     let ended = {
         let byes = byes(
             "d1@example.com",
-            d.by_call.get("d1@example.com").unwrap(),
+            d.get("d1@example.com").unwrap(),
             "198.18.0.1:5080".parse().unwrap(),
             "198.18.0.1:5060".parse().unwrap(),
         );
@@ -259,15 +259,9 @@ fn the_bye_to_the_first_fork_moves_reaping_to_the_kept_one() {
     let bye1 = request("BYE", ";tag=b1", 2);
     d.on_request(&bye1, ua, now());
     d.on_response(&bye1.response(200, "OK", None).unwrap(), now());
-    let dl = d.by_call.get("d1@example.com").unwrap();
-    assert_eq!(
-        dl.callee_to.as_deref().and_then(tag_of).as_deref(),
-        Some("b2")
-    );
-    assert_eq!(
-        dl.callee_contact.as_deref(),
-        Some("sip:carol@198.18.0.1:5080")
-    );
+    let dl = d.get("d1@example.com").unwrap();
+    assert_eq!(dl.cold.callee_to().and_then(tag_of).as_deref(), Some("b2"));
+    assert_eq!(dl.cold.callee_contact(), Some("sip:carol@198.18.0.1:5080"));
 }
 
 /// An INVITE (no To tag) or, with `to_tag`, a re-INVITE or UPDATE, with
