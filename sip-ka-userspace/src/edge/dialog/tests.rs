@@ -370,3 +370,26 @@ fn refresh_offers_for_unknown_call_ids_are_not_kept() {
     d.timer_response(&mut ok, now());
     assert_eq!(d.session("d1@example.com", now()).unwrap().0.interval, 900);
 }
+
+#[test]
+fn a_call_id_sharing_a_live_dialogs_hash_does_not_take_its_place() {
+    // The hash reads the first 256 bytes only: these two share it.
+    let (a, b) = (format!("{}a", "x".repeat(256)), format!("{}b", "x".repeat(256)));
+    assert_eq!(
+        sip_ka_common::callid_hash(a.as_bytes()),
+        sip_ka_common::callid_hash(b.as_bytes())
+    );
+    let mut d = Dialogs::new(Box::new(NoSink), now());
+    let ua = Flow::Udp("198.18.0.9:5060".parse().unwrap());
+    let inv = fresh("INVITE", &a, "", 0);
+    d.on_request(&inv, ua, now());
+    d.on_response(&inv.response(200, "OK", Some("b1")).unwrap(), now());
+    assert_eq!(d.phase(&a), Some(Phase::Confirmed));
+    // The second Call-ID is not the first one's dialog, and gets none.
+    let other = fresh("INVITE", &b, "", 0);
+    d.on_request(&other, ua, now());
+    assert_eq!(d.phase(&b), None);
+    assert!(!d.known(&b) && d.ua_flow(&b).is_none());
+    d.on_response(&other.response(486, "Busy Here", Some("c1")).unwrap(), now());
+    assert_eq!((d.len(), d.phase(&a)), (1, Some(Phase::Confirmed)));
+}

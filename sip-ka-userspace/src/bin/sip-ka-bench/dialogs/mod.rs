@@ -433,9 +433,11 @@ pub(crate) fn dialogs_bench(count: u64) -> Result<()> {
         format!("{:.0}", jexpired as f64 / jexpire_s.max(1e-9)),
     );
     println!(
-        "notes: table = Dialogs (by Call-ID and by hash: phase, UA flow, From of the INVITE, \
-         To of the 2xx, both Contact URIs, CSeq, times) with its SessionTimers (wheel + \
-         session map, measured alone in the session timer part), idle clock off. Call-ID \
+        "notes: table = Dialogs (one map by Call-ID hash: phase, CSeq, last activity inline; \
+         Call-ID, UA flow, From of the INVITE, To of the 2xx, both Contact URIs, forks and \
+         times packed in one heap block per dialog) with its SessionTimers (wheel + one map \
+         of sessions and outstanding offers, measured alone in the session timer part), \
+         idle clock off. Call-ID \
          {cid} chars, From {from} chars, To {to} chars with its tag, Contacts {cc}/{ce} \
          chars. Messages are built from their header fields (SipMessage::from_parts; the \
          first and last call's are checked equal to the edge's parse of the same datagram) \
