@@ -27,11 +27,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::sip::{
-    headers::{header_parts, name_matches},
-    CSeq, Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessage,
-};
+use crate::sip::{Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessage};
+
+mod track;
 use crate::util::timer_wheel::{IdHashBuilder, TimerWheel};
+use track::{cseq, Kept, Tracks};
 
 /// The smallest Min-SE allowed by RFC 4028 (section 4 and 5).
 pub const RFC_MIN_SE: u32 = 90;
@@ -165,16 +165,6 @@ pub struct Negotiated {
     pub refresher: Option<Refresher>,
     /// The proxy added Session-Expires and Require to the 2xx.
     pub inserted: bool,
-}
-
-/// [`SipMessage::cseq`] without looking the name up and copying it (read
-/// on every refresh and its 2xx).
-fn cseq(msg: &SipMessage) -> Option<CSeq> {
-    msg.headers()
-        .iter()
-        .map(header_parts)
-        .find(|(n, _)| name_matches(n, "CSeq"))
-        .and_then(|(_, v)| CSeq::parse(v).ok())
 }
 
 fn is_refresh_method(m: &Method) -> bool {
@@ -320,36 +310,14 @@ pub struct SessionRecord {
     pub expires_at_ms: Option<u64>,
 }
 
-/// What a 2xx needs of the refresh request it answers (the rest of the
-/// [`Offer`] is for the caller of [`SessionTimers::on_request`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Kept {
-    /// The request's CSeq number.
-    seq: u32,
-    session_expires: u32,
-    uac_supports_timer: bool,
-}
-
-/// One dialog's session and outstanding refresh request, in one map entry
-/// (a million confirmed calls make the per-entry bytes count).
-#[derive(Clone, Copy, Debug, Default)]
-struct Track {
-    session: Option<Session>,
-    offer: Option<Kept>,
-}
-
 /// The session timers of every confirmed dialog, on one timer wheel.
 #[derive(Debug)]
 pub struct SessionTimers {
     cfg: TimerConfig,
     reap: bool,
     wheel: TimerWheel,
-    /// Sessions and outstanding refresh requests; an entry with neither
-    /// is removed.
-    tracks: HashMap<u64, Track, IdHashBuilder>,
-    /// Entries with a session, and with an offer.
-    sessions: usize,
-    offers: usize,
+    /// Sessions and outstanding refresh requests.
+    tracks: Tracks<Session>,
     /// Expired dialogs, remembered for [`SessionTimers::tombstone_ms`] so
     /// that a late refresh gets 481; purged by the same wheel.
     expired: HashMap<u64, (), IdHashBuilder>,
@@ -366,9 +334,7 @@ impl SessionTimers {
             cfg,
             reap: reap_expired,
             wheel: TimerWheel::new(1, now_ms),
-            tracks: HashMap::with_hasher(IdHashBuilder::default()),
-            sessions: 0,
-            offers: 0,
+            tracks: Tracks::default(),
             expired: HashMap::with_hasher(IdHashBuilder::default()),
             expired_total: 0,
         }
@@ -380,35 +346,11 @@ impl SessionTimers {
 
     /// Confirmed dialogs tracked.
     pub fn len(&self) -> usize {
-        self.sessions
+        self.tracks.sessions()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sessions == 0
-    }
-
-    /// Sets (or with `None` clears) the session of `dialog`.
-    fn put_session(&mut self, dialog: u64, session: Option<Session>) -> Option<Session> {
-        self.update(dialog, |t| std::mem::replace(&mut t.session, session))
-    }
-
-    fn put_offer(&mut self, dialog: u64, offer: Option<Kept>) -> Option<Kept> {
-        self.update(dialog, |t| std::mem::replace(&mut t.offer, offer))
-    }
-
-    /// Applies `f` to the entry of `dialog` (made if missing, removed if
-    /// left empty), keeping the counts.
-    fn update<T>(&mut self, dialog: u64, f: impl FnOnce(&mut Track) -> T) -> T {
-        let t = self.tracks.entry(dialog).or_default();
-        let before = (t.session.is_some(), t.offer.is_some());
-        let out = f(t);
-        let after = (t.session.is_some(), t.offer.is_some());
-        if after == (false, false) {
-            self.tracks.remove(&dialog);
-        }
-        self.sessions = self.sessions + usize::from(after.0) - usize::from(before.0);
-        self.offers = self.offers + usize::from(after.1) - usize::from(before.1);
-        out
+        self.tracks.sessions() == 0
     }
 
     /// Sessions expired since the start (`sessions_expired`).
@@ -417,7 +359,7 @@ impl SessionTimers {
     }
 
     pub fn session(&self, dialog: u64) -> Option<Session> {
-        self.tracks.get(&dialog).and_then(|t| t.session)
+        self.tracks.session(dialog)
     }
 
     /// Milliseconds until the session of `dialog` expires (0 when due).
@@ -474,7 +416,7 @@ impl SessionTimers {
         let action = process_request(&self.cfg, req, to_tag);
         if let RequestAction::Forward(offer) = &action {
             let seq = cseq(req).map_or(0, |c| c.seq);
-            self.put_offer(
+            self.tracks.put_offer(
                 dialog,
                 Some(Kept {
                     seq,
@@ -508,7 +450,7 @@ impl SessionTimers {
         // The offer stays until a newer request replaces it: a 2xx is
         // retransmitted until the ACK comes (and forks send 2xx of their
         // own), and each copy must be treated like the first.
-        let offer = match self.tracks.get(&dialog).and_then(|t| t.offer) {
+        let offer = match self.tracks.offer(dialog) {
             Some(k) if k.seq == cseq.seq => Some(Offer {
                 uac_supports_timer: k.uac_supports_timer,
                 session_expires: k.session_expires,
@@ -536,7 +478,7 @@ impl SessionTimers {
         self.expired.remove(&dialog);
         match negotiated {
             Some(n) => {
-                self.put_session(
+                self.tracks.put_session(
                     dialog,
                     Some(Session {
                         interval: n.interval,
@@ -547,7 +489,7 @@ impl SessionTimers {
                     .set(dialog, now_ms.saturating_add(u64::from(n.interval) * 1_000));
             }
             None => {
-                self.put_session(
+                self.tracks.put_session(
                     dialog,
                     Some(Session {
                         interval: 0,
@@ -563,29 +505,19 @@ impl SessionTimers {
     /// Drops the offer kept for `dialog`'s outstanding refresh, if any
     /// (its dialog is not tracked).
     pub fn forget_offer(&mut self, dialog: u64) {
-        if self.tracks.contains_key(&dialog) {
-            self.put_offer(dialog, None);
-        }
+        self.tracks.put_offer(dialog, None);
     }
 
     /// Offers kept for outstanding refresh requests.
     pub fn offers(&self) -> usize {
-        self.offers
+        self.tracks.offers()
     }
 
     /// The dialog ended (BYE, failure): forget it.
     pub fn end(&mut self, dialog: u64) -> Option<Session> {
         self.wheel.cancel(dialog);
         self.expired.remove(&dialog);
-        self.end_track(dialog)
-    }
-
-    /// Drops the session and offer of `dialog`; returns the session.
-    fn end_track(&mut self, dialog: u64) -> Option<Session> {
-        let t = self.tracks.remove(&dialog)?;
-        self.sessions -= usize::from(t.session.is_some());
-        self.offers -= usize::from(t.offer.is_some());
-        t.session
+        self.tracks.end(dialog)
     }
 
     /// Sessions whose expiry is at or before `now_ms`: removed (RFC 4028
@@ -598,7 +530,7 @@ impl SessionTimers {
             if self.expired.remove(&dialog).is_some() {
                 continue; // a tombstone's time is up
             }
-            let interval = self.end_track(dialog).map_or(0, |s| s.interval);
+            let interval = self.tracks.end(dialog).map_or(0, |s| s.interval);
             self.expired.insert(dialog, ());
             self.wheel
                 .set(dialog, now_ms.saturating_add(Self::tombstone_ms(interval)));
@@ -615,13 +547,11 @@ impl SessionTimers {
     /// Every tracked session with its absolute expiry, to persist.
     pub fn snapshot(&self) -> Vec<SessionRecord> {
         self.tracks
-            .iter()
-            .filter_map(|(&dialog, t)| {
-                Some(SessionRecord {
-                    dialog,
-                    session: t.session?,
-                    expires_at_ms: self.wheel.expires_at(dialog),
-                })
+            .sessions_iter()
+            .map(|(dialog, session)| SessionRecord {
+                dialog,
+                session,
+                expires_at_ms: self.wheel.expires_at(dialog),
             })
             .collect()
     }
@@ -631,7 +561,7 @@ impl SessionTimers {
     pub fn restore(&mut self, records: impl IntoIterator<Item = SessionRecord>) {
         for r in records {
             self.expired.remove(&r.dialog);
-            self.put_session(r.dialog, Some(r.session));
+            self.tracks.put_session(r.dialog, Some(r.session));
             match r.expires_at_ms {
                 Some(at) => {
                     self.wheel.set(r.dialog, at);

@@ -374,7 +374,10 @@ fn refresh_offers_for_unknown_call_ids_are_not_kept() {
 #[test]
 fn a_call_id_sharing_a_live_dialogs_hash_does_not_take_its_place() {
     // The hash reads the first 256 bytes only: these two share it.
-    let (a, b) = (format!("{}a", "x".repeat(256)), format!("{}b", "x".repeat(256)));
+    let (a, b) = (
+        format!("{}a", "x".repeat(256)),
+        format!("{}b", "x".repeat(256)),
+    );
     assert_eq!(
         sip_ka_common::callid_hash(a.as_bytes()),
         sip_ka_common::callid_hash(b.as_bytes())
@@ -390,6 +393,9 @@ fn a_call_id_sharing_a_live_dialogs_hash_does_not_take_its_place() {
     d.on_request(&other, ua, now());
     assert_eq!(d.phase(&b), None);
     assert!(!d.known(&b) && d.ua_flow(&b).is_none());
-    d.on_response(&other.response(486, "Busy Here", Some("c1")).unwrap(), now());
+    d.on_response(
+        &other.response(486, "Busy Here", Some("c1")).unwrap(),
+        now(),
+    );
     assert_eq!((d.len(), d.phase(&a)), (1, Some(Phase::Confirmed)));
 }
