@@ -106,7 +106,7 @@ impl Dialogs {
         // with a fresh Call-ID) would leave its offer for ever: it is not
         // kept. A dialog-creating INVITE makes its dialog next
         // (`on_request_from`), or drops the offer if the caps refuse it.
-        if !known && !(msg.method() == Some(&Method::Invite) && msg.to_tag().is_none()) {
+        if !(known || (msg.method() == Some(&Method::Invite) && msg.to_tag().is_none())) {
             self.timers.forget_offer(hash);
         }
         action

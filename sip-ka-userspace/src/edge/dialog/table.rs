@@ -237,13 +237,12 @@ impl Dialogs {
             }
         }
         match msg.method() {
-            Some(Method::Invite) if msg.to_tag().is_none() && self.get(call_id).is_none() => {
-                // Another Call-ID with the same hash holds the entry (the
-                // hash is no secret, and long Call-IDs share theirs): the
-                // call goes on untracked rather than taking the other's.
-                if !self.by_hash.contains_key(&hash) {
-                    self.add_pending(msg, call_id, hash, ua, caller_is_ua, now_ms);
-                }
+            // A dialog of this Call-ID exists already; or another Call-ID
+            // with the same hash holds the entry (the hash is no secret,
+            // and long Call-IDs share theirs): the call goes on untracked
+            // rather than taking the other's.
+            Some(Method::Invite) if msg.to_tag().is_none() && !self.by_hash.contains_key(&hash) => {
+                self.add_pending(msg, call_id, hash, ua, caller_is_ua, now_ms);
             }
             Some(Method::Bye) => {
                 // A BYE for one fork while another is confirmed ends that
