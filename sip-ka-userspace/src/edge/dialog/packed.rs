@@ -1,9 +1,9 @@
 //! What a dialog keeps beyond its hot fields, in one allocation: its
 //! creation time, phase start, UA flow and every string (Call-ID, the
 //! INVITE's From, the 2xx's To, both Contact URIs, the forks), the strings
-//! back to back with a range table in front. A string already in the text
-//! (a fork's To and Contact are the callee's, its tag is inside its To) is
-//! stored once. A million live calls make this the table's size, so a
+//! back to back with a range table in front. A fork's To and Contact,
+//! when they are the callee's, and its tag, inside its To, are not stored
+//! again. A million live calls make this the table's size, so a
 //! dialog costs one heap block instead of a dozen `String`s and a second
 //! map.
 //!
@@ -126,25 +126,35 @@ impl Packed {
     pub(super) fn pack(c: &Cold) -> Packed {
         let mut text = String::new();
         let mut ranges: Vec<Option<(usize, usize)>> = Vec::with_capacity(FIXED + 3);
-        let mut add = |s: Option<&str>, text: &mut String| {
-            ranges.push(s.map(|s| {
-                if let Some(at) = text.find(s) {
-                    (at, at + s.len())
-                } else {
-                    text.push_str(s);
-                    (text.len() - s.len(), text.len())
-                }
-            }))
+        let append = |s: &str, text: &mut String| {
+            text.push_str(s);
+            (text.len() - s.len(), text.len())
         };
-        add(Some(&c.call_id), &mut text);
-        add(Some(&c.caller_from), &mut text);
-        add(c.callee_to.as_deref(), &mut text);
-        add(c.caller_contact.as_deref(), &mut text);
-        add(c.callee_contact.as_deref(), &mut text);
+        ranges.push(Some(append(&c.call_id, &mut text)));
+        ranges.push(Some(append(&c.caller_from, &mut text)));
+        let callee_to = c.callee_to.as_deref().map(|s| append(s, &mut text));
+        ranges.push(callee_to);
+        ranges.push(c.caller_contact.as_deref().map(|s| append(s, &mut text)));
+        let callee_contact = c.callee_contact.as_deref().map(|s| append(s, &mut text));
+        ranges.push(callee_contact);
+        // A fork's strings are looked for only where they are expected
+        // (the callee's To and Contact, the fork's own To): never a search
+        // through the whole text, which a From of 16 KB would make slow.
         for f in &c.forks {
-            add(Some(&f.to), &mut text);
-            add(Some(&f.tag), &mut text);
-            add(f.contact.as_deref(), &mut text);
+            let to = match callee_to {
+                Some(r) if c.callee_to.as_deref() == Some(f.to.as_str()) => r,
+                _ => append(&f.to, &mut text),
+            };
+            ranges.push(Some(to));
+            let tag = text
+                .get(to.0..to.1)
+                .and_then(|t| t.rfind(f.tag.as_str()))
+                .map(|at| (to.0 + at, to.0 + at + f.tag.len()));
+            ranges.push(Some(tag.unwrap_or_else(|| append(&f.tag, &mut text))));
+            ranges.push(f.contact.as_deref().map(|s| match callee_contact {
+                Some(r) if c.callee_contact.as_deref() == Some(s) => r,
+                _ => append(s, &mut text),
+            }));
         }
         let flow = encode_flow(&c.ua);
         let wide = text.len() >= usize::from(u16::MAX);
