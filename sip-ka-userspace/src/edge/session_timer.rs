@@ -28,7 +28,10 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::sip::{Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessage};
+
+mod track;
 use crate::util::timer_wheel::{IdHashBuilder, TimerWheel};
+use track::{cseq, Kept, Tracks};
 
 /// The smallest Min-SE allowed by RFC 4028 (section 4 and 5).
 pub const RFC_MIN_SE: u32 = 90;
@@ -313,9 +316,8 @@ pub struct SessionTimers {
     cfg: TimerConfig,
     reap: bool,
     wheel: TimerWheel,
-    sessions: HashMap<u64, Session, IdHashBuilder>,
-    /// The outstanding refresh request of a dialog: (CSeq number, offer).
-    pending: HashMap<u64, (u32, Offer), IdHashBuilder>,
+    /// Sessions and outstanding refresh requests.
+    tracks: Tracks<Session>,
     /// Expired dialogs, remembered for [`SessionTimers::tombstone_ms`] so
     /// that a late refresh gets 481; purged by the same wheel.
     expired: HashMap<u64, (), IdHashBuilder>,
@@ -332,8 +334,7 @@ impl SessionTimers {
             cfg,
             reap: reap_expired,
             wheel: TimerWheel::new(1, now_ms),
-            sessions: HashMap::with_hasher(IdHashBuilder::default()),
-            pending: HashMap::with_hasher(IdHashBuilder::default()),
+            tracks: Tracks::default(),
             expired: HashMap::with_hasher(IdHashBuilder::default()),
             expired_total: 0,
         }
@@ -350,11 +351,11 @@ impl SessionTimers {
 
     /// Confirmed dialogs tracked.
     pub fn len(&self) -> usize {
-        self.sessions.len()
+        self.tracks.sessions()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.tracks.sessions() == 0
     }
 
     /// Sessions expired since the start (`sessions_expired`).
@@ -363,7 +364,7 @@ impl SessionTimers {
     }
 
     pub fn session(&self, dialog: u64) -> Option<Session> {
-        self.sessions.get(&dialog).copied()
+        self.tracks.session(dialog)
     }
 
     /// Milliseconds until the session of `dialog` expires (0 when due).
@@ -414,13 +415,20 @@ impl SessionTimers {
             Some(m) if is_refresh_method(m) => {}
             _ => return RequestAction::NotApplicable,
         }
-        if req.to_tag().is_some() && self.expired.contains_key(&dialog) {
+        if self.expired.contains_key(&dialog) && req.to_tag().is_some() {
             return reject(req, 481, "Call/Transaction Does Not Exist", None);
         }
         let action = process_request(&self.cfg, req, to_tag);
         if let RequestAction::Forward(offer) = &action {
-            let seq = req.cseq().map_or(0, |c| c.seq);
-            self.pending.insert(dialog, (seq, *offer));
+            let seq = cseq(req).map_or(0, |c| c.seq);
+            self.tracks.put_offer(
+                dialog,
+                Some(Kept {
+                    seq,
+                    session_expires: offer.session_expires,
+                    uac_supports_timer: offer.uac_supports_timer,
+                }),
+            );
         }
         action
     }
@@ -436,7 +444,7 @@ impl SessionTimers {
         resp: &mut SipMessage,
         now_ms: u64,
     ) -> Option<Negotiated> {
-        let cseq = resp.cseq()?;
+        let cseq = cseq(resp)?;
         if !is_refresh_method(&cseq.method) {
             return None;
         }
@@ -447,8 +455,12 @@ impl SessionTimers {
         // The offer stays until a newer request replaces it: a 2xx is
         // retransmitted until the ACK comes (and forks send 2xx of their
         // own), and each copy must be treated like the first.
-        let offer = match self.pending.get(&dialog) {
-            Some(&(seq, offer)) if seq == cseq.seq => Some(offer),
+        let offer = match self.tracks.offer(dialog) {
+            Some(k) if k.seq == cseq.seq => Some(Offer {
+                uac_supports_timer: k.uac_supports_timer,
+                session_expires: k.session_expires,
+                edit: RequestEdit::Unchanged,
+            }),
             _ => None,
         };
         if !(200..300).contains(&code) {
@@ -471,23 +483,23 @@ impl SessionTimers {
         self.expired.remove(&dialog);
         match negotiated {
             Some(n) => {
-                self.sessions.insert(
+                self.tracks.put_session(
                     dialog,
-                    Session {
+                    Some(Session {
                         interval: n.interval,
                         refresher: n.refresher,
-                    },
+                    }),
                 );
                 self.wheel
                     .set(dialog, now_ms.saturating_add(u64::from(n.interval) * 1_000));
             }
             None => {
-                self.sessions.insert(
+                self.tracks.put_session(
                     dialog,
-                    Session {
+                    Some(Session {
                         interval: 0,
                         refresher: None,
-                    },
+                    }),
                 );
                 self.wheel.cancel(dialog);
             }
@@ -498,20 +510,19 @@ impl SessionTimers {
     /// Drops the offer kept for `dialog`'s outstanding refresh, if any
     /// (its dialog is not tracked).
     pub fn forget_offer(&mut self, dialog: u64) {
-        self.pending.remove(&dialog);
+        self.tracks.put_offer(dialog, None);
     }
 
     /// Offers kept for outstanding refresh requests.
     pub fn offers(&self) -> usize {
-        self.pending.len()
+        self.tracks.offers()
     }
 
     /// The dialog ended (BYE, failure): forget it.
     pub fn end(&mut self, dialog: u64) -> Option<Session> {
         self.wheel.cancel(dialog);
         self.expired.remove(&dialog);
-        self.pending.remove(&dialog);
-        self.sessions.remove(&dialog)
+        self.tracks.end(dialog)
     }
 
     /// Sessions whose expiry is at or before `now_ms`: removed (RFC 4028
@@ -524,8 +535,7 @@ impl SessionTimers {
             if self.expired.remove(&dialog).is_some() {
                 continue; // a tombstone's time is up
             }
-            self.pending.remove(&dialog);
-            let interval = self.sessions.remove(&dialog).map_or(0, |s| s.interval);
+            let interval = self.tracks.end(dialog).map_or(0, |s| s.interval);
             self.expired.insert(dialog, ());
             self.wheel
                 .set(dialog, now_ms.saturating_add(Self::tombstone_ms(interval)));
@@ -541,9 +551,9 @@ impl SessionTimers {
 
     /// Every tracked session with its absolute expiry, to persist.
     pub fn snapshot(&self) -> Vec<SessionRecord> {
-        self.sessions
-            .iter()
-            .map(|(&dialog, &session)| SessionRecord {
+        self.tracks
+            .sessions_iter()
+            .map(|(dialog, session)| SessionRecord {
                 dialog,
                 session,
                 expires_at_ms: self.wheel.expires_at(dialog),
@@ -556,7 +566,7 @@ impl SessionTimers {
     pub fn restore(&mut self, records: impl IntoIterator<Item = SessionRecord>) {
         for r in records {
             self.expired.remove(&r.dialog);
-            self.sessions.insert(r.dialog, r.session);
+            self.tracks.put_session(r.dialog, Some(r.session));
             match r.expires_at_ms {
                 Some(at) => {
                     self.wheel.set(r.dialog, at);

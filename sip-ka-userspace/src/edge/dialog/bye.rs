@@ -16,20 +16,30 @@ pub(super) fn byes(
     upstream: SocketAddr,
     local: SocketAddr,
 ) -> Vec<(SipMessage, Flow)> {
-    let Some(callee_to) = &d.callee_to else {
+    let Some(callee_to) = d.cold.callee_to() else {
         return Vec::new();
     };
     let upstream = Flow::Udp(upstream);
     let (caller_addr, callee_addr) = if d.caller_is_ua {
-        (d.ua, upstream)
+        (d.ua(), upstream)
     } else {
-        (upstream, d.ua)
+        (upstream, d.ua())
     };
     let cseq = d.cseq.saturating_add(1);
     let mut out = Vec::new();
     for (ruri, from, to, dest) in [
-        (&d.callee_contact, &d.caller_from, callee_to, callee_addr),
-        (&d.caller_contact, callee_to, &d.caller_from, caller_addr),
+        (
+            d.cold.callee_contact(),
+            d.cold.caller_from(),
+            callee_to,
+            callee_addr,
+        ),
+        (
+            d.cold.caller_contact(),
+            callee_to,
+            d.cold.caller_from(),
+            caller_addr,
+        ),
     ] {
         let Some(ruri) = ruri else { continue };
         let host = forward::uri_host(local.ip());
@@ -43,8 +53,8 @@ pub(super) fn byes(
         let built = RequestBuilder::for_uri(Method::Bye, ruri).and_then(|b| {
             b.via(Via::new(transport, &host, Some(port), &branch))
                 .max_forwards(70)
-                .from(from.as_str())
-                .to(to.as_str())
+                .from(from)
+                .to(to)
                 .call_id(call_id)
                 .cseq(cseq)
                 .header("Reason", "SIP;cause=408;text=\"Session expired\"")

@@ -4,9 +4,11 @@
 
 use std::net::SocketAddr;
 
+use sip_ka_common::callid_hash;
+
 use super::{
     bye::byes,
-    model::{session_flags, Phase},
+    model::{self, session_flags, Phase},
     table::{Dialogs, Ended, Idle},
 };
 use crate::{
@@ -27,10 +29,10 @@ impl Dialogs {
             wheel: TimerWheel::new(1, now_ms),
         });
         let confirmed: Vec<(u64, u64)> = self
-            .by_call
-            .values()
-            .filter(|d| d.phase == Phase::Confirmed)
-            .map(|d| (d.hash, d.last_activity_ms))
+            .by_hash
+            .iter()
+            .filter(|(_, d)| d.phase == Phase::Confirmed)
+            .map(|(&h, d)| (h, d.last_activity_ms))
             .collect();
         for (hash, last) in confirmed {
             self.arm_idle(hash, last);
@@ -48,30 +50,31 @@ impl Dialogs {
     /// cost more than it saves): after a restart the idle clock starts
     /// again from the restart.
     pub fn touch(&mut self, msg: &SipMessage, from_ua: Option<Flow>, now: u64) {
-        let Some(call_id) = msg.call_id() else {
+        let Some(call_id) = model::call_id(msg) else {
             return;
         };
-        let Some(d) = self.by_call.get_mut(call_id) else {
+        let hash = callid_hash(call_id.as_bytes());
+        let Some(d) = self.get_mut(call_id) else {
             return;
         };
         d.last_activity_ms = now;
         // A keep-alive on a new connection (after a restart, or a
         // reconnect) is how the UA is reached from now on, if it is the
         // UA's (see `may_move_to`).
-        if let Some(flow) = from_ua.filter(|f| f.is_stream() && *f != d.ua && d.may_move_to(msg, f))
+        if let Some(flow) =
+            from_ua.filter(|f| f.is_stream() && *f != d.ua() && d.may_move_to(msg, f))
         {
-            d.ua = flow;
+            d.set_ua(flow);
             self.save(call_id);
-            let Some(d) = self.by_call.get(call_id) else {
+            let Some(d) = self.get(call_id) else {
                 return;
             };
-            let (hash, confirmed) = (d.hash, d.phase == Phase::Confirmed);
-            if confirmed {
+            if d.phase == Phase::Confirmed {
                 self.arm_idle(hash, now);
             }
             return;
         }
-        let (hash, confirmed) = (d.hash, d.phase == Phase::Confirmed);
+        let confirmed = d.phase == Phase::Confirmed;
         if confirmed {
             self.arm_idle(hash, now);
         }
@@ -83,7 +86,8 @@ impl Dialogs {
 
     /// The session of a dialog and its time left, if a timer runs.
     pub fn session(&self, call_id: &str, now_ms: u64) -> Option<(Session, Option<u64>)> {
-        let hash = self.by_call.get(call_id)?.hash;
+        self.get(call_id)?;
+        let hash = callid_hash(call_id.as_bytes());
         let s = self.timers.session(hash)?;
         Some((s, self.timers.time_left_ms(hash, now_ms)))
     }
@@ -91,18 +95,18 @@ impl Dialogs {
     /// RFC 4028 8.1 on a refresh request (INVITE, re-INVITE, UPDATE) on
     /// its way through; `to_tag` goes into a 422 or 481 the edge answers.
     pub fn timer_request(&mut self, msg: &mut SipMessage, to_tag: Option<&str>) -> RequestAction {
-        let Some(hash) = msg.call_id_hash() else {
+        let Some(call_id) = model::call_id(msg) else {
             return RequestAction::NotApplicable;
         };
+        let hash = callid_hash(call_id.as_bytes());
+        let known = self.get(call_id).is_some();
         let action = self.timers.on_request(hash, msg, to_tag);
         // An offer is read only for a dialog in the table, and dropped
         // with it. A refresh naming no dialog (any stranger can send one
         // with a fresh Call-ID) would leave its offer for ever: it is not
         // kept. A dialog-creating INVITE makes its dialog next
         // (`on_request_from`), or drops the offer if the caps refuse it.
-        let creates = msg.method() == Some(&Method::Invite) && msg.to_tag().is_none();
-        let known = msg.call_id().is_some_and(|c| self.by_call.contains_key(c));
-        if !known && !creates {
+        if !(known || (msg.method() == Some(&Method::Invite) && msg.to_tag().is_none())) {
             self.timers.forget_offer(hash);
         }
         action
@@ -112,19 +116,19 @@ impl Dialogs {
     /// knows only): a 2xx to a refresh (re)starts the session timer, whose
     /// absolute expiry goes into the mirror.
     pub fn timer_response(&mut self, msg: &mut SipMessage, now_ms: u64) {
-        let Some(call_id) = msg.call_id() else {
+        let Some(call_id) = model::call_id(msg) else {
             return;
         };
-        let Some(d) = self.by_call.get_mut(call_id) else {
+        let hash = callid_hash(call_id.as_bytes());
+        let Some(d) = self.get_mut(call_id) else {
             return;
         };
-        let hash = d.hash;
-        let contact = msg.header("Contact").and_then(name_addr_uri);
-        let to = msg.header("To").map(str::to_string);
         let mut changed = false;
-        if let (Some(code), Some(cseq)) = (msg.status_code(), msg.cseq()) {
+        if let (Some(code), Some(cseq)) = (msg.status_code(), model::cseq(msg)) {
             if cseq.method == Method::Invite && (200..300).contains(&code) && msg.to_tag().is_some()
             {
+                let contact = msg.header("Contact").and_then(name_addr_uri);
+                let to = msg.header("To").map(str::to_string);
                 changed |= d.note_invite_2xx(msg, to, contact);
             }
         }
@@ -141,8 +145,8 @@ impl Dialogs {
             }
         }
         // The 2xx's To and Contact, or a new or refreshed session timer.
-        if changed {
-            if let Some(call_id) = self.by_hash.get(&hash).cloned() {
+        if changed && self.journal.is_some() {
+            if let Some(call_id) = self.call_id_of(hash) {
                 self.save(&call_id);
             }
         }
@@ -153,12 +157,10 @@ impl Dialogs {
     pub fn expire(&mut self, now_ms: u64, upstream: SocketAddr, local: SocketAddr) -> Vec<Ended> {
         let mut out = Vec::new();
         for e in self.timers.expire(now_ms) {
-            let Some(call_id) = self.by_hash.get(&e.dialog).cloned() else {
+            let Some(d) = self.by_hash.get(&e.dialog) else {
                 continue;
             };
-            let Some(d) = self.by_call.get(&call_id) else {
-                continue;
-            };
+            let call_id = d.cold.call_id().to_string();
             let byes = if e.reap {
                 byes(&call_id, d, upstream, local)
             } else {
@@ -171,13 +173,12 @@ impl Dialogs {
                 byes,
             });
             // The tombstone stays in the timers (a late refresh gets 481).
-            if let Some(d) = self.by_call.remove(&call_id) {
-                self.by_hash.remove(&d.hash);
+            if let Some(d) = self.by_hash.remove(&e.dialog) {
                 if let Some(idle) = &mut self.idle {
-                    idle.wheel.cancel(d.hash);
+                    idle.wheel.cancel(e.dialog);
                 }
                 if d.phase != Phase::Pending {
-                    self.sink.remove(d.hash);
+                    self.sink.remove(e.dialog);
                 }
             }
             self.save(&call_id);
@@ -207,12 +208,10 @@ impl Dialogs {
         let due: Vec<u64> = idle.wheel.expire(now_ms).collect();
         let mut out = Vec::new();
         for hash in due {
-            let Some(call_id) = self.by_hash.get(&hash).cloned() else {
+            let Some(d) = self.by_hash.get_mut(&hash) else {
                 continue;
             };
-            let Some(d) = self.by_call.get_mut(&call_id) else {
-                continue;
-            };
+            let call_id = d.cold.call_id().to_string();
             if d.phase != Phase::Confirmed {
                 continue;
             }

@@ -3,6 +3,7 @@
 
 use super::{
     model::{session_flags, Dialog, Phase},
+    packed::Cold,
     table::Dialogs,
 };
 use crate::{
@@ -21,24 +22,25 @@ impl Dialogs {
     }
 
     /// The stored form of a dialog.
-    fn record(&self, call_id: &str, d: &Dialog) -> DialogRecord {
+    fn record(&self, hash: u64, d: &Dialog) -> DialogRecord {
+        let c = d.cold.unpack();
         DialogRecord {
-            call_id: call_id.to_string(),
+            call_id: c.call_id,
             phase: d.phase.name().to_string(),
-            ua: FlowRecord::of(&d.ua),
-            created_unix: d.created_unix,
-            since_ms: d.since_ms,
+            ua: FlowRecord::of(&c.ua),
+            created_unix: c.created_unix,
+            since_ms: c.since_ms,
             caller_is_ua: d.caller_is_ua,
-            caller_from: d.caller_from.clone(),
-            callee_to: d.callee_to.clone(),
-            caller_contact: d.caller_contact.clone(),
-            callee_contact: d.callee_contact.clone(),
+            caller_from: c.caller_from,
+            callee_to: c.callee_to,
+            caller_contact: c.caller_contact,
+            callee_contact: c.callee_contact,
             cseq: d.cseq,
-            forks: d.forks.clone(),
-            session: self.timers.session(d.hash).map(|s| persist::SessionRecord {
+            forks: c.forks,
+            session: self.timers.session(hash).map(|s| persist::SessionRecord {
                 interval: s.interval,
                 refresher: s.refresher.map(|r| r.to_string()),
-                expires_at_ms: self.timers.expires_at_ms(d.hash),
+                expires_at_ms: self.timers.expires_at_ms(hash),
             }),
         }
     }
@@ -49,13 +51,14 @@ impl Dialogs {
         if self.journal.is_none() {
             return;
         }
-        let rec = match self.by_call.get(call_id) {
-            Some(d) => Record::Upsert(Box::new(self.record(call_id, d))),
+        let hash = sip_ka_common::callid_hash(call_id.as_bytes());
+        let rec = match self.get(call_id) {
+            Some(d) => Record::Upsert(Box::new(self.record(hash, d))),
             None => Record::Remove {
                 call_id: call_id.to_string(),
             },
         };
-        let live = self.by_call.len();
+        let live = self.by_hash.len();
         let compact = self.journal.as_mut().is_some_and(|j| {
             j.append(&rec);
             j.wants_compaction(live)
@@ -75,9 +78,9 @@ impl Dialogs {
             return;
         };
         let all: Vec<DialogRecord> = self
-            .by_call
+            .by_hash
             .iter()
-            .map(|(c, d)| self.record(c, d))
+            .map(|(&h, d)| self.record(h, d))
             .collect();
         if let Err(e) = j.compact(&all) {
             log::warn!("state: compacting {}: {e:#}", j.dir().display());
@@ -124,27 +127,21 @@ impl Dialogs {
             if let Some(state) = phase.map_state() {
                 self.sink.upsert(hash, state, r.created_unix);
             }
-            self.by_hash.insert(hash, r.call_id.clone());
-            self.by_call.insert(
-                r.call_id,
-                Dialog {
-                    phase,
-                    hash,
-                    ua: r.ua.restore(),
-                    created_unix: r.created_unix,
-                    since_ms: r.since_ms.min(now_ms),
-                    caller_is_ua: r.caller_is_ua,
-                    caller_from: r.caller_from,
-                    callee_to: r.callee_to,
-                    caller_contact: r.caller_contact,
-                    callee_contact: r.callee_contact,
-                    cseq: r.cseq,
-                    forks: r.forks,
-                    // The idle clock restarts: a restart never ends a call
-                    // earlier than its idle limit after the restart.
-                    last_activity_ms: now_ms,
-                },
-            );
+            let cold = Cold {
+                created_unix: r.created_unix,
+                since_ms: r.since_ms.min(now_ms),
+                ua: r.ua.restore(),
+                call_id: r.call_id,
+                caller_from: r.caller_from,
+                callee_to: r.callee_to,
+                caller_contact: r.caller_contact,
+                callee_contact: r.callee_contact,
+                forks: r.forks,
+            };
+            // The idle clock restarts: a restart never ends a call earlier
+            // than its idle limit after the restart.
+            let d = Dialog::new(phase, r.cseq, r.caller_is_ua, now_ms, &cold);
+            self.by_hash.insert(hash, d);
         }
         self.timers.restore(sessions.iter().copied());
         for s in &sessions {
@@ -156,25 +153,21 @@ impl Dialogs {
                 .set_session(s.dialog, expires, session_flags(&s.session));
         }
         let confirmed: Vec<u64> = self
-            .by_call
-            .values()
-            .filter(|d| d.phase == Phase::Confirmed)
-            .map(|d| d.hash)
+            .by_hash
+            .iter()
+            .filter(|(_, d)| d.phase == Phase::Confirmed)
+            .map(|(&h, _)| h)
             .collect();
         for hash in confirmed {
             self.arm_idle(hash, now_ms);
         }
-        let by_hash = &self.by_hash;
-        let live: std::collections::HashSet<u64> = by_hash
+        let live: std::collections::HashSet<u64> = self
+            .by_hash
             .iter()
-            .filter(|(_, c)| {
-                self.by_call
-                    .get(*c)
-                    .is_some_and(|d| d.phase != Phase::Pending)
-            })
+            .filter(|(_, d)| d.phase != Phase::Pending)
             .map(|(h, _)| *h)
             .collect();
         let stale = self.sink.retain(&|h| live.contains(&h));
-        (self.by_call.len(), refused, stale)
+        (self.by_hash.len(), refused, stale)
     }
 }

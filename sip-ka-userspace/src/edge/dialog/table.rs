@@ -5,9 +5,12 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use sip_ka_common::callid_hash;
+
 use super::{
     mirror::DialogSink,
-    model::{Dialog, Phase},
+    model::{self, Dialog, Phase},
+    packed::Cold,
 };
 use crate::{
     edge::{
@@ -16,7 +19,10 @@ use crate::{
         transport::Flow,
     },
     sip::{name_addr_uri, Method, SipMessage},
-    util::{capped::Capped, timer_wheel::TimerWheel},
+    util::{
+        capped::Capped,
+        timer_wheel::{IdHashBuilder, TimerWheel},
+    },
 };
 
 /// What the edge needs to end an expired dialog on both sides.
@@ -36,8 +42,11 @@ pub const BYE_LIMIT: Duration = Duration::from_secs(32);
 
 /// The dialog table.
 pub struct Dialogs {
-    pub(super) by_call: HashMap<String, Dialog>,
-    pub(super) by_hash: HashMap<u64, String>,
+    /// By Call-ID hash (the DIALOGS map's key and the timers' id); the
+    /// Call-ID itself is in the dialog and checked on every lookup by
+    /// Call-ID. A Call-ID whose hash another live dialog holds gets no
+    /// dialog (see [`Dialogs::on_request_from`]).
+    pub(super) by_hash: HashMap<u64, Dialog, IdHashBuilder>,
     pub(super) sink: Box<dyn DialogSink>,
     pub(super) timers: SessionTimers,
     /// A session timer change to mirror once the dialog's entry exists.
@@ -53,7 +62,9 @@ pub struct Dialogs {
 }
 
 /// What a pending dialog is charged beyond its strings: its entries in
-/// both maps, the queue and the struct (a round figure above their size).
+/// the map and the queue and the struct (a round figure above their
+/// size; unchanged from when a dialog held a dozen strings and two maps,
+/// so that the caps hold as many dialogs as before).
 const PENDING_OVERHEAD: usize = 256;
 
 /// The second clock of a confirmed dialog: no in-dialog traffic for
@@ -76,8 +87,7 @@ impl Dialogs {
 
     pub fn with_timers(sink: Box<dyn DialogSink>, timers: SessionTimers) -> Dialogs {
         Dialogs {
-            by_call: HashMap::new(),
-            by_hash: HashMap::new(),
+            by_hash: HashMap::with_hasher(IdHashBuilder::default()),
             sink,
             timers,
             pending_session: None,
@@ -113,41 +123,60 @@ impl Dialogs {
     }
 
     pub fn len(&self) -> usize {
-        self.by_call.len()
+        self.by_hash.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_call.is_empty()
+        self.by_hash.is_empty()
+    }
+
+    /// The dialog of this Call-ID.
+    pub(super) fn get(&self, call_id: &str) -> Option<&Dialog> {
+        self.by_hash
+            .get(&callid_hash(call_id.as_bytes()))
+            .filter(|d| d.cold.call_id() == call_id)
+    }
+
+    pub(super) fn get_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
+        self.by_hash
+            .get_mut(&callid_hash(call_id.as_bytes()))
+            .filter(|d| d.cold.call_id() == call_id)
+    }
+
+    /// The Call-ID of the dialog with this hash.
+    pub(super) fn call_id_of(&self, hash: u64) -> Option<String> {
+        self.by_hash
+            .get(&hash)
+            .map(|d| d.cold.call_id().to_string())
     }
 
     /// Whether in-dialog requests with this Call-ID have a dialog to
     /// belong to (early, confirmed or ending).
     pub fn known(&self, call_id: &str) -> bool {
-        self.by_call
-            .get(call_id)
-            .is_some_and(|d| d.phase != Phase::Pending)
+        self.get(call_id).is_some_and(|d| d.phase != Phase::Pending)
     }
 
     pub fn phase(&self, call_id: &str) -> Option<Phase> {
-        self.by_call.get(call_id).map(|d| d.phase)
+        self.get(call_id).map(|d| d.phase)
     }
 
     /// How the UA of this Call-ID is reached.
     pub fn ua_flow(&self, call_id: &str) -> Option<Flow> {
-        self.by_call.get(call_id).map(|d| d.ua)
+        self.get(call_id).map(Dialog::ua)
     }
 
     fn set(&mut self, call_id: &str, phase: Phase, now_ms: u64) {
-        if let Some(d) = self.by_call.get_mut(call_id) {
+        let hash = callid_hash(call_id.as_bytes());
+        if let Some(d) = self.get_mut(call_id) {
             if d.phase == phase {
                 return;
             }
             d.phase = phase;
-            d.since_ms = now_ms;
-            self.pending.remove(&d.hash);
-            let (hash, last) = (d.hash, d.last_activity_ms);
+            d.cold.set_since_ms(now_ms);
+            let (last, created) = (d.last_activity_ms, d.cold.created_unix());
+            self.pending.remove(&hash);
             if let Some(state) = phase.map_state() {
-                self.sink.upsert(d.hash, state, d.created_unix);
+                self.sink.upsert(hash, state, created);
             }
             if phase == Phase::Confirmed {
                 self.arm_idle(hash, last.max(now_ms));
@@ -159,15 +188,18 @@ impl Dialogs {
     }
 
     pub(super) fn end(&mut self, call_id: &str) {
-        if let Some(d) = self.by_call.remove(call_id) {
-            self.by_hash.remove(&d.hash);
-            self.pending.remove(&d.hash);
-            self.timers.end(d.hash);
+        let hash = callid_hash(call_id.as_bytes());
+        if self.get(call_id).is_none() {
+            return;
+        }
+        if let Some(d) = self.by_hash.remove(&hash) {
+            self.pending.remove(&hash);
+            self.timers.end(hash);
             if let Some(idle) = &mut self.idle {
-                idle.wheel.cancel(d.hash);
+                idle.wheel.cancel(hash);
             }
             if d.phase != Phase::Pending {
-                self.sink.remove(d.hash);
+                self.sink.remove(hash);
             }
             self.save(call_id);
         }
@@ -181,12 +213,14 @@ impl Dialogs {
 
     /// [`Dialogs::on_request`], saying whether the UA sent it.
     pub fn on_request_from(&mut self, msg: &SipMessage, ua: Flow, caller_is_ua: bool, now_ms: u64) {
-        let (Some(call_id), Some(hash)) = (msg.call_id(), msg.call_id_hash()) else {
+        let Some(call_id) = model::call_id(msg) else {
             return;
         };
-        if let Some(d) = self.by_call.get_mut(call_id) {
+        let hash = callid_hash(call_id.as_bytes());
+        let journaled = self.journal.is_some();
+        if let Some(d) = self.get_mut(call_id) {
             let mut changed = false;
-            if let Some(c) = msg.cseq() {
+            if let Some(c) = model::cseq(msg) {
                 changed |= c.seq > d.cseq;
                 d.cseq = d.cseq.max(c.seq);
             }
@@ -195,33 +229,32 @@ impl Dialogs {
             // is one that reconnected for any other reason: the UA's
             // latest connection is the way to it. Only the UA's: same
             // address, same dialog tags.
-            if caller_is_ua && ua.is_stream() && d.ua != ua && d.may_move_to(msg, &ua) {
-                d.ua = ua;
+            if caller_is_ua && ua.is_stream() && d.ua() != ua && d.may_move_to(msg, &ua) {
+                d.set_ua(ua);
                 changed = true;
             }
             // In-dialog traffic (either direction) keeps it from idling.
             d.last_activity_ms = now_ms;
-            let (hash, confirmed) = (d.hash, d.phase == Phase::Confirmed);
+            let confirmed = d.phase == Phase::Confirmed;
             if confirmed {
                 self.arm_idle(hash, now_ms);
             }
-            if changed {
+            if changed && journaled {
                 self.save(call_id);
             }
         }
         match msg.method() {
-            Some(Method::Invite)
-                if msg.to_tag().is_none() && !self.by_call.contains_key(call_id) =>
-            {
+            // A dialog of this Call-ID exists already; or another Call-ID
+            // with the same hash holds the entry (the hash is no secret,
+            // and long Call-IDs share theirs): the call goes on untracked
+            // rather than taking the other's.
+            Some(Method::Invite) if msg.to_tag().is_none() && !self.by_hash.contains_key(&hash) => {
                 self.add_pending(msg, call_id, hash, ua, caller_is_ua, now_ms);
             }
             Some(Method::Bye) => {
                 // A BYE for one fork while another is confirmed ends that
                 // fork only (on its 2xx): the Call-ID stays confirmed.
-                let others = self
-                    .by_call
-                    .get(call_id)
-                    .is_some_and(|d| d.other_forks_live(msg));
+                let others = self.get(call_id).is_some_and(|d| d.other_forks_live(msg));
                 if !others {
                     self.set(call_id, Phase::Terminating, now_ms);
                 }
@@ -254,29 +287,26 @@ impl Dialogs {
                 self.timers.end(hash);
                 return;
             }
-            if let Some(c) = self.by_hash.get(&old).cloned() {
+            if let Some(c) = self.call_id_of(old) {
                 self.end(&c);
             }
         }
-        self.by_call.insert(
-            call_id.to_string(),
-            Dialog {
-                phase: Phase::Pending,
-                hash,
-                ua,
-                created_unix: now_ms / 1_000,
-                since_ms: now_ms,
-                caller_is_ua,
-                caller_from,
-                callee_to: None,
-                caller_contact,
-                callee_contact: None,
-                cseq: msg.cseq().map_or(1, |c| c.seq),
-                last_activity_ms: now_ms,
-                forks: Vec::new(),
-            },
+        let cold = Cold {
+            created_unix: now_ms / 1_000,
+            since_ms: now_ms,
+            ua,
+            call_id: call_id.to_string(),
+            caller_from,
+            callee_to: None,
+            caller_contact,
+            callee_contact: None,
+            forks: Vec::new(),
+        };
+        let cseq = model::cseq(msg).map_or(1, |c| c.seq);
+        self.by_hash.insert(
+            hash,
+            Dialog::new(Phase::Pending, cseq, caller_is_ua, now_ms, &cold),
         );
-        self.by_hash.insert(hash, call_id.to_string());
         self.save(call_id);
     }
 
@@ -288,7 +318,7 @@ impl Dialogs {
 
     fn phase_response(&mut self, msg: &SipMessage, now_ms: u64) {
         let (Some(call_id), Some(code), Some(cseq)) =
-            (msg.call_id(), msg.status_code(), msg.cseq())
+            (model::call_id(msg), msg.status_code(), model::cseq(msg))
         else {
             return;
         };
@@ -310,7 +340,7 @@ impl Dialogs {
             // stays (terminating) until then or until the sweep.
             Method::Bye if code == 401 || code == 407 => {}
             Method::Bye if code >= 200 => {
-                let fork = self.by_call.get_mut(call_id).and_then(|d| {
+                let fork = self.get_mut(call_id).and_then(|d| {
                     if !d.other_forks_live(msg) {
                         return None;
                     }
@@ -340,17 +370,17 @@ impl Dialogs {
     /// [`EARLY_LIMIT`], or whose BYE got no response within [`BYE_LIMIT`].
     pub fn sweep(&mut self, now_ms: u64) -> usize {
         let stale: Vec<String> = self
-            .by_call
-            .iter()
-            .filter(|(_, d)| {
-                let age = Duration::from_millis(now_ms.saturating_sub(d.since_ms));
+            .by_hash
+            .values()
+            .filter(|d| {
+                let age = Duration::from_millis(now_ms.saturating_sub(d.cold.since_ms()));
                 match d.phase {
                     Phase::Pending | Phase::Early => age > EARLY_LIMIT,
                     Phase::Terminating => age > BYE_LIMIT,
                     Phase::Confirmed => false,
                 }
             })
-            .map(|(k, _)| k.clone())
+            .map(|d| d.cold.call_id().to_string())
             .collect();
         for k in &stale {
             self.end(k);

@@ -193,7 +193,7 @@ fn a_reinvite_from_the_pbx_side_does_not_keep_the_dialog_after_bye() {
     let ended = {
         let byes = byes(
             "d1@example.com",
-            d.by_call.get("d1@example.com").unwrap(),
+            d.get("d1@example.com").unwrap(),
             "198.18.0.1:5080".parse().unwrap(),
             "198.18.0.1:5060".parse().unwrap(),
         );
@@ -259,15 +259,9 @@ fn the_bye_to_the_first_fork_moves_reaping_to_the_kept_one() {
     let bye1 = request("BYE", ";tag=b1", 2);
     d.on_request(&bye1, ua, now());
     d.on_response(&bye1.response(200, "OK", None).unwrap(), now());
-    let dl = d.by_call.get("d1@example.com").unwrap();
-    assert_eq!(
-        dl.callee_to.as_deref().and_then(tag_of).as_deref(),
-        Some("b2")
-    );
-    assert_eq!(
-        dl.callee_contact.as_deref(),
-        Some("sip:carol@198.18.0.1:5080")
-    );
+    let dl = d.get("d1@example.com").unwrap();
+    assert_eq!(dl.cold.callee_to().and_then(tag_of).as_deref(), Some("b2"));
+    assert_eq!(dl.cold.callee_contact(), Some("sip:carol@198.18.0.1:5080"));
 }
 
 /// An INVITE (no To tag) or, with `to_tag`, a re-INVITE or UPDATE, with
@@ -375,4 +369,33 @@ fn refresh_offers_for_unknown_call_ids_are_not_kept() {
     ok.push_header("Session-Expires", "900;refresher=uac");
     d.timer_response(&mut ok, now());
     assert_eq!(d.session("d1@example.com", now()).unwrap().0.interval, 900);
+}
+
+#[test]
+fn a_call_id_sharing_a_live_dialogs_hash_does_not_take_its_place() {
+    // The hash reads the first 256 bytes only: these two share it.
+    let (a, b) = (
+        format!("{}a", "x".repeat(256)),
+        format!("{}b", "x".repeat(256)),
+    );
+    assert_eq!(
+        sip_ka_common::callid_hash(a.as_bytes()),
+        sip_ka_common::callid_hash(b.as_bytes())
+    );
+    let mut d = Dialogs::new(Box::new(NoSink), now());
+    let ua = Flow::Udp("198.18.0.9:5060".parse().unwrap());
+    let inv = fresh("INVITE", &a, "", 0);
+    d.on_request(&inv, ua, now());
+    d.on_response(&inv.response(200, "OK", Some("b1")).unwrap(), now());
+    assert_eq!(d.phase(&a), Some(Phase::Confirmed));
+    // The second Call-ID is not the first one's dialog, and gets none.
+    let other = fresh("INVITE", &b, "", 0);
+    d.on_request(&other, ua, now());
+    assert_eq!(d.phase(&b), None);
+    assert!(!d.known(&b) && d.ua_flow(&b).is_none());
+    d.on_response(
+        &other.response(486, "Busy Here", Some("c1")).unwrap(),
+        now(),
+    );
+    assert_eq!((d.len(), d.phase(&a)), (1, Some(Phase::Confirmed)));
 }
