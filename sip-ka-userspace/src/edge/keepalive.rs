@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::forward::{fnv1a, names};
+use super::transport::Flow;
 use crate::sip::{Method, SipMessage};
 
 /// Methods the edge answers for itself, in `Allow`.
@@ -95,6 +96,14 @@ pub fn answer(
             Some(r)
         }
     }
+}
+
+/// Whether the edge's own answer `bytes` to a request of `request_len`
+/// bytes that came by `src` would make the edge an amplifier: it goes
+/// back over UDP (whose source anyone can forge) and is more than
+/// [`MAX_ERROR_GROWTH`] bytes larger.
+pub fn amplifies(bytes: &[u8], dest: Flow, src: Flow, request_len: usize) -> bool {
+    dest == src && !src.is_stream() && bytes.len() > request_len + MAX_ERROR_GROWTH
 }
 
 /// The answer's bytes; with a `bound` (UDP), the capability headers are

@@ -225,20 +225,16 @@ impl Edge {
         )
     }
 
-    /// The edge's own answer to a UDP request goes back to an address
-    /// anyone can forge: one much larger than its request would make the
-    /// edge an amplifier, so it is not sent.
+    /// The edge's own answer to a UDP request, much larger than the
+    /// request, is not sent: its source may be forged (an amplifier).
     fn no_amplifier(&self, out: Out, raw_len: usize, src: Flow) -> Out {
-        match out {
-            Some((bytes, dest))
-                if dest == src && !src.is_stream() && bytes.len() > raw_len + MAX_ERROR_GROWTH =>
-            {
-                log::debug!("edge: answer to {src} larger than its request: dropped");
-                Counters::bump(&self.counters.answers_dropped_size);
-                None
-            }
-            out => out,
+        let amplifies = |(b, d): &(Vec<u8>, Flow)| keepalive::amplifies(b, *d, src, raw_len);
+        if !out.as_ref().is_some_and(amplifies) {
+            return out;
         }
+        log::debug!("edge: answer to {src} larger than its request: dropped");
+        Counters::bump(&self.counters.answers_dropped_size);
+        None
     }
 
     /// A request from a UA: it goes to the PBX.
@@ -318,8 +314,11 @@ impl Edge {
             Counters::bump(&c.flow_failed);
             return Err((403, "Forbidden (Bad Flow Token)"));
         }
+        // A request that starts a dialog (no To tag) goes by its Request-URI:
+        // a dialog under its Call-ID is another leg's (a proxy PBX calling a
+        // phone behind this edge keeps the caller's Call-ID).
         let call_id = fwd.call_id().unwrap_or_default();
-        let dialog_ua = self.dialogs().ua_flow(call_id);
+        let dialog_ua = fwd.to_tag().and_then(|_| self.dialogs().ua_flow(call_id));
         let learned = match token {
             // The connection the token names is gone; the UA may have
             // reached the edge again on a new one within the dialog
@@ -1318,6 +1317,46 @@ mod tests {
         assert_eq!(rr.len(), 1);
         let tok = rr[0].uri.user().unwrap();
         assert_eq!(e.transports.tokens.decode(tok), Some(Flow::Udp(ua)));
+    }
+
+    #[test]
+    fn a_proxy_pbx_calling_back_through_the_edge_reaches_the_callee() {
+        let e = edge();
+        let (local, pbx): (SocketAddr, SocketAddr) = (EDGE.parse().unwrap(), PBX.parse().unwrap());
+        let caller: SocketAddr = UA.parse().unwrap();
+        // The caller's INVITE: the edge now has a dialog under p1@ with
+        // the caller's flow.
+        let (fwd, dest) = e
+            .handle(&request("INVITE", "", 1, "v=0\r\n"), caller, local, now())
+            .unwrap();
+        assert_eq!(dest, Flow::Udp(pbx));
+        // A proxy PBX (Kamailio) relays it to the callee, also behind the
+        // edge, with the same Call-ID and From tag.
+        let fwd = String::from_utf8(fwd).unwrap();
+        let callee: SocketAddr = "198.18.0.3:5064".parse().unwrap();
+        let relayed = fwd
+            .replacen(
+                "INVITE sip:service@198.18.0.1:5080",
+                "INVITE sip:bob@198.18.0.3:5064",
+                1,
+            )
+            .replacen(
+                "Via: ",
+                "Via: SIP/2.0/UDP 198.18.0.1:5080;branch=z9hG4bKpx1\r\nVia: ",
+                1,
+            );
+        let (_, dest) = e.handle(relayed.as_bytes(), pbx, local, now()).unwrap();
+        assert_eq!(
+            dest,
+            Flow::Udp(callee),
+            "the callee's INVITE went to {dest:?}"
+        );
+        // Its CANCEL too (no To tag either).
+        let cancel = relayed
+            .replacen("INVITE sip:bob", "CANCEL sip:bob", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+        let (_, dest) = e.handle(cancel.as_bytes(), pbx, local, now()).unwrap();
+        assert_eq!(dest, Flow::Udp(callee));
     }
 
     #[test]
