@@ -199,63 +199,6 @@ fn descendants(pid: u32, out: &mut Vec<u32>) {
     }
 }
 
-/// coturn's `turnserver` in the server namespace, answering STUN on
-/// udp/198.18.0.1:5060 (STUN only, no TCP/TLS/DTLS, no authentication for
-/// Binding). Stopped with SIGTERM when dropped.
-pub(super) struct Coturn(Child);
-
-impl Coturn {
-    pub(super) fn start(lab: &Lab) -> Result<Coturn> {
-        if lab::on_path("turnserver").is_none() {
-            bail!("turnserver not found: apt-get install coturn (`cargo xtask setup`)");
-        }
-        let child = lab
-            .server("turnserver")
-            .args([
-                "-n",
-                &format!("--listening-ip={SERVER_V4}"),
-                &format!("--listening-port={SIP_PORT}"),
-                "--no-tcp",
-                "--no-tls",
-                "--no-dtls",
-                "--stun-only",
-                "--no-cli",
-                "--no-rfc5780",
-                "--no-software-attribute",
-                "--no-stdout-log",
-                "--log-file=/dev/null",
-                "--pidfile=/dev/null",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting turnserver in the server namespace")?;
-        Ok(Coturn(child))
-    }
-
-    /// nsenter execs turnserver, so this is the server's own pid (its
-    /// threads are counted through /proc/PID/task).
-    pub(super) fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A stand-in PBX in the server namespace: a thread answering every SIP
 /// request on udp/198.18.0.1:5080 with 200, so the edge's qualify pings
 /// find the PBX up. Stops when dropped.

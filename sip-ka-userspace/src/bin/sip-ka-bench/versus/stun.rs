@@ -8,9 +8,10 @@ use anyhow::{Context as _, Result};
 use sip_ka::lab::{Lab, SERVER_V4};
 
 use super::measure::{ns, pool, ratio, Load, Measure, Outcome, Peer, Row};
-use super::servers::{Coturn, Kamailio, SIP_PORT};
+use super::servers::{Kamailio, SIP_PORT};
 use super::stun_load::{stun_load, wait_stun_ready};
 use crate::opts::Opts;
+use crate::veth::servers::Coturn;
 
 /// What runs while a STUN row is measured; stops it when dropped.
 enum Running {

@@ -4,7 +4,7 @@
 
 mod load;
 pub(crate) mod scaling;
-mod servers;
+pub(crate) mod servers;
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -30,12 +30,12 @@ impl Server {
 
 /// coturn, started in the lab's server namespace by the benchmark itself
 /// and stopped with SIGTERM when dropped.
-pub(super) struct Coturn(Child);
+pub(crate) struct Coturn(Child);
 
 impl Coturn {
     /// coturn's `turnserver`, answering STUN on 198.18.0.1:5060 (UDP only,
     /// STUN only, no authentication for Binding).
-    pub(super) fn start(lab: &Lab) -> Result<Coturn> {
+    pub(crate) fn start(lab: &Lab) -> Result<Coturn> {
         if lab::run(Command::new("sh").args(["-c", "command -v turnserver"])).is_err() {
             bail!("turnserver not found: apt-get install coturn (`cargo xtask setup`)");
         }
@@ -65,7 +65,7 @@ impl Coturn {
         Ok(Coturn(child))
     }
 
-    pub(super) fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         // nsenter execs the program, so this pid is the server's own.
         self.0.id()
     }
