@@ -600,26 +600,6 @@ impl Drop for TempDir {
     }
 }
 
-/// A self-signed certificate for the edge's address, made by `openssl`.
-fn lab_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=sip-ka-lab"])
-        .args(["-addext", &format!("subjectAltName=IP:{SERVER_V4}")])
-        // An end-entity certificate (openssl makes a CA by default).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("running openssl (Debian package openssl)");
-    assert!(out.status.success(), "openssl: {}", common::text(&out));
-    (cert, key)
-}
-
 /// A TLS client connection to the edge that trusts only `cert`.
 fn tls_connect(
     lab: &Lab,
@@ -682,7 +662,7 @@ fn tls_and_tcp_share_the_port_and_tls_gets_messages_and_pongs() {
     let started = Instant::now();
     let dir = TempDir(std::env::temp_dir().join(format!("ska-tls-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
-    let (cert, key) = lab_certificate(&dir.0);
+    let (cert, key) = common::edge::lab_certificate(&dir.0);
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let lab = edge_lab(&["--tls-cert", &cert_s, "--tls-key", &key_s]);
     let mut tls = tls_connect(&lab, &cert);

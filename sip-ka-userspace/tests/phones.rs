@@ -53,25 +53,6 @@ impl Drop for TempDir {
     }
 }
 
-/// A self-signed certificate for the edge's address, made by `openssl`.
-fn lab_certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=sip-ka-lab"])
-        .args(["-addext", &format!("subjectAltName=IP:{SERVER_V4}")])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("running openssl (Debian package openssl)");
-    assert!(out.status.success(), "openssl: {}", common::text(&out));
-    (cert, key)
-}
-
 /// Kamailio's module directory (Debian puts it under the multiarch path).
 fn kamailio_modules() -> PathBuf {
     let mut candidates = vec![PathBuf::from("/usr/lib/kamailio/modules")];
@@ -406,16 +387,7 @@ impl Baresip {
 impl Drop for Baresip {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            common::terminate(&mut c, Duration::from_secs(5));
         }
     }
 }
@@ -518,16 +490,7 @@ impl Phone for Linphone {
 impl Drop for Linphone {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            common::terminate(&mut c, Duration::from_secs(5));
         }
     }
 }
@@ -575,7 +538,7 @@ fn call_through_the_edge(transport: Transport, caller: Caller) {
     let (cert, key);
     let tls;
     if transport == Transport::Tls {
-        (cert, key) = lab_certificate(&dir.0);
+        (cert, key) = common::edge::lab_certificate(&dir.0);
         tls = [cert.display().to_string(), key.display().to_string()];
         flags.extend(["--tls-cert", &tls[0], "--tls-key", &tls[1]]);
     }

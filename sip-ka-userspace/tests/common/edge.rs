@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sip_ka::lab::{self, Lab, SERVER_V4};
@@ -108,16 +108,7 @@ impl Sipp {
     /// Stops it now, whatever its calls were doing.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            super::terminate(&mut c, Duration::from_secs(5));
         }
     }
 }
@@ -136,4 +127,24 @@ pub fn dialogs(lab: &Lab) -> Vec<serde_json::Value> {
         serde_json::Value::Array(a) => a,
         v => panic!("dialogs --json is not an array: {v}"),
     }
+}
+
+/// A self-signed certificate for the edge's address, made by `openssl`.
+pub fn lab_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=sip-ka-lab"])
+        .args(["-addext", &format!("subjectAltName=IP:{SERVER_V4}")])
+        // An end-entity certificate (openssl makes a CA by default).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl (Debian package openssl)");
+    assert!(out.status.success(), "openssl: {}", super::text(&out));
+    (cert, key)
 }

@@ -255,6 +255,23 @@ impl Delta {
     }
 }
 
+/// SIGTERM to `child`, then its exit status; killed when it has not
+/// exited after `grace`.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) -> std::process::ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -346,18 +363,7 @@ impl Daemon {
 
     /// SIGTERM, then the exit status (killed after 10 s).
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return self.child.wait().expect("wait");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child, Duration::from_secs(10))
     }
 }
 
