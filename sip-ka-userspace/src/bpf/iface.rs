@@ -21,20 +21,9 @@ impl Identity {
     /// Reads `iface`'s addresses.
     pub fn read(iface: &str) -> Result<Identity> {
         let mut id = Identity::default();
-        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-        if unsafe { libc::getifaddrs(&mut head) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        let mut cur = head;
-        while !cur.is_null() {
-            // SAFETY: a node of the list getifaddrs returned, freed below.
-            let ifa = unsafe { &*cur };
-            cur = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-                continue;
-            }
-            if unsafe { CStr::from_ptr(ifa.ifa_name) }.to_bytes() != iface.as_bytes() {
-                continue;
+        for_each_ifaddr(|name, ifa| {
+            if name != iface {
+                return;
             }
             match unsafe { (*ifa.ifa_addr).sa_family } as i32 {
                 libc::AF_PACKET => {
@@ -46,12 +35,9 @@ impl Identity {
                     }
                 }
                 libc::AF_INET => {
-                    let v4 = |sa: *mut libc::sockaddr| -> Option<Ipv4Addr> {
-                        if sa.is_null() {
-                            return None;
-                        }
-                        let sin = unsafe { &*(sa as *const libc::sockaddr_in) };
-                        Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+                    let v4 = |sa: *mut libc::sockaddr| match sockaddr_ip(sa) {
+                        Some(std::net::IpAddr::V4(a)) => Some(a),
+                        _ => None,
                     };
                     let brd = if ifa.ifa_flags & libc::IFF_BROADCAST as u32 != 0 {
                         v4(ifa.ifa_ifu)
@@ -64,16 +50,15 @@ impl Identity {
                 }
                 _ => {}
             }
-        }
-        unsafe { libc::freeifaddrs(head) };
+        })?;
         Ok(id)
     }
 
     /// The interface holding `addr` (the first, when several do).
     pub fn holder_of(addr: std::net::IpAddr) -> Result<Option<String>> {
         let mut found = None;
-        for_each_ifaddr(|name, sa| {
-            if found.is_none() && sockaddr_ip(sa) == Some(addr) {
+        for_each_ifaddr(|name, ifa| {
+            if found.is_none() && sockaddr_ip(ifa.ifa_addr) == Some(addr) {
                 found = Some(name.to_string());
             }
         })?;
@@ -115,8 +100,9 @@ impl Identity {
     }
 }
 
-/// Calls `f` with every (interface name, address) `getifaddrs` lists.
-fn for_each_ifaddr(mut f: impl FnMut(&str, *const libc::sockaddr)) -> Result<()> {
+/// Calls `f` with every entry `getifaddrs` lists that has a name and an
+/// address, with its interface's name.
+fn for_each_ifaddr(mut f: impl FnMut(&str, &libc::ifaddrs)) -> Result<()> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
         return Err(std::io::Error::last_os_error().into());
@@ -130,14 +116,18 @@ fn for_each_ifaddr(mut f: impl FnMut(&str, *const libc::sockaddr)) -> Result<()>
             continue;
         }
         let name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
-        f(&name, ifa.ifa_addr);
+        f(&name, ifa);
     }
     unsafe { libc::freeifaddrs(head) };
     Ok(())
 }
 
-/// The IP address of an AF_INET or AF_INET6 sockaddr.
+/// The IP address of an AF_INET or AF_INET6 sockaddr (`None` for a null
+/// pointer or another family).
 fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<std::net::IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
     // SAFETY: `sa` is non-null and its family tells its layout.
     unsafe {
         match (*sa).sa_family as i32 {
