@@ -100,10 +100,13 @@ impl Dialogs {
         let mut sessions = Vec::new();
         for r in records {
             let Some(phase) = Phase::from_name(&r.phase) else {
+                // The phase comes from a file: control characters escaped
+                // so the line stays one line.
                 log::warn!(
-                    "state: dialog {}: unknown phase {:?}; dropped",
-                    r.call_id,
-                    r.phase
+                    "state: dialog {}: not restored, its recorded phase '{}' is none of \
+                     pending, early, confirmed, terminating",
+                    r.call_id.escape_debug(),
+                    r.phase.escape_debug()
                 );
                 refused += 1;
                 continue;
