@@ -1,11 +1,12 @@
 //! Real phones through the edge: two Debian user agents (baresip and
-//! baresip, or linphone and baresip) register through sip-ka's edge to
-//! Kamailio (registrar and proxy, the PBX), call each other, stay in the
-//! call for several keep-alive intervals and hang up, over UDP, TCP and
-//! TLS toward the edge, with RFC 5626 outbound where the phone does it. The
-//! phones' keep-alives are answered by sip-ka and counted; Kamailio logs
-//! every request and reply it gets, so the test sees that none of the
-//! phones' keep-alives reached it.
+//! baresip, linphone calling baresip, baresip calling linphone) register
+//! through sip-ka's edge to Kamailio (registrar and proxy, the PBX), call
+//! each other, stay in the call for several keep-alive intervals and hang
+//! up, over UDP, TCP and TLS toward the edge, with RFC 5626 outbound where
+//! the phone does it. The phones' keep-alives are answered by sip-ka and
+//! counted; Kamailio logs every request and reply it gets, so the test
+//! sees that none of the phones' keep-alives (nor the OPTIONS a phone
+//! sends) reached it, and that nothing went around the edge.
 
 // The shared helpers re-export what other tests use and this one does not.
 #[allow(unused_imports)]
@@ -69,9 +70,12 @@ fn kamailio_modules() -> PathBuf {
 
 /// Kamailio as registrar and proxy, behind the edge. It stores the Path
 /// the edge adds (so calls to a phone go back through the edge and over
-/// the phone's flow), answers outbound REGISTERs with `Require: outbound`
-/// (without it a phone starts no keep-alive) and logs every request and
-/// reply it gets with a `SKA-` marker the test reads. The edge's own
+/// the phone's flow) or, for a phone without outbound (no Path), the
+/// address the REGISTER came from (the edge, which finds the phone by
+/// its registered Contact), answers outbound REGISTERs with
+/// `Require: outbound` (without it a phone starts no keep-alive) and
+/// logs every request and reply it gets with a `SKA-` marker the test
+/// reads. The edge's own
 /// qualify OPTIONS carry one Via; a phone's request relayed by the edge
 /// carries two or more, the second the phone's own (its transport).
 fn kamailio_cfg(modules: &Path) -> String {
@@ -100,6 +104,7 @@ modparam("usrloc", "db_mode", 0)
 modparam("registrar", "use_path", 1)
 modparam("registrar", "path_mode", 0)
 modparam("registrar", "outbound_mode", 1)
+modparam("registrar", "received_avp", "$avp(RECEIVED)")
 
 request_route {{
     xlog("L_ALERT", "SKA-REQ $rm vias=$hdrc(Via) src=$si:$sp phone-via=$(hdr(Via)[1]{{s.select,0,;}}) ua=$ua\n");
@@ -124,6 +129,12 @@ request_route {{
         exit;
     }}
     if (is_method("REGISTER")) {{
+        # A phone without outbound gets no Path from the edge: it is
+        # reached where its REGISTER came from (the edge), as a PBX
+        # reaches phones behind NAT.
+        if (!is_present_hf("Path")) {{
+            $avp(RECEIVED) = "sip:" + $si + ":" + $sp;
+        }}
         if (save("location")) {{
             xlog("L_ALERT", "SKA-REGISTERED $tU\n");
         }}
@@ -304,6 +315,7 @@ impl Transport {
 /// Runs under `timeout`; SIGTERM (passed on by `timeout`) when dropped.
 struct Baresip {
     name: &'static str,
+    transport: Transport,
     child: Option<Child>,
     log: PathBuf,
     console: SocketAddr,
@@ -366,6 +378,7 @@ impl Baresip {
             .unwrap_or_else(|e| panic!("starting baresip (Debian package baresip-core): {e}"));
         Baresip {
             name,
+            transport,
             child: Some(child),
             log,
             console,
@@ -392,10 +405,52 @@ impl Drop for Baresip {
     }
 }
 
-/// A phone whose log the test shows when a step does not happen.
+/// How a phone keeps its flow open, and where the edge counts its
+/// answers to it.
+#[derive(Clone, Copy, PartialEq)]
+enum KeepAlive {
+    /// STUN Binding requests on UDP (RFC 5626 outbound: baresip).
+    Stun,
+    /// CRLFCRLF datagrams on UDP (linphone).
+    CrlfDatagram,
+    /// CRLFCRLF on a TCP or TLS connection.
+    CrlfStream,
+}
+
+impl KeepAlive {
+    fn what(self) -> &'static str {
+        match self {
+            KeepAlive::Stun => "STUN on UDP",
+            KeepAlive::CrlfDatagram => "CRLFCRLF on UDP",
+            KeepAlive::CrlfStream => "CRLFCRLF on connections",
+        }
+    }
+
+    /// The counters of the answers: the XDP program's and, for what it
+    /// passes, the daemon's responder's (UDP); the edge's (connections).
+    fn counters(self) -> &'static [&'static str] {
+        match self {
+            KeepAlive::Stun => &["stun_req", "stun_classic", "user_stun_req"],
+            KeepAlive::CrlfDatagram => &["crlf_ping", "user_crlf_ping"],
+            KeepAlive::CrlfStream => &["edge_crlf_pings"],
+        }
+    }
+}
+
+/// A phone the test drives; its log is shown when a step does not happen.
 trait Phone {
     fn name(&self) -> &str;
     fn log(&self) -> String;
+    /// Starts a call to `uri`.
+    fn dial(&self, lab: &Lab, uri: &str);
+    fn hang_up(&self, lab: &Lab);
+    /// The keep-alive it sends, and at most how many seconds apart.
+    fn keepalive(&self) -> (KeepAlive, u64);
+    /// Whether its REGISTERs are RFC 5626 outbound ones.
+    fn outbound(&self) -> bool;
+    /// Sends an OPTIONS to `uri` (through its outbound proxy, the edge);
+    /// false if the phone has no way to.
+    fn send_options(&self, lab: &Lab, uri: &str) -> bool;
 }
 
 impl Phone for Baresip {
@@ -405,40 +460,93 @@ impl Phone for Baresip {
     fn log(&self) -> String {
         Baresip::log(self)
     }
+    fn dial(&self, lab: &Lab, uri: &str) {
+        self.command(lab, &format!("/dial {uri}"));
+    }
+    fn hang_up(&self, lab: &Lab) {
+        self.command(lab, "/hangup");
+    }
+    fn keepalive(&self) -> (KeepAlive, u64) {
+        match self.transport {
+            Transport::Udp => (KeepAlive::Stun, FLOW_TIMER_UDP),
+            Transport::Tcp | Transport::Tls => (KeepAlive::CrlfStream, FLOW_TIMER_STREAM),
+        }
+    }
+    fn outbound(&self) -> bool {
+        true
+    }
+    fn send_options(&self, lab: &Lab, uri: &str) -> bool {
+        self.command(lab, &format!("/options {uri}"));
+        true
+    }
 }
 
+/// linphone's keep-alive period (seconds). It does not do outbound, so
+/// the edge's Flow-Timer does not set it: `keepalive_period` does, on
+/// connections too once `tcp_tls_keepalive` is on.
+const LINPHONE_KEEPALIVE: u64 = 3;
+
 /// Debian's linphone (`linphone-daemon` of linphone-cli) in the client
-/// namespace on UDP, driven by commands on its stdin. It does not do
-/// RFC 5626 outbound: it registers plainly and sends CRLFCRLF
-/// keep-alives every `keepalive_period`.
+/// namespace, driven by commands on its stdin, answering calls by itself
+/// (`--auto-answer`). It does not do RFC 5626 outbound: it registers
+/// plainly and sends CRLFCRLF keep-alives every `keepalive_period`, over
+/// UDP or over its connection.
 /// liblinphone only starts once its database directory exists, hence
 /// HOME in the scratch directory. Its network monitor calls the network
 /// down (and unregisters) where there is no default route, so the client
-/// namespace gets one, toward the server namespace.
+/// namespace gets one, toward the server namespace
+/// ([`default_route_for_linphone`]).
 struct Linphone {
+    name: &'static str,
+    transport: Transport,
     child: Option<Child>,
     stdin: Option<std::process::ChildStdin>,
     log: PathBuf,
 }
 
 impl Linphone {
-    fn start(lab: &Lab, dir: &Path, name: &str, sip_port: u16, keepalive_ms: u64) -> Linphone {
+    /// `ca`: the certificate it trusts for TLS (it checks the chain and
+    /// that the name matches the edge's address).
+    fn start(
+        lab: &Lab,
+        dir: &Path,
+        name: &'static str,
+        sip_port: u16,
+        transport: Transport,
+        ca: Option<&Path>,
+    ) -> Linphone {
         let home = dir.join(name);
         std::fs::create_dir_all(home.join(".local/share/linphone")).expect("linphone home");
         let rc = home.join("linphonerc");
+        // Only the transport under test listens; 0 turns the others off.
+        let port = |t: Transport| if t == transport { sip_port } else { 0 };
+        let tls = ca
+            .map(|ca| {
+                format!(
+                    "root_ca={}\nverify_server_certs=1\nverify_server_cn=1\n",
+                    ca.display()
+                )
+            })
+            .unwrap_or_default();
         let config = format!(
-            "[sip]\nsip_port={sip_port}\nsip_tcp_port=-1\nsip_tls_port=-1\n\
-             default_proxy=0\nkeepalive_period={keepalive_ms}\n\
+            "[sip]\nsip_port={udp}\nsip_tcp_port={tcp}\nsip_tls_port={tls_port}\n\
+             default_proxy=0\nkeepalive_period={keepalive_ms}\ntcp_tls_keepalive=1\n\
+             {tls}\
              [rtp]\naudio_rtp_port={rtp}\n\
-             [proxy_0]\nreg_proxy=<sip:{SERVER_V4}:{EDGE_PORT};transport=udp>\n\
+             [proxy_0]\nreg_proxy=<sip:{SERVER_V4}:{EDGE_PORT};transport={t}>\n\
              reg_identity=sip:{name}@{SERVER_V4}\nreg_expires=300\n\
              reg_sendregister=1\npublish=0\n",
+            udp = port(Transport::Udp),
+            tcp = port(Transport::Tcp),
+            tls_port = port(Transport::Tls),
+            keepalive_ms = LINPHONE_KEEPALIVE * 1000,
             rtp = sip_port + 10000,
+            t = transport.name(),
         );
         std::fs::write(&rc, config).expect("linphonerc");
         let log = home.join("linphone.log");
         let out = home.join("linphone.out");
-        let child = lab
+        let mut child = lab
             .client("timeout")
             .args(["-k", "2", "150", "env"])
             .arg(format!("HOME={}", home.display()))
@@ -454,9 +562,10 @@ impl Linphone {
             .unwrap_or_else(|e| {
                 panic!("starting linphone-daemon (Debian package linphone-cli): {e}")
             });
-        let mut child = child;
         let stdin = child.stdin.take();
         Linphone {
+            name,
+            transport,
             child: Some(child),
             stdin,
             log,
@@ -476,7 +585,7 @@ impl Linphone {
 
 impl Phone for Linphone {
     fn name(&self) -> &str {
-        "linphone"
+        self.name
     }
     fn log(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -484,6 +593,25 @@ impl Phone for Linphone {
             .filter(|l| !l.contains("mediastreamer") && !l.contains("ortp-"))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+    fn dial(&self, _lab: &Lab, uri: &str) {
+        self.command(&format!("call {uri}"));
+    }
+    fn hang_up(&self, _lab: &Lab) {
+        self.command("terminate");
+    }
+    fn keepalive(&self) -> (KeepAlive, u64) {
+        match self.transport {
+            Transport::Udp => (KeepAlive::CrlfDatagram, LINPHONE_KEEPALIVE),
+            Transport::Tcp | Transport::Tls => (KeepAlive::CrlfStream, LINPHONE_KEEPALIVE),
+        }
+    }
+    fn outbound(&self) -> bool {
+        false
+    }
+    fn send_options(&self, _lab: &Lab, _uri: &str) -> bool {
+        // linphone-daemon has no command that sends one.
+        false
     }
 }
 
@@ -495,21 +623,84 @@ impl Drop for Linphone {
     }
 }
 
-/// Who calls bob (a baresip phone, which answers by itself).
+/// A default route in the client namespace, toward the server one
+/// (liblinphone's network monitor wants one; the lab has none).
+fn default_route_for_linphone(lab: &Lab) {
+    let route = lab
+        .client("ip")
+        .args(["route", "add", "default", "via"])
+        .arg(SERVER_V4.to_string())
+        .output()
+        .expect("ip route add default in the client namespace");
+    assert!(
+        route.status.success(),
+        "ip route add default: {}",
+        common::text(&route)
+    );
+}
+
+/// Which user agent plays a part in the call.
 #[derive(Clone, Copy, PartialEq)]
-enum Caller {
+enum Ua {
     Baresip,
     Linphone,
 }
 
-/// The whole call over `transport`: both phones registered (Kamailio's
-/// registrar saved them), the caller (baresip alice or linphone carol)
-/// calls baresip bob (Kamailio relays the INVITE
-/// back through the edge to bob's flow and sees the 200), the call is
-/// held for several keep-alive intervals and hung up (Kamailio sees the
-/// 200 to the BYE); the edge answered the phones' keep-alives and
-/// Kamailio got none of them.
-fn call_through_the_edge(transport: Transport, caller: Caller) {
+impl Ua {
+    fn name(self) -> &'static str {
+        match self {
+            Ua::Baresip => "baresip",
+            Ua::Linphone => "linphone",
+        }
+    }
+}
+
+/// One call between two phones over `transport` toward the edge.
+struct Call {
+    transport: Transport,
+    caller: Ua,
+    callee: Ua,
+    /// OPTIONS the caller sends to the registrar's domain during the
+    /// call, one per keep-alive interval (baresip's `/options`; neither
+    /// phone sends OPTIONS keep-alives of its own).
+    options: u64,
+}
+
+/// The phone that plays `ua` as caller or callee: baresip alice (caller)
+/// and bob (callee), linphone carol (caller) and dave (callee), each on
+/// its own SIP port.
+fn start_phone(
+    lab: &Lab,
+    dir: &Path,
+    ua: Ua,
+    caller: bool,
+    call: &Call,
+    ca: Option<&Path>,
+) -> Box<dyn Phone> {
+    match (ua, caller) {
+        (Ua::Baresip, true) => {
+            Box::new(Baresip::start(lab, dir, "alice", 5062, call.transport, ca))
+        }
+        (Ua::Baresip, false) => Box::new(Baresip::start(lab, dir, "bob", 5064, call.transport, ca)),
+        (Ua::Linphone, caller) => {
+            let (name, port) = if caller {
+                ("carol", 5066)
+            } else {
+                ("dave", 5068)
+            };
+            Box::new(Linphone::start(lab, dir, name, port, call.transport, ca))
+        }
+    }
+}
+
+/// The whole call: both phones registered through the edge (Kamailio's
+/// registrar saved them, over the transport asked for), the caller calls
+/// the callee (Kamailio relays the INVITE back through the edge to the
+/// callee's flow and sees the 200), the call is held for several
+/// keep-alive intervals and hung up (Kamailio sees the 200 to the BYE)
+/// and the edge keeps no dialog; the edge answered the phones'
+/// keep-alives and Kamailio got none of them.
+fn call_through_the_edge(call: Call) {
     common::require_env();
     for (tool, package) in [
         ("baresip", "baresip-core"),
@@ -521,18 +712,13 @@ fn call_through_the_edge(transport: Transport, caller: Caller) {
             "the phones test needs `{tool}` (Debian package {package}): `cargo xtask setup`"
         );
     }
-    let caller_kind = match caller {
-        Caller::Baresip => "baresip",
-        Caller::Linphone => "linphone",
-    };
-    let dir = TempDir::new(&format!("{caller_kind}-{}", transport.name()));
-    let interval = match transport {
-        Transport::Udp => FLOW_TIMER_UDP,
-        Transport::Tcp | Transport::Tls => FLOW_TIMER_STREAM,
-    };
-    // A few seconds over the intervals: a phone's first keep-alive may
-    // come a full interval after its registration.
-    let hold = Duration::from_secs(HOLD_INTERVALS * interval + 4);
+    let transport = call.transport;
+    let dir = TempDir::new(&format!(
+        "{}-{}-{}",
+        call.caller.name(),
+        call.callee.name(),
+        transport.name()
+    ));
     let (ft_udp, ft_stream) = (FLOW_TIMER_UDP.to_string(), FLOW_TIMER_STREAM.to_string());
     let mut flags = vec!["--flow-timer-udp", &ft_udp, "--flow-timer-tcp", &ft_stream];
     let (cert, key);
@@ -548,47 +734,20 @@ fn call_through_the_edge(transport: Transport, caller: Caller) {
     kam.wait_for("SKA-REQ OPTIONS vias=1", 1, Duration::from_secs(10), &[]);
 
     let ca = (transport == Transport::Tls).then(|| dir.0.join("cert.pem"));
+    if call.caller == Ua::Linphone || call.callee == Ua::Linphone {
+        default_route_for_linphone(&lab);
+    }
     let start = common::counters(&lab);
-    let alice = (caller == Caller::Baresip)
-        .then(|| Baresip::start(&lab, &dir.0, "alice", 5062, transport, ca.as_deref()));
-    let carol = (caller == Caller::Linphone).then(|| {
-        assert!(transport == Transport::Udp, "linphone is run on UDP only");
-        let route = lab
-            .client("ip")
-            .args(["route", "add", "default", "via"])
-            .arg(SERVER_V4.to_string())
-            .output();
-        let route = route.expect("ip route add default in the client namespace");
-        assert!(
-            route.status.success(),
-            "ip route add default: {}",
-            common::text(&route)
-        );
-        Linphone::start(&lab, &dir.0, "carol", 5066, FLOW_TIMER_UDP * 1000)
-    });
-    let caller_name = if alice.is_some() { "alice" } else { "carol" };
-    let bob = Baresip::start(&lab, &dir.0, "bob", 5064, transport, ca.as_deref());
-    let phones: Vec<&dyn Phone> = alice
-        .iter()
-        .map(|p| p as &dyn Phone)
-        .chain(carol.iter().map(|p| p as &dyn Phone))
-        .chain([&bob as &dyn Phone])
-        .collect();
-    let dial = |cmd_baresip: &str, cmd_linphone: &str| {
-        if let Some(a) = &alice {
-            a.command(&lab, cmd_baresip);
-        }
-        if let Some(c) = &carol {
-            c.command(cmd_linphone);
-        }
-    };
+    let caller = start_phone(&lab, &dir.0, call.caller, true, &call, ca.as_deref());
+    let callee = start_phone(&lab, &dir.0, call.callee, false, &call, ca.as_deref());
+    let phones: Vec<&dyn Phone> = vec![caller.as_ref(), callee.as_ref()];
     kam.wait_for("SKA-REGISTERED", 2, Duration::from_secs(15), &phones);
     let registered: Vec<String> = kam
         .events()
         .into_iter()
         .filter(|e| e.starts_with("SKA-REGISTERED"))
         .collect();
-    for who in [caller_name, "bob"] {
+    for who in [caller.name(), callee.name()] {
         assert!(
             registered
                 .iter()
@@ -602,7 +761,7 @@ fn call_through_the_edge(transport: Transport, caller: Caller) {
     // +sip.instance, Supported: path) and got the edge's Path with a flow
     // token, over the transport asked for.
     let outbound = common::delta(&start, &before).get("edge_registers_outbound");
-    let want_outbound = if caller == Caller::Baresip { 2 } else { 1 };
+    let want_outbound = phones.iter().filter(|p| p.outbound()).count() as u64;
     assert!(
         outbound >= want_outbound,
         "outbound REGISTERs through the edge: {outbound}, want >= {want_outbound}"
@@ -619,10 +778,33 @@ fn call_through_the_edge(transport: Transport, caller: Caller) {
         transport.name()
     );
 
-    let bob_uri = format!("sip:bob@{SERVER_V4}");
-    dial(&format!("/dial {bob_uri}"), &format!("call {bob_uri}"));
+    // The shortest keep-alive interval of the two sets the hold; a phone
+    // with a longer one (baresip on a connection: 20 s) may send none
+    // during it, and is not counted on.
+    let interval = phones
+        .iter()
+        .map(|p| p.keepalive().1)
+        .min()
+        .unwrap_or(FLOW_TIMER_UDP);
+    // A few seconds over the intervals: a phone's first keep-alive may
+    // come a full interval after its registration.
+    let hold = Duration::from_secs(HOLD_INTERVALS * interval + 4);
+    let callee_uri = format!("sip:{}@{SERVER_V4}", callee.name());
+    caller.dial(&lab, &callee_uri);
     kam.wait_for("SKA-REPLY 200 INVITE", 1, Duration::from_secs(15), &phones);
-    std::thread::sleep(hold);
+    let held = Instant::now();
+    // OPTIONS to the domain, as a phone doing OPTIONS keep-alives sends
+    // them: the edge answers them for the PBX.
+    let domain = format!("sip:{SERVER_V4}");
+    for _ in 0..call.options {
+        assert!(
+            caller.send_options(&lab, &domain),
+            "{} cannot send OPTIONS",
+            caller.name()
+        );
+        std::thread::sleep(Duration::from_secs(interval));
+    }
+    std::thread::sleep(hold.saturating_sub(held.elapsed()));
     // The call is still up at both ends after the hold.
     assert_eq!(
         kam.count("SKA-REQ BYE"),
@@ -630,46 +812,86 @@ fn call_through_the_edge(transport: Transport, caller: Caller) {
         "the call ended during the hold: {:?}",
         kam.events()
     );
-    dial("/hangup", "terminate");
+    caller.hang_up(&lab);
     kam.wait_for("SKA-REPLY 200 BYE", 1, Duration::from_secs(15), &phones);
+    assert!(
+        common::wait_until(Duration::from_secs(5), || common::edge::dialogs(&lab)
+            .is_empty()),
+        "the edge still holds dialogs after the hang-up: {:?}",
+        common::edge::dialogs(&lab)
+    );
     std::thread::sleep(PUBLISHED);
     let after = common::counters(&lab);
     let d = common::delta(&before, &after);
 
-    // Keep-alives: STUN on UDP (answered by XDP or, when passed, by the
-    // userspace responder), CRLFCRLF on connections (answered by the
-    // edge). Each phone sends one at least every interval, so two phones
-    // over the hold send at least 2 x HOLD_INTERVALS.
-    let answered = match transport {
-        Transport::Udp => {
-            d.get("stun_req") + d.get("stun_classic") + d.get("user_stun_req") + d.get("crlf_ping")
+    // Keep-alives: each phone counted on sends one at least every
+    // `interval`, so at least HOLD_INTERVALS over the hold, answered by
+    // XDP (or, when passed, by the userspace responder) on UDP and by the
+    // edge on connections.
+    let mut wanted: Vec<(KeepAlive, u64)> = Vec::new();
+    for p in &phones {
+        let (kind, every) = p.keepalive();
+        if every > interval {
+            continue;
         }
-        Transport::Tcp | Transport::Tls => d.get("edge_crlf_pings"),
-    };
-    let want = 2 * HOLD_INTERVALS;
-    if caller == Caller::Linphone {
-        // baresip sends STUN, linphone CRLFCRLF: each answered by XDP.
-        let (stun, crlf) = (
-            d.get("stun_req") + d.get("stun_classic"),
-            d.get("crlf_ping"),
-        );
+        match wanted.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += HOLD_INTERVALS,
+            None => wanted.push((kind, HOLD_INTERVALS)),
+        }
+    }
+    let mut answered = 0;
+    for (kind, want) in &wanted {
+        let got: u64 = kind.counters().iter().map(|c| d.get(c)).sum();
+        answered += got;
         assert!(
-            stun >= HOLD_INTERVALS && crlf >= HOLD_INTERVALS,
-            "STUN from baresip {stun}, CRLF from linphone {crlf}, want >= {HOLD_INTERVALS} each; \
-             counters that moved: {:?}",
+            got >= *want,
+            "{}: the edge answered {got} keep-alives ({}) from the phones during the call \
+             (want >= {want}); counters that moved: {:?}",
+            transport.name(),
+            kind.what(),
             d.0
         );
     }
-    assert!(
-        answered >= want,
-        "{}: the edge answered {answered} keep-alives from the phones during the call \
-         (want >= {want}); counters that moved: {:?}",
-        transport.name(),
-        d.0
-    );
+    if call.options > 0 {
+        // The edge answered each OPTIONS itself (200: the PBX is up) and
+        // the phone got the answers; Kamailio got none of them (below).
+        let answered = d.get("edge_options_pbx_up") + d.get("edge_options_edge");
+        assert_eq!(
+            answered,
+            call.options,
+            "OPTIONS from {} answered by the edge; counters that moved: {:?}",
+            caller.name(),
+            d.0
+        );
+        let log = caller.log();
+        let replies = log.matches("----- OPTIONS of ").count() as u64;
+        assert_eq!(
+            replies,
+            call.options,
+            "answers to OPTIONS in {}'s log:\n{}",
+            caller.name(),
+            tail(&log, 30)
+        );
+    }
     // None reached Kamailio: the only OPTIONS it got are the edge's own
     // qualify (one Via), and no keep-alive bytes made it to its parser.
     let events = kam.events();
+    // And nothing went around the edge: every request of a phone and
+    // every answer Kamailio got came from the edge's SIP address (the
+    // lab's namespaces would let Kamailio reach a phone directly).
+    let edge = format!("src={}", common::edge::edge_addr());
+    let around: Vec<&String> = events
+        .iter()
+        .filter(|e| {
+            (e.starts_with("SKA-REPLY") || e.starts_with("SKA-REQ"))
+                && !e.starts_with("SKA-REQ OPTIONS vias=1 ")
+                && !e.split_whitespace().any(|w| w == edge)
+        })
+        .collect();
+    assert!(
+        around.is_empty(),
+        "Kamailio got these not through the edge: {around:?}"
+    );
     let relayed_options: Vec<&String> = events
         .iter()
         .filter(|e| e.starts_with("SKA-REQ OPTIONS") && !e.starts_with("SKA-REQ OPTIONS vias=1 "))
@@ -696,9 +918,12 @@ fn call_through_the_edge(transport: Transport, caller: Caller) {
         );
     }
     eprintln!(
-        "phones over {}: keep-alives answered by the edge during the call: {answered}; \
-         Kamailio events: {}; counters that moved: {:?}",
+        "phones ({} calls {}) over {}: keep-alives answered by the edge during the {}s \
+         call: {answered}; Kamailio events: {}; counters that moved: {:?}",
+        caller.name(),
+        callee.name(),
         transport.name(),
+        hold.as_secs(),
         events.len(),
         d.0
     );
@@ -707,23 +932,76 @@ fn call_through_the_edge(transport: Transport, caller: Caller) {
 #[test]
 #[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn phones_baresip_call_through_the_edge_over_udp() {
-    call_through_the_edge(Transport::Udp, Caller::Baresip);
+    call_through_the_edge(Call {
+        transport: Transport::Udp,
+        caller: Ua::Baresip,
+        callee: Ua::Baresip,
+        options: 0,
+    });
 }
 
 #[test]
 #[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn phones_linphone_calls_baresip_through_the_edge_over_udp() {
-    call_through_the_edge(Transport::Udp, Caller::Linphone);
+    call_through_the_edge(Call {
+        transport: Transport::Udp,
+        caller: Ua::Linphone,
+        callee: Ua::Baresip,
+        options: 0,
+    });
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_linphone_calls_baresip_through_the_edge_over_tcp() {
+    call_through_the_edge(Call {
+        transport: Transport::Tcp,
+        caller: Ua::Linphone,
+        callee: Ua::Baresip,
+        options: 0,
+    });
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_linphone_calls_baresip_through_the_edge_over_tls() {
+    call_through_the_edge(Call {
+        transport: Transport::Tls,
+        caller: Ua::Linphone,
+        callee: Ua::Baresip,
+        options: 0,
+    });
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_baresip_calls_linphone_through_the_edge_over_udp() {
+    call_through_the_edge(Call {
+        transport: Transport::Udp,
+        caller: Ua::Baresip,
+        callee: Ua::Linphone,
+        options: HOLD_INTERVALS,
+    });
 }
 
 #[test]
 #[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn phones_baresip_call_through_the_edge_over_tcp() {
-    call_through_the_edge(Transport::Tcp, Caller::Baresip);
+    call_through_the_edge(Call {
+        transport: Transport::Tcp,
+        caller: Ua::Baresip,
+        callee: Ua::Baresip,
+        options: 0,
+    });
 }
 
 #[test]
 #[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
 fn phones_baresip_call_through_the_edge_over_tls() {
-    call_through_the_edge(Transport::Tls, Caller::Baresip);
+    call_through_the_edge(Call {
+        transport: Transport::Tls,
+        caller: Ua::Baresip,
+        callee: Ua::Baresip,
+        options: 0,
+    });
 }

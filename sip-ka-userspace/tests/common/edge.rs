@@ -136,7 +136,12 @@ pub fn lab_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
         .args(["-subj", "/CN=sip-ka-lab"])
-        .args(["-addext", &format!("subjectAltName=IP:{SERVER_V4}")])
+        // The address as a DNS name too: mbedTLS 2 (linphone's TLS) checks
+        // the name against dNSName entries only, never an iPAddress one.
+        .args([
+            "-addext",
+            &format!("subjectAltName=IP:{SERVER_V4},DNS:{SERVER_V4}"),
+        ])
         // An end-entity certificate (openssl makes a CA by default).
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
