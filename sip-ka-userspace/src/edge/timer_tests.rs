@@ -481,6 +481,7 @@ fn persistent_edge(dir: &StateDir, map: &FakeMap, reap: bool, idle: Option<Durat
         &DialogOptions {
             state_dir: Some(dir.0.clone()),
             idle_timeout: idle,
+            store: None,
         },
         Box::new(map.clone()),
         None,
