@@ -148,8 +148,16 @@ impl Edge {
             ] {
                 to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
             }
-            c.store_up.store(u64::from(store.is_up()), Ordering::Relaxed);
+            c.store_up
+                .store(u64::from(store.is_up()), Ordering::Relaxed);
             c.dialog_replicas.store(replicas, Ordering::Relaxed);
+        }
+    }
+
+    /// Bindings a REGISTER's answer changed, for the other edges.
+    pub fn share_bindings(&self, changes: Vec<super::bindings::Change>) {
+        if let Some(store) = &self.store {
+            store.send_bindings(changes);
         }
     }
 

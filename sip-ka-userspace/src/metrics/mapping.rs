@@ -231,7 +231,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name}: family {} not declared", s.family));
             assert!(f.name.starts_with("sipka_"), "{}", f.name);
             assert!(
-                f.kind == Kind::Counter || [PBX_UP, PBX_RTT, STORE_UP, REPLICAS].contains(&s.family),
+                f.kind == Kind::Counter
+                    || [PBX_UP, PBX_RTT, STORE_UP, REPLICAS].contains(&s.family),
                 "{name}: a counter mapped to the {:?} {}",
                 f.kind,
                 f.name

@@ -36,6 +36,8 @@
 //! when it is back, the edge re-publishes every dialog and binding it
 //! owns.
 
+#[cfg(test)]
+mod redis_tests;
 pub mod sync;
 pub mod watch;
 
@@ -49,15 +51,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{
-    dialog::EARLY_LIMIT,
     persist::{DialogRecord, FlowRecord},
+    transport::Flow,
 };
 
 /// Time a key outlives what it stands for: a BYE's transaction (64*T1).
 pub const GRACE_MS: u64 = 32_000;
 /// TTL of a dialog not yet confirmed: the sweep drops it locally after
-/// [`EARLY_LIMIT`].
-pub const UNCONFIRMED_TTL_MS: u64 = EARLY_LIMIT.as_millis() as u64 + GRACE_MS;
+/// `dialog::EARLY_LIMIT` (five minutes; a test holds the two together).
+pub const UNCONFIRMED_TTL_MS: u64 = 300_000 + GRACE_MS;
 /// TTL of a confirmed dialog without a session timer.
 pub const UNTIMED_TTL_MS: u64 = 2 * 3_600_000;
 /// How often the owner rewrites everything it owns (renewing the TTLs of
@@ -151,6 +153,10 @@ pub fn default_node_id() -> String {
     }
 }
 
+/// A binding's change: its Contact, and its flow and expiry (`None`:
+/// removed).
+pub type BindingChange = (String, Option<(Option<Flow>, u64)>);
+
 /// A binding as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindingRecord {
@@ -182,7 +188,10 @@ pub enum Write {
 pub enum Event {
     /// `node` owns the dialog, in this state.
     #[serde(rename = "up")]
-    Dialog { node: String, rec: Box<DialogRecord> },
+    Dialog {
+        node: String,
+        rec: Box<DialogRecord>,
+    },
     /// The dialog ended at `node`.
     #[serde(rename = "rm")]
     Removed { node: String, call_id: String },
@@ -277,7 +286,7 @@ impl Store {
     }
 
     /// Queues the bindings a REGISTER's answer changed.
-    pub fn send_bindings(&self, changes: Vec<super::bindings::Change>) {
+    pub fn send_bindings(&self, changes: Vec<BindingChange>) {
         for (contact, b) in changes {
             self.send(Write::Binding {
                 contact,
@@ -350,7 +359,10 @@ mod tests {
     fn every_dialog_key_gets_a_ttl_from_its_phase_and_timer() {
         let now = 1_700_000_000_000;
         assert_eq!(dialog_ttl_ms(&rec("early", None), now), UNCONFIRMED_TTL_MS);
-        assert_eq!(dialog_ttl_ms(&rec("pending", None), now), UNCONFIRMED_TTL_MS);
+        assert_eq!(
+            dialog_ttl_ms(&rec("pending", None), now),
+            UNCONFIRMED_TTL_MS
+        );
         assert_eq!(dialog_ttl_ms(&rec("confirmed", None), now), UNTIMED_TTL_MS);
         assert_eq!(
             dialog_ttl_ms(&rec("confirmed", Some(now + 90_000)), now),
@@ -395,7 +407,10 @@ mod tests {
     fn a_full_queue_drops_and_counts_without_waiting() {
         let s = Store::new(StoreConfig::new("redis://x", "a").unwrap());
         let _rx = s.take_queue().unwrap();
-        assert!(s.take_stale(), "a new store re-publishes at its first connection");
+        assert!(
+            s.take_stale(),
+            "a new store re-publishes at its first connection"
+        );
         for i in 0..QUEUE_LEN + 3 {
             s.send(Write::Binding {
                 contact: format!("u{i}"),

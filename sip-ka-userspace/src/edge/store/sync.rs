@@ -14,7 +14,7 @@ use super::{
     FLOW_KEY_TTL_MS, GRACE_MS, RESYNC_EVERY_MS,
 };
 use crate::{
-    edge::{persist::DialogRecord, transport::KEY_LEN, Edge},
+    edge::{persist::DialogRecord, state::Edge, transport::KEY_LEN},
     util::clock,
 };
 
@@ -114,15 +114,15 @@ fn decode_key(hex: &str) -> Option<[u8; KEY_LEN]> {
 /// Connects `edge` to the store: the shared flow-token key (the store's,
 /// or this edge's put there; kept in `state_dir` too, so a start while
 /// Redis is down still decodes the tokens the other edges issued) and the
-/// queue of changes. The tasks start with [`spawn`].
+/// queue of changes. The tasks start with [`super::watch::spawn`].
 pub async fn attach(
     edge: &mut Edge,
     cfg: &super::StoreConfig,
     state_dir: Option<&std::path::Path>,
 ) -> Result<(Client, Arc<Store>)> {
     use crate::edge::transport::FlowToken;
-    let client = Client::open(cfg.url.as_str())
-        .with_context(|| format!("--state-store {}", cfg.url))?;
+    let client =
+        Client::open(cfg.url.as_str()).with_context(|| format!("--state-store {}", cfg.url))?;
     let saved = match state_dir {
         Some(dir) => FlowToken::load_key(dir)?,
         None => None,
@@ -154,28 +154,6 @@ pub async fn attach(
     Ok((client, store))
 }
 
-/// Starts the store's tasks: the writer, the subscriber and the lease.
-pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
-    let Some(rx) = store.take_queue() else {
-        return;
-    };
-    let (conn_tx, conn_rx) = watch::channel(None);
-    tokio::spawn(writer(
-        edge.clone(),
-        store.clone(),
-        client.clone(),
-        rx,
-        conn_tx,
-    ));
-    tokio::spawn(super::watch::subscriber(
-        edge.clone(),
-        store.clone(),
-        client,
-        conn_rx.clone(),
-    ));
-    tokio::spawn(super::watch::lease(edge, store, conn_rx));
-}
-
 /// Drains the queue into Redis for ever; reconnects when the connection
 /// fails, publishing the connection in `conn_tx` for the other tasks.
 pub async fn writer(
@@ -195,7 +173,12 @@ pub async fn writer(
         let mut conn = match connect(&client).await {
             Ok(c) => c,
             Err(e) => {
-                if was_up || store.stats.disconnects.load(std::sync::atomic::Ordering::Relaxed) == 0
+                if was_up
+                    || store
+                        .stats
+                        .disconnects
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        == 0
                 {
                     log::warn!(
                         "store: {} unreachable ({e}); running on local state, retrying every {}s",
@@ -220,7 +203,11 @@ pub async fn writer(
             }
         }
         if !was_up {
-            log::info!("store: connected to {} as node {}", store.cfg.url, store.node());
+            log::info!(
+                "store: connected to {} as node {}",
+                store.cfg.url,
+                store.node()
+            );
         }
         was_up = true;
         store.set_up(true);
@@ -242,7 +229,14 @@ pub async fn writer(
                     Some(w) => batch.push(w),
                     None => return,
                 },
-                () = tokio::time::sleep(RETRY) => continue,
+                () = tokio::time::sleep(RETRY) => {
+                    // Idle: a Redis that went away (or restarted empty)
+                    // is noticed now, not at the next change.
+                    match redis::cmd("PING").query_async::<()>(&mut conn).await {
+                        Ok(()) => continue,
+                        Err(e) => break e.into(),
+                    }
+                }
             }
             while batch.len() < BATCH {
                 match rx.try_recv() {
@@ -257,7 +251,13 @@ pub async fn writer(
                 break e;
             }
         };
-        log::warn!("store: {}: {failed}; running on local state until it is back", store.cfg.url);
+        log::warn!(
+            "store: {}: {failed}; running on local state until it is back",
+            store.cfg.url
+        );
+        // Whatever Redis holds when it is back (nothing, after a restart)
+        // is brought up to date.
+        store.mark_stale();
         Store::bump(&store.stats.disconnects, 1);
         store.set_up(false);
         let _ = conn_tx.send(None);
@@ -511,7 +511,11 @@ mod tests {
             dialog("a", false),
         ];
         let out = coalesce(b);
-        assert_eq!(out.len(), 3, "a dialog and a binding of one name are two keys");
+        assert_eq!(
+            out.len(),
+            3,
+            "a dialog and a binding of one name are two keys"
+        );
         assert_eq!(out[0], dialog("a", true), "the take-over survives");
         assert_eq!(out[1], dialog("b", false));
     }

@@ -12,13 +12,35 @@ use redis::{aio::MultiplexedConnection, Client, Script};
 use super::{
     node_key,
     sync::{Shared, CLAIM, RETRY},
-    BindingRecord, Event, Store, BINDING_PREFIX, DIALOG_PREFIX, EVENTS, FLOW_KEY,
-    FLOW_KEY_TTL_MS, LEASE_MS, RENEW_MS,
+    BindingRecord, Event, Store, BINDING_PREFIX, DIALOG_PREFIX, EVENTS, FLOW_KEY, FLOW_KEY_TTL_MS,
+    LEASE_MS, RENEW_MS,
 };
 use crate::{
-    edge::{persist::DialogRecord, Edge},
+    edge::{persist::DialogRecord, state::Edge},
     util::clock,
 };
+
+/// Starts the store's tasks: the writer, the subscriber and the lease.
+pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
+    let Some(rx) = store.take_queue() else {
+        return;
+    };
+    let (conn_tx, conn_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(super::sync::writer(
+        edge.clone(),
+        store.clone(),
+        client.clone(),
+        rx,
+        conn_tx,
+    ));
+    tokio::spawn(subscriber(
+        edge.clone(),
+        store.clone(),
+        client,
+        conn_rx.clone(),
+    ));
+    tokio::spawn(lease(edge, store, conn_rx));
+}
 
 /// Applies the other edges' changes for ever, reconnecting when the
 /// subscription drops.
@@ -146,8 +168,10 @@ async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> R
                 continue;
             };
             let contact = k.strip_prefix(BINDING_PREFIX).unwrap_or(k);
-            edge.bindings
-                .apply_remote(contact, Some((b.flow.map(|f| f.restore()), b.expires_at_ms)));
+            edge.bindings.apply_remote(
+                contact,
+                Some((b.flow.map(|f| f.restore()), b.expires_at_ms)),
+            );
             bindings += 1;
         }
     }
@@ -211,8 +235,7 @@ async fn renew_and_claim(
                 .arg(store.node())
                 .invoke_async(conn)
                 .await?;
-            let Some(rec) = rec.and_then(|r| serde_json::from_str::<DialogRecord>(&r).ok())
-            else {
+            let Some(rec) = rec.and_then(|r| serde_json::from_str::<DialogRecord>(&r).ok()) else {
                 // Gone from the store (ended, or its TTL ran out): the
                 // replica goes too; taken by another edge: its event
                 // makes the replica that edge's.
