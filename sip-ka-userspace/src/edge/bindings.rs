@@ -46,6 +46,8 @@ struct Binding {
     /// rather than the wrong phone.
     flow: Option<Flow>,
     expires_at_ms: u64,
+    /// Learnt from another edge (shared store): that edge re-publishes it.
+    remote: bool,
 }
 
 struct Inner {
@@ -219,6 +221,7 @@ impl Bindings {
                     Binding {
                         flow,
                         expires_at_ms,
+                        remote: false,
                     },
                 );
             }
@@ -227,17 +230,27 @@ impl Bindings {
     }
 
     /// A binding another edge learnt (or removed: `None`), as it stands
-    /// there: flow and absolute expiry.
-    pub fn apply_remote(&self, contact: &str, binding: Option<(Option<Flow>, u64)>) {
+    /// there: flow and absolute expiry (capped as this edge caps its
+    /// own). One older than what this edge holds changes nothing (a
+    /// re-publish of a stale copy).
+    pub fn apply_remote(&self, contact: &str, binding: Option<(Option<Flow>, u64)>, now_ms: u64) {
         let mut g = self.lock();
         match binding {
             Some((flow, expires_at_ms)) => {
+                let expires_at_ms = expires_at_ms.min(now_ms.saturating_add(MAX_EXPIRES_S * 1_000));
+                if g.by_contact
+                    .get(contact)
+                    .is_some_and(|b| b.expires_at_ms > expires_at_ms)
+                {
+                    return;
+                }
                 if g.by_contact.len() < MAX_BINDINGS || g.by_contact.contains_key(contact) {
                     g.by_contact.insert(
                         contact.to_string(),
                         Binding {
                             flow,
                             expires_at_ms,
+                            remote: true,
                         },
                     );
                 }
@@ -248,12 +261,12 @@ impl Bindings {
         }
     }
 
-    /// Every live binding: Contact, flow, expiry.
+    /// Every live binding this edge learnt itself: Contact, flow, expiry.
     pub fn snapshot(&self, now_ms: u64) -> Vec<(String, Option<Flow>, u64)> {
         self.lock()
             .by_contact
             .iter()
-            .filter(|(_, b)| now_ms < b.expires_at_ms)
+            .filter(|(_, b)| now_ms < b.expires_at_ms && !b.remote)
             .map(|(k, b)| (k.clone(), b.flow, b.expires_at_ms))
             .collect()
     }

@@ -2,7 +2,7 @@
 //! and the table put back from what a previous run recorded.
 
 use super::{
-    model::{session_flags, Dialog, Phase},
+    model::{session_flags, Dialog, Phase, Share},
     packed::Cold,
     table::Dialogs,
 };
@@ -209,15 +209,4 @@ pub(super) fn session_record(hash: u64, r: &DialogRecord) -> Option<session_time
         },
         expires_at_ms: s.expires_at_ms.filter(|_| s.interval > 0),
     })
-}
-
-/// What [`Dialogs::save_as`] gives the shared store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Share {
-    /// The dialog's state, as its owner.
-    Write,
-    /// The dialog's state, taking it over from whoever owned it.
-    Take,
-    /// Nothing (the store already holds it, or another edge owns it).
-    Skip,
 }

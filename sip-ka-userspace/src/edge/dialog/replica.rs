@@ -9,11 +9,18 @@ use std::{collections::BTreeMap, sync::Arc};
 use sip_ka_common::callid_hash;
 
 use super::{
-    journal::{session_record, Share},
-    model::{session_flags, Phase, Replica},
+    journal::session_record,
+    model::{session_flags, Phase, Replica, Share},
     table::Dialogs,
 };
-use crate::edge::{persist::DialogRecord, store::Store};
+use crate::edge::{
+    persist::DialogRecord,
+    store::{dialog_ttl_ms, Store},
+};
+
+/// Replicas kept, at most: half the DIALOGS map, so other edges' dialogs
+/// never crowd out this edge's own.
+pub const MAX_REPLICAS: usize = sip_ka_common::maps::DIALOGS_MAX as usize / 2;
 
 impl Dialogs {
     /// Shares every change from now on through `store`.
@@ -35,18 +42,26 @@ impl Dialogs {
     }
 
     /// The state `owner` published for a dialog it owns. A dialog this
-    /// edge held goes to `owner` (its traffic went there, or this edge's
-    /// lease lapsed): its timers stop here. False for a record that names
-    /// no known phase, or whose Call-ID hash a different dialog of this
-    /// edge holds (the local one wins).
-    pub fn replicate(&mut self, owner: &str, rec: DialogRecord) -> bool {
+    /// edge holds itself goes to `owner` only when `owner` took it over
+    /// (`take`: its traffic went there, or it claimed it after this
+    /// edge's lease lapsed): its timers stop here; a plain write of the
+    /// old owner, arriving after this edge took the dialog, changes
+    /// nothing. False for a record that names no known phase, whose
+    /// Call-ID hash a different dialog of this edge holds (the local one
+    /// wins), or past [`MAX_REPLICAS`].
+    pub fn replicate(&mut self, owner: &str, rec: DialogRecord, take: bool, now_ms: u64) -> bool {
         let Some(phase) = Phase::from_name(&rec.phase) else {
             return false;
         };
         let hash = callid_hash(rec.call_id.as_bytes());
         if self.get(&rec.call_id).is_some() {
+            if !take {
+                return false;
+            }
             self.release(hash, &rec.call_id);
-        } else if self.by_hash.contains_key(&hash) {
+        } else if self.by_hash.contains_key(&hash)
+            || (self.replicas.len() >= MAX_REPLICAS && !self.replicas.contains_key(&hash))
+        {
             return false;
         }
         if let Some(state) = phase.map_state() {
@@ -58,14 +73,33 @@ impl Dialogs {
                 .set_session(hash, expires, session_flags(&s.session));
         }
         self.count(|s| &s.replicated);
+        let until_ms = now_ms.saturating_add(dialog_ttl_ms(&rec, now_ms));
         self.replicas.insert(
             hash,
             Replica {
                 owner: owner.to_string(),
                 rec,
+                until_ms,
             },
         );
         true
+    }
+
+    /// Drops the replicas past their TTL (their key is gone from the
+    /// store too: an owner that ended them while this edge was not
+    /// listening, or that is gone): their DIALOGS entries go with them.
+    pub fn drop_expired_replicas(&mut self, now_ms: u64) -> usize {
+        let gone: Vec<u64> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.until_ms <= now_ms)
+            .map(|(&h, _)| h)
+            .collect();
+        for h in &gone {
+            self.replicas.remove(h);
+            self.sink.remove(*h);
+        }
+        gone.len()
     }
 
     /// Drops a dialog of this edge that another edge now owns, without a
@@ -147,7 +181,9 @@ impl Dialogs {
         if !self.insert_record(rec, now_ms) {
             return false;
         }
-        self.save_as(&call_id, Share::Skip);
+        // Written as this edge's: the claim kept the key's TTL, the
+        // write renews it from the dialog's state.
+        self.save_as(&call_id, Share::Write);
         self.count(|s| &s.claimed);
         true
     }

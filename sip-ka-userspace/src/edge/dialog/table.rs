@@ -207,7 +207,13 @@ impl Dialogs {
             if d.phase != Phase::Pending {
                 self.sink.remove(hash);
             }
-            self.save(call_id);
+            // An INVITE that never got an answer was never shared.
+            let share = if d.phase == Phase::Pending {
+                super::model::Share::Skip
+            } else {
+                super::model::Share::Write
+            };
+            self.save_as(call_id, share);
         }
     }
 

@@ -36,6 +36,7 @@
 //! when it is back, the edge re-publishes every dialog and binding it
 //! owns.
 
+pub mod lease;
 #[cfg(test)]
 mod redis_tests;
 pub mod sync;
@@ -55,6 +56,10 @@ use super::{
     transport::Flow,
 };
 
+/// The connection the writer holds, for the other tasks (`None` while
+/// Redis is unreachable).
+pub type Shared = tokio::sync::watch::Receiver<Option<redis::aio::MultiplexedConnection>>;
+
 /// Time a key outlives what it stands for: a BYE's transaction (64*T1).
 pub const GRACE_MS: u64 = 32_000;
 /// TTL of a dialog not yet confirmed: the sweep drops it locally after
@@ -65,8 +70,9 @@ pub const UNTIMED_TTL_MS: u64 = 2 * 3_600_000;
 /// How often the owner rewrites everything it owns (renewing the TTLs of
 /// long calls without a session timer).
 pub const RESYNC_EVERY_MS: u64 = 3_600_000;
-/// A node is dead once its lease key is gone.
-pub const LEASE_MS: u64 = 3_000;
+/// A node is dead once its lease key is gone: long enough that a renewal
+/// waiting out one response timeout (2 s) after a tick (1 s) still lands.
+pub const LEASE_MS: u64 = 5_000;
 pub const RENEW_MS: u64 = 1_000;
 /// The flow-token key lives as long as the longest binding (a day) that
 /// may carry a token, and more.
@@ -74,6 +80,8 @@ pub const FLOW_KEY_TTL_MS: u64 = 7 * 86_400_000;
 /// Changes waiting for Redis, at most.
 pub const QUEUE_LEN: usize = 65_536;
 
+/// The events channel, with the store's database number appended
+/// (`sipka:events:0`): pub/sub spans every database of a server.
 pub const EVENTS: &str = "sipka:events";
 pub const FLOW_KEY: &str = "sipka:flowkey";
 pub const DIALOG_PREFIX: &str = "sipka:dlg:";
@@ -186,10 +194,15 @@ pub enum Write {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op")]
 pub enum Event {
-    /// `node` owns the dialog, in this state ([`pack`]ed).
+    /// `node` owns the dialog, in this state ([`pack`]ed); `take`: it
+    /// took the dialog over (its traffic went there, or it claimed it),
+    /// so an edge that held it lets it go. Without `take` an edge that
+    /// holds the dialog itself keeps it (a late write of the old owner).
     #[serde(rename = "up")]
     Dialog {
         node: String,
+        #[serde(default)]
+        take: bool,
         call_id: String,
         rec: Box<DialogRecord>,
     },
@@ -247,20 +260,42 @@ pub fn unpack(call_id: &str, mut r: DialogRecord) -> DialogRecord {
     r
 }
 
-/// [`unpack`] from the stored JSON.
-pub fn unpack_json(call_id: &str, json: &str) -> serde_json::Result<DialogRecord> {
-    Ok(unpack(call_id, serde_json::from_str(json)?))
+/// [`unpack`] from the stored JSON; a record no edge could have written
+/// (more forks than the table keeps) is refused.
+pub fn unpack_json(call_id: &str, json: &str) -> Result<DialogRecord> {
+    let rec: DialogRecord = serde_json::from_str(json)?;
+    if rec.forks.len() > MAX_FORKS {
+        bail!("{} forks (at most {MAX_FORKS})", rec.forks.len());
+    }
+    Ok(unpack(call_id, rec))
 }
 
-/// How long the store keeps a dialog in this state, from `now_ms`.
+/// How long the store keeps a dialog in this state, from `now_ms`
+/// (never more than [`MAX_TTL_MS`], whatever a record says).
 pub fn dialog_ttl_ms(rec: &DialogRecord, now_ms: u64) -> u64 {
     if rec.phase != "confirmed" && rec.phase != "terminating" {
         return UNCONFIRMED_TTL_MS;
     }
     match rec.session.as_ref().and_then(|s| s.expires_at_ms) {
-        Some(at) => at.saturating_sub(now_ms) + GRACE_MS,
+        Some(at) => (at.saturating_sub(now_ms) + GRACE_MS).min(MAX_TTL_MS),
         None => UNTIMED_TTL_MS,
     }
+}
+
+/// Longest TTL of any key: a day and a bit (the longest session and
+/// binding the edge keeps is a day).
+pub const MAX_TTL_MS: u64 = 86_400_000 + GRACE_MS;
+
+/// Forks a stored dialog may carry (the table keeps at most this many).
+pub const MAX_FORKS: usize = 16;
+
+/// The database number of a `redis://HOST:PORT/DB` URL (0 without one).
+fn db_of(url: &str) -> u32 {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    rest.rsplit_once('/')
+        .and_then(|(_, db)| db.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The store's counters (copied into the edge's when read).
@@ -290,6 +325,13 @@ pub struct StoreStats {
 #[derive(Debug)]
 pub struct Store {
     pub cfg: StoreConfig,
+    channel: String,
+    /// This process: the value of its lease (another process with the
+    /// same node id holds a different one).
+    run_id: String,
+    /// The shared flow-token key, hex, once known (put back into a store
+    /// that lost it).
+    flow_key: std::sync::OnceLock<String>,
     tx: mpsc::Sender<Write>,
     rx: Mutex<Option<mpsc::Receiver<Write>>>,
     up: AtomicBool,
@@ -303,6 +345,15 @@ impl Store {
     pub fn new(cfg: StoreConfig) -> Store {
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
         Store {
+            channel: format!("{EVENTS}:{}", db_of(&cfg.url)),
+            run_id: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+            flow_key: std::sync::OnceLock::new(),
             cfg,
             tx,
             rx: Mutex::new(Some(rx)),
@@ -314,6 +365,25 @@ impl Store {
 
     pub fn node(&self) -> &str {
         &self.cfg.node_id
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn set_flow_key(&self, key: &[u8]) {
+        let _ = self
+            .flow_key
+            .set(key.iter().map(|b| format!("{b:02x}")).collect());
+    }
+
+    pub fn flow_key_hex(&self) -> Option<&str> {
+        self.flow_key.get().map(String::as_str)
+    }
+
+    /// The events channel of this store's database.
+    pub fn channel(&self) -> &str {
+        &self.channel
     }
 
     /// Queues a change; never waits.
@@ -418,6 +488,11 @@ mod tests {
             dialog_ttl_ms(&rec("confirmed", Some(now - 5_000)), now),
             GRACE_MS
         );
+        // A record from far in the future still gets a bounded TTL.
+        assert_eq!(
+            dialog_ttl_ms(&rec("confirmed", Some(u64::MAX)), now),
+            MAX_TTL_MS
+        );
     }
 
     #[test]
@@ -450,14 +525,21 @@ mod tests {
     fn events_round_trip_and_name_their_node() {
         let e = Event::Dialog {
             node: "a".into(),
+            take: false,
             call_id: "x".into(),
             rec: Box::new(pack(&rec("confirmed", Some(5)))),
         };
         let s = serde_json::to_string(&e).unwrap();
         assert!(
-            s.starts_with(r#"{"op":"up","node":"a","call_id":"x","rec":"#),
+            s.starts_with(r#"{"op":"up","node":"a","take":false,"call_id":"x","rec":"#),
             "{s}"
         );
+        // What the claim script publishes.
+        let claimed = r#"{"op":"up","take":true,"node":"b","call_id":"x","rec":{"phase":"early","ua":{"t":"udp","addr":"192.0.2.1:5060"},"created_unix":1,"since_ms":1,"caller_is_ua":true,"caller_from":"f","cseq":1}}"#;
+        assert!(matches!(
+            serde_json::from_str::<Event>(claimed).unwrap(),
+            Event::Dialog { take: true, .. }
+        ));
         assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
         let r: Event = serde_json::from_str(r#"{"op":"rm","node":"b","call_id":"x"}"#).unwrap();
         assert_eq!(r.node(), "b");
@@ -465,6 +547,15 @@ mod tests {
             serde_json::from_str(r#"{"op":"reg","node":"b","contact":"u@h:5060"}"#).unwrap();
         assert!(matches!(b, Event::Binding { binding: None, .. }));
         assert!(serde_json::from_str::<Event>(r#"{"op":"zz","node":"b"}"#).is_err());
+    }
+
+    #[test]
+    fn each_database_has_its_own_events_channel() {
+        assert_eq!(db_of("redis://10.0.0.5:6379/3"), 3);
+        assert_eq!(db_of("redis://10.0.0.5:6379"), 0);
+        assert_eq!(db_of("redis://:pw@10.0.0.5/2?protocol=resp3"), 2);
+        let s = Store::new(StoreConfig::new("redis://h:1/5", "a").unwrap());
+        assert_eq!(s.channel(), "sipka:events:5");
     }
 
     #[test]

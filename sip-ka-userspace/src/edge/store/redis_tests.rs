@@ -209,12 +209,20 @@ fn owner(r: &Redis, call: &str) -> Option<String> {
         .unwrap()
 }
 
+/// Dialogs in the store (tombstones of ended ones not counted).
 fn dialog_keys(r: &Redis) -> usize {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("sipka:dlg:*")
-        .query(&mut r.conn())
-        .unwrap();
-    keys.len()
+    let mut c = r.conn();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("sipka:dlg:*").query(&mut c).unwrap();
+    keys.iter()
+        .filter(|k| {
+            let live: bool = redis::cmd("HEXISTS")
+                .arg(k)
+                .arg("rec")
+                .query(&mut c)
+                .unwrap();
+            live
+        })
+        .count()
 }
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -265,6 +273,16 @@ fn a_dialog_set_up_on_one_edge_is_carried_by_the_other() {
     });
     assert_eq!(b.store().stats.claimed.load(Ordering::Relaxed), 1);
     assert_eq!(a.store().stats.released.load(Ordering::Relaxed), 1);
+    // A late plain write of the old owner does not take it back.
+    let rec = b.edge.dialogs().owned_records().pop().unwrap();
+    let stale = super::Event::Dialog {
+        node: "a".into(),
+        take: false,
+        call_id: c1.into(),
+        rec: Box::new(super::pack(&rec)),
+    };
+    super::watch::apply(&b.edge, b.store(), stale);
+    assert!(b.edge.dialogs().known(c1), "B still owns it");
 
     // BYE through B: gone from the store and from A.
     let (bye, dest) = b.handle(&ua_request(c1, "BYE", 3, true), UA).unwrap();
@@ -272,8 +290,16 @@ fn a_dialog_set_up_on_one_edge_is_carried_by_the_other() {
     let ok = bye.response(200, "OK", None).unwrap();
     b.handle(&ok.to_bytes(), PBX).unwrap();
     assert!(!b.edge.dialogs().known(c1));
+    // A tombstone stays for the grace period: no late write brings the
+    // dialog back.
     wait_for("the dialog to leave the store", WAIT, || {
-        dialog_keys(&redis) == 0
+        let (rec, gone): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(dialog_key(c1))
+            .arg("rec")
+            .arg("gone")
+            .query(&mut redis.conn())
+            .unwrap();
+        rec.is_none() && gone.is_some()
     });
     wait_for("A's replica to go", WAIT, || {
         a.edge.dialogs().replicas_len() == 0 && !a.map.0.lock().unwrap().contains_key(&hash)

@@ -9,6 +9,8 @@ use anyhow::{Context as _, Result};
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::{mpsc, watch};
 
+pub use super::Shared;
+
 use super::{
     binding_key, dialog_key, dialog_ttl_ms, BindingRecord, Event, Store, Write, FLOW_KEY,
     FLOW_KEY_TTL_MS, GRACE_MS, RESYNC_EVERY_MS,
@@ -27,41 +29,30 @@ pub const RETRY: Duration = Duration::from_secs(1);
 const BATCH: usize = 512;
 
 /// A dialog written by its owner (or by an edge taking it over: ARGV[5]
-/// is "1"); refused (0) when another edge owns it.
+/// is "1"); refused (0) when another edge owns it or it ended (a
+/// tombstone: `gone`). ARGV: node, record, TTL (ms, always valid:
+/// [`super::dialog_ttl_ms`] clamps it), event, take, channel.
 const PUT: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'gone') == 1 then return 0 end
 local o = redis.call('HGET', KEYS[1], 'owner')
 if o and o ~= ARGV[1] and ARGV[5] ~= '1' then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'rec', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', 'sipka:events', ARGV[4])
+redis.call('PUBLISH', ARGV[6], ARGV[4])
 return 1
 ";
 
-/// A dialog's end, by its owner: 0 when another edge owns it, 2 when
-/// the store never had it (an INVITE that never got an answer).
+/// A dialog's end, wherever it was seen (a BYE's 2xx is final whichever
+/// edge it passed): the record goes, a tombstone stays for [`GRACE_MS`]
+/// so that no late write of another edge brings the dialog back. ARGV:
+/// event, channel, grace (ms).
 const REMOVE: &str = r"
-local o = redis.call('HGET', KEYS[1], 'owner')
-if not o then return 2 end
-if o ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', 'sipka:events', ARGV[2])
+redis.call('HSET', KEYS[1], 'gone', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
 return 1
 ";
-
-/// Takes dialog ARGV[3] from a node whose lease lapsed (ARGV[1]) for
-/// ARGV[2]: only one edge succeeds. Returns the (packed) record, or nil.
-pub const CLAIM: &str = r#"
-local o = redis.call('HGET', KEYS[1], 'owner')
-if o ~= ARGV[1] then return false end
-redis.call('HSET', KEYS[1], 'owner', ARGV[2])
-local rec = redis.call('HGET', KEYS[1], 'rec')
-redis.call('PUBLISH', 'sipka:events', '{"op":"up","node":"' .. ARGV[2] .. '","call_id":' .. cjson.encode(ARGV[3]) .. ',"rec":' .. rec .. '}')
-return rec
-"#;
-
-/// The connection the writer holds, for the other tasks (`None` while
-/// Redis is unreachable).
-pub type Shared = watch::Receiver<Option<MultiplexedConnection>>;
 
 /// The store's scripts.
 struct Scripts {
@@ -80,10 +71,10 @@ pub async fn connect(client: &Client) -> Result<MultiplexedConnection> {
 
 /// The shared flow-token key: the one already in the store, or `local`
 /// put there by this edge. Called once at start.
-pub async fn flow_key(client: &Client, local: &[u8; KEY_LEN]) -> Result<[u8; KEY_LEN]> {
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connect(client))
-        .await
-        .context("connecting")??;
+pub async fn flow_key(
+    conn: &mut MultiplexedConnection,
+    local: &[u8; KEY_LEN],
+) -> Result<[u8; KEY_LEN]> {
     let hex: String = local.iter().map(|b| format!("{b:02x}")).collect();
     let _: Value = redis::cmd("SET")
         .arg(FLOW_KEY)
@@ -91,12 +82,9 @@ pub async fn flow_key(client: &Client, local: &[u8; KEY_LEN]) -> Result<[u8; KEY
         .arg("NX")
         .arg("PX")
         .arg(FLOW_KEY_TTL_MS)
-        .query_async(&mut conn)
+        .query_async(conn)
         .await?;
-    let stored: String = redis::cmd("GET")
-        .arg(FLOW_KEY)
-        .query_async(&mut conn)
-        .await?;
+    let stored: String = redis::cmd("GET").arg(FLOW_KEY).query_async(conn).await?;
     decode_key(&stored).with_context(|| format!("{FLOW_KEY} in the store is not a key"))
 }
 
@@ -131,16 +119,25 @@ pub async fn attach(
         Some(k) => k,
         None => FlowToken::random_key()?,
     };
-    let key = match flow_key(&client, &local).await {
-        Ok(k) => k,
-        Err(e) => {
-            log::warn!(
-                "store: {} unreachable at start ({e:#}): using this edge's flow-token key",
-                cfg.url
-            );
-            local
+    let store = Arc::new(Store::new(cfg.clone()));
+    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&client)).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            log::warn!("store: {} unreachable at start ({e:#})", cfg.url);
+            None
+        }
+        Err(_) => {
+            log::warn!("store: {} unreachable at start (timed out)", cfg.url);
+            None
         }
     };
+    let key = match &conn {
+        Some(c) => flow_key(&mut c.clone(), &local).await?,
+        None => local,
+    };
+    if let Some(c) = &conn {
+        super::lease::take(&store, &mut c.clone()).await?;
+    }
     if let Some(dir) = state_dir {
         if saved != Some(key) {
             FlowToken::save_key(dir, &key)
@@ -148,10 +145,67 @@ pub async fn attach(
         }
     }
     edge.transports.tokens = FlowToken::with_key(&key);
-    let store = Arc::new(Store::new(cfg.clone()));
+    store.set_flow_key(&key);
     edge.dialogs().set_store(store.clone());
     edge.store = Some(store.clone());
+    if let Some(mut conn) = conn {
+        reconcile(edge, &mut conn)
+            .await
+            .context("reading the store")?;
+    }
     Ok((client, store))
+}
+
+/// The dialogs this edge restored from its journal, against the store:
+/// one another edge took over while this one was down becomes a replica
+/// (its timers do not run here), one that ended there ends here too.
+/// Runs before the edge's tasks start, so no timer of such a dialog
+/// fires here first.
+async fn reconcile(edge: &Edge, conn: &mut MultiplexedConnection) -> Result<()> {
+    let owned = edge.dialogs().owned_records();
+    let mut taken = 0;
+    let mut ended = 0;
+    for chunk in owned.chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        for r in chunk {
+            pipe.cmd("HMGET")
+                .arg(dialog_key(&r.call_id))
+                .arg("owner")
+                .arg("rec")
+                .arg("gone");
+        }
+        let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
+            pipe.query_async(conn).await?;
+        let now = clock::now_ms();
+        let mut d = edge.dialogs();
+        for (r, (owner, rec, gone)) in chunk.iter().zip(rows) {
+            match (owner, rec, gone) {
+                (_, _, Some(_)) => {
+                    d.remote_end(&r.call_id);
+                    ended += 1;
+                }
+                (Some(o), Some(rec), None) if o != edge_node(edge) => {
+                    if let Ok(rec) = super::unpack_json(&r.call_id, &rec) {
+                        d.replicate(&o, rec, true, now);
+                        taken += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if taken + ended > 0 {
+        log::info!(
+            "store: of the {} dialog(s) restored, {taken} are now other edges' and {ended} ended \
+             while this edge was down",
+            owned.len()
+        );
+    }
+    Ok(())
+}
+
+fn edge_node(edge: &Edge) -> &str {
+    edge.store.as_deref().map_or("", Store::node)
 }
 
 /// Drains the queue into Redis for ever; reconnects when the connection
@@ -337,6 +391,7 @@ async fn write(
                 let json = serde_json::to_string(&packed)?;
                 let ev = event_json(&Event::Dialog {
                     node: node.clone(),
+                    take: *take,
                     call_id: call_id.clone(),
                     rec: Box::new(packed),
                 });
@@ -348,7 +403,8 @@ async fn write(
                     .arg(json)
                     .arg(dialog_ttl_ms(rec, now))
                     .arg(ev)
-                    .arg(if *take { "1" } else { "0" });
+                    .arg(if *take { "1" } else { "0" })
+                    .arg(store.channel());
                 dialog_at.push((i, call_id.clone()));
             }
             Write::Dialog {
@@ -362,8 +418,9 @@ async fn write(
                     .arg(scripts.remove.get_hash())
                     .arg(1)
                     .arg(dialog_key(call_id))
-                    .arg(&node)
-                    .arg(ev);
+                    .arg(ev)
+                    .arg(store.channel())
+                    .arg(GRACE_MS);
                 dialog_at.push((i, call_id.clone()));
             }
             Write::Binding { contact, binding } => {
@@ -386,7 +443,7 @@ async fn write(
                     contact: contact.clone(),
                     binding: binding.clone(),
                 });
-                pipe.cmd("PUBLISH").arg(super::EVENTS).arg(ev);
+                pipe.cmd("PUBLISH").arg(store.channel()).arg(ev);
             }
         }
     }
@@ -435,13 +492,15 @@ async fn hand_over(edge: &Edge, conn: &mut MultiplexedConnection, call_id: &str)
         .arg("rec")
         .query_async(conn)
         .await?;
-    if let (Some(owner), Some(rec)) = (owner, rec) {
-        match super::unpack_json(call_id, &rec) {
+    match (owner, rec) {
+        (Some(owner), Some(rec)) => match super::unpack_json(call_id, &rec) {
             Ok(rec) => {
-                edge.dialogs().replicate(&owner, rec);
+                edge.dialogs().replicate(&owner, rec, true, clock::now_ms());
             }
             Err(e) => log::warn!("store: dialog {call_id}: record unreadable ({e})"),
-        }
+        },
+        // Ended at another edge (a tombstone): it ends here too.
+        _ => edge.dialogs().remote_end(call_id),
     }
     Ok(())
 }

@@ -1,23 +1,20 @@
-//! The store's readers: the subscriber, which applies the other edges'
+//! The store's reader: the subscriber, which applies the other edges'
 //! changes here (replicas and their DIALOGS entries, bindings) after a
-//! full load at every connection, and the lease task, which renews this
-//! node's lease and claims the dialogs of nodes whose lease lapsed.
+//! full load at every connection (the lease and claims: `lease.rs`).
 
 use std::{collections::HashSet, sync::Arc};
 
 use anyhow::Result;
 use futures_util::StreamExt as _;
-use redis::{aio::MultiplexedConnection, Client, Script};
+use redis::{aio::MultiplexedConnection, Client};
 
 use super::{
-    node_key,
-    sync::{Shared, CLAIM, RETRY},
-    BindingRecord, Event, Store, BINDING_PREFIX, DIALOG_PREFIX, EVENTS, FLOW_KEY, FLOW_KEY_TTL_MS,
-    LEASE_MS, RENEW_MS,
+    sync::RETRY, BindingRecord, Event, Shared, Store, Write, BINDING_PREFIX, DIALOG_PREFIX,
 };
 use crate::{edge::state::Edge, util::clock};
 
-/// Starts the store's tasks: the writer, the subscriber and the lease.
+/// Starts the store's tasks: the writer, the subscriber, the lease and
+/// the claims.
 pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
     let Some(rx) = store.take_queue() else {
         return;
@@ -36,7 +33,8 @@ pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
         client,
         conn_rx.clone(),
     ));
-    tokio::spawn(lease(edge, store, conn_rx));
+    tokio::spawn(super::lease::renew(store.clone(), conn_rx.clone()));
+    tokio::spawn(super::lease::claims(edge, store, conn_rx));
 }
 
 /// Applies the other edges' changes for ever, reconnecting when the
@@ -58,7 +56,7 @@ async fn subscribe_once(
 ) -> Result<()> {
     let mut pubsub =
         tokio::time::timeout(super::sync::RESPONSE_TIMEOUT, client.get_async_pubsub()).await??;
-    pubsub.subscribe(EVENTS).await?;
+    pubsub.subscribe(store.channel()).await?;
     // Subscribed first, then the full load: no change falls between.
     let mut conn = loop {
         if let Some(c) = shared.borrow_and_update().clone() {
@@ -68,22 +66,39 @@ async fn subscribe_once(
     };
     load(edge, store, &mut conn).await?;
     let mut stream = pubsub.on_message();
-    while let Some(msg) = stream.next().await {
-        match serde_json::from_slice::<Event>(msg.get_payload_bytes()) {
-            Ok(ev) if ev.node() != store.node() => apply(edge, store, ev),
-            Ok(_) => {}
-            Err(e) => log::debug!("store: event unreadable: {e}"),
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else {
+                    return Ok(());
+                };
+                match serde_json::from_slice::<Event>(msg.get_payload_bytes()) {
+                    Ok(ev) if ev.node() != store.node() => apply(edge, store, ev),
+                    Ok(_) => {}
+                    Err(e) => log::debug!("store: event unreadable: {e}"),
+                }
+            }
+            // The writer lost Redis or connected again: this subscription
+            // may have missed changes (a Redis that stopped and went on
+            // keeps it open), so subscribe and load again.
+            _ = shared.changed() => return Ok(()),
         }
     }
-    Ok(())
 }
 
 /// One change of another edge.
 pub fn apply(edge: &Edge, store: &Store, ev: Event) {
     match ev {
-        Event::Dialog { node, call_id, rec } => {
-            edge.dialogs()
-                .replicate(&node, super::unpack(&call_id, *rec));
+        Event::Dialog {
+            node,
+            take,
+            call_id,
+            rec,
+        } => {
+            if rec.forks.len() <= super::MAX_FORKS {
+                let rec = super::unpack(&call_id, *rec);
+                edge.dialogs().replicate(&node, rec, take, clock::now_ms());
+            }
         }
         Event::Removed { call_id, .. } => edge.dialogs().remote_end(&call_id),
         Event::Binding {
@@ -93,6 +108,7 @@ pub fn apply(edge: &Edge, store: &Store, ev: Event) {
             edge.bindings.apply_remote(
                 &contact,
                 binding.map(|b| (b.flow.map(|f| f.restore()), b.expires_at_ms)),
+                clock::now_ms(),
             );
         }
     }
@@ -120,13 +136,13 @@ async fn keys(conn: &mut MultiplexedConnection, prefix: &str) -> Result<Vec<Stri
 }
 
 /// Everything the store holds, put here: the other edges' dialogs as
-/// replicas (replicas of dialogs gone from the store dropped), dialogs
-/// the store says this edge owns that it lacks (a restart without its
-/// state directory) adopted, and the bindings.
+/// replicas (replicas of dialogs gone from the store dropped), and the
+/// bindings. A dialog the store gives to this edge that its table lacks
+/// ended here while Redis was away: it goes from the store.
 async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> Result<()> {
     let dialog_keys = keys(conn, DIALOG_PREFIX).await?;
     let mut seen = HashSet::new();
-    let (mut replicas, mut adopted) = (0, 0);
+    let (mut replicas, mut ended) = (0, 0);
     for chunk in dialog_keys.chunks(500) {
         let mut pipe = redis::pipe();
         for k in chunk {
@@ -145,10 +161,15 @@ async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> R
             };
             seen.insert(rec.call_id.clone());
             if owner == store.node() {
-                if d.phase(&rec.call_id).is_none() && d.adopt(rec, now) {
-                    adopted += 1;
+                if d.phase(&rec.call_id).is_none() {
+                    store.send(Write::Dialog {
+                        call_id: rec.call_id,
+                        rec: None,
+                        take: false,
+                    });
+                    ended += 1;
                 }
-            } else if d.replicate(&owner, rec) {
+            } else if d.replicate(&owner, rec, false, now) {
                 replicas += 1;
             }
         }
@@ -170,92 +191,14 @@ async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> R
             edge.bindings.apply_remote(
                 contact,
                 Some((b.flow.map(|f| f.restore()), b.expires_at_ms)),
+                clock::now_ms(),
             );
             bindings += 1;
         }
     }
     log::info!(
-        "store: loaded {replicas} dialog(s) of other edges, adopted {adopted} of this edge's, \
-         dropped {dropped} ended replica(s), {bindings} binding(s)"
+        "store: loaded {replicas} dialog(s) of other edges and {bindings} binding(s); \
+         dropped {dropped} ended replica(s), removed {ended} dialog(s) that ended here"
     );
-    Ok(())
-}
-
-/// Renews this node's lease (and the flow-token key's TTL) every
-/// [`RENEW_MS`], and claims the dialogs of nodes whose lease is gone.
-pub async fn lease(edge: Arc<Edge>, store: Arc<Store>, mut shared: Shared) {
-    let claim = Script::new(CLAIM);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(RENEW_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(mut conn) = shared.borrow_and_update().clone() else {
-            continue;
-        };
-        if let Err(e) = renew_and_claim(&edge, &store, &claim, &mut conn).await {
-            log::debug!("store: lease: {e}");
-        }
-    }
-}
-
-async fn renew_and_claim(
-    edge: &Edge,
-    store: &Store,
-    claim: &Script,
-    conn: &mut MultiplexedConnection,
-) -> Result<()> {
-    let _: () = redis::pipe()
-        .cmd("SET")
-        .arg(node_key(store.node()))
-        .arg(clock::now_ms())
-        .arg("PX")
-        .arg(LEASE_MS)
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(FLOW_KEY)
-        .arg(FLOW_KEY_TTL_MS)
-        .ignore()
-        .query_async(conn)
-        .await?;
-    let owners = edge.dialogs().replicas_by_owner();
-    for (owner, call_ids) in owners {
-        let alive: bool = redis::cmd("EXISTS")
-            .arg(node_key(&owner))
-            .query_async(conn)
-            .await?;
-        if alive {
-            continue;
-        }
-        let mut won = 0;
-        for call_id in &call_ids {
-            let rec: Option<String> = claim
-                .key(super::dialog_key(call_id))
-                .arg(&owner)
-                .arg(store.node())
-                .arg(call_id)
-                .invoke_async(conn)
-                .await?;
-            let Some(rec) = rec.and_then(|r| super::unpack_json(call_id, &r).ok()) else {
-                // Gone from the store (ended, or its TTL ran out): the
-                // replica goes too; taken by another edge: its event
-                // makes the replica that edge's.
-                let exists: bool = redis::cmd("EXISTS")
-                    .arg(super::dialog_key(call_id))
-                    .query_async(conn)
-                    .await?;
-                if !exists {
-                    edge.dialogs().remote_end(call_id);
-                }
-                continue;
-            };
-            if edge.dialogs().adopt(rec, clock::now_ms()) {
-                won += 1;
-            }
-        }
-        log::info!(
-            "store: node {owner}'s lease lapsed: {won} of its {} dialog(s) taken over here",
-            call_ids.len()
-        );
-    }
     Ok(())
 }
