@@ -273,3 +273,23 @@ pub(super) fn session_flags(s: &Session) -> u32 {
     });
     DialogValue::session_flags(s.interval, refresher)
 }
+
+/// Another edge's dialog (shared state): its owner and latest record.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    pub owner: String,
+    pub rec: crate::edge::persist::DialogRecord,
+    /// When its key leaves the store (unless its owner writes it again).
+    pub until_ms: u64,
+}
+
+/// What [`Dialogs::save_as`] gives the shared store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// The dialog's state, as its owner.
+    Write,
+    /// The dialog's state, taking it over from whoever owned it.
+    Take,
+    /// Nothing (the store already holds it, or another edge owns it).
+    Skip,
+}

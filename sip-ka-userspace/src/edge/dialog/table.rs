@@ -53,6 +53,10 @@ pub struct Dialogs {
     pub(super) pending_session: Option<(u64, u64, u32)>,
     /// Where every change is recorded, to survive a restart.
     pub(super) journal: Option<Journal>,
+    /// Where every change is shared with the other edges.
+    pub(super) store: Option<std::sync::Arc<crate::edge::store::Store>>,
+    /// Dialogs other edges own, by Call-ID hash (see `replica`).
+    pub(super) replicas: HashMap<u64, super::model::Replica, IdHashBuilder>,
     /// `--dialog-idle-timeout`.
     pub(super) idle: Option<Idle>,
     /// The dialogs still pending (any INVITE makes one), by Call-ID
@@ -92,6 +96,8 @@ impl Dialogs {
             timers,
             pending_session: None,
             journal: None,
+            store: None,
+            replicas: HashMap::with_hasher(IdHashBuilder::default()),
             idle: None,
             pending: {
                 let d = crate::edge::config::StateLimits::default();
@@ -201,7 +207,13 @@ impl Dialogs {
             if d.phase != Phase::Pending {
                 self.sink.remove(hash);
             }
-            self.save(call_id);
+            // An INVITE that never got an answer was never shared.
+            let share = if d.phase == Phase::Pending {
+                super::model::Share::Skip
+            } else {
+                super::model::Share::Write
+            };
+            self.save_as(call_id, share);
         }
     }
 
@@ -217,7 +229,7 @@ impl Dialogs {
             return;
         };
         let hash = callid_hash(call_id.as_bytes());
-        let journaled = self.journal.is_some();
+        let journaled = self.persisting();
         if let Some(d) = self.get_mut(call_id) {
             let mut changed = false;
             if let Some(c) = model::cseq(msg) {
