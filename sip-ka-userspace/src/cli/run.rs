@@ -145,6 +145,16 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
         ),
         idle_timeout: (args.dialog_idle_timeout > 0)
             .then(|| Duration::from_secs(args.dialog_idle_timeout)),
+        store: match &args.state_store {
+            Some(url) => Some(edge::store::StoreConfig::new(
+                url,
+                &args
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(edge::store::default_node_id),
+            )?),
+            None => None,
+        },
     };
 
     let prog_id = attached

@@ -135,6 +135,16 @@ pub struct RunArgs {
     /// (default: /run/sip-ka/<name of the pin directory>).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Redis URL (`redis://HOST:PORT/DB`) through which edges share their
+    /// dialogs, session timers, bindings and flow-token key, so another
+    /// edge (an HA pair behind a virtual IP) carries this one's calls
+    /// (edge mode; default: none, the state stays in --state-dir).
+    #[arg(long, value_name = "URL")]
+    pub state_store: Option<String>,
+    /// This edge's name in the shared store, unique per edge (default:
+    /// the host name).
+    #[arg(long, value_name = "NAME", requires = "state_store")]
+    pub node_id: Option<String>,
     /// PEM certificate chain: the edge also serves TLS on its TCP ports
     /// (a connection starting with a TLS handshake is TLS). Needs
     /// --tls-key.

@@ -38,6 +38,10 @@ struct Pending {
     at_ms: u64,
 }
 
+/// A binding's change: its Contact, and its flow and expiry (`None`:
+/// removed).
+pub type Change = (String, Option<(Option<Flow>, u64)>);
+
 struct Binding {
     /// `None` when two sources registered the same Contact (two sites
     /// with the same private address plan): nobody is reached by it,
@@ -167,24 +171,35 @@ impl Bindings {
         );
     }
 
-    /// The response to a REGISTER sent with our `branch`.
-    pub fn on_response(&self, branch: &str, code: u16, now_ms: u64) {
+    /// The response to a REGISTER sent with our `branch`; returns the
+    /// bindings it changed (for the shared store): each Contact with its
+    /// flow and expiry, or `None` when it went.
+    pub fn on_response(&self, branch: &str, code: u16, now_ms: u64) -> Vec<Change> {
+        let mut changes = Vec::new();
         if code < 200 {
-            return;
+            return changes;
         }
         let mut g = self.lock();
         let Some(p) = g.pending.remove(branch) else {
-            return;
+            return changes;
         };
         if code >= 300 {
-            return;
+            return changes;
         }
         if p.wildcard {
-            g.by_contact.retain(|_, b| b.flow != Some(p.flow));
+            g.by_contact.retain(|k, b| {
+                let keep = b.flow != Some(p.flow);
+                if !keep {
+                    changes.push((k.clone(), None));
+                }
+                keep
+            });
         }
         for (key, expires) in p.contacts {
             if expires == 0 {
-                g.by_contact.remove(&key);
+                if g.by_contact.remove(&key).is_some() {
+                    changes.push((key, None));
+                }
                 continue;
             }
             let expires_at_ms = now_ms.saturating_add(expires.min(MAX_EXPIRES_S) * 1_000);
@@ -200,6 +215,7 @@ impl Bindings {
                 _ => Some(p.flow),
             };
             if g.by_contact.len() < MAX_BINDINGS || g.by_contact.contains_key(&key) {
+                changes.push((key.clone(), Some((flow, expires_at_ms))));
                 g.by_contact.insert(
                     key,
                     Binding {
@@ -209,6 +225,39 @@ impl Bindings {
                 );
             }
         }
+        changes
+    }
+
+    /// A binding another edge learnt (or removed: `None`), as it stands
+    /// there: flow and absolute expiry.
+    pub fn apply_remote(&self, contact: &str, binding: Option<(Option<Flow>, u64)>) {
+        let mut g = self.lock();
+        match binding {
+            Some((flow, expires_at_ms)) => {
+                if g.by_contact.len() < MAX_BINDINGS || g.by_contact.contains_key(contact) {
+                    g.by_contact.insert(
+                        contact.to_string(),
+                        Binding {
+                            flow,
+                            expires_at_ms,
+                        },
+                    );
+                }
+            }
+            None => {
+                g.by_contact.remove(contact);
+            }
+        }
+    }
+
+    /// Every live binding: Contact, flow, expiry.
+    pub fn snapshot(&self, now_ms: u64) -> Vec<(String, Option<Flow>, u64)> {
+        self.lock()
+            .by_contact
+            .iter()
+            .filter(|(_, b)| now_ms < b.expires_at_ms)
+            .map(|(k, b)| (k.clone(), b.flow, b.expires_at_ms))
+            .collect()
     }
 
     /// The flow a registered Contact was registered by, if it is live.

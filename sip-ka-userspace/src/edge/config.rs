@@ -253,6 +253,9 @@ pub struct DialogOptions {
     /// `--dialog-idle-timeout`: a confirmed dialog with no in-dialog
     /// traffic for this long is ended; `None` never.
     pub idle_timeout: Option<Duration>,
+    /// `--state-store` and `--node-id`: dialogs, bindings and the
+    /// flow-token key shared with other edges.
+    pub store: Option<super::store::StoreConfig>,
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //! * [`upstream`]: OPTIONS pings to the PBX, up/down and RTT.
 //! * [`session_timer`]: RFC 4028 in the proxy role.
 //! * [`bindings`]: registered Contacts and their flows.
+//! * [`store`]: dialogs, bindings and the flow-token key shared with
+//!   other edges through Redis.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -32,6 +34,7 @@ pub mod persist;
 pub mod proxy;
 pub mod session_timer;
 pub mod state;
+pub mod store;
 pub mod transport;
 pub mod upstream;
 
@@ -86,7 +89,14 @@ pub async fn start_with(
     };
     let mut edge = Edge::with_options(cfg, &opts, sink, responder, clock::now_ms())?;
     edge.tls = tls;
+    let store = match &opts.store {
+        Some(sc) => Some(store::sync::attach(&mut edge, sc, opts.state_dir.as_deref()).await?),
+        None => None,
+    };
     let edge = Arc::new(edge);
+    if let Some((client, store)) = store {
+        store::sync::spawn(edge.clone(), store, client);
+    }
     let socks: Vec<Arc<UdpSocket>> = socks.into_iter().map(Arc::new).collect();
     for sock in &socks {
         let local = sock.local_addr()?;

@@ -91,7 +91,11 @@ impl Edge {
         now_ms: u64,
     ) -> Out {
         let c = &self.counters;
-        match parse_message(raw, framing, &self.tun().limits) {
+        let parsed = parse_message(raw, framing, &self.tun().limits);
+        if let Ok(msg) = &parsed {
+            self.take_over(msg, now_ms);
+        }
+        match parsed {
             Ok(msg) if msg.is_request() => {
                 let out = self.request(msg, raw.len(), src, local, now_ms);
                 self.no_amplifier(out, raw.len(), src)
@@ -548,7 +552,10 @@ impl Edge {
             self.retransmits
                 .on_response(branch, cseq.method.as_str(), code, now_ms);
             if cseq.method == Method::Register {
-                self.bindings.on_response(branch, code, now_ms);
+                let changes = self.bindings.on_response(branch, code, now_ms);
+                if let Some(store) = &self.store {
+                    store.send_bindings(changes);
+                }
             }
         }
         // ms-keep-alive is hop-by-hop: whatever the PBX said stays here.

@@ -14,6 +14,7 @@ use super::{
     dialog::{DialogSink, Dialogs},
     persist,
     session_timer::SessionTimers,
+    store::Store,
     transport::{retransmit::Retransmits, Flow, FlowToken, Transports},
     upstream::Health,
 };
@@ -38,6 +39,8 @@ pub struct Edge {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Answers CRLF and STUN that reach the SIP sockets.
     pub responder: Option<Arc<Shared>>,
+    /// The state shared with other edges (`--state-store`).
+    pub store: Option<Arc<Store>>,
 }
 
 impl Edge {
@@ -66,6 +69,7 @@ impl Edge {
             retransmits: Retransmits::default(),
             bindings,
             responder,
+            store: None,
         }
     }
 
@@ -129,6 +133,41 @@ impl Edge {
         self.counters
             .registers_pending_evicted
             .store(self.bindings.pending_evicted(), Ordering::Relaxed);
+        if let Some(store) = &self.store {
+            let c = &self.counters;
+            let s = &store.stats;
+            let replicas = self.dialogs().replicas_len() as u64;
+            for (to, from) in [
+                (&c.store_writes, &s.writes),
+                (&c.store_write_failures, &s.write_failures),
+                (&c.store_queue_dropped, &s.queue_dropped),
+                (&c.store_disconnects, &s.disconnects),
+                (&c.dialogs_claimed, &s.claimed),
+                (&c.dialogs_released, &s.released),
+                (&c.dialogs_replicated, &s.replicated),
+            ] {
+                to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            c.store_up.store(u64::from(store.is_up()), Ordering::Relaxed);
+            c.dialog_replicas.store(replicas, Ordering::Relaxed);
+        }
+    }
+
+    /// A message of a dialog another edge owned arrived here: the dialog
+    /// is this edge's from now on (see [`Dialogs::take_over`]).
+    pub fn take_over(&self, msg: &crate::sip::SipMessage, now_ms: u64) {
+        if self.store.is_none() {
+            return;
+        }
+        if let Some(call_id) = msg.call_id() {
+            if self.dialogs().take_over(call_id, now_ms) {
+                tracing::info!(
+                    target: "sip_ka::edge::store",
+                    call_id,
+                    "edge: dialog taken over from another edge (its traffic came here)"
+                );
+            }
+        }
     }
 }
 

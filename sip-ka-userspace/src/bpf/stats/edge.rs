@@ -58,6 +58,15 @@ counters! {
     dialogs_pending_evicted: "Unanswered INVITE dialogs dropped (oldest first) or not kept: --max-pending-dialogs/--max-pending-dialog-bytes reached.",
     registers_pending_evicted: "REGISTERs awaiting their answer dropped (oldest first) or not kept: --max-pending-registers/--max-pending-register-bytes reached.",
     conns_message_timeout: "Connections closed because a message took longer than --tcp-message-timeout from its first byte to its end.",
+    store_up: "1 while the shared store (--state-store) is reachable, else 0: a level, not a count.",
+    dialog_replicas: "Dialogs other edges own, replicated here (shared store): a level, not a count.",
+    store_writes: "Changes written to the shared store (one per key).",
+    store_write_failures: "Changes not written to the shared store (unreachable): re-published once it is back.",
+    store_queue_dropped: "Changes dropped because the shared store's queue was full (re-published later).",
+    store_disconnects: "Connections to the shared store lost.",
+    dialogs_claimed: "Dialogs this edge took over from another (their traffic came here, or their owner's lease lapsed).",
+    dialogs_released: "Dialogs another edge took over from this one.",
+    dialogs_replicated: "Changes of other edges' dialogs and bindings applied here.",
     answers_dropped_size: "The edge's own answers to UDP requests (keep-alives, refusals) not sent: more than MAX_ERROR_GROWTH bytes larger than the request, even without the capability headers.",
 }
 

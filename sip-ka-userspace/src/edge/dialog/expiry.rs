@@ -145,7 +145,7 @@ impl Dialogs {
             }
         }
         // The 2xx's To and Contact, or a new or refreshed session timer.
-        if changed && self.journal.is_some() {
+        if changed && self.persisting() {
             if let Some(call_id) = self.call_id_of(hash) {
                 self.save(&call_id);
             }

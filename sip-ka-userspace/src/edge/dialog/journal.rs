@@ -10,6 +10,7 @@ use crate::{
     edge::{
         persist::{self, DialogRecord, FlowRecord, Journal, Record},
         session_timer::{self, Session},
+        store::Write,
     },
     sip::Refresher,
 };
@@ -22,7 +23,7 @@ impl Dialogs {
     }
 
     /// The stored form of a dialog.
-    fn record(&self, hash: u64, d: &Dialog) -> DialogRecord {
+    pub(super) fn record(&self, hash: u64, d: &Dialog) -> DialogRecord {
         let c = d.cold.unpack();
         DialogRecord {
             call_id: c.call_id,
@@ -45,15 +46,40 @@ impl Dialogs {
         }
     }
 
-    /// Journals the dialog's current state (or its removal), and compacts
-    /// the journal when it has grown enough.
+    /// Journals the dialog's current state (or its removal), hands it to
+    /// the shared store, and compacts the journal when it has grown
+    /// enough.
     pub(super) fn save(&mut self, call_id: &str) {
-        if self.journal.is_none() {
+        self.save_as(call_id, Share::Write);
+    }
+
+    /// [`Dialogs::save`], saying what the shared store gets.
+    pub(super) fn save_as(&mut self, call_id: &str, share: Share) {
+        let share = match &self.store {
+            Some(store) if share != Share::Skip => Some((store.clone(), share == Share::Take)),
+            _ => None,
+        };
+        if self.journal.is_none() && share.is_none() {
             return;
         }
         let hash = sip_ka_common::callid_hash(call_id.as_bytes());
-        let rec = match self.get(call_id) {
-            Some(d) => Record::Upsert(Box::new(self.record(hash, d))),
+        let rec = self.get(call_id).map(|d| self.record(hash, d));
+        if let Some((store, take)) = share {
+            // An unanswered INVITE is not shared: a flood of them would
+            // cost a write each, and its transaction is the UA's to retry.
+            if rec.as_ref().is_none_or(|r| r.phase != Phase::Pending.name()) {
+                store.send(Write::Dialog {
+                    call_id: call_id.to_string(),
+                    rec: rec.clone().map(Box::new),
+                    take,
+                });
+            }
+        }
+        if self.journal.is_none() {
+            return;
+        }
+        let rec = match rec {
+            Some(r) => Record::Upsert(Box::new(r)),
             None => Record::Remove {
                 call_id: call_id.to_string(),
             },
@@ -69,6 +95,11 @@ impl Dialogs {
                 j.compact_in_background();
             }
         }
+    }
+
+    /// Whether changes are recorded anywhere (journal or shared store).
+    pub(super) fn persisting(&self) -> bool {
+        self.journal.is_some() || self.store.is_some()
     }
 
     /// Rewrites the snapshot from the table and empties the journal (at
@@ -97,77 +128,93 @@ impl Dialogs {
     /// entries removed).
     pub fn restore(&mut self, records: Vec<DialogRecord>, now_ms: u64) -> (usize, usize, usize) {
         let mut refused = 0;
-        let mut sessions = Vec::new();
         for r in records {
-            let Some(phase) = Phase::from_name(&r.phase) else {
-                log::warn!(
-                    "state: dialog {}: unknown phase {:?}; dropped",
-                    r.call_id,
-                    r.phase
-                );
+            if !self.insert_record(r, now_ms) {
                 refused += 1;
-                continue;
-            };
-            let hash = sip_ka_common::callid_hash(r.call_id.as_bytes());
-            if let Some(s) = &r.session {
-                let refresher = match s.refresher.as_deref() {
-                    Some("uac") => Some(Refresher::Uac),
-                    Some("uas") => Some(Refresher::Uas),
-                    _ => None,
-                };
-                sessions.push(session_timer::SessionRecord {
-                    dialog: hash,
-                    session: Session {
-                        interval: s.interval,
-                        refresher,
-                    },
-                    expires_at_ms: s.expires_at_ms.filter(|_| s.interval > 0),
-                });
             }
-            if let Some(state) = phase.map_state() {
-                self.sink.upsert(hash, state, r.created_unix);
-            }
-            let cold = Cold {
-                created_unix: r.created_unix,
-                since_ms: r.since_ms.min(now_ms),
-                ua: r.ua.restore(),
-                call_id: r.call_id,
-                caller_from: r.caller_from,
-                callee_to: r.callee_to,
-                caller_contact: r.caller_contact,
-                callee_contact: r.callee_contact,
-                forks: r.forks,
-            };
-            // The idle clock restarts: a restart never ends a call earlier
-            // than its idle limit after the restart.
-            let d = Dialog::new(phase, r.cseq, r.caller_is_ua, now_ms, &cold);
-            self.by_hash.insert(hash, d);
-        }
-        self.timers.restore(sessions.iter().copied());
-        for s in &sessions {
-            if !self.by_hash.contains_key(&s.dialog) {
-                continue;
-            }
-            let expires = s.expires_at_ms.map_or(0, |at| at / 1_000);
-            self.sink
-                .set_session(s.dialog, expires, session_flags(&s.session));
-        }
-        let confirmed: Vec<u64> = self
-            .by_hash
-            .iter()
-            .filter(|(_, d)| d.phase == Phase::Confirmed)
-            .map(|(&h, _)| h)
-            .collect();
-        for hash in confirmed {
-            self.arm_idle(hash, now_ms);
         }
         let live: std::collections::HashSet<u64> = self
             .by_hash
             .iter()
             .filter(|(_, d)| d.phase != Phase::Pending)
             .map(|(h, _)| *h)
+            .chain(self.replicas.keys().copied())
             .collect();
         let stale = self.sink.retain(&|h| live.contains(&h));
         (self.by_hash.len(), refused, stale)
     }
+
+    /// Puts one stored dialog into the table: its mirror entry, its
+    /// session timer (absolute expiry: one already past fires at the next
+    /// [`Dialogs::expire`]) and, confirmed, its idle clock. False (logged)
+    /// for a record naming no known phase.
+    pub(super) fn insert_record(&mut self, r: DialogRecord, now_ms: u64) -> bool {
+        let Some(phase) = Phase::from_name(&r.phase) else {
+            log::warn!(
+                "state: dialog {}: unknown phase \"{}\"; dropped",
+                r.call_id,
+                r.phase
+            );
+            return false;
+        };
+        let hash = sip_ka_common::callid_hash(r.call_id.as_bytes());
+        let session = session_record(hash, &r);
+        if let Some(state) = phase.map_state() {
+            self.sink.upsert(hash, state, r.created_unix);
+        }
+        let cold = Cold {
+            created_unix: r.created_unix,
+            since_ms: r.since_ms.min(now_ms),
+            ua: r.ua.restore(),
+            call_id: r.call_id,
+            caller_from: r.caller_from,
+            callee_to: r.callee_to,
+            caller_contact: r.caller_contact,
+            callee_contact: r.callee_contact,
+            forks: r.forks,
+        };
+        // The idle clock restarts: a restart never ends a call earlier
+        // than its idle limit after the restart.
+        let d = Dialog::new(phase, r.cseq, r.caller_is_ua, now_ms, &cold);
+        self.by_hash.insert(hash, d);
+        if let Some(s) = session {
+            self.timers.restore([s]);
+            let expires = s.expires_at_ms.map_or(0, |at| at / 1_000);
+            self.sink
+                .set_session(hash, expires, session_flags(&s.session));
+        }
+        if phase == Phase::Confirmed {
+            self.arm_idle(hash, now_ms);
+        }
+        true
+    }
+}
+
+/// The session timer a stored dialog carries, if any.
+pub(super) fn session_record(hash: u64, r: &DialogRecord) -> Option<session_timer::SessionRecord> {
+    let s = r.session.as_ref()?;
+    let refresher = match s.refresher.as_deref() {
+        Some("uac") => Some(Refresher::Uac),
+        Some("uas") => Some(Refresher::Uas),
+        _ => None,
+    };
+    Some(session_timer::SessionRecord {
+        dialog: hash,
+        session: Session {
+            interval: s.interval,
+            refresher,
+        },
+        expires_at_ms: s.expires_at_ms.filter(|_| s.interval > 0),
+    })
+}
+
+/// What [`Dialogs::save_as`] gives the shared store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Share {
+    /// The dialog's state, as its owner.
+    Write,
+    /// The dialog's state, taking it over from whoever owned it.
+    Take,
+    /// Nothing (the store already holds it, or another edge owns it).
+    Skip,
 }

@@ -7,6 +7,7 @@
 //! * `packed`: a dialog's strings, flow and times in one heap block;
 //! * [`expiry`]: session timers (RFC 4028) and the idle limit;
 //! * [`journal`]: recording changes and restoring them after a restart;
+//! * [`replica`]: dialogs other edges own (shared state);
 //! * [`bye`]: the BYEs that reap an ended dialog;
 //! * [`mirror`]: the DIALOGS map behind [`DialogSink`].
 
@@ -16,6 +17,7 @@ pub mod journal;
 pub mod mirror;
 pub mod model;
 mod packed;
+pub mod replica;
 pub mod table;
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ pub struct Dialogs {
     pub(super) pending_session: Option<(u64, u64, u32)>,
     /// Where every change is recorded, to survive a restart.
     pub(super) journal: Option<Journal>,
+    /// Where every change is shared with the other edges.
+    pub(super) store: Option<std::sync::Arc<crate::edge::store::Store>>,
+    /// Dialogs other edges own, by Call-ID hash (see `replica`).
+    pub(super) replicas: HashMap<u64, super::replica::Replica, IdHashBuilder>,
     /// `--dialog-idle-timeout`.
     pub(super) idle: Option<Idle>,
     /// The dialogs still pending (any INVITE makes one), by Call-ID
@@ -92,6 +96,8 @@ impl Dialogs {
             timers,
             pending_session: None,
             journal: None,
+            store: None,
+            replicas: HashMap::with_hasher(IdHashBuilder::default()),
             idle: None,
             pending: {
                 let d = crate::edge::config::StateLimits::default();
@@ -217,7 +223,7 @@ impl Dialogs {
             return;
         };
         let hash = callid_hash(call_id.as_bytes());
-        let journaled = self.journal.is_some();
+        let journaled = self.persisting();
         if let Some(d) = self.get_mut(call_id) {
             let mut changed = false;
             if let Some(c) = model::cseq(msg) {

@@ -165,21 +165,40 @@ impl FlowToken {
 
     /// The key in `dir/flow-key`, made (mode 0600) when absent or unusable.
     pub fn load_or_create(dir: &std::path::Path) -> std::io::Result<FlowToken> {
+        if let Some(key) = FlowToken::load_key(dir)? {
+            return Ok(FlowToken::with_key(&key));
+        }
+        let key = FlowToken::random_key()?;
+        FlowToken::save_key(dir, &key)?;
+        Ok(FlowToken::with_key(&key))
+    }
+
+    /// The key in `dir/flow-key`; `None` when absent or not a key.
+    pub fn load_key(dir: &std::path::Path) -> std::io::Result<Option<[u8; KEY_LEN]>> {
+        let path = dir.join("flow-key");
+        match std::fs::read(&path) {
+            Ok(key) => match <[u8; KEY_LEN]>::try_from(key.as_slice()) {
+                Ok(k) => Ok(Some(k)),
+                Err(_) => {
+                    log::warn!(
+                        "{}: not a {KEY_LEN}-byte key, making a new one",
+                        path.display()
+                    );
+                    Ok(None)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // Unreadable is not absent: a new key would void every token
+            // the PBX holds.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `key` to `dir/flow-key` (mode 0600, replaced atomically).
+    pub fn save_key(dir: &std::path::Path, key: &[u8; KEY_LEN]) -> std::io::Result<()> {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = dir.join("flow-key");
-        match std::fs::read(&path) {
-            Ok(key) if key.len() == KEY_LEN => return Ok(FlowToken::with_key(&key)),
-            Ok(_) => log::warn!(
-                "{}: not a {KEY_LEN}-byte key, making a new one",
-                path.display()
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // Unreadable is not absent: a new key would void every token
-            // the PBX holds.
-            Err(e) => return Err(e),
-        }
-        let key = FlowToken::random_key()?;
         let tmp = dir.join("flow-key.tmp");
         // Left by a crash, or planted: never written through. Removing a
         // symbolic link removes the link, not what it points at.
@@ -194,10 +213,9 @@ impl FlowToken {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        f.write_all(&key)?;
+        f.write_all(key)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(FlowToken::with_key(&key))
+        std::fs::rename(&tmp, &path)
     }
 
     fn mac(&self, body: &[u8]) -> u64 {

@@ -1,0 +1,195 @@
+//! Dialogs other edges own (shared state, [`crate::edge::store`]): each
+//! kept as its owner's latest record and mirrored into the DIALOGS map, so
+//! this edge's XDP program counts their keep-alives and this edge takes
+//! them over the moment their traffic arrives here. A replica runs no
+//! timer: only the owner expires, idles out or reaps a dialog.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use sip_ka_common::callid_hash;
+
+use super::{
+    journal::{session_record, Share},
+    model::{session_flags, Phase},
+    table::Dialogs,
+};
+use crate::edge::{persist::DialogRecord, store::Store};
+
+/// Another edge's dialog.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    pub owner: String,
+    pub rec: DialogRecord,
+}
+
+impl Dialogs {
+    /// Shares every change from now on through `store`.
+    pub fn set_store(&mut self, store: Arc<Store>) {
+        self.store = Some(store);
+    }
+
+    pub fn replicas_len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    fn count(&self, pick: impl Fn(&crate::edge::store::StoreStats) -> &std::sync::atomic::AtomicU64) {
+        if let Some(s) = &self.store {
+            Store::bump(pick(&s.stats), 1);
+        }
+    }
+
+    /// The state `owner` published for a dialog it owns. A dialog this
+    /// edge held goes to `owner` (its traffic went there, or this edge's
+    /// lease lapsed): its timers stop here. False for a record that names
+    /// no known phase, or whose Call-ID hash a different dialog of this
+    /// edge holds (the local one wins).
+    pub fn replicate(&mut self, owner: &str, rec: DialogRecord) -> bool {
+        let Some(phase) = Phase::from_name(&rec.phase) else {
+            return false;
+        };
+        let hash = callid_hash(rec.call_id.as_bytes());
+        if self.get(&rec.call_id).is_some() {
+            self.release(hash, &rec.call_id);
+        } else if self.by_hash.contains_key(&hash) {
+            return false;
+        }
+        if let Some(state) = phase.map_state() {
+            self.sink.upsert(hash, state, rec.created_unix);
+        }
+        if let Some(s) = session_record(hash, &rec) {
+            let expires = s.expires_at_ms.map_or(0, |at| at / 1_000);
+            self.sink
+                .set_session(hash, expires, session_flags(&s.session));
+        }
+        self.count(|s| &s.replicated);
+        self.replicas.insert(
+            hash,
+            Replica {
+                owner: owner.to_string(),
+                rec,
+            },
+        );
+        true
+    }
+
+    /// Drops a dialog of this edge that another edge now owns, without a
+    /// trace in the store (the other edge wrote it) and keeping its
+    /// DIALOGS entry (the replica uses it).
+    fn release(&mut self, hash: u64, call_id: &str) {
+        if self.by_hash.remove(&hash).is_none() {
+            return;
+        }
+        self.pending.remove(&hash);
+        self.timers.end(hash);
+        if let Some(idle) = &mut self.idle {
+            idle.wheel.cancel(hash);
+        }
+        self.save_as(call_id, Share::Skip);
+        self.count(|s| &s.released);
+    }
+
+    /// A dialog ended at another edge: its replica goes, or, when this
+    /// edge still held it as its own, the dialog itself (no BYE: the other
+    /// edge saw the end).
+    pub fn remote_end(&mut self, call_id: &str) {
+        let hash = callid_hash(call_id.as_bytes());
+        if self
+            .replicas
+            .get(&hash)
+            .is_some_and(|r| r.rec.call_id == call_id)
+        {
+            self.replicas.remove(&hash);
+            self.sink.remove(hash);
+        } else if self.get(call_id).is_some() {
+            self.release(hash, call_id);
+            self.sink.remove(hash);
+        }
+    }
+
+    /// Traffic of `call_id` arrived here: the replica becomes this edge's
+    /// dialog (timers and all) and the store is told this edge owns it.
+    /// True when it was a replica.
+    pub fn take_over(&mut self, call_id: &str, now_ms: u64) -> bool {
+        if self.replicas.is_empty() {
+            return false;
+        }
+        let hash = callid_hash(call_id.as_bytes());
+        if !self
+            .replicas
+            .get(&hash)
+            .is_some_and(|r| r.rec.call_id == call_id)
+        {
+            return false;
+        }
+        let Some(r) = self.replicas.remove(&hash) else {
+            return false;
+        };
+        if !self.insert_record(r.rec, now_ms) {
+            return false;
+        }
+        self.save_as(call_id, Share::Take);
+        self.count(|s| &s.claimed);
+        true
+    }
+
+    /// A dialog this edge claimed in the store after its owner's lease
+    /// lapsed (`rec` is the store's state): it becomes this edge's, and a
+    /// session already due fires at the next [`Dialogs::expire`], here
+    /// only.
+    pub fn adopt(&mut self, rec: DialogRecord, now_ms: u64) -> bool {
+        let hash = callid_hash(rec.call_id.as_bytes());
+        if self
+            .replicas
+            .get(&hash)
+            .is_some_and(|r| r.rec.call_id == rec.call_id)
+        {
+            self.replicas.remove(&hash);
+        } else if self.by_hash.contains_key(&hash) {
+            return false;
+        }
+        let call_id = rec.call_id.clone();
+        if !self.insert_record(rec, now_ms) {
+            return false;
+        }
+        self.save_as(&call_id, Share::Skip);
+        self.count(|s| &s.claimed);
+        true
+    }
+
+    /// The Call-IDs of the replicas, by owner.
+    pub fn replicas_by_owner(&self) -> BTreeMap<String, Vec<String>> {
+        let mut by = BTreeMap::<String, Vec<String>>::new();
+        for r in self.replicas.values() {
+            by.entry(r.owner.clone())
+                .or_default()
+                .push(r.rec.call_id.clone());
+        }
+        by
+    }
+
+    /// Every dialog this edge owns, as stored (pending ones are not
+    /// shared).
+    pub fn owned_records(&self) -> Vec<DialogRecord> {
+        self.by_hash
+            .iter()
+            .filter(|(_, d)| d.phase != Phase::Pending)
+            .map(|(&h, d)| self.record(h, d))
+            .collect()
+    }
+
+    /// Replicas whose Call-ID the store no longer holds (ended while this
+    /// edge was not listening): dropped with their DIALOGS entries.
+    pub fn retain_replicas(&mut self, keep: &dyn Fn(&str) -> bool) -> usize {
+        let gone: Vec<u64> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| !keep(&r.rec.call_id))
+            .map(|(&h, _)| h)
+            .collect();
+        for h in &gone {
+            self.replicas.remove(h);
+            self.sink.remove(*h);
+        }
+        gone.len()
+    }
+}

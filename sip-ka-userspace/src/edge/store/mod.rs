@@ -1,0 +1,408 @@
+//! Edge state shared through Redis (`--state-store redis://HOST:PORT/DB`),
+//! so that two or more edges in front of one PBX (an HA pair behind a
+//! virtual IP, or several active edges) carry each other's calls.
+//!
+//! What is shared: every dialog the table tracks (the same record the
+//! local journal writes), the registration bindings, and the flow-token
+//! key, so that a Path or Record-Route token one edge issued decodes on
+//! another. Each dialog has one owner, the edge that handles its traffic:
+//! only the owner runs its session timer and idle limit, reaps it and
+//! writes it. The others keep a replica (and its DIALOGS map entry, so
+//! their XDP program counts its keep-alives the moment traffic moves to
+//! them). Ownership moves when the dialog's traffic reaches another edge,
+//! or when the owner's lease lapses: a surviving edge then claims the
+//! dialog with a compare-and-set, so exactly one edge takes it over and
+//! its timers fire once.
+//!
+//! Key layout (every key has a TTL):
+//!
+//! * `sipka:dlg:<Call-ID>`: a hash, `owner` (node id) and `rec` (the
+//!   dialog's JSON record). TTL: unconfirmed [`UNCONFIRMED_TTL_MS`];
+//!   confirmed with a session timer, until its expiry plus [`GRACE_MS`];
+//!   confirmed without one, [`UNTIMED_TTL_MS`] (the owner rewrites what it
+//!   owns every [`RESYNC_EVERY_MS`]). Deleted at the dialog's end.
+//! * `sipka:reg:<contact>`: a binding (flow and absolute expiry), TTL its
+//!   expiry plus [`GRACE_MS`].
+//! * `sipka:node:<node-id>`: the node's lease, [`LEASE_MS`], renewed every
+//!   [`RENEW_MS`].
+//! * `sipka:flowkey`: the flow-token key (hex), [`FLOW_KEY_TTL_MS`],
+//!   renewed with the lease.
+//! * Channel `sipka:events`: one JSON [`Event`] per change.
+//!
+//! SIP handling never waits on Redis: changes go into a bounded queue
+//! ([`QUEUE_LEN`]) that one task writes out; a full queue drops the
+//! change (counted) and marks the store for a full re-publish. While
+//! Redis is unreachable the edge runs on its own table (and journal);
+//! when it is back, the edge re-publishes every dialog and binding it
+//! owns.
+
+pub mod sync;
+pub mod watch;
+
+use std::sync::{
+    atomic::{AtomicBool, AtomicU64, Ordering},
+    Mutex,
+};
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{
+    dialog::EARLY_LIMIT,
+    persist::{DialogRecord, FlowRecord},
+};
+
+/// Time a key outlives what it stands for: a BYE's transaction (64*T1).
+pub const GRACE_MS: u64 = 32_000;
+/// TTL of a dialog not yet confirmed: the sweep drops it locally after
+/// [`EARLY_LIMIT`].
+pub const UNCONFIRMED_TTL_MS: u64 = EARLY_LIMIT.as_millis() as u64 + GRACE_MS;
+/// TTL of a confirmed dialog without a session timer.
+pub const UNTIMED_TTL_MS: u64 = 2 * 3_600_000;
+/// How often the owner rewrites everything it owns (renewing the TTLs of
+/// long calls without a session timer).
+pub const RESYNC_EVERY_MS: u64 = 3_600_000;
+/// A node is dead once its lease key is gone.
+pub const LEASE_MS: u64 = 3_000;
+pub const RENEW_MS: u64 = 1_000;
+/// The flow-token key lives as long as the longest binding (a day) that
+/// may carry a token, and more.
+pub const FLOW_KEY_TTL_MS: u64 = 7 * 86_400_000;
+/// Changes waiting for Redis, at most.
+pub const QUEUE_LEN: usize = 65_536;
+
+pub const EVENTS: &str = "sipka:events";
+pub const FLOW_KEY: &str = "sipka:flowkey";
+pub const DIALOG_PREFIX: &str = "sipka:dlg:";
+pub const BINDING_PREFIX: &str = "sipka:reg:";
+pub const NODE_PREFIX: &str = "sipka:node:";
+
+pub fn dialog_key(call_id: &str) -> String {
+    format!("{DIALOG_PREFIX}{call_id}")
+}
+
+pub fn binding_key(contact: &str) -> String {
+    format!("{BINDING_PREFIX}{contact}")
+}
+
+pub fn node_key(node: &str) -> String {
+    format!("{NODE_PREFIX}{node}")
+}
+
+/// `--state-store` and `--node-id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `redis://HOST:PORT/DB` (or `rediss://`, `redis+unix://`).
+    pub url: String,
+    pub node_id: String,
+}
+
+impl StoreConfig {
+    /// Checks the URL's scheme and the node id (it goes into keys and
+    /// into events built by the store's scripts, so it is kept to a
+    /// plain token).
+    pub fn new(url: &str, node_id: &str) -> Result<StoreConfig> {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://"))
+        {
+            bail!("--state-store {url:?}: want redis://HOST:PORT/DB");
+        }
+        if node_id.is_empty()
+            || node_id.len() > 64
+            || !node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            bail!(
+                "--node-id {node_id:?}: want 1 to 64 letters, digits, '.', '_' or '-' \
+                 (unique per edge)"
+            );
+        }
+        Ok(StoreConfig {
+            url: url.to_string(),
+            node_id: node_id.to_string(),
+        })
+    }
+}
+
+/// The default node id: the host name.
+pub fn default_node_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name: String = String::from_utf8_lossy(&buf[..end])
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if rc != 0 || name.is_empty() {
+        "sip-ka".to_string()
+    } else {
+        name
+    }
+}
+
+/// A binding as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    /// `None`: two sources registered the Contact (nobody is reached).
+    pub flow: Option<FlowRecord>,
+    /// On the edges' clock (unix ms).
+    pub expires_at_ms: u64,
+}
+
+/// One change for the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// The dialog's state, or its end (`None`). `take`: this edge takes
+    /// the dialog over (its traffic arrived here), whoever owned it.
+    Dialog {
+        call_id: String,
+        rec: Option<Box<DialogRecord>>,
+        take: bool,
+    },
+    Binding {
+        contact: String,
+        binding: Option<BindingRecord>,
+    },
+}
+
+/// What one edge tells the others on [`EVENTS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op")]
+pub enum Event {
+    /// `node` owns the dialog, in this state.
+    #[serde(rename = "up")]
+    Dialog { node: String, rec: Box<DialogRecord> },
+    /// The dialog ended at `node`.
+    #[serde(rename = "rm")]
+    Removed { node: String, call_id: String },
+    /// A binding learnt (or removed: `binding` absent) at `node`.
+    #[serde(rename = "reg")]
+    Binding {
+        node: String,
+        contact: String,
+        #[serde(default)]
+        binding: Option<BindingRecord>,
+    },
+}
+
+impl Event {
+    pub fn node(&self) -> &str {
+        match self {
+            Event::Dialog { node, .. }
+            | Event::Removed { node, .. }
+            | Event::Binding { node, .. } => node,
+        }
+    }
+}
+
+/// How long the store keeps a dialog in this state, from `now_ms`.
+pub fn dialog_ttl_ms(rec: &DialogRecord, now_ms: u64) -> u64 {
+    if rec.phase != "confirmed" && rec.phase != "terminating" {
+        return UNCONFIRMED_TTL_MS;
+    }
+    match rec.session.as_ref().and_then(|s| s.expires_at_ms) {
+        Some(at) => at.saturating_sub(now_ms) + GRACE_MS,
+        None => UNTIMED_TTL_MS,
+    }
+}
+
+/// The store's counters (copied into the edge's when read).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Changes written (dialogs and bindings, one per key).
+    pub writes: AtomicU64,
+    /// Changes not written: Redis unreachable or refused them.
+    pub write_failures: AtomicU64,
+    /// Changes dropped because the queue was full.
+    pub queue_dropped: AtomicU64,
+    /// Connections to Redis lost (and made again).
+    pub disconnects: AtomicU64,
+    /// Dialogs this edge took over (their traffic came here, or their
+    /// owner's lease lapsed).
+    pub claimed: AtomicU64,
+    /// Dialogs another edge took over from this one.
+    pub released: AtomicU64,
+    /// Changes of other edges' dialogs applied here.
+    pub replicated: AtomicU64,
+}
+
+/// The edge's handle on the store: the queue to the writer, and what the
+/// store's tasks report.
+#[derive(Debug)]
+pub struct Store {
+    pub cfg: StoreConfig,
+    tx: mpsc::Sender<Write>,
+    rx: Mutex<Option<mpsc::Receiver<Write>>>,
+    up: AtomicBool,
+    /// Set when a change could not be written: everything this edge owns
+    /// is re-published at the next connection.
+    stale: AtomicBool,
+    pub stats: StoreStats,
+}
+
+impl Store {
+    pub fn new(cfg: StoreConfig) -> Store {
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        Store {
+            cfg,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            up: AtomicBool::new(false),
+            stale: AtomicBool::new(true),
+            stats: StoreStats::default(),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    /// Queues a change; never waits.
+    pub fn send(&self, w: Write) {
+        if self.tx.try_send(w).is_err() {
+            self.stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
+            self.stale.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues the bindings a REGISTER's answer changed.
+    pub fn send_bindings(&self, changes: Vec<super::bindings::Change>) {
+        for (contact, b) in changes {
+            self.send(Write::Binding {
+                contact,
+                binding: b.map(|(flow, expires_at_ms)| BindingRecord {
+                    flow: flow.as_ref().map(FlowRecord::of),
+                    expires_at_ms,
+                }),
+            });
+        }
+    }
+
+    /// The writer's end of the queue (once).
+    pub fn take_queue(&self) -> Option<mpsc::Receiver<Write>> {
+        crate::util::lock::lock(&self.rx).take()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether a change was lost since the last re-publish (clears it).
+    pub fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    pub fn bump(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::edge::persist::SessionRecord;
+
+    fn rec(phase: &str, expires_at_ms: Option<u64>) -> DialogRecord {
+        DialogRecord {
+            call_id: "c1@198.18.0.2".into(),
+            phase: phase.into(),
+            ua: FlowRecord::Udp {
+                addr: "198.18.0.2:5062".parse().unwrap(),
+            },
+            created_unix: 1_700_000_000,
+            since_ms: 1_700_000_000_000,
+            caller_is_ua: true,
+            caller_from: "<sip:a@x>;tag=1".into(),
+            callee_to: None,
+            caller_contact: None,
+            callee_contact: None,
+            cseq: 1,
+            session: expires_at_ms.map(|at| SessionRecord {
+                interval: 90,
+                refresher: Some("uac".into()),
+                expires_at_ms: Some(at),
+            }),
+            forks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_dialog_key_gets_a_ttl_from_its_phase_and_timer() {
+        let now = 1_700_000_000_000;
+        assert_eq!(dialog_ttl_ms(&rec("early", None), now), UNCONFIRMED_TTL_MS);
+        assert_eq!(dialog_ttl_ms(&rec("pending", None), now), UNCONFIRMED_TTL_MS);
+        assert_eq!(dialog_ttl_ms(&rec("confirmed", None), now), UNTIMED_TTL_MS);
+        assert_eq!(
+            dialog_ttl_ms(&rec("confirmed", Some(now + 90_000)), now),
+            90_000 + GRACE_MS
+        );
+        // Already past (an owner that was away): the grace still applies.
+        assert_eq!(
+            dialog_ttl_ms(&rec("confirmed", Some(now - 5_000)), now),
+            GRACE_MS
+        );
+    }
+
+    #[test]
+    fn events_round_trip_and_name_their_node() {
+        let e = Event::Dialog {
+            node: "a".into(),
+            rec: Box::new(rec("confirmed", Some(5))),
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(s.starts_with(r#"{"op":"up","node":"a","rec":"#), "{s}");
+        assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
+        let r: Event = serde_json::from_str(r#"{"op":"rm","node":"b","call_id":"x"}"#).unwrap();
+        assert_eq!(r.node(), "b");
+        let b: Event =
+            serde_json::from_str(r#"{"op":"reg","node":"b","contact":"u@h:5060"}"#).unwrap();
+        assert!(matches!(b, Event::Binding { binding: None, .. }));
+        assert!(serde_json::from_str::<Event>(r#"{"op":"zz","node":"b"}"#).is_err());
+    }
+
+    #[test]
+    fn node_ids_and_urls_are_checked() {
+        assert!(StoreConfig::new("redis://127.0.0.1:6379/0", "edge-a").is_ok());
+        assert!(StoreConfig::new("http://x", "a").is_err());
+        assert!(StoreConfig::new("redis://x", "").is_err());
+        assert!(StoreConfig::new("redis://x", "a\"b").is_err());
+        assert!(StoreConfig::new("redis://x", &"a".repeat(65)).is_err());
+        let d = default_node_id();
+        assert!(StoreConfig::new("redis://x", &d).is_ok(), "{d}");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let s = Store::new(StoreConfig::new("redis://x", "a").unwrap());
+        let _rx = s.take_queue().unwrap();
+        assert!(s.take_stale(), "a new store re-publishes at its first connection");
+        for i in 0..QUEUE_LEN + 3 {
+            s.send(Write::Binding {
+                contact: format!("u{i}"),
+                binding: None,
+            });
+        }
+        assert_eq!(s.stats.queue_dropped.load(Ordering::Relaxed), 3);
+        assert!(s.take_stale());
+    }
+}

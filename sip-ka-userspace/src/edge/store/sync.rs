@@ -1,0 +1,527 @@
+//! The store's writer: one task that drains the edge's queue of changes
+//! into Redis (pipelined, the last change of each key only), re-publishes
+//! everything this edge owns after a connection (Redis was away, or a
+//! change was dropped), and the flow-token key every edge shares.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Client, Script, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    binding_key, dialog_key, dialog_ttl_ms, BindingRecord, Event, Store, Write, FLOW_KEY,
+    FLOW_KEY_TTL_MS, GRACE_MS, RESYNC_EVERY_MS,
+};
+use crate::{
+    edge::{persist::DialogRecord, transport::KEY_LEN, Edge},
+    util::clock,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A Redis that stops answering (SIGSTOP, a dead host without a reset)
+/// is given up on after this long; SIP handling never waits for it.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const RETRY: Duration = Duration::from_secs(1);
+/// Changes written in one pipeline, at most.
+const BATCH: usize = 512;
+
+/// A dialog written by its owner (or by an edge taking it over: ARGV[5]
+/// is "1"); refused (0) when another edge owns it.
+const PUT: &str = r"
+local o = redis.call('HGET', KEYS[1], 'owner')
+if o and o ~= ARGV[1] and ARGV[5] ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'rec', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', 'sipka:events', ARGV[4])
+return 1
+";
+
+/// A dialog's end, by its owner: 0 when another edge owns it, 2 when
+/// the store never had it (an INVITE that never got an answer).
+const REMOVE: &str = r"
+local o = redis.call('HGET', KEYS[1], 'owner')
+if not o then return 2 end
+if o ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', 'sipka:events', ARGV[2])
+return 1
+";
+
+/// Takes a dialog from a node whose lease lapsed (ARGV[1]) for ARGV[2]:
+/// only one edge succeeds. Returns the record, or nil.
+pub const CLAIM: &str = r#"
+local o = redis.call('HGET', KEYS[1], 'owner')
+if o ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+local rec = redis.call('HGET', KEYS[1], 'rec')
+redis.call('PUBLISH', 'sipka:events', '{"op":"up","node":"' .. ARGV[2] .. '","rec":' .. rec .. '}')
+return rec
+"#;
+
+/// The connection the writer holds, for the other tasks (`None` while
+/// Redis is unreachable).
+pub type Shared = watch::Receiver<Option<MultiplexedConnection>>;
+
+/// The store's scripts.
+struct Scripts {
+    put: Script,
+    remove: Script,
+}
+
+pub async fn connect(client: &Client) -> Result<MultiplexedConnection> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?)
+}
+
+/// The shared flow-token key: the one already in the store, or `local`
+/// put there by this edge. Called once at start.
+pub async fn flow_key(client: &Client, local: &[u8; KEY_LEN]) -> Result<[u8; KEY_LEN]> {
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connect(client))
+        .await
+        .context("connecting")??;
+    let hex: String = local.iter().map(|b| format!("{b:02x}")).collect();
+    let _: Value = redis::cmd("SET")
+        .arg(FLOW_KEY)
+        .arg(&hex)
+        .arg("NX")
+        .arg("PX")
+        .arg(FLOW_KEY_TTL_MS)
+        .query_async(&mut conn)
+        .await?;
+    let stored: String = redis::cmd("GET")
+        .arg(FLOW_KEY)
+        .query_async(&mut conn)
+        .await?;
+    decode_key(&stored).with_context(|| format!("{FLOW_KEY} in the store is not a key"))
+}
+
+fn decode_key(hex: &str) -> Option<[u8; KEY_LEN]> {
+    if hex.len() != KEY_LEN * 2 || !hex.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; KEY_LEN];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
+}
+
+/// Connects `edge` to the store: the shared flow-token key (the store's,
+/// or this edge's put there; kept in `state_dir` too, so a start while
+/// Redis is down still decodes the tokens the other edges issued) and the
+/// queue of changes. The tasks start with [`spawn`].
+pub async fn attach(
+    edge: &mut Edge,
+    cfg: &super::StoreConfig,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(Client, Arc<Store>)> {
+    use crate::edge::transport::FlowToken;
+    let client = Client::open(cfg.url.as_str())
+        .with_context(|| format!("--state-store {}", cfg.url))?;
+    let saved = match state_dir {
+        Some(dir) => FlowToken::load_key(dir)?,
+        None => None,
+    };
+    let local = match saved {
+        Some(k) => k,
+        None => FlowToken::random_key()?,
+    };
+    let key = match flow_key(&client, &local).await {
+        Ok(k) => k,
+        Err(e) => {
+            log::warn!(
+                "store: {} unreachable at start ({e:#}): using this edge's flow-token key",
+                cfg.url
+            );
+            local
+        }
+    };
+    if let Some(dir) = state_dir {
+        if saved != Some(key) {
+            FlowToken::save_key(dir, &key)
+                .with_context(|| format!("flow-token key in {}", dir.display()))?;
+        }
+    }
+    edge.transports.tokens = FlowToken::with_key(&key);
+    let store = Arc::new(Store::new(cfg.clone()));
+    edge.dialogs().set_store(store.clone());
+    edge.store = Some(store.clone());
+    Ok((client, store))
+}
+
+/// Starts the store's tasks: the writer, the subscriber and the lease.
+pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
+    let Some(rx) = store.take_queue() else {
+        return;
+    };
+    let (conn_tx, conn_rx) = watch::channel(None);
+    tokio::spawn(writer(
+        edge.clone(),
+        store.clone(),
+        client.clone(),
+        rx,
+        conn_tx,
+    ));
+    tokio::spawn(super::watch::subscriber(
+        edge.clone(),
+        store.clone(),
+        client,
+        conn_rx.clone(),
+    ));
+    tokio::spawn(super::watch::lease(edge, store, conn_rx));
+}
+
+/// Drains the queue into Redis for ever; reconnects when the connection
+/// fails, publishing the connection in `conn_tx` for the other tasks.
+pub async fn writer(
+    edge: Arc<Edge>,
+    store: Arc<Store>,
+    client: Client,
+    mut rx: mpsc::Receiver<Write>,
+    conn_tx: watch::Sender<Option<MultiplexedConnection>>,
+) {
+    let scripts = Scripts {
+        put: Script::new(PUT),
+        remove: Script::new(REMOVE),
+    };
+    let mut last_resync = clock::now_ms();
+    let mut was_up = false;
+    loop {
+        let mut conn = match connect(&client).await {
+            Ok(c) => c,
+            Err(e) => {
+                if was_up || store.stats.disconnects.load(std::sync::atomic::Ordering::Relaxed) == 0
+                {
+                    log::warn!(
+                        "store: {} unreachable ({e}); running on local state, retrying every {}s",
+                        store.cfg.url,
+                        RETRY.as_secs()
+                    );
+                }
+                if was_up {
+                    Store::bump(&store.stats.disconnects, 1);
+                }
+                was_up = false;
+                store.set_up(false);
+                let _ = conn_tx.send(None);
+                discard(&store, &mut rx);
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        for script in [&scripts.put, &scripts.remove] {
+            if let Err(e) = script.prepare_invoke().load_async(&mut conn).await {
+                log::debug!("store: loading a script: {e}");
+            }
+        }
+        if !was_up {
+            log::info!("store: connected to {} as node {}", store.cfg.url, store.node());
+        }
+        was_up = true;
+        store.set_up(true);
+        let _ = conn_tx.send(Some(conn.clone()));
+        let failed = loop {
+            if clock::now_ms().saturating_sub(last_resync) >= RESYNC_EVERY_MS {
+                store.mark_stale();
+            }
+            if store.take_stale() {
+                last_resync = clock::now_ms();
+                if let Err(e) = republish(&edge, &store, &scripts, &mut conn).await {
+                    store.mark_stale();
+                    break e;
+                }
+            }
+            let mut batch = Vec::new();
+            tokio::select! {
+                w = rx.recv() => match w {
+                    Some(w) => batch.push(w),
+                    None => return,
+                },
+                () = tokio::time::sleep(RETRY) => continue,
+            }
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len() as u64;
+            if let Err(e) = write(&edge, &store, &scripts, &mut conn, coalesce(batch)).await {
+                Store::bump(&store.stats.write_failures, n);
+                store.mark_stale();
+                break e;
+            }
+        };
+        log::warn!("store: {}: {failed}; running on local state until it is back", store.cfg.url);
+        Store::bump(&store.stats.disconnects, 1);
+        store.set_up(false);
+        let _ = conn_tx.send(None);
+    }
+}
+
+/// While Redis is away the queue is emptied (what it held is re-published
+/// from the table once Redis is back), so it never fills with changes
+/// that are stale by then.
+fn discard(store: &Store, rx: &mut mpsc::Receiver<Write>) {
+    let mut n = 0;
+    while rx.try_recv().is_ok() {
+        n += 1;
+    }
+    if n > 0 {
+        Store::bump(&store.stats.write_failures, n);
+        store.mark_stale();
+    }
+}
+
+/// The last change of each key, in the order the keys first came.
+fn coalesce(batch: Vec<Write>) -> Vec<Write> {
+    let mut at: HashMap<String, usize> = HashMap::with_capacity(batch.len());
+    let mut out: Vec<Write> = Vec::with_capacity(batch.len());
+    for w in batch {
+        let key = match &w {
+            Write::Dialog { call_id, .. } => dialog_key(call_id),
+            Write::Binding { contact, .. } => binding_key(contact),
+        };
+        match at.get(&key) {
+            Some(&i) => {
+                // A take-over stays one even when a later change follows.
+                let take = matches!(out[i], Write::Dialog { take: true, .. });
+                out[i] = w;
+                if let Write::Dialog { take: t, .. } = &mut out[i] {
+                    *t |= take;
+                }
+            }
+            None => {
+                at.insert(key, out.len());
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
+fn event_json(e: &Event) -> String {
+    serde_json::to_string(e).unwrap_or_default()
+}
+
+/// Writes `batch` in one pipeline. A dialog the store says another edge
+/// owns (its traffic went there while this edge was away) is handed over
+/// here: the store's state replaces this edge's.
+async fn write(
+    edge: &Edge,
+    store: &Store,
+    scripts: &Scripts,
+    conn: &mut MultiplexedConnection,
+    batch: Vec<Write>,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let now = clock::now_ms();
+    let node = store.node().to_string();
+    let mut pipe = redis::pipe();
+    let mut dialog_at = Vec::new();
+    for (i, w) in batch.iter().enumerate() {
+        match w {
+            Write::Dialog {
+                call_id,
+                rec: Some(rec),
+                take,
+            } => {
+                let json = serde_json::to_string(rec.as_ref())?;
+                let ev = event_json(&Event::Dialog {
+                    node: node.clone(),
+                    rec: rec.clone(),
+                });
+                pipe.cmd("EVALSHA")
+                    .arg(scripts.put.get_hash())
+                    .arg(1)
+                    .arg(dialog_key(call_id))
+                    .arg(&node)
+                    .arg(json)
+                    .arg(dialog_ttl_ms(rec, now))
+                    .arg(ev)
+                    .arg(if *take { "1" } else { "0" });
+                dialog_at.push((i, call_id.clone()));
+            }
+            Write::Dialog {
+                call_id, rec: None, ..
+            } => {
+                let ev = event_json(&Event::Removed {
+                    node: node.clone(),
+                    call_id: call_id.clone(),
+                });
+                pipe.cmd("EVALSHA")
+                    .arg(scripts.remove.get_hash())
+                    .arg(1)
+                    .arg(dialog_key(call_id))
+                    .arg(&node)
+                    .arg(ev);
+                dialog_at.push((i, call_id.clone()));
+            }
+            Write::Binding { contact, binding } => {
+                let key = binding_key(contact);
+                match binding {
+                    Some(b) => {
+                        let ttl = b.expires_at_ms.saturating_sub(now) + GRACE_MS;
+                        pipe.cmd("SET")
+                            .arg(&key)
+                            .arg(serde_json::to_string(b)?)
+                            .arg("PX")
+                            .arg(ttl);
+                    }
+                    None => {
+                        pipe.cmd("DEL").arg(&key);
+                    }
+                }
+                let ev = event_json(&Event::Binding {
+                    node: node.clone(),
+                    contact: contact.clone(),
+                    binding: binding.clone(),
+                });
+                pipe.cmd("PUBLISH").arg(super::EVENTS).arg(ev);
+            }
+        }
+    }
+    let results: Vec<Value> = match pipe.query_async(conn).await {
+        Ok(r) => r,
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            // Redis restarted (scripts are not kept): load them and go
+            // again.
+            scripts.put.prepare_invoke().load_async(conn).await?;
+            scripts.remove.prepare_invoke().load_async(conn).await?;
+            pipe.query_async(conn).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Store::bump(&store.stats.writes, batch.len() as u64);
+    // The pipeline's replies: the scripts' and, per binding, SET/DEL then
+    // PUBLISH; only the scripts' say anything.
+    let mut refused = Vec::new();
+    let mut r = 0;
+    let mut d = dialog_at.iter().peekable();
+    for (i, w) in batch.iter().enumerate() {
+        match w {
+            Write::Dialog { .. } => {
+                if d.peek().is_some_and(|(at, _)| *at == i) {
+                    if let (Some((_, call_id)), Some(Value::Int(0))) = (d.next(), results.get(r)) {
+                        refused.push(call_id.clone());
+                    }
+                }
+                r += 1;
+            }
+            Write::Binding { .. } => r += 2,
+        }
+    }
+    for call_id in refused {
+        hand_over(edge, conn, &call_id).await?;
+    }
+    Ok(())
+}
+
+/// The store says another edge owns `call_id`: this edge takes the
+/// store's state as a replica (its own timers stop).
+async fn hand_over(edge: &Edge, conn: &mut MultiplexedConnection, call_id: &str) -> Result<()> {
+    let (owner, rec): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(dialog_key(call_id))
+        .arg("owner")
+        .arg("rec")
+        .query_async(conn)
+        .await?;
+    if let (Some(owner), Some(rec)) = (owner, rec) {
+        match serde_json::from_str::<DialogRecord>(&rec) {
+            Ok(rec) => {
+                edge.dialogs().replicate(&owner, rec);
+            }
+            Err(e) => log::warn!("store: dialog {call_id}: record unreadable ({e})"),
+        }
+    }
+    Ok(())
+}
+
+/// Writes every dialog and binding this edge holds: after Redis was away
+/// (it may have lost them, or missed changes), after a dropped change,
+/// and every [`RESYNC_EVERY_MS`] (renewing the TTLs of long calls).
+async fn republish(
+    edge: &Edge,
+    store: &Store,
+    scripts: &Scripts,
+    conn: &mut MultiplexedConnection,
+) -> Result<()> {
+    let dialogs = edge.dialogs().owned_records();
+    let now = clock::now_ms();
+    let bindings: Vec<Write> = edge
+        .bindings
+        .snapshot(now)
+        .into_iter()
+        .map(|(contact, flow, expires_at_ms)| Write::Binding {
+            contact,
+            binding: Some(BindingRecord {
+                flow: flow.as_ref().map(crate::edge::persist::FlowRecord::of),
+                expires_at_ms,
+            }),
+        })
+        .collect();
+    let (nd, nb) = (dialogs.len(), bindings.len());
+    let mut all: Vec<Write> = dialogs
+        .into_iter()
+        .map(|rec| Write::Dialog {
+            call_id: rec.call_id.clone(),
+            rec: Some(Box::new(rec)),
+            take: false,
+        })
+        .chain(bindings)
+        .collect();
+    while !all.is_empty() {
+        let rest = all.split_off(all.len().min(BATCH));
+        let chunk = std::mem::replace(&mut all, rest);
+        write(edge, store, scripts, conn, chunk).await?;
+    }
+    log::info!("store: published {nd} dialog(s) and {nb} binding(s) this edge holds");
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn dialog(call_id: &str, take: bool) -> Write {
+        Write::Dialog {
+            call_id: call_id.into(),
+            rec: None,
+            take,
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_change_of_each_key_in_first_order() {
+        let b = vec![
+            dialog("a", true),
+            dialog("b", false),
+            Write::Binding {
+                contact: "a".into(),
+                binding: None,
+            },
+            dialog("a", false),
+        ];
+        let out = coalesce(b);
+        assert_eq!(out.len(), 3, "a dialog and a binding of one name are two keys");
+        assert_eq!(out[0], dialog("a", true), "the take-over survives");
+        assert_eq!(out[1], dialog("b", false));
+    }
+
+    #[test]
+    fn flow_keys_decode_only_from_hex_of_the_right_length() {
+        let k: String = (0..KEY_LEN).map(|i| format!("{i:02x}")).collect();
+        assert_eq!(decode_key(&k).unwrap()[31], 31);
+        assert!(decode_key("00").is_none());
+        assert!(decode_key(&"zz".repeat(KEY_LEN)).is_none());
+        assert!(decode_key(&"é".repeat(KEY_LEN)).is_none());
+    }
+}
