@@ -148,7 +148,8 @@ impl Edge {
             ] {
                 to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
             }
-            c.store_up.store(u64::from(store.is_up()), Ordering::Relaxed);
+            c.store_up
+                .store(u64::from(store.is_up()), Ordering::Relaxed);
             c.dialog_replicas.store(replicas, Ordering::Relaxed);
         }
     }

@@ -67,7 +67,10 @@ impl Dialogs {
         if let Some((store, take)) = share {
             // An unanswered INVITE is not shared: a flood of them would
             // cost a write each, and its transaction is the UA's to retry.
-            if rec.as_ref().is_none_or(|r| r.phase != Phase::Pending.name()) {
+            if rec
+                .as_ref()
+                .is_none_or(|r| r.phase != Phase::Pending.name())
+            {
                 store.send(Write::Dialog {
                     call_id: call_id.to_string(),
                     rec: rec.clone().map(Box::new),

@@ -32,7 +32,10 @@ impl Dialogs {
         self.replicas.len()
     }
 
-    fn count(&self, pick: impl Fn(&crate::edge::store::StoreStats) -> &std::sync::atomic::AtomicU64) {
+    fn count(
+        &self,
+        pick: impl Fn(&crate::edge::store::StoreStats) -> &std::sync::atomic::AtomicU64,
+    ) {
         if let Some(s) = &self.store {
             Store::bump(pick(&s.stats), 1);
         }

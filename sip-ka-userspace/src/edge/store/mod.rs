@@ -182,7 +182,10 @@ pub enum Write {
 pub enum Event {
     /// `node` owns the dialog, in this state.
     #[serde(rename = "up")]
-    Dialog { node: String, rec: Box<DialogRecord> },
+    Dialog {
+        node: String,
+        rec: Box<DialogRecord>,
+    },
     /// The dialog ended at `node`.
     #[serde(rename = "rm")]
     Removed { node: String, call_id: String },
@@ -350,7 +353,10 @@ mod tests {
     fn every_dialog_key_gets_a_ttl_from_its_phase_and_timer() {
         let now = 1_700_000_000_000;
         assert_eq!(dialog_ttl_ms(&rec("early", None), now), UNCONFIRMED_TTL_MS);
-        assert_eq!(dialog_ttl_ms(&rec("pending", None), now), UNCONFIRMED_TTL_MS);
+        assert_eq!(
+            dialog_ttl_ms(&rec("pending", None), now),
+            UNCONFIRMED_TTL_MS
+        );
         assert_eq!(dialog_ttl_ms(&rec("confirmed", None), now), UNTIMED_TTL_MS);
         assert_eq!(
             dialog_ttl_ms(&rec("confirmed", Some(now + 90_000)), now),
@@ -395,7 +401,10 @@ mod tests {
     fn a_full_queue_drops_and_counts_without_waiting() {
         let s = Store::new(StoreConfig::new("redis://x", "a").unwrap());
         let _rx = s.take_queue().unwrap();
-        assert!(s.take_stale(), "a new store re-publishes at its first connection");
+        assert!(
+            s.take_stale(),
+            "a new store re-publishes at its first connection"
+        );
         for i in 0..QUEUE_LEN + 3 {
             s.send(Write::Binding {
                 contact: format!("u{i}"),

@@ -121,8 +121,8 @@ pub async fn attach(
     state_dir: Option<&std::path::Path>,
 ) -> Result<(Client, Arc<Store>)> {
     use crate::edge::transport::FlowToken;
-    let client = Client::open(cfg.url.as_str())
-        .with_context(|| format!("--state-store {}", cfg.url))?;
+    let client =
+        Client::open(cfg.url.as_str()).with_context(|| format!("--state-store {}", cfg.url))?;
     let saved = match state_dir {
         Some(dir) => FlowToken::load_key(dir)?,
         None => None,
@@ -195,7 +195,12 @@ pub async fn writer(
         let mut conn = match connect(&client).await {
             Ok(c) => c,
             Err(e) => {
-                if was_up || store.stats.disconnects.load(std::sync::atomic::Ordering::Relaxed) == 0
+                if was_up
+                    || store
+                        .stats
+                        .disconnects
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        == 0
                 {
                     log::warn!(
                         "store: {} unreachable ({e}); running on local state, retrying every {}s",
@@ -220,7 +225,11 @@ pub async fn writer(
             }
         }
         if !was_up {
-            log::info!("store: connected to {} as node {}", store.cfg.url, store.node());
+            log::info!(
+                "store: connected to {} as node {}",
+                store.cfg.url,
+                store.node()
+            );
         }
         was_up = true;
         store.set_up(true);
@@ -257,7 +266,10 @@ pub async fn writer(
                 break e;
             }
         };
-        log::warn!("store: {}: {failed}; running on local state until it is back", store.cfg.url);
+        log::warn!(
+            "store: {}: {failed}; running on local state until it is back",
+            store.cfg.url
+        );
         Store::bump(&store.stats.disconnects, 1);
         store.set_up(false);
         let _ = conn_tx.send(None);
@@ -511,7 +523,11 @@ mod tests {
             dialog("a", false),
         ];
         let out = coalesce(b);
-        assert_eq!(out.len(), 3, "a dialog and a binding of one name are two keys");
+        assert_eq!(
+            out.len(),
+            3,
+            "a dialog and a binding of one name are two keys"
+        );
         assert_eq!(out[0], dialog("a", true), "the take-over survives");
         assert_eq!(out[1], dialog("b", false));
     }

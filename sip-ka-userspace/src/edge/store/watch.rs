@@ -12,8 +12,8 @@ use redis::{aio::MultiplexedConnection, Client, Script};
 use super::{
     node_key,
     sync::{Shared, CLAIM, RETRY},
-    BindingRecord, Event, Store, BINDING_PREFIX, DIALOG_PREFIX, EVENTS, FLOW_KEY,
-    FLOW_KEY_TTL_MS, LEASE_MS, RENEW_MS,
+    BindingRecord, Event, Store, BINDING_PREFIX, DIALOG_PREFIX, EVENTS, FLOW_KEY, FLOW_KEY_TTL_MS,
+    LEASE_MS, RENEW_MS,
 };
 use crate::{
     edge::{persist::DialogRecord, Edge},
@@ -146,8 +146,10 @@ async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> R
                 continue;
             };
             let contact = k.strip_prefix(BINDING_PREFIX).unwrap_or(k);
-            edge.bindings
-                .apply_remote(contact, Some((b.flow.map(|f| f.restore()), b.expires_at_ms)));
+            edge.bindings.apply_remote(
+                contact,
+                Some((b.flow.map(|f| f.restore()), b.expires_at_ms)),
+            );
             bindings += 1;
         }
     }
@@ -211,8 +213,7 @@ async fn renew_and_claim(
                 .arg(store.node())
                 .invoke_async(conn)
                 .await?;
-            let Some(rec) = rec.and_then(|r| serde_json::from_str::<DialogRecord>(&r).ok())
-            else {
+            let Some(rec) = rec.and_then(|r| serde_json::from_str::<DialogRecord>(&r).ok()) else {
                 // Gone from the store (ended, or its TTL ran out): the
                 // replica goes too; taken by another edge: its event
                 // makes the replica that edge's.
