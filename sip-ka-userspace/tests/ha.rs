@@ -635,25 +635,38 @@ fn redis_down_under_load_delays_nothing_and_the_store_is_whole_again() {
         thawed.len() - probes
     );
 
-    // The store holds every live dialog again: A's re-publish.
+    // The store holds every live dialog again: A's re-publish. (A probe
+    // call just ended may linger in DIALOGS as terminating.)
     let mut keys = Vec::new();
-    let live = lab.dialogs(0);
+    let mut live = BTreeSet::new();
     let whole = wait_until(Duration::from_secs(10), || {
         keys = lab.redis_keys("sipka:dlg:*");
-        keys.len() == live.len()
+        live = lab
+            .dialogs(0)
+            .into_iter()
+            .filter(|(_, d)| d["state"] != "terminating")
+            .map(|(h, _)| h)
+            .collect();
+        let hashes: BTreeSet<String> = keys
+            .iter()
+            .map(|k| {
+                let id = k.strip_prefix("sipka:dlg:").unwrap_or(k);
+                format!("{:016x}", sip_ka_common::callid::callid_hash(id.as_bytes()))
+            })
+            .collect();
+        hashes == live
     });
-    let hashes: BTreeSet<String> = keys
-        .iter()
-        .map(|k| {
-            let id = k.strip_prefix("sipka:dlg:").unwrap_or(k);
-            format!("{:016x}", sip_ka_common::callid::callid_hash(id.as_bytes()))
-        })
-        .collect();
     assert!(
-        whole && hashes == live.keys().cloned().collect::<BTreeSet<_>>(),
-        "Redis holds {} dialogs, A {} live",
+        whole,
+        "Redis holds {} dialogs, A {} live; A's store_up {:?}; A's log: {}",
         keys.len(),
-        live.len()
+        live.len(),
+        lab.counters(0).get("edge_store_up"),
+        lab.edge_log(0)
+            .lines()
+            .filter(|l| l.contains("store"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(live.len(), HELD, "live dialogs on A after the outage");
     assert_eq!(lab.counters(0).get("edge_store_up"), Some(&1));
@@ -673,5 +686,90 @@ fn redis_down_under_load_delays_nothing_and_the_store_is_whole_again() {
     eprintln!(
         "redis_down_under_load_delays_nothing_and_the_store_is_whole_again: {:?}",
         started.elapsed()
+    );
+}
+
+/// The operator's examples (packaging/ha/): the sip-ka files pass `sip-ka
+/// config check` with the shared store and distinct node ids, and the
+/// keepalived file reads as A's and as B's the way the lab runs it
+/// (keepalived itself runs it in the tests above).
+#[test]
+fn the_ha_examples_are_what_the_lab_runs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ha");
+    let exe = sip_ka::lab::sip_ka_exe().expect("sip-ka binary");
+    let mut nodes = BTreeSet::new();
+    for f in ["sip-ka-a.toml", "sip-ka-b.toml"] {
+        let out = common::run_capture(
+            std::process::Command::new(&exe)
+                .args(["config", "check"])
+                .arg(dir.join(f)),
+        );
+        let t = text(&out);
+        assert!(out.status.success(), "sip-ka config check {f}: {t}");
+        assert!(
+            t.contains("state_store = \"redis://10.0.0.5:6379/0\"    # file")
+                && t.contains("listen = [\"203.0.113.10:5060\"]    # file")
+                && t.contains("mode = \"edge\"    # file"),
+            "{f}: {t}"
+        );
+        let node = t
+            .lines()
+            .find(|l| l.starts_with("node_id = ") && l.contains("# file"))
+            .unwrap_or_else(|| panic!("{f} sets no node_id: {t}"));
+        nodes.insert(node.to_string());
+    }
+    assert_eq!(
+        nodes.len(),
+        2,
+        "the two edges need distinct node ids: {nodes:?}"
+    );
+
+    let example = std::fs::read_to_string(dir.join("keepalived.conf")).expect("keepalived.conf");
+    let (a, b) = (
+        ha::example_for(&example, false),
+        ha::example_for(&example, true),
+    );
+    for (conf, want) in [
+        (
+            &a,
+            [
+                "router_id sip-ka-a",
+                "state MASTER",
+                "priority 150",
+                "unicast_src_ip 203.0.113.11",
+            ],
+        ),
+        (
+            &b,
+            [
+                "router_id sip-ka-b",
+                "state BACKUP",
+                "priority 100",
+                "unicast_src_ip 203.0.113.12",
+            ],
+        ),
+    ] {
+        for w in want {
+            assert!(conf.lines().any(|l| l.trim() == w), "want `{w}` in\n{conf}");
+        }
+        assert!(
+            conf.lines()
+                .any(|l| l.trim() == format!("advert_int {}", ha::ADVERT_INT)),
+            "the lab's failover bound assumes advert_int {}:\n{conf}",
+            ha::ADVERT_INT
+        );
+        assert!(!conf.contains('#'), "{conf}");
+    }
+    let peers = |c: &str| {
+        let l: Vec<&str> = c.lines().map(str::trim).collect();
+        let at = l
+            .iter()
+            .position(|x| x.starts_with("unicast_peer"))
+            .expect("unicast_peer");
+        l[at + 1].to_string()
+    };
+    assert_eq!(
+        (peers(&a).as_str(), peers(&b).as_str()),
+        ("203.0.113.12", "203.0.113.11")
     );
 }

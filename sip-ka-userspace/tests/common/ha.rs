@@ -55,8 +55,6 @@ pub const EDGE_PORT: u16 = 5060;
 pub const PBX_PORT: u16 = 5080;
 /// VRRP advertisement interval (s): the packaged example's.
 pub const ADVERT_INT: u32 = 1;
-/// keepalived priorities: A is the preferred master.
-const PRIORITY: [u32; 2] = [150, 100];
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -467,24 +465,20 @@ impl HaLab {
         self.edges[i].keepalived = Some(child);
     }
 
-    /// keepalived.conf for edge `i` (the packaged example, with the lab's
-    /// names).
+    /// keepalived.conf for edge `i`: the packaged example
+    /// (packaging/ha/keepalived.conf), B's lines as it marks them, the
+    /// lab's interfaces and addresses in place of the example's.
     pub fn keepalived_conf(&self, i: usize) -> String {
-        let e = &self.edges[i];
-        let (me, other) = (EDGE_IPS[i].0, EDGE_IPS[1 - i].0);
-        format!(
-            "global_defs {{\n  router_id sipka_{name}\n  enable_script_security\n}}\n\
-             vrrp_instance sipka {{\n  state {state}\n  interface {pub_if}\n  \
-             virtual_router_id 51\n  priority {prio}\n  advert_int {ADVERT_INT}\n  \
-             unicast_src_ip {me}\n  unicast_peer {{\n    {other}\n  }}\n  \
-             virtual_ipaddress {{\n    {VIP_PUB}/32 dev {pub_if}\n    {VIP_INT}/32 dev {int_if}\n  }}\n  \
-             track_interface {{\n    {int_if}\n  }}\n}}\n",
-            name = e.name.to_lowercase(),
-            state = if i == 0 { "MASTER" } else { "BACKUP" },
-            pub_if = e.pub_if,
-            int_if = e.int_if,
-            prio = PRIORITY[i],
-        )
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ha/keepalived.conf");
+        let example = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        example_for(&example, i == 1)
+            .replace("203.0.113.10/", &format!("{VIP_PUB}/"))
+            .replace("10.0.0.10/", &format!("{VIP_INT}/"))
+            .replace("203.0.113.11", &EDGE_IPS[0].0.to_string())
+            .replace("203.0.113.12", &EDGE_IPS[1].0.to_string())
+            .replace(" eth0", &format!(" {}", self.edges[i].pub_if))
+            .replace(" eth1", &format!(" {}", self.edges[i].int_if))
     }
 
     /// Which edge holds VIP_pub and VIP_int (both on the same edge), if any.
@@ -590,6 +584,27 @@ impl HaLab {
             s
         })
     }
+}
+
+/// The packaged keepalived.conf's configuration lines (comments
+/// dropped), as edge A's, or as edge B's: on a line marked `# B: VALUE`
+/// the last word before the mark becomes VALUE.
+pub fn example_for(example: &str, b: bool) -> String {
+    let mut out = String::new();
+    for line in example.lines() {
+        let (conf, comment) = line.split_once('#').unwrap_or((line, ""));
+        if conf.trim().is_empty() {
+            continue;
+        }
+        let mut conf = conf.trim_end().to_string();
+        if let Some(value) = comment.trim().strip_prefix("B:").filter(|_| b) {
+            let cut = conf.rfind(char::is_whitespace).map_or(0, |p| p + 1);
+            conf.replace_range(cut.., value.trim());
+        }
+        out.push_str(&conf);
+        out.push('\n');
+    }
+    out
 }
 
 /// SIGKILL to every process in the namespace `ns`.
