@@ -31,7 +31,12 @@ pub struct StatsArgs {
 }
 
 /// STATS slots that hold a level, not a count: no rate.
-const GAUGES: &[&str] = &["edge_pbx_up", "edge_pbx_rtt_us"];
+const GAUGES: &[&str] = &[
+    "edge_pbx_up",
+    "edge_pbx_rtt_us",
+    "edge_store_up",
+    "edge_dialog_replicas",
+];
 
 /// Change per second of each counter between two reads `secs` apart.
 pub fn per_second(prev: &[u64], now: &[u64], secs: f64) -> Vec<f64> {

@@ -38,9 +38,7 @@ struct Pending {
     at_ms: u64,
 }
 
-/// A binding's change: its Contact, and its flow and expiry (`None`:
-/// removed).
-pub type Change = (String, Option<(Option<Flow>, u64)>);
+pub use super::store::BindingChange as Change;
 
 struct Binding {
     /// `None` when two sources registered the same Contact (two sites

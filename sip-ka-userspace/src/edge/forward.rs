@@ -360,6 +360,11 @@ pub fn prepare_response(msg: &mut SipMessage, local: SocketAddr) -> Option<(Via,
     Some((top, via_destination(&msg.top_via()?)?))
 }
 
+/// The value of a parameter of our Via (`None` when absent).
+pub fn via_param(via: &Via, name: &str) -> Option<String> {
+    via.param(name).map(|v| v.unwrap_or_default().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,7 @@ pub mod transport;
 pub mod upstream;
 
 #[cfg(test)]
-mod timer_tests;
+pub(crate) mod timer_tests;
 
 pub use config::{DialogOptions, EdgeConfig, OptionsPolicy, StateLimits, StreamConfig, Tunables};
 use dialog::DialogSink;
@@ -95,7 +95,7 @@ pub async fn start_with(
     };
     let edge = Arc::new(edge);
     if let Some((client, store)) = store {
-        store::sync::spawn(edge.clone(), store, client);
+        store::watch::spawn(edge.clone(), store, client);
     }
     let socks: Vec<Arc<UdpSocket>> = socks.into_iter().map(Arc::new).collect();
     for sock in &socks {

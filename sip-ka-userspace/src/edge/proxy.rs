@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::{
     config::OptionsPolicy,
-    forward::{self, fnv1a, Hop},
+    forward::{self, fnv1a, via_param, Hop},
     keepalive::{self, Kind, MAX_ERROR_GROWTH},
     ms_keepalive::{self, MsKeepAliveOffer},
     state::{Counters, Edge},
@@ -17,7 +17,6 @@ use crate::{
     logs, responder,
     sip::{
         error_response, is_crlf_keepalive, parse_message, Framing, Method, NameAddr, SipMessage,
-        Via,
     },
 };
 
@@ -553,9 +552,7 @@ impl Edge {
                 .on_response(branch, cseq.method.as_str(), code, now_ms);
             if cseq.method == Method::Register {
                 let changes = self.bindings.on_response(branch, code, now_ms);
-                if let Some(store) = &self.store {
-                    store.send_bindings(changes);
-                }
+                self.share_bindings(changes);
             }
         }
         // ms-keep-alive is hop-by-hop: whatever the PBX said stays here.
@@ -596,11 +593,6 @@ impl Edge {
         Counters::bump(&c.responses_forwarded);
         Some((msg.to_bytes(), dest))
     }
-}
-
-/// The value of a parameter of our Via (`None` when absent).
-fn via_param(via: &Via, name: &str) -> Option<String> {
-    via.param(name).map(|v| v.unwrap_or_default().to_string())
 }
 
 #[cfg(test)]

@@ -154,6 +154,13 @@ impl Edge {
         }
     }
 
+    /// Bindings a REGISTER's answer changed, for the other edges.
+    pub fn share_bindings(&self, changes: Vec<super::bindings::Change>) {
+        if let Some(store) = &self.store {
+            store.send_bindings(changes);
+        }
+    }
+
     /// A message of a dialog another edge owned arrived here: the dialog
     /// is this edge's from now on (see [`Dialogs::take_over`]).
     pub fn take_over(&self, msg: &crate::sip::SipMessage, now_ms: u64) {

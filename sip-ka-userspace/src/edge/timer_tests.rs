@@ -419,7 +419,7 @@ fn compact_form_x_is_understood_both_ways() {
 /// A DIALOGS map in memory, shared by the edges of one test (the pinned
 /// map outlives the daemon the same way).
 #[derive(Clone, Default)]
-struct FakeMap(Arc<Mutex<HashMap<u64, DialogValue>>>);
+pub(crate) struct FakeMap(pub(crate) Arc<Mutex<HashMap<u64, DialogValue>>>);
 
 impl DialogSink for FakeMap {
     fn upsert(&mut self, hash: u64, state: u32, created_unix: u64) {
@@ -481,6 +481,7 @@ fn persistent_edge(dir: &StateDir, map: &FakeMap, reap: bool, idle: Option<Durat
         &DialogOptions {
             state_dir: Some(dir.0.clone()),
             idle_timeout: idle,
+            store: None,
         },
         Box::new(map.clone()),
         None,

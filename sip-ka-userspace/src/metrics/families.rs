@@ -52,6 +52,8 @@ pub const DIALOGS: &str = "sipka_dialogs";
 pub const PEERS: &str = "sipka_peers";
 pub const CONNECTIONS: &str = "sipka_connections";
 pub const PBX_UP: &str = "sipka_pbx_up";
+pub const STORE_UP: &str = "sipka_edge_store_up";
+pub const REPLICAS: &str = "sipka_edge_dialog_replicas";
 pub const PBX_RTT: &str = "sipka_pbx_rtt_seconds";
 
 pub const ALL: &[Family] = &[
@@ -186,6 +188,32 @@ pub const ALL: &[Family] = &[
     counter(
         "sipka_edge_evictions",
         "Entries dropped from a full table, by table (pending_dialogs, pending_registers)",
+    ),
+    counter(
+        "sipka_edge_store_writes",
+        "Changes for the shared store (--state-store), by result: written, failed (store \
+         unreachable) or dropped (queue full); failed and dropped ones are re-published later",
+    ),
+    counter(
+        "sipka_edge_store_disconnects",
+        "Connections to the shared store lost",
+    ),
+    counter(
+        "sipka_edge_dialog_handovers",
+        "Dialogs that changed edge: claimed by this one (traffic came here, or the owner's \
+         lease lapsed) or released to another",
+    ),
+    counter(
+        "sipka_edge_store_changes_applied",
+        "Changes of other edges' dialogs and bindings applied here",
+    ),
+    gauge(
+        STORE_UP,
+        "Whether the shared store is reachable (1) or not (0); 0 without --state-store",
+    ),
+    gauge(
+        REPLICAS,
+        "Dialogs other edges own, replicated here (warm standby)",
     ),
     gauge(DIALOGS, "Live dialogs in the edge's table"),
     gauge(

@@ -3,7 +3,7 @@
 
 use sip_ka_common::counters::{sip_request_slot, COUNTER_NAMES, NAMED_COUNTERS};
 
-use super::families::{PBX_RTT, PBX_UP};
+use super::families::{PBX_RTT, PBX_UP, REPLICAS, STORE_UP};
 
 /// Label pairs of one series.
 pub type Labels = Vec<(&'static str, String)>;
@@ -160,6 +160,15 @@ pub fn edge_series(name: &str) -> Option<Series> {
         "registers_pending_evicted" => {
             series("sipka_edge_evictions", &[("table", "pending_registers")])
         }
+        "store_up" => series(STORE_UP, &[]),
+        "dialog_replicas" => series(REPLICAS, &[]),
+        "store_writes" => series("sipka_edge_store_writes", &[("result", "written")]),
+        "store_write_failures" => series("sipka_edge_store_writes", &[("result", "failed")]),
+        "store_queue_dropped" => series("sipka_edge_store_writes", &[("result", "dropped")]),
+        "store_disconnects" => series("sipka_edge_store_disconnects", &[]),
+        "dialogs_claimed" => series("sipka_edge_dialog_handovers", &[("direction", "claimed")]),
+        "dialogs_released" => series("sipka_edge_dialog_handovers", &[("direction", "released")]),
+        "dialogs_replicated" => series("sipka_edge_store_changes_applied", &[]),
         "pbx_up" => series(PBX_UP, &[]),
         "pbx_rtt_us" => Series {
             divisor: 1e6,
@@ -222,7 +231,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name}: family {} not declared", s.family));
             assert!(f.name.starts_with("sipka_"), "{}", f.name);
             assert!(
-                f.kind == Kind::Counter || s.family == PBX_UP || s.family == PBX_RTT,
+                f.kind == Kind::Counter
+                    || [PBX_UP, PBX_RTT, STORE_UP, REPLICAS].contains(&s.family),
                 "{name}: a counter mapped to the {:?} {}",
                 f.kind,
                 f.name

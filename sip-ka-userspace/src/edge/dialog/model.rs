@@ -273,3 +273,10 @@ pub(super) fn session_flags(s: &Session) -> u32 {
     });
     DialogValue::session_flags(s.interval, refresher)
 }
+
+/// Another edge's dialog (shared state): its owner and latest record.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    pub owner: String,
+    pub rec: crate::edge::persist::DialogRecord,
+}

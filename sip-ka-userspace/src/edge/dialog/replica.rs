@@ -10,17 +10,10 @@ use sip_ka_common::callid_hash;
 
 use super::{
     journal::{session_record, Share},
-    model::{session_flags, Phase},
+    model::{session_flags, Phase, Replica},
     table::Dialogs,
 };
 use crate::edge::{persist::DialogRecord, store::Store};
-
-/// Another edge's dialog.
-#[derive(Clone, Debug)]
-pub struct Replica {
-    pub owner: String,
-    pub rec: DialogRecord,
-}
 
 impl Dialogs {
     /// Shares every change from now on through `store`.
@@ -117,10 +110,10 @@ impl Dialogs {
             return false;
         }
         let hash = callid_hash(call_id.as_bytes());
-        if !self
+        if self
             .replicas
             .get(&hash)
-            .is_some_and(|r| r.rec.call_id == call_id)
+            .is_none_or(|r| r.rec.call_id != call_id)
         {
             return false;
         }

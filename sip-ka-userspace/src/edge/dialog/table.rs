@@ -56,7 +56,7 @@ pub struct Dialogs {
     /// Where every change is shared with the other edges.
     pub(super) store: Option<std::sync::Arc<crate::edge::store::Store>>,
     /// Dialogs other edges own, by Call-ID hash (see `replica`).
-    pub(super) replicas: HashMap<u64, super::replica::Replica, IdHashBuilder>,
+    pub(super) replicas: HashMap<u64, super::model::Replica, IdHashBuilder>,
     /// `--dialog-idle-timeout`.
     pub(super) idle: Option<Idle>,
     /// The dialogs still pending (any INVITE makes one), by Call-ID

@@ -399,3 +399,12 @@ fn a_call_id_sharing_a_live_dialogs_hash_does_not_take_its_place() {
     );
     assert_eq!((d.len(), d.phase(&a)), (1, Some(Phase::Confirmed)));
 }
+
+#[test]
+fn the_store_keeps_an_unconfirmed_dialog_longer_than_the_table() {
+    use crate::edge::store::{GRACE_MS, UNCONFIRMED_TTL_MS};
+    assert_eq!(
+        UNCONFIRMED_TTL_MS,
+        super::EARLY_LIMIT.as_millis() as u64 + GRACE_MS
+    );
+}

@@ -36,6 +36,8 @@
 //! when it is back, the edge re-publishes every dialog and binding it
 //! owns.
 
+#[cfg(test)]
+mod redis_tests;
 pub mod sync;
 pub mod watch;
 
@@ -49,15 +51,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{
-    dialog::EARLY_LIMIT,
     persist::{DialogRecord, FlowRecord},
+    transport::Flow,
 };
 
 /// Time a key outlives what it stands for: a BYE's transaction (64*T1).
 pub const GRACE_MS: u64 = 32_000;
 /// TTL of a dialog not yet confirmed: the sweep drops it locally after
-/// [`EARLY_LIMIT`].
-pub const UNCONFIRMED_TTL_MS: u64 = EARLY_LIMIT.as_millis() as u64 + GRACE_MS;
+/// `dialog::EARLY_LIMIT` (five minutes; a test holds the two together).
+pub const UNCONFIRMED_TTL_MS: u64 = 300_000 + GRACE_MS;
 /// TTL of a confirmed dialog without a session timer.
 pub const UNTIMED_TTL_MS: u64 = 2 * 3_600_000;
 /// How often the owner rewrites everything it owns (renewing the TTLs of
@@ -150,6 +152,10 @@ pub fn default_node_id() -> String {
         name
     }
 }
+
+/// A binding's change: its Contact, and its flow and expiry (`None`:
+/// removed).
+pub type BindingChange = (String, Option<(Option<Flow>, u64)>);
 
 /// A binding as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,7 +286,7 @@ impl Store {
     }
 
     /// Queues the bindings a REGISTER's answer changed.
-    pub fn send_bindings(&self, changes: Vec<super::bindings::Change>) {
+    pub fn send_bindings(&self, changes: Vec<BindingChange>) {
         for (contact, b) in changes {
             self.send(Write::Binding {
                 contact,

@@ -14,7 +14,7 @@ use super::{
     FLOW_KEY_TTL_MS, GRACE_MS, RESYNC_EVERY_MS,
 };
 use crate::{
-    edge::{persist::DialogRecord, transport::KEY_LEN, Edge},
+    edge::{persist::DialogRecord, state::Edge, transport::KEY_LEN},
     util::clock,
 };
 
@@ -114,7 +114,7 @@ fn decode_key(hex: &str) -> Option<[u8; KEY_LEN]> {
 /// Connects `edge` to the store: the shared flow-token key (the store's,
 /// or this edge's put there; kept in `state_dir` too, so a start while
 /// Redis is down still decodes the tokens the other edges issued) and the
-/// queue of changes. The tasks start with [`spawn`].
+/// queue of changes. The tasks start with [`super::watch::spawn`].
 pub async fn attach(
     edge: &mut Edge,
     cfg: &super::StoreConfig,
@@ -152,28 +152,6 @@ pub async fn attach(
     edge.dialogs().set_store(store.clone());
     edge.store = Some(store.clone());
     Ok((client, store))
-}
-
-/// Starts the store's tasks: the writer, the subscriber and the lease.
-pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
-    let Some(rx) = store.take_queue() else {
-        return;
-    };
-    let (conn_tx, conn_rx) = watch::channel(None);
-    tokio::spawn(writer(
-        edge.clone(),
-        store.clone(),
-        client.clone(),
-        rx,
-        conn_tx,
-    ));
-    tokio::spawn(super::watch::subscriber(
-        edge.clone(),
-        store.clone(),
-        client,
-        conn_rx.clone(),
-    ));
-    tokio::spawn(super::watch::lease(edge, store, conn_rx));
 }
 
 /// Drains the queue into Redis for ever; reconnects when the connection
@@ -251,7 +229,14 @@ pub async fn writer(
                     Some(w) => batch.push(w),
                     None => return,
                 },
-                () = tokio::time::sleep(RETRY) => continue,
+                () = tokio::time::sleep(RETRY) => {
+                    // Idle: a Redis that went away (or restarted empty)
+                    // is noticed now, not at the next change.
+                    match redis::cmd("PING").query_async::<()>(&mut conn).await {
+                        Ok(()) => continue,
+                        Err(e) => break e.into(),
+                    }
+                }
             }
             while batch.len() < BATCH {
                 match rx.try_recv() {
@@ -270,6 +255,9 @@ pub async fn writer(
             "store: {}: {failed}; running on local state until it is back",
             store.cfg.url
         );
+        // Whatever Redis holds when it is back (nothing, after a restart)
+        // is brought up to date.
+        store.mark_stale();
         Store::bump(&store.stats.disconnects, 1);
         store.set_up(false);
         let _ = conn_tx.send(None);

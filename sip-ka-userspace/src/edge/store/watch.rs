@@ -16,9 +16,31 @@ use super::{
     LEASE_MS, RENEW_MS,
 };
 use crate::{
-    edge::{persist::DialogRecord, Edge},
+    edge::{persist::DialogRecord, state::Edge},
     util::clock,
 };
+
+/// Starts the store's tasks: the writer, the subscriber and the lease.
+pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
+    let Some(rx) = store.take_queue() else {
+        return;
+    };
+    let (conn_tx, conn_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(super::sync::writer(
+        edge.clone(),
+        store.clone(),
+        client.clone(),
+        rx,
+        conn_tx,
+    ));
+    tokio::spawn(subscriber(
+        edge.clone(),
+        store.clone(),
+        client,
+        conn_rx.clone(),
+    ));
+    tokio::spawn(lease(edge, store, conn_rx));
+}
 
 /// Applies the other edges' changes for ever, reconnecting when the
 /// subscription drops.

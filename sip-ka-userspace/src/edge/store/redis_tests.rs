@@ -1,0 +1,393 @@
+//! Edges sharing state through a real Redis (Debian's `redis-server`,
+//! started on a free loopback port for each test): a dialog set up on one
+//! edge is replicated on the other (and in its DIALOGS map), its traffic
+//! moves it, its end removes it everywhere; a dead edge's dialogs are
+//! claimed by exactly one survivor, whose session timer fires once; a
+//! Redis that stops answering delays no message and is repopulated when
+//! it is back.
+//!
+//! Each edge here is the daemon's edge without its sockets: messages go
+//! in through [`Edge::handle`] and the store's own tasks run on the edge's
+//! own tokio runtime (dropping the runtime is a `kill -9` of the edge as
+//! far as the store can tell: its lease stops being renewed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use sip_ka_common::maps::DIALOG_CONFIRMED;
+
+use super::{dialog_key, sync, StoreConfig};
+use crate::{
+    edge::{
+        config::{test_config, DialogOptions},
+        session_timer::TimerConfig,
+        timer_tests::FakeMap,
+        transport::Flow,
+        Edge,
+    },
+    sip::{parse_message, Framing, Limits, SipMessage},
+    util::clock,
+};
+
+const VIP: &str = "198.18.0.10:5060";
+const PBX: &str = "198.18.1.5:5080";
+const UA: &str = "198.18.0.2:5062";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A redis-server of this test's own, killed however the test ends.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Redis::on(port)
+    }
+
+    fn on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting redis-server (Debian package redis-server): {e}"));
+        let r = Redis { child, port };
+        wait_for("redis-server to answer", Duration::from_secs(10), || {
+            redis::Client::open(r.url())
+                .and_then(|c| c.get_connection())
+                .is_ok()
+        });
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One edge with its own runtime and DIALOGS map.
+struct Node {
+    edge: Arc<Edge>,
+    map: FakeMap,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Node {
+    fn start(name: &str, redis: &Redis, session_expires: u32) -> Node {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut cfg = test_config(addr(VIP), addr(PBX));
+        cfg.timers = TimerConfig::new(1, session_expires, true).unwrap();
+        let store = StoreConfig::new(&redis.url(), name).unwrap();
+        let opts = DialogOptions {
+            store: Some(store.clone()),
+            ..DialogOptions::default()
+        };
+        let map = FakeMap::default();
+        let mut edge =
+            Edge::with_options(cfg, &opts, Box::new(map.clone()), None, clock::now_ms()).unwrap();
+        let (client, store) = rt.block_on(sync::attach(&mut edge, &store, None)).unwrap();
+        let edge = Arc::new(edge);
+        {
+            let _in = rt.enter();
+            super::watch::spawn(edge.clone(), store, client);
+        }
+        let n = Node {
+            edge,
+            map,
+            rt: Some(rt),
+        };
+        wait_for("the store to connect", Duration::from_secs(5), || {
+            n.store().is_up()
+        });
+        n
+    }
+
+    fn store(&self) -> &super::Store {
+        self.edge.store.as_deref().unwrap()
+    }
+
+    /// The edge dies: its tasks stop, its lease is no longer renewed.
+    fn kill(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    fn handle(&self, raw: &[u8], from: &str) -> Option<(SipMessage, SocketAddr)> {
+        self.edge
+            .handle(raw, addr(from), addr(VIP), clock::now_ms())
+            .map(|(b, d)| (parse(&b), d.peer()))
+    }
+}
+
+fn parse(b: &[u8]) -> SipMessage {
+    parse_message(b, Framing::Datagram, &Limits::default()).unwrap()
+}
+
+fn ua_request(call: &str, method: &str, cseq: u32, to_tag: bool) -> Vec<u8> {
+    let to_tag = if to_tag { ";tag=pbx1" } else { "" };
+    let branch: String = call.chars().filter(char::is_ascii_alphanumeric).collect();
+    format!(
+        "{method} sip:service@198.18.0.10:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.18.0.2:5062;branch=z9hG4bK{branch}{method}{cseq};rport\r\n\
+         From: <sip:ua@198.18.0.2>;tag=ua1\r\n\
+         To: <sip:service@198.18.0.10>{to_tag}\r\n\
+         Call-ID: {call}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Max-Forwards: 70\r\n\
+         Contact: <sip:ua@198.18.0.2:5062>\r\n\
+         Supported: timer\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// INVITE through `n`, the PBX's 200 back through it: a confirmed dialog
+/// with a session timer.
+fn call(n: &Node, call: &str) {
+    let (fwd, dest) = n.handle(&ua_request(call, "INVITE", 1, false), UA).unwrap();
+    assert_eq!(dest, addr(PBX));
+    let mut ok = fwd.response(200, "OK", Some("pbx1")).unwrap();
+    ok.push_header("Contact", "<sip:service@198.18.1.5:5080>");
+    let (back, dest) = n.handle(&ok.to_bytes(), PBX).unwrap();
+    assert_eq!((back.status_code(), dest), (Some(200), addr(UA)));
+    assert!(n.edge.dialogs().known(call), "{call} confirmed");
+}
+
+fn owner(r: &Redis, call: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(dialog_key(call))
+        .arg("owner")
+        .query(&mut r.conn())
+        .unwrap()
+}
+
+fn dialog_keys(r: &Redis) -> usize {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sipka:dlg:*")
+        .query(&mut r.conn())
+        .unwrap();
+    keys.len()
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[test]
+#[ignore = "needs Debian's redis-server; `cargo xtask test` runs it"]
+fn a_dialog_set_up_on_one_edge_is_carried_by_the_other() {
+    let redis = Redis::start();
+    let a = Node::start("a", &redis, 1800);
+    let b = Node::start("b", &redis, 1800);
+    let c1 = "ha1@198.18.0.2";
+    call(&a, c1);
+
+    // Replicated on B, with its DIALOGS entry (warm standby), and in the
+    // store with a TTL bounded by the session's expiry.
+    wait_for("B's replica", WAIT, || b.edge.dialogs().replicas_len() == 1);
+    let hash = sip_ka_common::callid_hash(c1.as_bytes());
+    let entry = b.map.0.lock().unwrap().get(&hash).copied().unwrap();
+    assert_eq!(entry.state, DIALOG_CONFIRMED);
+    assert!(
+        entry.expires_unix > 0,
+        "B's DIALOGS entry has the session expiry"
+    );
+    assert_eq!(owner(&redis, c1).as_deref(), Some("a"));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(dialog_key(c1))
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(ttl > 1_800_000 && ttl <= 1_800_000 + 32_000, "TTL {ttl} ms");
+    // B does not run A's timers.
+    assert!(!b.edge.dialogs().known(c1));
+
+    // One flow-token key: a token A issued decodes on B.
+    let flow = Flow::Udp(addr(UA));
+    let token = a.edge.transports.tokens.encode(&flow);
+    assert_eq!(b.edge.transports.tokens.decode(&token), Some(flow));
+
+    // The call's traffic moves to B: its keep-alive gets 200 there, B
+    // owns the dialog, A keeps it as a replica only.
+    let (ans, dest) = b.handle(&ua_request(c1, "OPTIONS", 2, true), UA).unwrap();
+    assert_eq!((ans.status_code(), dest), (Some(200), addr(UA)));
+    assert!(b.edge.dialogs().known(c1));
+    wait_for("B to own it in the store", WAIT, || {
+        owner(&redis, c1).as_deref() == Some("b")
+    });
+    wait_for("A to let it go", WAIT, || {
+        !a.edge.dialogs().known(c1) && a.edge.dialogs().replicas_len() == 1
+    });
+    assert_eq!(b.store().stats.claimed.load(Ordering::Relaxed), 1);
+    assert_eq!(a.store().stats.released.load(Ordering::Relaxed), 1);
+
+    // BYE through B: gone from the store and from A.
+    let (bye, dest) = b.handle(&ua_request(c1, "BYE", 3, true), UA).unwrap();
+    assert_eq!(dest, addr(PBX));
+    let ok = bye.response(200, "OK", None).unwrap();
+    b.handle(&ok.to_bytes(), PBX).unwrap();
+    assert!(!b.edge.dialogs().known(c1));
+    wait_for("the dialog to leave the store", WAIT, || {
+        dialog_keys(&redis) == 0
+    });
+    wait_for("A's replica to go", WAIT, || {
+        a.edge.dialogs().replicas_len() == 0 && !a.map.0.lock().unwrap().contains_key(&hash)
+    });
+}
+
+#[test]
+#[ignore = "needs Debian's redis-server; `cargo xtask test` runs it"]
+fn a_dead_edges_dialogs_are_claimed_once_and_expire_once() {
+    let redis = Redis::start();
+    // Sessions of 6 s: they fall due after A is dead and its lease gone.
+    let mut a = Node::start("a", &redis, 6);
+    let b = Node::start("b", &redis, 6);
+    let c = Node::start("c", &redis, 6);
+    let calls: Vec<String> = (0..5).map(|i| format!("dead{i}@198.18.0.2")).collect();
+    for k in &calls {
+        call(&a, k);
+    }
+    wait_for("the replicas", WAIT, || {
+        b.edge.dialogs().replicas_len() == 5 && c.edge.dialogs().replicas_len() == 5
+    });
+    a.kill();
+    // The survivors' session-expiry loops, as the daemon runs them.
+    let mut ended = [0usize; 2];
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end && ended.iter().sum::<usize>() < 5 {
+        for (i, n) in [&b, &c].iter().enumerate() {
+            let now = clock::now_ms();
+            ended[i] += n.edge.dialogs().expire(now, addr(PBX), addr(VIP)).len();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let claimed: u64 = [&b, &c]
+        .iter()
+        .map(|n| n.store().stats.claimed.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(claimed, 5, "each dialog claimed by exactly one survivor");
+    assert_eq!(
+        ended.iter().sum::<usize>(),
+        5,
+        "each session expired once: {ended:?}"
+    );
+    // Nothing fires later either, and the store forgets them.
+    std::thread::sleep(Duration::from_millis(500));
+    for n in [&b, &c] {
+        assert!(n
+            .edge
+            .dialogs()
+            .expire(clock::now_ms(), addr(PBX), addr(VIP))
+            .is_empty());
+    }
+    wait_for("the store to forget them", WAIT, || {
+        dialog_keys(&redis) == 0
+    });
+    wait_for("no replica left", WAIT, || {
+        b.edge.dialogs().replicas_len() + c.edge.dialogs().replicas_len() == 0
+    });
+}
+
+#[test]
+#[ignore = "needs Debian's redis-server; `cargo xtask test` runs it"]
+fn a_store_that_stops_answering_delays_nothing_and_is_filled_again() {
+    let redis = Redis::start();
+    let a = Node::start("a", &redis, 1800);
+    let slowest = |from: usize, to: usize| {
+        let mut worst = Duration::ZERO;
+        for i in from..to {
+            let t = Instant::now();
+            call(&a, &format!("away{i}@198.18.0.2"));
+            worst = worst.max(t.elapsed());
+        }
+        worst
+    };
+    let up = slowest(0, 20);
+    wait_for("20 dialogs in the store", WAIT, || {
+        dialog_keys(&redis) == 20
+    });
+
+    // Redis stops answering (SIGSTOP): calls go on at once, locally.
+    redis.signal(libc::SIGSTOP);
+    let away = slowest(20, 40);
+    wait_for("the edge to notice", Duration::from_secs(10), || {
+        !a.store().is_up()
+    });
+    let more = slowest(40, 50);
+    eprintln!(
+        "slowest call set-up through the edge: {up:?} with the store up, \
+         {away:?} / {more:?} while it stopped answering"
+    );
+    // Not a speed check: a handler that waited on the store would take
+    // its response timeout (2 s) at least.
+    assert!(
+        away < Duration::from_millis(500) && more < Duration::from_millis(500),
+        "SIP handling waited on the store: {away:?} / {more:?}"
+    );
+    assert_eq!(a.edge.dialogs().len(), 50, "nothing lost locally");
+
+    // Back: everything the edge owns is re-published.
+    redis.signal(libc::SIGCONT);
+    wait_for(
+        "the store to be filled again",
+        Duration::from_secs(15),
+        || a.store().is_up() && dialog_keys(&redis) == 50,
+    );
+
+    // A Redis that comes back empty (restarted) is filled again too.
+    let port = redis.port;
+    drop(redis);
+    let redis = Redis::on(port);
+    assert_eq!(dialog_keys(&redis), 0);
+    wait_for(
+        "the new store to be filled",
+        Duration::from_secs(15),
+        || dialog_keys(&redis) == 50,
+    );
+    assert!(a.store().stats.disconnects.load(Ordering::Relaxed) >= 1);
+}
