@@ -45,8 +45,12 @@ pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
 /// Applies the other edges' changes for ever, reconnecting when the
 /// subscription drops.
 pub async fn subscriber(edge: Arc<Edge>, store: Arc<Store>, client: Client, mut conn: Shared) {
+    // Only the first load adopts this edge's own dialogs (a restart
+    // without its state directory): at a reconnection the writer has just
+    // re-published them, and one ended since would come back to life.
+    let mut adopt_own = true;
     loop {
-        if let Err(e) = subscribe_once(&edge, &store, &client, &mut conn).await {
+        if let Err(e) = subscribe_once(&edge, &store, &client, &mut conn, &mut adopt_own).await {
             log::debug!("store: subscription to {}: {e}", store.cfg.url);
         }
         tokio::time::sleep(RETRY).await;
@@ -58,6 +62,7 @@ async fn subscribe_once(
     store: &Store,
     client: &Client,
     shared: &mut Shared,
+    adopt_own: &mut bool,
 ) -> Result<()> {
     let mut pubsub =
         tokio::time::timeout(super::sync::RESPONSE_TIMEOUT, client.get_async_pubsub()).await??;
@@ -69,7 +74,8 @@ async fn subscribe_once(
         }
         shared.changed().await?;
     };
-    load(edge, store, &mut conn).await?;
+    load(edge, store, &mut conn, *adopt_own).await?;
+    *adopt_own = false;
     let mut stream = pubsub.on_message();
     while let Some(msg) = stream.next().await {
         match serde_json::from_slice::<Event>(msg.get_payload_bytes()) {
@@ -124,8 +130,13 @@ async fn keys(conn: &mut MultiplexedConnection, prefix: &str) -> Result<Vec<Stri
 /// Everything the store holds, put here: the other edges' dialogs as
 /// replicas (replicas of dialogs gone from the store dropped), dialogs
 /// the store says this edge owns that it lacks (a restart without its
-/// state directory) adopted, and the bindings.
-async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> Result<()> {
+/// state directory) adopted when `adopt_own`, and the bindings.
+async fn load(
+    edge: &Edge,
+    store: &Store,
+    conn: &mut MultiplexedConnection,
+    adopt_own: bool,
+) -> Result<()> {
     let dialog_keys = keys(conn, DIALOG_PREFIX).await?;
     let mut seen = HashSet::new();
     let (mut replicas, mut adopted) = (0, 0);
@@ -146,7 +157,7 @@ async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> R
             };
             seen.insert(rec.call_id.clone());
             if owner == store.node() {
-                if d.phase(&rec.call_id).is_none() && d.adopt(rec, now) {
+                if adopt_own && d.phase(&rec.call_id).is_none() && d.adopt(rec, now) {
                     adopted += 1;
                 }
             } else if d.replicate(&owner, rec) {
