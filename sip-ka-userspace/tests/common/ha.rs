@@ -15,10 +15,12 @@
 //! reaches the PBX on the internal segment (the daemon refuses a PBX
 //! reached through --iface). The PBX reaches VIP_pub through VIP_int.
 //!
-//! Names are `ska<pid>x<seq>` plus a suffix, as `sip_ka::lab::Lab` names
-//! its own: [`HaLab::sweep_stale`] kills what a crashed run left running
-//! in its namespaces, and `Lab::sweep_stale` removes the namespaces, pins
-//! and the run directory (under /run/sip-ka). Drop stops everything.
+//! Names are `skh<pid>x<seq>` plus a suffix (the pid of the test process,
+//! as `sip_ka::lab::Lab` names its own, under another prefix so that its
+//! sweep, which deletes namespaces without stopping what runs in them,
+//! leaves these alone): [`HaLab::sweep_stale`] kills what a crashed run
+//! left running in its namespaces (Redis, keepalived, sip-ka, sipp), then
+//! deletes them, its pins and its run directory. Drop stops everything.
 
 use std::{
     collections::BTreeMap,
@@ -30,7 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sip_ka::lab::{self, Lab};
+use sip_ka::lab;
 
 /// The public segment's VIP: where the phones send.
 pub const VIP_PUB: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 10);
@@ -57,6 +59,8 @@ pub const PBX_PORT: u16 = 5080;
 pub const ADVERT_INT: u32 = 1;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+/// Name prefix of everything an HA lab creates.
+const PREFIX: &str = "skh";
 
 pub fn vip() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(VIP_PUB, EDGE_PORT))
@@ -137,7 +141,7 @@ impl HaLab {
         );
         HaLab::sweep_stale();
         let tag = format!(
-            "ska{}x{}",
+            "{PREFIX}{}x{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
@@ -263,26 +267,37 @@ impl HaLab {
         }
     }
 
-    /// Kills what crashed HA labs left running in their namespaces (those
-    /// of dead processes), then lets `Lab::sweep_stale` remove the
-    /// namespaces, pins and run directories.
+    /// Removes what crashed HA labs (of processes gone) left: kills what
+    /// runs in their namespaces, deletes them, their pins and run
+    /// directories.
     pub fn sweep_stale() {
-        if let Ok(rd) = std::fs::read_dir("/run/netns") {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().to_string();
-                let Some(rest) = n.strip_prefix("ska") else {
-                    continue;
-                };
-                let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-                let dead = pid
-                    .parse::<u32>()
-                    .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists());
-                if dead {
-                    kill_all_in(&n);
-                }
+        let stale = |name: &str| -> bool {
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                return false;
+            };
+            let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            pid.parse::<u32>()
+                .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        };
+        let names = |dir: &str| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| stale(n))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for ns in names("/run/netns") {
+            kill_all_in(&ns);
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        for dir in ["/sys/fs/bpf", "/run/sip-ka"] {
+            for n in names(dir) {
+                let _ = std::fs::remove_dir_all(Path::new(dir).join(n));
             }
         }
-        Lab::sweep_stale();
     }
 
     /// Starts Redis (no persistence: a restarted one is empty) in its
