@@ -293,9 +293,16 @@ impl HaLab {
             kill_all_in(&ns);
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
+        // Pins, run directories, and the daemons' lock files and control
+        // sockets (/run/sip-ka/<pin dir name>.lock, .sock).
         for dir in ["/sys/fs/bpf", "/run/sip-ka"] {
             for n in names(dir) {
-                let _ = std::fs::remove_dir_all(Path::new(dir).join(n));
+                let p = Path::new(dir).join(n);
+                if p.is_dir() {
+                    let _ = std::fs::remove_dir_all(p);
+                } else {
+                    let _ = std::fs::remove_file(p);
+                }
             }
         }
     }
@@ -671,6 +678,12 @@ impl Drop for HaLab {
         }
         for e in &self.edges {
             let _ = std::fs::remove_dir_all(&e.pin_dir);
+            if let Some(name) = e.pin_dir.file_name() {
+                let name = name.to_string_lossy();
+                for ext in ["lock", "sock"] {
+                    let _ = std::fs::remove_file(format!("/run/sip-ka/{name}.{ext}"));
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(&self.pass_pins);
         let _ = std::fs::remove_dir_all(&self.run_dir);
