@@ -335,6 +335,15 @@ impl Daemon {
                 [tcp, tls, all.saturating_sub(tcp + tls)]
             }),
             history: lock(&self.history).span(),
+            store: self.edge.as_ref().and_then(|e| {
+                let st = e.store.as_ref()?;
+                Some(super::history::StoreStatus {
+                    url: st.cfg.url.clone(),
+                    node_id: st.cfg.node_id.clone(),
+                    up: st.is_up(),
+                    replicas: e.dialogs().replicas_len() as u64,
+                })
+            }),
         }
     }
 

@@ -78,6 +78,19 @@ pub struct StatusInfo {
     /// Edge mode only: open TCP, TLS, and still in the TLS handshake.
     pub connections: Option<[u64; 3]>,
     pub history: Option<Span>,
+    /// Edge mode with `--state-store` only.
+    #[serde(default)]
+    pub store: Option<StoreStatus>,
+}
+
+/// The shared store as `status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub url: String,
+    pub node_id: String,
+    pub up: bool,
+    /// Dialogs other edges own, replicated here.
+    pub replicas: u64,
 }
 
 #[cfg(test)]

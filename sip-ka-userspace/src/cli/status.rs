@@ -134,6 +134,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
                 "connections": info.connections.map(|[tcp, tls, hs]| {
                     serde_json::json!({ "tcp": tcp, "tls": tls, "handshake": hs })
                 }),
+                "store": info.store,
                 "window_secs": info.history.as_ref().map(|h| h.secs),
                 "keepalives": rates,
             })
@@ -183,6 +184,18 @@ fn screen(info: &StatusInfo, dir: &std::path::Path, pbx: Option<(bool, Option<u6
         let _ = writeln!(
             s,
             "connections  {tcp} TCP, {tls} TLS, {hs} in TLS handshake"
+        );
+    }
+    if let Some(st) = &info.store {
+        let state = if st.up {
+            "up"
+        } else {
+            "UNREACHABLE (running on local state)"
+        };
+        let _ = writeln!(
+            s,
+            "store        {} {state}, node {}, {} dialog(s) of other edges replicated",
+            st.url, st.node_id, st.replicas
         );
     }
     match &info.history {
@@ -239,6 +252,31 @@ mod tests {
                 ("options", 6, 0.1),
                 ("in_dialog", 0, 0.0)
             ]
+        );
+    }
+
+    #[test]
+    fn the_screen_shows_the_shared_store_when_there_is_one() {
+        let mut info: StatusInfo = serde_json::from_str(
+            r#"{"pid":7,"iface":"eth0","xdp_mode":"native","prog_id":3,"mode":"edge",
+                "uptime_secs":65.0,"dialogs":4,"connections":[1,0,0],"history":null}"#,
+        )
+        .unwrap();
+        let dir = std::path::Path::new("/sys/fs/bpf/sip-ka");
+        assert!(!screen(&info, dir, Some((true, None))).contains("store"));
+        info.store = Some(super::super::history::StoreStatus {
+            url: "redis://10.0.0.5:6379/0".into(),
+            node_id: "edge-b".into(),
+            up: false,
+            replicas: 12,
+        });
+        let s = screen(&info, dir, Some((true, None)));
+        assert!(
+            s.contains(
+                "store        redis://10.0.0.5:6379/0 UNREACHABLE (running on local state), \
+                 node edge-b, 12 dialog(s) of other edges replicated"
+            ),
+            "{s}"
         );
     }
 

@@ -122,6 +122,8 @@ pub struct SessionRecord {
 /// Everything the dialog table holds for one dialog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DialogRecord {
+    /// Absent in the shared store's form (the key holds it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub call_id: String,
     /// "pending", "early", "confirmed" or "terminating".
     pub phase: String,
@@ -152,8 +154,10 @@ pub struct DialogRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fork {
     pub tag: String,
+    /// Absent in the shared store's form when it is the callee's To.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub to: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
 }
 

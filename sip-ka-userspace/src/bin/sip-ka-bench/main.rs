@@ -12,6 +12,9 @@
 //!     (`--dialogs`, `dialogs/`); neither needs root.
 //! (e) The XDP program on a two-queue veth, on one CPU and on two
 //!     (`--scaling`, `veth/scaling.rs`).
+//! (f) The shared store (`--store`, `store.rs`): Redis writes per call
+//!     set-up and refresh, bytes per dialog in Redis, calls per second
+//!     with the store on and off; needs redis-server, not root.
 //!
 //! Shared by the parts: the command line (`opts.rs`), the packets they
 //! send (`packets.rs`), CPU and memory accounting (`cpu.rs`, `memory.rs`)
@@ -26,6 +29,7 @@ mod memory;
 mod netns;
 mod opts;
 mod packets;
+mod store;
 mod test_run;
 mod timers;
 mod versus;
@@ -49,7 +53,10 @@ fn main() -> std::process::ExitCode {
 
 fn bench(opts: &Opts) -> Result<()> {
     // The parts that need no root run on their own when asked for.
-    if opts.timers || opts.dialogs {
+    if opts.timers || opts.dialogs || opts.store {
+        if opts.store {
+            store::store_bench()?;
+        }
         if opts.timers {
             timers::timers_bench()?;
         }
@@ -82,6 +89,7 @@ fn bench(opts: &Opts) -> Result<()> {
     if all {
         parts.push(|_| timers::timers_bench());
         parts.push(|o| dialogs::dialogs_bench(o.dialog_count));
+        parts.push(|_| store::store_bench());
     }
     for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {

@@ -53,6 +53,12 @@ pub(crate) struct Opts {
     /// write cost with a state directory (100,000 dialogs).
     #[arg(long)]
     pub(crate) dialogs: bool,
+    /// Only the shared store bench (needs redis-server, not root): Redis
+    /// writes per call set-up and per refresh, bytes per dialog in Redis,
+    /// and calls per second through an edge with `--state-store` on and
+    /// off.
+    #[arg(long)]
+    pub(crate) store: bool,
     /// Dialogs in the dialog table bench.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) dialog_count: u64,

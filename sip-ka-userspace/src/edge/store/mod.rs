@@ -186,10 +186,11 @@ pub enum Write {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op")]
 pub enum Event {
-    /// `node` owns the dialog, in this state.
+    /// `node` owns the dialog, in this state ([`pack`]ed).
     #[serde(rename = "up")]
     Dialog {
         node: String,
+        call_id: String,
         rec: Box<DialogRecord>,
     },
     /// The dialog ended at `node`.
@@ -215,6 +216,42 @@ impl Event {
     }
 }
 
+/// A dialog's record as the store keeps it: without what the key or the
+/// record itself already says (the Call-ID; a fork's To and Contact when
+/// they are the callee's), a fifth smaller. [`unpack`] puts them back.
+pub fn pack(rec: &DialogRecord) -> DialogRecord {
+    let mut r = rec.clone();
+    r.call_id.clear();
+    for f in &mut r.forks {
+        if r.callee_to.as_ref() == Some(&f.to) {
+            f.to.clear();
+        }
+        if f.contact.is_some() && f.contact == r.callee_contact {
+            f.contact = None;
+        }
+    }
+    r
+}
+
+/// The record of dialog `call_id` from its [`pack`]ed form.
+pub fn unpack(call_id: &str, mut r: DialogRecord) -> DialogRecord {
+    call_id.clone_into(&mut r.call_id);
+    for f in &mut r.forks {
+        if f.to.is_empty() {
+            f.to = r.callee_to.clone().unwrap_or_default();
+        }
+        if f.contact.is_none() {
+            f.contact = r.callee_contact.clone();
+        }
+    }
+    r
+}
+
+/// [`unpack`] from the stored JSON.
+pub fn unpack_json(call_id: &str, json: &str) -> serde_json::Result<DialogRecord> {
+    Ok(unpack(call_id, serde_json::from_str(json)?))
+}
+
 /// How long the store keeps a dialog in this state, from `now_ms`.
 pub fn dialog_ttl_ms(rec: &DialogRecord, now_ms: u64) -> u64 {
     if rec.phase != "confirmed" && rec.phase != "terminating" {
@@ -229,6 +266,8 @@ pub fn dialog_ttl_ms(rec: &DialogRecord, now_ms: u64) -> u64 {
 /// The store's counters (copied into the edge's when read).
 #[derive(Debug, Default)]
 pub struct StoreStats {
+    /// Changes handed to the queue (before coalescing).
+    pub queued: AtomicU64,
     /// Changes written (dialogs and bindings, one per key).
     pub writes: AtomicU64,
     /// Changes not written: Redis unreachable or refused them.
@@ -279,6 +318,7 @@ impl Store {
 
     /// Queues a change; never waits.
     pub fn send(&self, w: Write) {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(w).is_err() {
             self.stats.queue_dropped.fetch_add(1, Ordering::Relaxed);
             self.stale.store(true, Ordering::Relaxed);
@@ -301,6 +341,11 @@ impl Store {
     /// The writer's end of the queue (once).
     pub fn take_queue(&self) -> Option<mpsc::Receiver<Write>> {
         crate::util::lock::lock(&self.rx).take()
+    }
+
+    /// Changes waiting in the queue.
+    pub fn backlog(&self) -> usize {
+        QUEUE_LEN - self.tx.capacity()
     }
 
     pub fn is_up(&self) -> bool {
@@ -376,13 +421,43 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_record_is_smaller_and_unpacks_to_itself() {
+        let mut r = rec("confirmed", Some(5));
+        r.callee_to = Some("<sip:b@y>;tag=2".into());
+        r.callee_contact = Some("sip:b@192.0.2.10".into());
+        r.forks = vec![
+            crate::edge::persist::Fork {
+                tag: "2".into(),
+                to: "<sip:b@y>;tag=2".into(),
+                contact: Some("sip:b@192.0.2.10".into()),
+            },
+            crate::edge::persist::Fork {
+                tag: "3".into(),
+                to: "<sip:b@y>;tag=3".into(),
+                contact: Some("sip:b@192.0.2.11".into()),
+            },
+        ];
+        let packed = serde_json::to_string(&pack(&r)).unwrap();
+        let whole = serde_json::to_string(&r).unwrap();
+        assert!(
+            !packed.contains("c1@198.18.0.2") && !packed.contains("\"to\":\"<sip:b@y>;tag=2\"")
+        );
+        assert!(packed.len() + 40 < whole.len(), "{packed}");
+        assert_eq!(unpack_json(&r.call_id, &packed).unwrap(), r);
+    }
+
+    #[test]
     fn events_round_trip_and_name_their_node() {
         let e = Event::Dialog {
             node: "a".into(),
-            rec: Box::new(rec("confirmed", Some(5))),
+            call_id: "x".into(),
+            rec: Box::new(pack(&rec("confirmed", Some(5)))),
         };
         let s = serde_json::to_string(&e).unwrap();
-        assert!(s.starts_with(r#"{"op":"up","node":"a","rec":"#), "{s}");
+        assert!(
+            s.starts_with(r#"{"op":"up","node":"a","call_id":"x","rec":"#),
+            "{s}"
+        );
         assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
         let r: Event = serde_json::from_str(r#"{"op":"rm","node":"b","call_id":"x"}"#).unwrap();
         assert_eq!(r.node(), "b");

@@ -14,7 +14,7 @@ use super::{
     FLOW_KEY_TTL_MS, GRACE_MS, RESYNC_EVERY_MS,
 };
 use crate::{
-    edge::{persist::DialogRecord, state::Edge, transport::KEY_LEN},
+    edge::{state::Edge, transport::KEY_LEN},
     util::clock,
 };
 
@@ -48,14 +48,14 @@ redis.call('PUBLISH', 'sipka:events', ARGV[2])
 return 1
 ";
 
-/// Takes a dialog from a node whose lease lapsed (ARGV[1]) for ARGV[2]:
-/// only one edge succeeds. Returns the record, or nil.
+/// Takes dialog ARGV[3] from a node whose lease lapsed (ARGV[1]) for
+/// ARGV[2]: only one edge succeeds. Returns the (packed) record, or nil.
 pub const CLAIM: &str = r#"
 local o = redis.call('HGET', KEYS[1], 'owner')
 if o ~= ARGV[1] then return false end
 redis.call('HSET', KEYS[1], 'owner', ARGV[2])
 local rec = redis.call('HGET', KEYS[1], 'rec')
-redis.call('PUBLISH', 'sipka:events', '{"op":"up","node":"' .. ARGV[2] .. '","rec":' .. rec .. '}')
+redis.call('PUBLISH', 'sipka:events', '{"op":"up","node":"' .. ARGV[2] .. '","call_id":' .. cjson.encode(ARGV[3]) .. ',"rec":' .. rec .. '}')
 return rec
 "#;
 
@@ -333,10 +333,12 @@ async fn write(
                 rec: Some(rec),
                 take,
             } => {
-                let json = serde_json::to_string(rec.as_ref())?;
+                let packed = super::pack(rec);
+                let json = serde_json::to_string(&packed)?;
                 let ev = event_json(&Event::Dialog {
                     node: node.clone(),
-                    rec: rec.clone(),
+                    call_id: call_id.clone(),
+                    rec: Box::new(packed),
                 });
                 pipe.cmd("EVALSHA")
                     .arg(scripts.put.get_hash())
@@ -434,7 +436,7 @@ async fn hand_over(edge: &Edge, conn: &mut MultiplexedConnection, call_id: &str)
         .query_async(conn)
         .await?;
     if let (Some(owner), Some(rec)) = (owner, rec) {
-        match serde_json::from_str::<DialogRecord>(&rec) {
+        match super::unpack_json(call_id, &rec) {
             Ok(rec) => {
                 edge.dialogs().replicate(&owner, rec);
             }

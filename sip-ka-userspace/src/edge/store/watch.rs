@@ -15,10 +15,7 @@ use super::{
     BindingRecord, Event, Store, BINDING_PREFIX, DIALOG_PREFIX, EVENTS, FLOW_KEY, FLOW_KEY_TTL_MS,
     LEASE_MS, RENEW_MS,
 };
-use crate::{
-    edge::{persist::DialogRecord, state::Edge},
-    util::clock,
-};
+use crate::{edge::state::Edge, util::clock};
 
 /// Starts the store's tasks: the writer, the subscriber and the lease.
 pub fn spawn(edge: Arc<Edge>, store: Arc<Store>, client: Client) {
@@ -90,8 +87,9 @@ async fn subscribe_once(
 /// One change of another edge.
 pub fn apply(edge: &Edge, store: &Store, ev: Event) {
     match ev {
-        Event::Dialog { node, rec } => {
-            edge.dialogs().replicate(&node, *rec);
+        Event::Dialog { node, call_id, rec } => {
+            edge.dialogs()
+                .replicate(&node, super::unpack(&call_id, *rec));
         }
         Event::Removed { call_id, .. } => edge.dialogs().remote_end(&call_id),
         Event::Binding {
@@ -148,11 +146,12 @@ async fn load(
         let rows: Vec<(Option<String>, Option<String>)> = pipe.query_async(conn).await?;
         let now = clock::now_ms();
         let mut d = edge.dialogs();
-        for (owner, rec) in rows {
+        for (key, (owner, rec)) in chunk.iter().zip(rows) {
             let (Some(owner), Some(rec)) = (owner, rec) else {
                 continue;
             };
-            let Ok(rec) = serde_json::from_str::<DialogRecord>(&rec) else {
+            let call_id = key.strip_prefix(DIALOG_PREFIX).unwrap_or(key);
+            let Ok(rec) = super::unpack_json(call_id, &rec) else {
                 continue;
             };
             seen.insert(rec.call_id.clone());
@@ -244,9 +243,10 @@ async fn renew_and_claim(
                 .key(super::dialog_key(call_id))
                 .arg(&owner)
                 .arg(store.node())
+                .arg(call_id)
                 .invoke_async(conn)
                 .await?;
-            let Some(rec) = rec.and_then(|r| serde_json::from_str::<DialogRecord>(&r).ok()) else {
+            let Some(rec) = rec.and_then(|r| super::unpack_json(call_id, &r).ok()) else {
                 // Gone from the store (ended, or its TTL ran out): the
                 // replica goes too; taken by another edge: its event
                 // makes the replica that edge's.

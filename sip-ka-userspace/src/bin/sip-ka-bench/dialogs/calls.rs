@@ -21,22 +21,22 @@ fn mix(mut x: u64) -> u64 {
 /// 40 characters). Only From, To, Contact, Call-ID and CSeq stay in the
 /// table; the rest is what RFC 4028 processing reads, or padding a real
 /// phone sends.
-pub(super) struct Call {
-    pub(super) call_id: String,
-    pub(super) ua: SocketAddr,
-    pub(super) from: String,
-    pub(super) to: String,
-    pub(super) to_tag: String,
-    pub(super) caller_contact: String,
-    pub(super) callee_contact: String,
-    pub(super) branch: u64,
+pub(crate) struct Call {
+    pub(crate) call_id: String,
+    pub(crate) ua: SocketAddr,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) to_tag: String,
+    pub(crate) caller_contact: String,
+    pub(crate) callee_contact: String,
+    pub(crate) branch: u64,
 }
 
 /// A message as its start line and header fields, in order.
-pub(super) type Parts = (StartLine, Vec<(&'static str, String)>);
+pub(crate) type Parts = (StartLine, Vec<(&'static str, String)>);
 
 impl Call {
-    pub(super) fn new(i: u64) -> Call {
+    pub(crate) fn new(i: u64) -> Call {
         let h = mix(i);
         let ua = SocketAddr::from((
             Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8),
@@ -71,7 +71,7 @@ impl Call {
     }
 
     /// The INVITE (`in_dialog` false) or an UPDATE from the UA.
-    pub(super) fn request(&self, method: Method, cseq: u32, in_dialog: bool) -> Result<Parts> {
+    pub(crate) fn request(&self, method: Method, cseq: u32, in_dialog: bool) -> Result<Parts> {
         let (ruri, to) = if in_dialog {
             (uri(&self.callee_contact), self.to_tagged())
         } else {
@@ -100,7 +100,7 @@ impl Call {
     }
 
     /// The PBX's 200 to the request with this CSeq.
-    pub(super) fn ok(&self, method: Method, cseq: u32) -> Parts {
+    pub(crate) fn ok(&self, method: Method, cseq: u32) -> Parts {
         let headers = vec![
             ("Via", self.via(cseq, true)),
             ("From", self.from.clone()),
@@ -138,7 +138,7 @@ impl Call {
 }
 
 /// The URI inside `<...>`.
-pub(super) fn uri(name_addr: &str) -> &str {
+pub(crate) fn uri(name_addr: &str) -> &str {
     match (name_addr.find('<'), name_addr.find('>')) {
         (Some(a), Some(b)) if a < b => &name_addr[a + 1..b],
         _ => name_addr,
@@ -149,13 +149,13 @@ pub(super) fn uri(name_addr: &str) -> &str {
 /// the datagram (checked on the first call of each kind by
 /// [`check_parts`]); building it directly keeps 4,000,000 parses, which
 /// take longer than the table's own work, out of the run.
-pub(super) fn message((start, headers): Parts) -> SipMessage {
+pub(crate) fn message((start, headers): Parts) -> SipMessage {
     SipMessage::from_parts(start, headers, Vec::new())
 }
 
 /// The datagram of `parts`, parsed by the edge's parser, must give the
 /// same message as [`message`].
-pub(super) fn check_parts(parts: Parts) -> Result<()> {
+pub(crate) fn check_parts(parts: Parts) -> Result<()> {
     let (start, headers) = &parts;
     let mut text = match start {
         StartLine::Request { method, uri } => format!("{method} {uri} SIP/2.0\r\n"),

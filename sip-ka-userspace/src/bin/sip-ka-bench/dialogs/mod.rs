@@ -20,7 +20,7 @@
 //! Bounded: a fixed number of dialogs, refreshes capped in count and in
 //! wall time, and the memory the run needs is checked before it starts.
 
-mod calls;
+pub(crate) mod calls;
 
 use std::{
     net::SocketAddr,
