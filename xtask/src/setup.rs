@@ -41,6 +41,12 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "`man`, which `systemd-analyze verify` uses for Documentation=",
     ),
     ("binutils", "`strip` and `objdump` for the Debian package"),
+    ("keepalived", "VRRP moving the VIPs in the HA lab"),
+    ("redis-server", "the shared state store of the HA lab"),
+    (
+        "redis-tools",
+        "`redis-cli`, which reads the store in the HA lab",
+    ),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
