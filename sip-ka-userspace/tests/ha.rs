@@ -373,7 +373,7 @@ fn failover_to_the_standby_edge_keeps_every_call() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let keys = lab.redis_keys("sipka:dlg:*");
+    let keys = lab.live_dialog_keys();
     assert!(keys.is_empty(), "dialogs left in Redis: {keys:?}");
     drop(scratch);
     eprintln!(
@@ -556,10 +556,10 @@ fn redis_down_under_load_delays_nothing_and_the_store_is_whole_again() {
     let uas = Sipp::spawn(cmd, "held phones");
     assert!(
         wait_until(Duration::from_secs(10), || lab.dialogs(0).len() == HELD
-            && lab.redis_keys("sipka:dlg:*").len() == HELD),
+            && lab.live_dialog_keys().len() == HELD),
         "want {HELD} dialogs on A and in Redis: {} and {}",
         lab.dialogs(0).len(),
-        lab.redis_keys("sipka:dlg:*").len()
+        lab.live_dialog_keys().len()
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -584,7 +584,7 @@ fn redis_down_under_load_delays_nothing_and_the_store_is_whole_again() {
     // What the frozen Redis missed has been written since: the held
     // calls, and of the ~100 probe calls a second made meanwhile, at most
     // the one in progress.
-    let thawed = lab.redis_keys("sipka:dlg:*");
+    let thawed = lab.live_dialog_keys();
     // Gone, then back empty (no persistence).
     let t3 = Instant::now();
     lab.kill_redis();
@@ -644,7 +644,7 @@ fn redis_down_under_load_delays_nothing_and_the_store_is_whole_again() {
     let mut keys = Vec::new();
     let mut live = BTreeSet::new();
     let whole = wait_until(Duration::from_secs(10), || {
-        keys = lab.redis_keys("sipka:dlg:*");
+        keys = lab.live_dialog_keys();
         live = lab
             .dialogs(0)
             .into_iter()
@@ -673,15 +673,22 @@ fn redis_down_under_load_delays_nothing_and_the_store_is_whole_again() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    assert_eq!(live.len(), HELD, "live dialogs on A after the outage");
+    assert_eq!(
+        live.len(),
+        HELD,
+        "live dialogs on A after the outage; A's log: {}",
+        lab.edge_log(0)
+            .lines()
+            .filter(|l| l.contains("store") || l.contains("WARN") || l.contains("expired"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(lab.counters(0).get("edge_store_up"), Some(&1));
 
     let uas_out = uas.wait();
     assert!(uas_out.status.success(), "held phones: {}", text(&uas_out));
     assert!(
-        wait_until(Duration::from_secs(5), || lab
-            .redis_keys("sipka:dlg:*")
-            .is_empty()),
+        wait_until(Duration::from_secs(5), || lab.live_dialog_keys().is_empty()),
         "dialogs left in Redis after the BYEs"
     );
     let mut left = BTreeMap::new();

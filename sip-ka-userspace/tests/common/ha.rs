@@ -372,6 +372,23 @@ impl HaLab {
             .collect()
     }
 
+    /// The dialogs in the store: `sipka:dlg:*` keys holding a record (an
+    /// ended dialog leaves a tombstone without one for 32 s). One
+    /// redis-cli call: the lab polls this.
+    pub fn live_dialog_keys(&self) -> Vec<String> {
+        const LIVE: &str = "local out = {} \
+            for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+            if redis.call('HEXISTS', k, 'rec') == 1 then out[#out + 1] = k end end \
+            return out";
+        let out = self
+            .redis_try(&["EVAL", LIVE, "0", "sipka:dlg:*"])
+            .unwrap_or_else(|| panic!("redis-cli EVAL (live dialog keys) failed"));
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Starts edge `i`'s `sip-ka run --mode edge` (then `extra`) and waits
     /// for its readiness line.
     pub fn start_edge(&mut self, i: usize, extra: &[&str]) {
