@@ -73,6 +73,42 @@ fn dpkg_installed(pkg: &str) -> bool {
     })
 }
 
+/// /usr/sbin/policy-rc.d answering 101 (action forbidden) while it lives,
+/// unless the host has one of its own (left alone).
+struct NoServiceStarts(Option<std::path::PathBuf>);
+
+impl NoServiceStarts {
+    const PATH: &'static str = "/usr/sbin/policy-rc.d";
+
+    fn put() -> NoServiceStarts {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::path::PathBuf::from(Self::PATH);
+        if path.exists() {
+            return NoServiceStarts(None);
+        }
+        let written = std::fs::write(
+            &path,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n",
+        )
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)));
+        match written {
+            Ok(()) => NoServiceStarts(Some(path)),
+            Err(e) => {
+                eprintln!("setup: writing {}: {e} (services may start)", Self::PATH);
+                NoServiceStarts(None)
+            }
+        }
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 fn apt_packages() -> Result<()> {
     let name = "Debian packages";
     if which("dpkg").is_none() {
@@ -125,6 +161,11 @@ fn apt_packages() -> Result<()> {
     step(name, format!("apt-get install {}", names.join(" ")));
     let mut args = vec!["install", "-y"];
     args.extend(&names);
+    // Servers the tests start themselves (prometheus, redis-server,
+    // keepalived, kamailio, coturn) must not be started as services on a
+    // host that boots systemd: invoke-rc.d asks policy-rc.d, and 101 says
+    // "not now".
+    let _no_services = NoServiceStarts::put();
     apt(&args).with_context(|| {
         format!(
             "`apt-get install -y {}` failed; these packages come from Debian's \
