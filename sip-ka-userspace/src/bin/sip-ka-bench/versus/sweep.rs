@@ -223,8 +223,10 @@ fn print_tables(opts: &Opts, seconds: u64, points: &[Point], background: f64) {
         "notes (sweep): each responder is started once and answers STUN on \
          udp/{SERVER_V4}:{SIP_PORT} while the comparison's load generator offers each rate in \
          turn for {seconds} s ({fp}, 8 source ports, answers counted until 0.5 s after the last \
-         request); \"max\" is the generator sending as fast as it can, so its sent/s differs \
-         per responder and the ratios there compare different loads. \"share\" = answered / \
+         request); \"max\" is the generator sending as fast as it can. \"sent/s\" is what left \
+         the generator: it shares the machine's CPUs with the responder, so where a responder \
+         keeps them busy it falls short of the rate asked and the ratios on that line compare \
+         different loads (the chart puts each point at its sent/s). \"share\" = answered / \
          sent; \"server CPU\" = CPU time of the responder's processes and of the server \
          veth's NAPI thread (where the XDP program runs) per answer; \"machine\" = busy CPU of \
          the whole machine less the generator's own threads, per answer. sip-ka: `run \
