@@ -55,7 +55,10 @@ enum Task {
     /// responder vs coturn (`--lab-only`); (c) the edge vs Kamailio 5.6,
     /// OPTIONS over UDP from sipp and CRLF pings over TCP (`--kamailio`);
     /// (d) 1,000,000 dialogs: the session timer wheel (`--timers`) and the
-    /// edge's dialog table with its journal (`--dialogs`).
+    /// edge's dialog table with its journal (`--dialogs`); (f) the STUN
+    /// sweep, answered share against offered rate for sip-ka XDP, its
+    /// userspace responder, Kamailio and coturn, with its chart (`--sweep`,
+    /// `--chart`).
     Bench {
         /// Arguments passed to sip-ka-bench (see `sip-ka-bench --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -12,9 +12,12 @@
 //!     (`--dialogs`, `dialogs/`); neither needs root.
 //! (e) The XDP program on a two-queue veth, on one CPU and on two
 //!     (`--scaling`, `veth/scaling.rs`).
-//! (f) The shared store (`--store`, `store.rs`): Redis writes per call
+//! (g) The shared store (`--store`, `store.rs`): Redis writes per call
 //!     set-up and refresh, bytes per dialog in Redis, calls per second
 //!     with the store on and off; needs redis-server, not root.
+//! (f) The STUN load of (c) at a series of offered rates against sip-ka's
+//!     XDP program, its userspace responder, Kamailio and coturn, with a
+//!     chart (`--sweep`, `versus/sweep.rs`).
 //!
 //! Shared by the parts: the command line (`opts.rs`), the packets they
 //! send (`packets.rs`), CPU and memory accounting (`cpu.rs`, `memory.rs`)
@@ -72,7 +75,7 @@ fn bench(opts: &Opts) -> Result<()> {
         bail!("needs root (BPF_PROG_TEST_RUN, network namespaces, XDP)");
     }
     // With no part chosen, every part runs, one after the other.
-    let all = !(opts.test_run_only || opts.lab_only || opts.kamailio || opts.scaling);
+    let all = !(opts.test_run_only || opts.lab_only || opts.kamailio || opts.scaling || opts.sweep);
     let mut parts: Vec<fn(&Opts) -> Result<()>> = Vec::new();
     if all || opts.test_run_only {
         parts.push(test_run::test_run_bench);
@@ -85,6 +88,9 @@ fn bench(opts: &Opts) -> Result<()> {
     }
     if all || opts.kamailio {
         parts.push(versus::kamailio_bench);
+    }
+    if all || opts.sweep {
+        parts.push(versus::sweep::sweep_bench);
     }
     if all {
         parts.push(|_| timers::timers_bench());

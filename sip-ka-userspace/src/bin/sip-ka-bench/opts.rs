@@ -3,7 +3,7 @@
 use clap::Parser;
 
 /// Benchmarks of sip-ka's fast path (run as root).
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "sip-ka-bench")]
 pub(crate) struct Opts {
     /// BPF_PROG_TEST_RUN calls (repeat=1 each) per answering path.
@@ -96,4 +96,26 @@ pub(crate) struct Opts {
     /// Seconds of that STUN load per server and round.
     #[arg(long, default_value_t = 4)]
     pub(crate) stun_seconds: u64,
+    /// Only the STUN sweep: sip-ka's XDP program, its userspace responder
+    /// (`--xdp off`), Kamailio's stun module and coturn, each under the
+    /// fixed-rate STUN Binding load at every `--sweep-rates` rate; a table
+    /// per responder and the chart (`--chart`).
+    #[arg(long)]
+    pub(crate) sweep: bool,
+    /// Offered rates of the sweep, STUN Binding requests per second (comma
+    /// separated); 0 is as fast as the load generator goes.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "25000,50000,100000,200000,0"
+    )]
+    pub(crate) sweep_rates: Vec<u32>,
+    /// Seconds of load per responder and rate in the sweep (1 to 60).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) sweep_seconds: u64,
+    /// Where the sweep writes its chart (SVG; relative to the current
+    /// directory): answered share and server CPU per answer against the
+    /// offered rate, a line per responder.
+    #[arg(long, default_value = "docs/bench/stun-sweep.svg")]
+    pub(crate) chart: std::path::PathBuf,
 }

@@ -29,6 +29,8 @@ pub(super) enum Peer {
     SipKaUser,
     /// coturn's turnserver, STUN only (STUN rows).
     Coturn,
+    /// sip-ka's XDP program answering STUN itself (the sweep).
+    SipKaXdp,
 }
 
 impl Peer {
@@ -38,6 +40,7 @@ impl Peer {
             Peer::Kamailio => "Kamailio",
             Peer::SipKaUser => "sip-ka userspace (--xdp off)",
             Peer::Coturn => "coturn turnserver",
+            Peer::SipKaXdp => "sip-ka XDP (native)",
         }
     }
 }

@@ -12,6 +12,8 @@ mod options;
 mod servers;
 mod stun;
 mod stun_load;
+pub(crate) mod sweep;
+mod sweep_chart;
 mod tcp;
 
 use std::{
@@ -49,6 +51,56 @@ impl Drop for WorkDir {
     }
 }
 
+/// NAPI kernel threads of the server's and the client's veth, threaded
+/// unless `--no-threaded-napi` (None: receive work is not counted apart).
+type Napi = Option<Vec<u32>>;
+
+fn lab_napi(lab: &Lab, opts: &Opts) -> Result<(Napi, Napi)> {
+    if opts.no_threaded_napi {
+        return Ok((None, None));
+    }
+    let s = threaded_napi(&lab.server_ns, &lab.server_if)?;
+    let c = threaded_napi(&lab.client_ns, &lab.client_if)?;
+    if s.is_empty() || c.is_empty() {
+        println!("warning: the NAPI threads of the veth pair were not found");
+        return Ok((None, None));
+    }
+    Ok((Some(s), Some(c)))
+}
+
+/// What the comparison and the sweep run in.
+struct Setup {
+    modules: PathBuf,
+    dir: WorkDir,
+    lab: Lab,
+    server_napi: Napi,
+    client_napi: Napi,
+    /// Busy CPU seconds per second of the idle machine before the run:
+    /// work the machine-wide column includes that is neither server nor
+    /// load.
+    background: f64,
+}
+
+impl Setup {
+    fn new(opts: &Opts) -> Result<Setup> {
+        let modules = kamailio_modules()?;
+        let dir = WorkDir::new()?;
+        let lab = Lab::new()?;
+        let (server_napi, client_napi) = lab_napi(&lab, opts)?;
+        let b0 = machine_busy()?;
+        std::thread::sleep(Duration::from_secs(1));
+        let background = machine_busy()? - b0;
+        Ok(Setup {
+            modules,
+            dir,
+            lab,
+            server_napi,
+            client_napi,
+            background,
+        })
+    }
+}
+
 /// Runs part (c), `--rounds` rounds of both servers under both loads, and
 /// prints the pooled table.
 pub(crate) fn kamailio_bench(opts: &Opts) -> Result<()> {
@@ -61,27 +113,14 @@ pub(crate) fn kamailio_bench(opts: &Opts) -> Result<()> {
             bail!("{tool} not found: `cargo xtask setup` installs it");
         }
     }
-    let modules = kamailio_modules()?;
-    let dir = WorkDir::new()?;
-    let mut lab = Lab::new()?;
-    let (server_napi, client_napi) = if opts.no_threaded_napi {
-        (None, None)
-    } else {
-        let s = threaded_napi(&lab.server_ns, &lab.server_if)?;
-        let c = threaded_napi(&lab.client_ns, &lab.client_if)?;
-        if s.is_empty() || c.is_empty() {
-            println!("warning: the NAPI threads of the veth pair were not found");
-            (None, None)
-        } else {
-            (Some(s), Some(c))
-        }
-    };
-
-    // Busy CPU over one idle second: work the machine-wide column includes
-    // that is neither server nor load.
-    let b0 = machine_busy()?;
-    std::thread::sleep(Duration::from_secs(1));
-    let background = machine_busy()? - b0;
+    let Setup {
+        modules,
+        dir,
+        mut lab,
+        server_napi,
+        client_napi,
+        background,
+    } = Setup::new(opts)?;
 
     let rounds = opts.rounds.max(1);
     let mut rows = Vec::new();

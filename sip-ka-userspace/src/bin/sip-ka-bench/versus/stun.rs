@@ -4,14 +4,14 @@
 
 use std::{io::Write as _, path::Path, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use sip_ka::lab::{Lab, SERVER_V4};
 
 use super::measure::{ns, pool, ratio, Load, Measure, Outcome, Peer, Row};
 use super::servers::{Kamailio, SIP_PORT};
 use super::stun_load::{stun_load, wait_stun_ready};
 use crate::opts::Opts;
-use crate::veth::servers::Coturn;
+use crate::veth::servers::{xdp_attached, Coturn};
 
 /// What runs while a STUN row is measured; stops it when dropped.
 enum Running {
@@ -25,17 +25,79 @@ fn start(lab: &mut Lab, dir: &Path, modules: &Path, peer: Peer) -> Result<Runnin
     Ok(match peer {
         Peer::Kamailio => Running::Kamailio(Kamailio::start(lab, dir, modules, true)?),
         Peer::Coturn => Running::Coturn(Coturn::start(lab)?),
+        Peer::SipKaXdp => {
+            lab.start_daemon(&["--xdp-mode", "native"])?;
+            if !xdp_attached(lab)? {
+                let _ = lab.stop_daemon();
+                bail!(
+                    "no XDP program on {}: the row would measure userspace",
+                    lab.server_if
+                );
+            }
+            unlimit(lab)?;
+            Running::SipKa
+        }
         _ => {
             let listen = format!("{SERVER_V4}:{SIP_PORT}");
             lab.start_daemon(&["--xdp", "off", "--listen", &listen])?;
-            // The load comes from one source address: the per-source answer
-            // limit (on by default) would measure refusals, not answers.
-            sip_ka::lab::run(&mut lab.sip_ka(&["config", "set", "rate_limit_pps", "0"])?)?;
-            // The daemon reads CONFIG every 500 ms.
-            std::thread::sleep(Duration::from_millis(600));
+            unlimit(lab)?;
             Running::SipKa
         }
     })
+}
+
+/// The load comes from one source address: the per-source answer limit
+/// (on by default) would measure refusals, not answers.
+fn unlimit(lab: &Lab) -> Result<()> {
+    sip_ka::lab::run(&mut lab.sip_ka(&["config", "set", "rate_limit_pps", "0"])?)?;
+    // The daemon reads CONFIG every 500 ms.
+    std::thread::sleep(Duration::from_millis(600));
+    Ok(())
+}
+
+/// Starts `peer`, waits for its first STUN answer, runs `load` with the
+/// pids of the server's processes, and stops the server. The outer error
+/// is a server that could not be started or stopped; the inner one, a
+/// server that never answered or a load that failed.
+pub(super) fn serve<T>(
+    lab: &mut Lab,
+    dir: &Path,
+    modules: &Path,
+    peer: Peer,
+    load: impl FnOnce(&Lab, Vec<u32>) -> Result<T>,
+) -> Result<Result<T>> {
+    let running = start(lab, dir, modules, peer)?;
+    let ready = wait_stun_ready(lab);
+    let procs = match &running {
+        Running::Kamailio(k) => k.pids(),
+        Running::Coturn(c) => vec![c.pid()],
+        Running::SipKa => vec![lab.daemon_pid().context("daemon pid")?],
+    };
+    let measured = ready.and_then(|()| load(lab, procs));
+    match running {
+        Running::SipKa => {
+            lab.stop_daemon()?;
+        }
+        other => drop(other),
+    }
+    Ok(measured)
+}
+
+/// A load's outcome, said on the progress line.
+pub(super) fn reported(measured: Result<Measure>) -> Outcome {
+    match measured {
+        Ok(m) => {
+            println!(
+                "{} answered of {} sent in {:.2} s",
+                m.answered, m.sent, m.elapsed
+            );
+            Outcome::Measured(m)
+        }
+        Err(e) => {
+            println!("n/a: {e:#}");
+            Outcome::NotAvailable(format!("{e:#}"))
+        }
+    }
 }
 
 /// Every `--rounds` round runs the three servers (in a rotating order)
@@ -57,39 +119,13 @@ pub(super) fn stun_rows(
             let peer = peers[(i + round as usize - 1) % peers.len()];
             print!("round {round}/{rounds}: {} / STUN/UDP ... ", peer.name());
             std::io::stdout().flush().ok();
-            let running = start(lab, dir, modules, peer)?;
-            let ready = wait_stun_ready(lab);
-            let procs = match &running {
-                Running::Kamailio(k) => k.pids(),
-                Running::Coturn(c) => vec![c.pid()],
-                Running::SipKa => vec![lab.daemon_pid().context("daemon pid")?],
-            };
-            let measured = ready
-                .and_then(|()| {
-                    stun_load(lab, opts, procs, server_napi.clone(), client_napi.clone())
-                })
-                .with_context(|| format!("{} / STUN/UDP", peer.name()));
-            match running {
-                Running::SipKa => {
-                    lab.stop_daemon()?;
-                }
-                other => drop(other),
-            }
+            let measured = serve(lab, dir, modules, peer, |lab, procs| {
+                stun_load(lab, opts, procs, server_napi.clone(), client_napi.clone())
+            })?
+            .with_context(|| format!("{} / STUN/UDP", peer.name()));
             // A server that never answers gets a row that says so; the
             // others are still measured.
-            let outcome = match measured {
-                Ok(m) => {
-                    println!(
-                        "{} answered of {} sent in {:.2} s",
-                        m.answered, m.sent, m.elapsed
-                    );
-                    Outcome::Measured(m)
-                }
-                Err(e) => {
-                    println!("n/a: {e:#}");
-                    Outcome::NotAvailable(format!("{e:#}"))
-                }
-            };
+            let outcome = reported(measured);
             rows.push(Row {
                 round,
                 peer,

@@ -86,7 +86,7 @@ impl Drop for Coturn {
     }
 }
 
-pub(super) fn xdp_attached(lab: &Lab) -> Result<bool> {
+pub(crate) fn xdp_attached(lab: &Lab) -> Result<bool> {
     let out = lab::run(
         lab.server("ip")
             .args(["link", "show", "dev", &lab.server_if]),
