@@ -60,9 +60,14 @@ impl Redis {
     }
 
     fn on(port: u16) -> Redis {
+        Redis::with(port, &[])
+    }
+
+    fn with(port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting redis-server (Debian package redis-server): {e}"));
@@ -416,4 +421,57 @@ fn a_store_that_stops_answering_delays_nothing_and_is_filled_again() {
         || dialog_keys(&redis) == 50,
     );
     assert!(a.store().stats.disconnects.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+#[ignore = "needs Debian's redis-server; `cargo xtask test` runs it"]
+fn a_store_that_refuses_writes_is_not_hammered_and_is_filled_later() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Room for a few hundred dialogs past Redis's own use, then "OOM
+    // command not allowed".
+    let redis = Redis::with(
+        port,
+        &["--maxmemory", "1500kb", "--maxmemory-policy", "noeviction"],
+    );
+    let a = Node::start("a", &redis, 1800);
+    let failures = || a.store().stats.write_failures.load(Ordering::Relaxed);
+    let mut n = 0;
+    while failures() == 0 {
+        assert!(n < 5_000, "Redis never refused a write");
+        call(&a, &format!("full{n}@198.18.0.2"));
+        n += 1;
+        if n % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Calls go on while Redis refuses; the connection is kept.
+    for i in 0..20 {
+        call(&a, &format!("more{i}@198.18.0.2"));
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(a.store().is_up());
+    assert_eq!(a.store().stats.disconnects.load(Ordering::Relaxed), 0);
+    let live = a.edge.dialogs().len();
+    assert_eq!(live, n + 20, "nothing lost locally");
+    assert!(
+        dialog_keys(&redis) < live,
+        "Redis refused some: {}",
+        dialog_keys(&redis)
+    );
+    // Room again: every dialog is written after the pause.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut redis.conn())
+        .unwrap();
+    wait_for(
+        "the store to hold every dialog",
+        Duration::from_secs(40),
+        || dialog_keys(&redis) == live,
+    );
 }

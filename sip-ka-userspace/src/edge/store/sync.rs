@@ -266,15 +266,26 @@ pub async fn writer(
         was_up = true;
         store.set_up(true);
         let _ = conn_tx.send(Some(conn.clone()));
+        // After Redis refused writes (out of memory, read-only replica):
+        // the connection is fine, the changes wait; tried again after a
+        // pause that doubles up to 30 s, not in a loop.
+        let mut refused = Refused::default();
         let failed = loop {
             if clock::now_ms().saturating_sub(last_resync) >= RESYNC_EVERY_MS {
                 store.mark_stale();
             }
-            if store.take_stale() {
+            if refused.may_try(clock::now_ms()) && store.take_stale() {
                 last_resync = clock::now_ms();
-                if let Err(e) = republish(&edge, &store, &scripts, &mut conn).await {
-                    store.mark_stale();
-                    break e;
+                match republish(&edge, &store, &scripts, &mut conn).await {
+                    Ok(()) => refused.clear(),
+                    Err(e) if answered(&e) => {
+                        store.mark_stale();
+                        refused.note(&store, &e, clock::now_ms());
+                    }
+                    Err(e) => {
+                        store.mark_stale();
+                        break e;
+                    }
                 }
             }
             let mut batch = Vec::new();
@@ -299,10 +310,24 @@ pub async fn writer(
                 }
             }
             let n = batch.len() as u64;
-            if let Err(e) = write(&edge, &store, &scripts, &mut conn, coalesce(batch)).await {
+            if !refused.may_try(clock::now_ms()) {
+                // Still pausing: the change is in the table, the next
+                // re-publish carries it.
                 Store::bump(&store.stats.write_failures, n);
                 store.mark_stale();
-                break e;
+                continue;
+            }
+            match write(&edge, &store, &scripts, &mut conn, coalesce(batch)).await {
+                Ok(()) => refused.clear(),
+                Err(e) => {
+                    Store::bump(&store.stats.write_failures, n);
+                    store.mark_stale();
+                    if answered(&e) {
+                        refused.note(&store, &e, clock::now_ms());
+                        continue;
+                    }
+                    break e;
+                }
             }
         };
         log::warn!(
@@ -315,6 +340,45 @@ pub async fn writer(
         Store::bump(&store.stats.disconnects, 1);
         store.set_up(false);
         let _ = conn_tx.send(None);
+    }
+}
+
+/// Whether Redis answered (with an error: out of memory, read-only, a
+/// script error) rather than went away: the connection stays.
+fn answered(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<redis::RedisError>()
+        .is_some_and(|r| !(r.is_io_error() || r.is_timeout() || r.is_connection_dropped()))
+}
+
+/// The pause after Redis refused writes.
+#[derive(Default)]
+struct Refused {
+    pause_ms: u64,
+    until_ms: u64,
+}
+
+impl Refused {
+    const FIRST_MS: u64 = 1_000;
+    const MAX_MS: u64 = 30_000;
+
+    fn may_try(&self, now_ms: u64) -> bool {
+        now_ms >= self.until_ms
+    }
+
+    fn note(&mut self, store: &Store, e: &anyhow::Error, now_ms: u64) {
+        if self.pause_ms == 0 {
+            log::warn!(
+                "store: {} refuses writes ({e:#}); the edge runs on local state and tries again",
+                store.cfg.url
+            );
+        }
+        self.pause_ms = (self.pause_ms * 2).clamp(Self::FIRST_MS, Self::MAX_MS);
+        self.until_ms = now_ms + self.pause_ms;
+    }
+
+    fn clear(&mut self) {
+        self.pause_ms = 0;
+        self.until_ms = 0;
     }
 }
 
