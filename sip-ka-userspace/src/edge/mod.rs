@@ -90,7 +90,7 @@ pub async fn start_with(
     let mut edge = Edge::with_options(cfg, &opts, sink, responder, clock::now_ms())?;
     edge.tls = tls;
     let store = match &opts.store {
-        Some(sc) => Some(store::sync::attach(&mut edge, sc, opts.state_dir.as_deref()).await?),
+        Some(sc) => Some(store::start::attach(&mut edge, sc, opts.state_dir.as_deref()).await?),
         None => None,
     };
     let edge = Arc::new(edge);

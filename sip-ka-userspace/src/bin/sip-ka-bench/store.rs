@@ -138,7 +138,7 @@ fn edge(r: Option<&Redis>) -> Result<Node> {
     };
     let mut e = Edge::with_options(cfg, &opts, Box::new(NoSink), None, now_ms())?;
     let attached = match &sc {
-        Some(sc) => Some(rt.block_on(store::sync::attach(&mut e, sc, None))?),
+        Some(sc) => Some(rt.block_on(store::start::attach(&mut e, sc, None))?),
         None => None,
     };
     let edge = Arc::new(e);

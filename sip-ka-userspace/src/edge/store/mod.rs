@@ -39,6 +39,7 @@
 pub mod lease;
 #[cfg(test)]
 mod redis_tests;
+pub mod start;
 pub mod sync;
 pub mod watch;
 

@@ -22,7 +22,7 @@ use std::{
 
 use sip_ka_common::maps::DIALOG_CONFIRMED;
 
-use super::{dialog_key, sync, StoreConfig};
+use super::{dialog_key, StoreConfig};
 use crate::{
     edge::{
         config::{test_config, DialogOptions},
@@ -137,7 +137,9 @@ impl Node {
         let map = FakeMap::default();
         let mut edge =
             Edge::with_options(cfg, &opts, Box::new(map.clone()), None, clock::now_ms()).unwrap();
-        let (client, store) = rt.block_on(sync::attach(&mut edge, &store, None)).unwrap();
+        let (client, store) = rt
+            .block_on(super::start::attach(&mut edge, &store, None))
+            .unwrap();
         let edge = Arc::new(edge);
         {
             let _in = rt.enter();
