@@ -42,6 +42,34 @@ pub struct Lab {
     daemon: Option<Child>,
 }
 
+/// Waits until a `sip-ka run` started with its stdout piped prints its
+/// readiness line; an error when it exits first, or (killed) when it is
+/// not ready `within`.
+pub fn wait_ready(child: &mut Child, within: Duration) -> Result<()> {
+    let stdout = child.stdout.take().context("daemon stdout (not piped)")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let deadline = Instant::now() + within;
+    loop {
+        if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("sip-ka run exited before it was ready: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("sip-ka run was not ready within {} s", within.as_secs());
+        }
+    }
+}
+
 /// Runs a command, failing with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd
@@ -202,28 +230,7 @@ impl Lab {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().context("spawning sip-ka run")?;
-        let stdout = child.stdout.take().context("daemon stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("sip-ka run exited before it was ready: {status}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("sip-ka run was not ready within 30 s");
-            }
-        }
+        wait_ready(&mut child, Duration::from_secs(30))?;
         self.daemon = Some(child);
         Ok(())
     }

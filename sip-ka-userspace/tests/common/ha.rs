@@ -24,7 +24,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::BufRead as _,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -405,35 +404,12 @@ impl HaLab {
             .stderr(log)
             .spawn()
             .expect("spawning sip-ka run");
-        let stdout = child.stdout.take().expect("daemon stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                break;
-            }
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!(
-                    "edge {}: `sip-ka run {}` exited before it was ready ({status}): {}",
-                    e.name,
-                    args.join(" "),
-                    self.edge_log(i)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "edge {} not ready within 30 s",
-                e.name
+        if let Err(err) = lab::wait_ready(&mut child, Duration::from_secs(30)) {
+            panic!(
+                "edge {}: `sip-ka run {}`: {err:#}: {}",
+                e.name,
+                args.join(" "),
+                self.edge_log(i)
             );
         }
         self.edges[i].daemon = Some(child);

@@ -321,7 +321,6 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(lab: &Lab, args: &[&str]) -> Daemon {
-        use std::io::BufRead as _;
         let exe = lab::sip_ka_exe().expect("sip-ka binary");
         let mut child = lab
             .server(exe)
@@ -332,34 +331,10 @@ impl Daemon {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawning sip-ka run");
-        let stdout = child.stdout.take().expect("daemon stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let mut d = Daemon { child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                return d;
-            }
-            if let Some(status) = d.child.try_wait().expect("try_wait") {
-                panic!(
-                    "`sip-ka run {}` exited before it was ready: {status}",
-                    args.join(" ")
-                );
-            }
-            if Instant::now() > deadline {
-                panic!("`sip-ka run {}` was not ready within 30 s", args.join(" "));
-            }
+        if let Err(e) = lab::wait_ready(&mut child, Duration::from_secs(30)) {
+            panic!("`sip-ka run {}`: {e:#}", args.join(" "));
         }
+        Daemon { child }
     }
 
     /// SIGTERM, then the exit status (killed after 10 s).
