@@ -167,14 +167,12 @@ impl Edge {
         if self.store.is_none() {
             return;
         }
-        if let Some(call_id) = msg.call_id() {
-            if self.dialogs().take_over(call_id, now_ms) {
-                tracing::info!(
-                    target: "sip_ka::edge::store",
-                    call_id,
-                    "edge: dialog taken over from another edge (its traffic came here)"
-                );
-            }
+        if self.dialogs().take_over(msg, now_ms) {
+            tracing::info!(
+                target: "sip_ka::edge::store",
+                call_id = msg.call_id(),
+                "edge: dialog taken over from another edge (its traffic came here)"
+            );
         }
     }
 }

@@ -10,13 +10,14 @@ use sip_ka_common::callid_hash;
 
 use super::{
     journal::session_record,
-    model::{session_flags, Phase, Replica, Share},
+    model::{session_flags, tag_of, Phase, Replica, Share},
     table::Dialogs,
 };
 use crate::edge::{
     persist::DialogRecord,
     store::{dialog_ttl_ms, Store},
 };
+use crate::sip::SipMessage;
 
 /// Replicas kept, at most: half the DIALOGS map, so other edges' dialogs
 /// never crowd out this edge's own.
@@ -136,18 +137,23 @@ impl Dialogs {
         }
     }
 
-    /// Traffic of `call_id` arrived here: the replica becomes this edge's
-    /// dialog (timers and all) and the store is told this edge owns it.
-    /// True when it was a replica.
-    pub fn take_over(&mut self, call_id: &str, now_ms: u64) -> bool {
+    /// A message of a replica's dialog arrived here: the replica becomes
+    /// this edge's dialog (timers and all) and the store is told this edge
+    /// owns it. Only a message with the dialog's tags moves it (the
+    /// caller's, and the callee's once known): a Call-ID alone is no
+    /// secret. True when it was a replica.
+    pub fn take_over(&mut self, msg: &SipMessage, now_ms: u64) -> bool {
         if self.replicas.is_empty() {
             return false;
         }
+        let Some(call_id) = msg.call_id() else {
+            return false;
+        };
         let hash = callid_hash(call_id.as_bytes());
         if self
             .replicas
             .get(&hash)
-            .is_none_or(|r| r.rec.call_id != call_id)
+            .is_none_or(|r| r.rec.call_id != call_id || !carries_tags(&r.rec, msg))
         {
             return false;
         }
@@ -223,5 +229,27 @@ impl Dialogs {
             self.sink.remove(*h);
         }
         gone.len()
+    }
+}
+
+/// Whether `msg` carries the dialog's tags, in either direction: the
+/// caller's tag on one side, on the other a callee's (any fork's, or the
+/// 2xx's To) once one is known.
+fn carries_tags(rec: &DialogRecord, msg: &SipMessage) -> bool {
+    let Some(caller) = tag_of(&rec.caller_from) else {
+        return false;
+    };
+    let callees: Vec<String> = rec
+        .forks
+        .iter()
+        .map(|f| f.tag.clone())
+        .chain(rec.callee_to.as_deref().and_then(tag_of))
+        .collect();
+    let is_callee = |t: &Option<String>| t.as_ref().is_some_and(|t| callees.contains(t));
+    let (from, to) = (msg.from_tag(), msg.to_tag());
+    if from.as_deref() == Some(caller.as_str()) {
+        callees.is_empty() || is_callee(&to)
+    } else {
+        to.as_deref() == Some(caller.as_str()) && is_callee(&from)
     }
 }

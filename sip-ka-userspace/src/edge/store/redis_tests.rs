@@ -267,6 +267,16 @@ fn a_dialog_set_up_on_one_edge_is_carried_by_the_other() {
     let token = a.edge.transports.tokens.encode(&flow);
     assert_eq!(b.edge.transports.tokens.decode(&token), Some(flow));
 
+    // A request naming the Call-ID without the dialog's tags moves
+    // nothing: 481, and the dialog stays A's.
+    let forged = String::from_utf8(ua_request(c1, "OPTIONS", 2, true))
+        .unwrap()
+        .replace(";tag=ua1", ";tag=forged");
+    let (ans, _) = b.handle(forged.as_bytes(), UA).unwrap();
+    assert_eq!(ans.status_code(), Some(481));
+    assert!(!b.edge.dialogs().known(c1));
+    assert_eq!(owner(&redis, c1).as_deref(), Some("a"));
+
     // The call's traffic moves to B: its keep-alive gets 200 there, B
     // owns the dialog, A keeps it as a replica only.
     let (ans, dest) = b.handle(&ua_request(c1, "OPTIONS", 2, true), UA).unwrap();
