@@ -90,17 +90,7 @@ impl Dialogs {
     /// store too: an owner that ended them while this edge was not
     /// listening, or that is gone): their DIALOGS entries go with them.
     pub fn drop_expired_replicas(&mut self, now_ms: u64) -> usize {
-        let gone: Vec<u64> = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| r.until_ms <= now_ms)
-            .map(|(&h, _)| h)
-            .collect();
-        for h in &gone {
-            self.replicas.remove(h);
-            self.sink.remove(*h);
-        }
-        gone.len()
+        self.keep_replicas(|r| r.until_ms > now_ms)
     }
 
     /// Drops a dialog of this edge that another edge now owns, without a
@@ -218,17 +208,21 @@ impl Dialogs {
     /// Replicas whose Call-ID the store no longer holds (ended while this
     /// edge was not listening): dropped with their DIALOGS entries.
     pub fn retain_replicas(&mut self, keep: &dyn Fn(&str) -> bool) -> usize {
-        let gone: Vec<u64> = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| !keep(&r.rec.call_id))
-            .map(|(&h, _)| h)
-            .collect();
-        for h in &gone {
-            self.replicas.remove(h);
-            self.sink.remove(*h);
-        }
-        gone.len()
+        self.keep_replicas(|r| keep(&r.rec.call_id))
+    }
+
+    /// Drops the replicas `keep` refuses, with their DIALOGS entries.
+    fn keep_replicas(&mut self, keep: impl Fn(&Replica) -> bool) -> usize {
+        let sink = &mut self.sink;
+        let before = self.replicas.len();
+        self.replicas.retain(|&h, r| {
+            let kept = keep(r);
+            if !kept {
+                sink.remove(h);
+            }
+            kept
+        });
+        before - self.replicas.len()
     }
 }
 
