@@ -130,16 +130,8 @@ impl Default for StreamConfig {
 #[cfg(test)]
 pub(crate) fn test_config(listen: SocketAddr, upstream: SocketAddr) -> EdgeConfig {
     EdgeConfig {
-        listen: vec![listen],
-        upstream,
         qualify_frequency: Duration::from_secs(1),
-        limits: Limits::default(),
-        timers: TimerConfig::default(),
-        reap_expired: false,
-        streams: StreamConfig::default(),
-        options_pbx: OptionsPolicy::default(),
-        tls: None,
-        state: StateLimits::default(),
+        ..EdgeConfig::new(listen, upstream)
     }
 }
 
@@ -148,6 +140,23 @@ pub(crate) fn test_config(listen: SocketAddr, upstream: SocketAddr) -> EdgeConfi
 pub const MAX_TIMER: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 impl EdgeConfig {
+    /// An edge on `listen` in front of `upstream`, every other setting at
+    /// its default (qualify every 60 s, as `--qualify-frequency`).
+    pub fn new(listen: SocketAddr, upstream: SocketAddr) -> EdgeConfig {
+        EdgeConfig {
+            listen: vec![listen],
+            upstream,
+            qualify_frequency: Duration::from_secs(60),
+            limits: Limits::default(),
+            timers: TimerConfig::default(),
+            reap_expired: false,
+            streams: StreamConfig::default(),
+            options_pbx: OptionsPolicy::default(),
+            tls: None,
+            state: StateLimits::default(),
+        }
+    }
+
     pub fn check(&self) -> Result<()> {
         if self.listen.is_empty() {
             bail!("edge mode needs at least one --listen ADDR");

@@ -25,9 +25,8 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use sip_ka::{
     edge::{
-        config::{DialogOptions, EdgeConfig, OptionsPolicy, StateLimits, StreamConfig},
+        config::{DialogOptions, EdgeConfig},
         dialog::NoSink,
-        session_timer::TimerConfig,
         store::{self, Store, StoreConfig},
         Edge,
     },
@@ -116,18 +115,7 @@ fn edge(r: Option<&Redis>) -> Result<Node> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let cfg = EdgeConfig {
-        listen: vec![EDGE.parse()?],
-        upstream: PBX.parse()?,
-        qualify_frequency: Duration::from_secs(60),
-        limits: Limits::default(),
-        timers: TimerConfig::default(),
-        reap_expired: false,
-        streams: StreamConfig::default(),
-        options_pbx: OptionsPolicy::default(),
-        tls: None,
-        state: StateLimits::default(),
-    };
+    let cfg = EdgeConfig::new(EDGE.parse()?, PBX.parse()?);
     let sc = match r {
         Some(r) => Some(StoreConfig::new(&url(r), "bench")?),
         None => None,
