@@ -18,7 +18,10 @@ mod stun;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
+    },
     macros::xdp,
     programs::XdpContext,
 };
@@ -27,13 +30,14 @@ use sip_ka_common::{
     counters::sip_request_index,
     maps::{KIND_CRLF, KIND_SIP, KIND_STUN},
     sip::Method,
-    stun::{build_binding_success, MAX_ANSWER},
+    stun::build_binding_success,
     Action, Config, Counter,
 };
 
 use crate::{
     maps::{atomic_add, config, count, count_index, is_sip_port, DIALOGS, SCRATCH},
     parse::{parse_udp, ptr_at},
+    reply::Payload,
     structs::{Scratch, Udp, BUF_LEN},
 };
 
@@ -139,9 +143,6 @@ fn crlf_ping(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
         Action::Pass => return xdp_action::XDP_PASS,
         Action::Answer => {}
     }
-    s.out = [0; MAX_ANSWER];
-    s.out[0] = b'\r';
-    s.out[1] = b'\n';
     answer(
         ctx,
         cfg,
@@ -149,7 +150,7 @@ fn crlf_ping(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
         s,
         4,
         Some(CRLF_PING_SUM),
-        2,
+        Payload::Pong,
         KIND_CRLF,
         Counter::CrlfPongSent,
     )
@@ -215,7 +216,7 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
     s.reflexive.is_v4 = p.is_v4;
     s.reflexive.port = p.sport;
     s.stun_id.copy_from_slice(&s.buf[4..20]);
-    s.out = [0; MAX_ANSWER];
+    // Every byte up to `out_len` is written; the rest is never read.
     let out_len = build_binding_success(&mut s.out, &s.stun_id, generation, &s.reflexive);
     answer(
         ctx,
@@ -224,7 +225,7 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
         s,
         plen,
         None,
-        out_len,
+        Payload::Out(out_len),
         KIND_STUN,
         Counter::StunResp,
     )
@@ -268,7 +269,7 @@ fn answer(
     s: &mut Scratch,
     plen: usize,
     payload: Option<u64>,
-    out_len: usize,
+    answer: Payload,
     kind: u32,
     sent: Counter,
 ) -> u32 {
@@ -282,14 +283,17 @@ fn answer(
     }
     // Last, so only a packet about to be answered takes a token: spoofed
     // packets that fail a check cannot drain another source's bucket.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The tick-grained clock: the bucket and PEERS' last-seen second need
+    // no finer one, and reading the clock source costs more than the
+    // rest of a pong.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if guard::over_rate(cfg, s, now) {
         count(Counter::DropRateLimit);
         debug!(ctx, "over the answer rate: source port {}", p.sport);
         return xdp_action::XDP_DROP;
     }
     guard::note_peer(cfg, p, s, kind, now);
-    match reply::transmit(ctx, p, s, out_len) {
+    match reply::transmit(ctx, p, s, answer) {
         Some(action) => {
             count(sent);
             action

@@ -71,11 +71,11 @@ fn ipv4_header_ok(ctx: &XdpContext, p: &Udp) -> bool {
 }
 
 /// Makes the frame exactly headers + `out_len` bytes long. Shrinking
-/// trims the tail (Ethernet padding included). Growing uses the headroom,
-/// which XDP guarantees (256 bytes), rather than the tailroom, which a
-/// veth or generic-mode frame built from a small skb may not have: the
-/// headers are copied to the new front and the payload is written after
-/// them by the caller.
+/// trims the tail (Ethernet padding included). Growing takes tailroom
+/// when the frame has it, else the headroom, which XDP guarantees (256
+/// bytes) where a veth or generic-mode frame built from a small skb may
+/// have no tailroom: the headers are copied to the new front. Either
+/// way the caller writes the payload after the headers.
 #[inline(always)]
 fn resize(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> Option<()> {
     let old_frame = ctx.data_end() - ctx.data();
@@ -87,6 +87,11 @@ fn resize(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> Option<
         }
     } else if new_frame > old_frame {
         let grow = (new_frame - old_frame) & (MAX_ANSWER - 1);
+        // Tailroom, where the driver left some (a NIC's page-sized
+        // buffers do): one helper call instead of three.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, grow as i32) } == 0 {
+            return Some(());
+        }
         let hlen = p.payload_off & (HEADERS_MAX - 1);
         if hlen == 0 {
             return None;
@@ -109,12 +114,64 @@ fn read16(b: &[u8; 2]) -> u16 {
     u16::from_ne_bytes(*b)
 }
 
-/// Turns the request into the answer whose payload is `s.out[..out_len]`
-/// (zero-padded to a multiple of 4) and returns XDP_TX, or `None` if the
-/// frame could not be resized (the caller passes it on).
+/// What an answer carries.
+#[derive(Clone, Copy)]
+pub enum Payload {
+    /// The CRLF pong, written straight into the frame.
+    Pong,
+    /// The first `len` bytes of `s.out`.
+    Out(usize),
+}
+
+/// `\r\n` as the native checksum sum sees it.
+const PONG_SUM: u64 = u16::from_ne_bytes(*b"\r\n") as u64;
+
+/// The sum of `s.out[..len]`, 8 bytes a load, the bytes past `len` in
+/// the last word masked off (so `s.out` needs no clearing first).
 #[inline(always)]
-pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> Option<u32> {
-    let out_len = out_len & (MAX_ANSWER - 1);
+fn out_sum(s: &Scratch, len: usize) -> u64 {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < MAX_ANSWER {
+        if i >= len {
+            break;
+        }
+        // SAFETY: `out` is 8-aligned (first in the scratch value) and
+        // i + 8 <= MAX_ANSWER.
+        let mut w = unsafe { (s.out.as_ptr().add(i) as *const u64).read() };
+        let rest = len - i;
+        if rest < 8 {
+            // Little-endian: the first `rest` bytes are the low ones.
+            w &= (1u64 << (rest * 8)) - 1;
+        }
+        sum += (w & 0xffff_ffff) + (w >> 32);
+        i += 8;
+    }
+    sum
+}
+
+/// Writes `s.out[..N]` at the payload with plain stores (a helper call
+/// costs more than a few words).
+#[inline(always)]
+fn put_out<const N: usize>(ctx: &XdpContext, p: &Udp, s: &Scratch) -> Option<()> {
+    let dst: *mut [u8; N] = ptr_at(ctx, p.payload_off).ok()?;
+    // SAFETY: N <= MAX_ANSWER (every caller), and `dst` was bounds-checked.
+    unsafe { *dst = *(s.out.as_ptr() as *const [u8; N]) };
+    Some(())
+}
+
+/// Turns the request into the answer carrying `payload` and returns
+/// XDP_TX, or `None` if the frame could not be resized (the caller passes
+/// it on).
+#[inline(always)]
+pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, payload: Payload) -> Option<u32> {
+    let out_len = match payload {
+        Payload::Pong => 2,
+        Payload::Out(len) => len & (MAX_ANSWER - 1),
+    };
+    if out_len == 0 {
+        return None;
+    }
     resize(ctx, p, s, out_len)?;
 
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok()?;
@@ -155,20 +212,16 @@ pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> O
     }
 
     // The answer goes from the request's destination to its source; the
-    // pseudo-header sum does not care which address is which. `s.out` is
-    // zero past the answer, so all of it can be summed, 8 bytes a load.
-    let mut sum = csum::pseudo_sum(p.is_v4, &s.src, &s.dst, udp_len)
+    // pseudo-header sum does not care which address is which.
+    let payload_sum = match payload {
+        Payload::Pong => PONG_SUM,
+        Payload::Out(_) => out_sum(s, out_len),
+    };
+    let sum = csum::pseudo_sum(p.is_v4, &s.src, &s.dst, udp_len)
         + csum::be(p.sport)
         + csum::be(p.dport)
-        + csum::be(udp_len);
-    let mut i = 0;
-    while i < MAX_ANSWER {
-        // SAFETY: `out` is 8-aligned (first in the scratch value) and i + 8
-        // <= MAX_ANSWER.
-        let w = unsafe { (s.out.as_ptr().add(i) as *const u64).read() };
-        sum += (w & 0xffff_ffff) + (w >> 32);
-        i += 8;
-    }
+        + csum::be(udp_len)
+        + payload_sum;
     let mut check = !csum::fold(sum);
     if check == 0 {
         check = 0xffff;
@@ -180,26 +233,30 @@ pub fn transmit(ctx: &XdpContext, p: &Udp, s: &mut Scratch, out_len: usize) -> O
         (*udp).len = udp_len.to_be_bytes();
         (*udp).check = check.to_ne_bytes();
     }
-    if out_len == 0 {
-        return None;
-    }
-    // The pong is written in place: a helper call costs more than two
-    // bytes.
-    if out_len == 2 {
-        let b: *mut [u8; 2] = ptr_at(ctx, p.payload_off).ok()?;
-        unsafe { *b = [s.out[0], s.out[1]] };
-        return Some(xdp_action::XDP_TX);
-    }
-    let r = unsafe {
-        bpf_xdp_store_bytes(
-            ctx.ctx,
-            p.payload_off as u32,
-            s.out.as_mut_ptr() as *mut _,
-            out_len as u32,
-        )
-    };
-    if r != 0 {
-        return None;
+    match payload {
+        Payload::Pong => {
+            let b: *mut [u8; 2] = ptr_at(ctx, p.payload_off).ok()?;
+            unsafe { *b = *b"\r\n" };
+        }
+        // The Binding success sizes: IPv4 or IPv6, with or without
+        // FINGERPRINT.
+        Payload::Out(32) => put_out::<32>(ctx, p, s)?,
+        Payload::Out(40) => put_out::<40>(ctx, p, s)?,
+        Payload::Out(44) => put_out::<44>(ctx, p, s)?,
+        Payload::Out(52) => put_out::<52>(ctx, p, s)?,
+        Payload::Out(_) => {
+            let r = unsafe {
+                bpf_xdp_store_bytes(
+                    ctx.ctx,
+                    p.payload_off as u32,
+                    s.out.as_mut_ptr() as *mut _,
+                    out_len as u32,
+                )
+            };
+            if r != 0 {
+                return None;
+            }
+        }
     }
     Some(xdp_action::XDP_TX)
 }
