@@ -218,13 +218,14 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
     s.stun_id.copy_from_slice(&s.buf[4..20]);
     // Every byte up to `out_len` is written; the rest is never read.
     let out_len = build_binding_success(&mut s.out, &s.stun_id, generation, &s.reflexive);
+    let payload = csum::stun_keepalive_sum(s, plen);
     answer(
         ctx,
         cfg,
         p,
         s,
         plen,
-        None,
+        payload,
         Payload::Out(out_len),
         KIND_STUN,
         Counter::StunResp,

@@ -558,6 +558,61 @@ fn never_answer_rules_hold() {
         );
     }
 
+    // STUN keep-alives are summed three ways (bare and FINGERPRINT
+    // lengths in the program, any other length by the kernel): a wrong
+    // UDP checksum stops each of them, over IPv4 and IPv6.
+    let software = Stun::binding_request(TXID)
+        .attribute(0x8022, b"sip-ka test")
+        .fingerprint()
+        .build();
+    let stun_sums: Vec<(&str, PacketBuilder, u64)> = vec![
+        ("STUN bare", v4(&Stun::binding_request(TXID).build()), 1),
+        (
+            "STUN with FINGERPRINT",
+            v4(&Stun::binding_request(TXID).fingerprint().build()),
+            1,
+        ),
+        ("STUN with SOFTWARE", v4(&software), 1),
+        (
+            "STUN bare over IPv6",
+            v6(&Stun::binding_request(TXID).build()),
+            1,
+        ),
+        (
+            "classic STUN",
+            v4(&Stun::classic_binding_request(CLASSIC_ID).build()),
+            0,
+        ),
+    ];
+    for (name, req, modern) in stun_sums {
+        let good = req.clone().build();
+        let d = Delta::new(&h);
+        assert_eq!(h.run(&good).unwrap().action, XDP_TX, "{name}: answered");
+        d.expect(
+            &h,
+            name,
+            &[
+                (Counter::StunReq, modern),
+                (Counter::StunClassic, 1 - modern),
+                (Counter::StunResp, 1),
+            ],
+        );
+        let bytes = req.udp_checksum(Checksum::Wrong).build();
+        let d = Delta::new(&h);
+        let r = h.run(&bytes).unwrap();
+        assert_eq!(r.action, XDP_PASS, "{name}: bad UDP checksum");
+        assert_eq!(r.packet, bytes, "{name}");
+        d.expect(
+            &h,
+            name,
+            &[
+                (Counter::StunReq, modern),
+                (Counter::StunClassic, 1 - modern),
+                (Counter::PassBadChecksum, 1),
+            ],
+        );
+    }
+
     for (name, frag) in [("more fragments", 0x2000u16), ("fragment offset", 0x0010)] {
         let d = Delta::new(&h);
         let bytes = ping.clone().flags_fragment(frag).build();
