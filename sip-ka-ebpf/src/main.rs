@@ -36,7 +36,10 @@ use sip_ka_common::{
 
 use crate::{
     maps::{atomic_add, config, count, count_index, is_sip_port, DIALOGS, SCRATCH},
-    parse::{parse_udp, ptr_at},
+    parse::{
+        be16, parse_udp, ptr_at, EthHdr, Ipv4Hdr, UdpHdr, ETH_HLEN, ETH_P_IP, IPPROTO_UDP,
+        IPV4_MIN_HLEN,
+    },
     reply::Payload,
     structs::{Scratch, Udp, BUF_LEN},
 };
@@ -378,6 +381,30 @@ fn sip_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: u
 #[xdp]
 pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Sends an IPv4/UDP frame straight back: Ethernet, IP addresses and
+/// UDP ports swapped (which leaves both checksums right), XDP_TX. The
+/// least an answering program can do; never attached, the bench times
+/// it beside the real paths as the floor of an answer on this machine.
+#[xdp]
+pub fn xdp_echo(ctx: XdpContext) -> u32 {
+    const LEN: usize = ETH_HLEN + IPV4_MIN_HLEN + 8;
+    let Ok(frame) = ptr_at::<[u8; LEN]>(&ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let eth = frame as *mut EthHdr;
+    let ip = unsafe { (frame as *mut u8).add(ETH_HLEN) } as *mut Ipv4Hdr;
+    let udp = unsafe { (frame as *mut u8).add(ETH_HLEN + IPV4_MIN_HLEN) } as *mut UdpHdr;
+    unsafe {
+        if be16((*eth).proto) != ETH_P_IP || (*ip).ver_ihl != 0x45 || (*ip).proto != IPPROTO_UDP {
+            return xdp_action::XDP_PASS;
+        }
+        core::mem::swap(&mut (*eth).src, &mut (*eth).dst);
+        core::mem::swap(&mut (*ip).src, &mut (*ip).dst);
+        core::mem::swap(&mut (*udp).source, &mut (*udp).dest);
+    }
+    xdp_action::XDP_TX
 }
 
 #[cfg(not(test))]

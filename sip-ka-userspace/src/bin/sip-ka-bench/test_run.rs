@@ -133,33 +133,31 @@ fn check_answer(case: &Case, out: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The object's empty program (`xdp_pass`, which returns XDP_PASS at
-/// once), loaded on its own: the floor of a BPF_PROG_TEST_RUN run on this
-/// machine.
-struct EmptyProgram {
+/// One of the object's reference programs, loaded on its own: `xdp_pass`
+/// (returns XDP_PASS at once: the floor of a BPF_PROG_TEST_RUN run on
+/// this machine) or `xdp_echo` (swaps addresses and ports and returns
+/// XDP_TX: the least an answer costs).
+struct RefProgram {
     bpf: aya::Ebpf,
+    name: &'static str,
     pin_dir: PathBuf,
 }
 
-impl EmptyProgram {
-    fn load() -> Result<EmptyProgram> {
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/ska{}p", std::process::id()));
+impl RefProgram {
+    fn load(name: &'static str) -> Result<RefProgram> {
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/ska{}{name}", std::process::id()));
         let mut bpf = sip_ka::bpf::load::load(&pin_dir, 0)?;
         let prog: &mut Xdp = bpf
-            .program_mut("xdp_pass")
-            .context("xdp_pass missing from the object")?
+            .program_mut(name)
+            .with_context(|| format!("{name} missing from the object"))?
             .try_into()?;
-        prog.load().context("loading xdp_pass")?;
-        Ok(EmptyProgram { bpf, pin_dir })
+        prog.load().with_context(|| format!("loading {name}"))?;
+        Ok(RefProgram { bpf, name, pin_dir })
     }
 
-    /// Mean ns per run over `repeat` runs.
-    fn run(&self, packet: &[u8], repeat: u32) -> Result<f64> {
-        let prog: &Xdp = self
-            .bpf
-            .program("xdp_pass")
-            .context("xdp_pass")?
-            .try_into()?;
+    /// ns per run over `repeat` runs, and the action.
+    fn run(&self, packet: &[u8], repeat: u32) -> Result<(f64, u32)> {
+        let prog: &Xdp = self.bpf.program(self.name).context(self.name)?.try_into()?;
         let mut out = vec![0u8; packet.len() + 256];
         let r = prog.test_run(TestRunOptions {
             data_in: Some(packet),
@@ -167,11 +165,20 @@ impl EmptyProgram {
             repeat,
             ..TestRunOptions::new()
         })?;
-        Ok(r.duration.as_nanos() as f64)
+        Ok((r.duration.as_nanos() as f64, r.return_value))
+    }
+
+    /// The median ns of `calls` repeat=1 runs.
+    fn single_median(&self, packet: &[u8], calls: u32) -> Result<f64> {
+        Ok(median(
+            (0..calls)
+                .map(|_| self.run(packet, 1).map(|r| r.0))
+                .collect::<Result<Vec<_>>>()?,
+        ))
     }
 }
 
-impl Drop for EmptyProgram {
+impl Drop for RefProgram {
     fn drop(&mut self) {
         let _ = sip_ka::bpf::pins::unpin_all(&self.pin_dir);
     }
@@ -217,19 +224,27 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
 
     // What the kernel's timer adds to a repeat=1 call (ktime_get_ns, bh
     // disable/enable, a cold start): an empty program timed both ways.
-    let empty = EmptyProgram::load()?;
+    let empty = RefProgram::load("xdp_pass")?;
     let probe = &cases[0].packet;
     for _ in 0..2000 {
         empty.run(probe, 1)?;
     }
-    let empty_single = median(
-        (0..calls)
-            .map(|_| empty.run(probe, 1))
-            .collect::<Result<Vec<_>>>()?,
-    );
-    let empty_repeat = empty.run(probe, repeat)?;
+    let empty_single = empty.single_median(probe, calls)?;
+    let empty_repeat = empty.run(probe, repeat)?.0;
     drop(empty);
     let overhead = (empty_single - empty_repeat).max(0.0);
+    // The echo does the same work whatever the frame's direction, so it
+    // is timed both ways: cold like the answers, and warm with `repeat`.
+    let echo = RefProgram::load("xdp_echo")?;
+    if echo.run(probe, 1)?.1 != XDP_TX {
+        bail!("xdp_echo did not return XDP_TX");
+    }
+    for _ in 0..2000 {
+        echo.run(probe, 1)?;
+    }
+    let echo_single = echo.single_median(probe, calls)?;
+    let echo_repeat = echo.run(probe, repeat)?.0;
+    drop(echo);
 
     println!(
         "{:<48} {:>9} {:>9} {:>9} {:>10} {:>10}",
@@ -242,6 +257,25 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
     println!(
         "{:<48} {:>9.0} {:>9} {:>9.1} {:>10.1} {:>10}",
         "(empty XDP program, for reference)", empty_single, "", empty_repeat, empty_repeat, "0"
+    );
+    let echo_estimate = (echo_single - overhead).max(0.0);
+    println!(
+        "{:<48} {:>9.0} {:>9} {:>9.1} {:>10.1} {:>10.1}",
+        "(XDP echo: swap, XDP_TX; cold / warm)",
+        echo_single,
+        "",
+        echo_repeat,
+        echo_estimate,
+        (echo_estimate - empty_repeat).max(0.0)
+    );
+    println!(
+        "{:<48} {:>9} {:>9} {:>9} {:>10} {:>10.1}",
+        "",
+        "",
+        "",
+        "",
+        "warm",
+        (echo_repeat - empty_repeat).max(0.0)
     );
     for case in &cases {
         let in_dialog_before = h.counters()?[Counter::KaInDialog as usize];
@@ -301,7 +335,9 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
          estimate is the median minus the per-call timer overhead. Paths that leave the \
          packet unchanged (XDP_PASS) are timed with repeat={repeat} and the estimate is the \
          kernel's mean. \"above empty prog\" subtracts what the kernel's run loop costs an \
-         empty XDP program on this machine. Times in ns. The answers were checked (a CRLF pong, a Binding success, with \
+         empty XDP program on this machine. The echo row is a program that only swaps the \
+         addresses and returns XDP_TX, timed cold (repeat=1, as the answers) and warm \
+         (repeat): the floor of an answer here. Times in ns. The answers were checked (a CRLF pong, a Binding success, with \
          FINGERPRINT when asked) and the passed packets left unchanged."
     );
     Ok(())
