@@ -119,11 +119,6 @@ fn once<'a>(slot: &mut Option<&'a str>, value: &'a str) -> Option<()> {
     Some(())
 }
 
-/// Printable ASCII (and HTAB): what this path copies into an answer.
-fn plain(b: &[u8]) -> bool {
-    b.iter().all(|&c| c == b'\t' || (0x20..0x7f).contains(&c))
-}
-
 /// The header name characters of RFC 3261 25.1 (`token`).
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
@@ -146,44 +141,42 @@ fn trim_wsp(b: &[u8]) -> &[u8] {
     b.get(start..end).unwrap_or(&[])
 }
 
-/// Splits a header section (without the final CRLF CRLF) into its lines;
-/// `None` for a bare CR or LF.
+/// The next CRLF-ended line, of printable ASCII and HTAB only (what this
+/// path copies into an answer); `None` for any other byte, a bare CR or
+/// LF, or no CRLF. One pass over the bytes.
 fn next_line<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     let cur = *rest;
-    match cur.iter().position(|&b| b == b'\r' || b == b'\n') {
-        None => {
-            *rest = &[];
-            Some(cur)
-        }
-        Some(i) => {
-            if cur.get(i..i + 2) != Some(b"\r\n") {
-                return None;
-            }
-            *rest = cur.get(i + 2..)?;
-            cur.get(..i)
-        }
+    let end = cur
+        .iter()
+        .position(|&c| c != b'\t' && !(0x20..0x7f).contains(&c))?;
+    if cur.get(end..end + 2) != Some(b"\r\n") {
+        return None;
     }
+    *rest = cur.get(end + 2..)?;
+    cur.get(..end)
 }
 
-/// The request line `OPTIONS <uri> SIP/2.0` and the header fields, read
-/// and checked; `None` for anything the full path must see.
-fn read<'a>(raw: &'a [u8], max_headers: usize) -> Option<(&'a str, Fields<'a>, usize)> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = raw.get(..end)?;
-    let body_len = raw.len() - end - 4;
-    let mut rest = head;
+/// The request line `OPTIONS <uri> SIP/2.0`, the header fields, read and
+/// checked, and the length of what follows them; `None` for anything the
+/// full path must see.
+fn read(raw: &[u8], max_headers: usize) -> Option<(&str, Fields<'_>, usize)> {
+    let mut rest = raw;
     let start = next_line(&mut rest)?;
     let uri = start.strip_prefix(b"OPTIONS ")?.strip_suffix(b" SIP/2.0")?;
-    if uri.is_empty() || !uri.iter().all(|&b| b > 0x20 && b < 0x7f) {
+    if uri.is_empty() || uri.iter().any(|&b| b == b' ' || b == b'\t') {
         return None;
     }
     let uri = std::str::from_utf8(uri).ok()?;
     let mut f = Fields::default();
     let mut count = 0usize;
-    while !rest.is_empty() {
+    loop {
         let line = next_line(&mut rest)?;
-        if !plain(line) || line.first().is_none_or(|&b| b == b' ' || b == b'\t') {
-            return None;
+        match line.first() {
+            // The empty line: the end of the header fields.
+            None => break,
+            // Folding: the full parse joins the lines.
+            Some(b' ' | b'\t') => return None,
+            Some(_) => {}
         }
         count += 1;
         if count > max_headers {
@@ -211,7 +204,7 @@ fn read<'a>(raw: &'a [u8], max_headers: usize) -> Option<(&'a str, Fields<'a>, u
             Role::Ignored => {}
         }
     }
-    Some((uri, f, body_len))
+    Some((uri, f, rest.len()))
 }
 
 impl Edge {
