@@ -537,6 +537,44 @@ mod tests {
         );
     }
 
+    /// A ping with the Call-ID of a dialog the edge holds goes the full
+    /// way (which marks the dialog as active); others do not.
+    #[test]
+    fn a_ping_in_a_known_dialog_goes_the_full_way() {
+        let e = edge();
+        let (ua, pbx, local) = (
+            UA.parse().unwrap(),
+            PBX.parse().unwrap(),
+            EDGE.parse().unwrap(),
+        );
+        let invite = "INVITE sip:service@198.18.0.1:5080 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.18.0.2:5070;branch=z9hG4bK-inv;rport\r\n\
+             From: <sip:bench@198.18.0.2:5070>;tag=1b0\r\n\
+             To: <sip:service@198.18.0.1>\r\n\
+             Call-ID: 1-77@198.18.0.2\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:bench@198.18.0.2:5070>\r\n\
+             Content-Length: 5\r\n\r\nv=0\r\n";
+        let (fwd, _) = e.handle(invite.as_bytes(), ua, local, 2_000).unwrap();
+        let fwd = parse_message(&fwd, Framing::Datagram, &Limits::default()).unwrap();
+        let ok = fwd.response(200, "OK", Some("p1")).unwrap().to_bytes();
+        e.handle(&ok, pbx, local, 2_000).unwrap();
+        assert!(e.dialogs().known("1-77@198.18.0.2"));
+        let mut buf = Vec::new();
+        assert_eq!(
+            e.answer_options_fast(sipp().as_bytes(), ua, local, &mut buf),
+            Fast::Full
+        );
+        let (r, _) = e.handle(sipp().as_bytes(), ua, local, 3_000).unwrap();
+        let r = parse_message(&r, Framing::Datagram, &Limits::default()).unwrap();
+        assert_eq!(r.status_code(), Some(200));
+        let other = sipp().replace("1-77@", "1-78@");
+        assert_eq!(
+            e.answer_options_fast(other.as_bytes(), ua, local, &mut buf),
+            Fast::Answered
+        );
+    }
+
     const EDGE_URI: &str = "sip:198.18.0.1:5060";
 
     /// The PBX's own OPTIONS and any request but OPTIONS go the full way.
