@@ -7,6 +7,8 @@
 //! * [`proxy`]: what happens to one message (answer, forward, drop).
 //! * [`forward`]: stateless forwarding rules (RFC 3261 16.11, RFC 3581).
 //! * [`keepalive`]: the requests the edge answers itself;
+//!   [`options_fast`]: the answer to an OPTIONS ping to the edge, straight
+//!   from the datagram's bytes;
 //!   [`ms_keepalive`]: the ms-keep-alive negotiation on streams.
 //! * [`dialog`]: INVITE dialogs, mirrored into the DIALOGS map.
 //! * [`persist`]: the dialog table on disk, for a restart.
@@ -30,6 +32,7 @@ pub mod forward;
 pub mod keepalive;
 mod live;
 pub mod ms_keepalive;
+pub mod options_fast;
 pub mod persist;
 pub mod proxy;
 pub mod session_timer;

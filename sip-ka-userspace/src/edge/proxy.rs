@@ -67,9 +67,8 @@ impl Inbound {
 }
 
 impl Edge {
-    /// Handles a datagram that arrived from `src` on the socket `local`
-    /// at `now_ms` (the edge's clock: [`crate::util::clock::now_ms`]).
-    pub fn handle(&self, raw: &[u8], src: SocketAddr, local: SocketAddr, now_ms: u64) -> Out {
+    /// [`Edge::handle`], every datagram parsed in full: no shortcut.
+    pub fn handle_full(&self, raw: &[u8], src: SocketAddr, local: SocketAddr, now_ms: u64) -> Out {
         let c = &self.counters;
         if is_crlf_keepalive(raw) || raw.first().is_some_and(|b| b & 0xC0 == 0) {
             Counters::bump(&c.other);

@@ -115,7 +115,7 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
 }
 
 /// Parses a Request-URI as the request line carries it.
-pub(super) fn parse_request_uri(uri: &str) -> Result<Uri, ParseError> {
+pub fn parse_request_uri(uri: &str) -> Result<Uri, ParseError> {
     if uri.starts_with('<') {
         return Err(ParseError::BadRequestUri("enclosed in <>".into()));
     }

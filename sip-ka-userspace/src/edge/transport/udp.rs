@@ -1,7 +1,9 @@
 //! The edge's UDP sockets: one task per socket, which takes in what is
 //! queued with one `recvmmsg`, handles each datagram to completion, and
 //! sends the answers that leave by this socket with one `sendmmsg`, over
-//! buffers allocated once per socket.
+//! buffers allocated once per socket. An OPTIONS ping to the edge is
+//! answered straight into the send batch's buffer
+//! ([`crate::edge::options_fast`]).
 
 use std::{io, os::fd::AsRawFd as _, sync::Arc};
 
@@ -9,7 +11,7 @@ use tokio::{io::Interest, net::UdpSocket};
 
 use super::Flow;
 use crate::{
-    edge::state::Edge,
+    edge::{options_fast::Fast, state::Edge},
     responder::batch::{RecvBatch, SendBatch, BATCH},
     util::clock,
 };
@@ -53,7 +55,21 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
             let Some((datagram, src)) = rx.get(i) else {
                 continue;
             };
-            match edge.handle(datagram, src, local, clock::now_ms()) {
+            if tx.len() == BATCH {
+                send(&mut tx, fd, &local);
+            }
+            // An OPTIONS ping is answered straight into the send batch.
+            if let Some(buf) = tx.next_buf() {
+                match edge.answer_options_fast(datagram, src, local, buf) {
+                    Fast::Answered => {
+                        tx.commit(src);
+                        continue;
+                    }
+                    Fast::Dropped => continue,
+                    Fast::Full => {}
+                }
+            }
+            match edge.handle_full(datagram, src, local, clock::now_ms()) {
                 Some((out, Flow::Udp(dest))) => {
                     if tx.len() == BATCH {
                         send(&mut tx, fd, &local);
