@@ -38,6 +38,23 @@ impl OptionTags {
             .map(OptionTags)
     }
 
+    /// Whether `value` lists `tag` (any case), refusing the values
+    /// [`OptionTags::parse`] refuses, without building the list.
+    pub fn parse_contains(value: &str, tag: &str) -> Result<bool, String> {
+        if value.trim().is_empty() {
+            return Ok(false);
+        }
+        let mut found = false;
+        for t in value.split(',') {
+            let t = t.trim_matches(|c| c == ' ' || c == '\t');
+            if !is_token(t) {
+                return Err(format!("bad option tag {t:?}"));
+            }
+            found |= t.eq_ignore_ascii_case(tag);
+        }
+        Ok(found)
+    }
+
     pub fn contains(&self, tag: &str) -> bool {
         self.0.iter().any(|t| t.eq_ignore_ascii_case(tag))
     }
