@@ -113,7 +113,6 @@ pub(super) struct Tracks {
     offers: usize,
 }
 
-
 impl Tracks {
     pub(super) fn sessions(&self) -> usize {
         self.sessions

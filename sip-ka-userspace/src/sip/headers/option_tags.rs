@@ -87,4 +87,26 @@ mod tests {
         assert!(OptionTags::parse("ti mer").is_err());
         assert_eq!(t.to_string(), "timer, outbound, path");
     }
+
+    #[test]
+    fn parse_contains_agrees_with_parse() {
+        for v in [
+            "timer, outbound,path",
+            "TIMER",
+            "100rel,\ttimer ",
+            "",
+            "  ",
+            "timer,,path",
+            "ti mer",
+            "replaces",
+            "timer, b@d",
+        ] {
+            let full = OptionTags::parse(v).map(|t| t.contains(OptionTags::TIMER));
+            assert_eq!(
+                full,
+                OptionTags::parse_contains(v, OptionTags::TIMER),
+                "{v:?}"
+            );
+        }
+    }
 }

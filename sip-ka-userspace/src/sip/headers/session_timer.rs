@@ -206,4 +206,30 @@ mod tests {
         assert_eq!(MinSe::new(120).to_string(), "120");
         assert!(MinSe::parse("-5").is_err());
     }
+
+    #[test]
+    fn brief_reads_agree_with_the_full_parsers() {
+        for v in [
+            "1800;refresher=uac",
+            " 90 ; x=1",
+            "600",
+            "600;REFRESHER=UAS;y",
+            "600;refresher=\"uac\"",
+            "1800;refresher=proxy",
+            "1800;refresher=uac;refresher=uas",
+            "1800;refresher",
+            "1800;;refresher=uac",
+            "1800;refresher=bad;;",
+            "1800;x=\"open",
+            "abc",
+            "",
+            "99999999999",
+            "120;refresher=uas;x=\"a b\"",
+        ] {
+            let full = SessionExpires::parse(v).map(|f| (f.delta, f.refresher));
+            assert_eq!(full, SessionExpires::parse_brief(v), "{v:?}");
+            let full = MinSe::parse(v).map(|m| m.delta);
+            assert_eq!(full, MinSe::parse_delta(v), "{v:?}");
+        }
+    }
 }
