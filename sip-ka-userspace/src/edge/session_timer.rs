@@ -31,6 +31,7 @@ use crate::sip::{Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessag
 
 mod track;
 use crate::util::timer_wheel::{IdHashBuilder, TimerWheel};
+pub use track::Session;
 use track::{cseq, Kept, Tracks};
 
 /// The smallest Min-SE allowed by RFC 4028 (section 4 and 5).
@@ -172,8 +173,7 @@ fn is_refresh_method(m: &Method) -> bool {
 }
 
 fn supports_timer(msg: &SipMessage) -> bool {
-    msg.supported()
-        .map(|t| t.contains(OptionTags::TIMER))
+    msg.lists_option_tag("Supported", OptionTags::TIMER)
         .unwrap_or(false)
 }
 
@@ -196,16 +196,18 @@ pub fn process_request(
         _ => return RequestAction::NotApplicable,
     }
     let uac_supports_timer = supports_timer(req);
-    let se = match req.session_expires() {
+    // Read without building their parameters: only a raise below needs
+    // those, to keep them in the rewritten fields.
+    let se = match req.session_expires_brief() {
         Ok(se) => se,
         Err(_) => return reject(req, 400, "Malformed Session-Expires", to_tag),
     };
-    let min_se = match req.min_se() {
+    let min_se = match req.min_se_delta() {
         Ok(m) => m,
         Err(_) => return reject(req, 400, "Malformed Min-SE", to_tag),
     };
     let floor = cfg.min_se;
-    let req_min = min_se.as_ref().map_or(0, |m| m.delta);
+    let req_min = min_se.unwrap_or(0);
     match se {
         None => {
             let value = cfg.sess_expires.max(floor).max(req_min);
@@ -216,7 +218,7 @@ pub fn process_request(
                 edit: RequestEdit::Inserted,
             })
         }
-        Some(se) if se.delta < floor => {
+        Some((delta, refresher)) if delta < floor => {
             let new_min = floor.max(req_min);
             if uac_supports_timer {
                 let RequestAction::Reject(mut r) =
@@ -227,11 +229,17 @@ pub fn process_request(
                 r.set_header("Min-SE", MinSe::new(new_min).to_string());
                 return RequestAction::Reject(r);
             }
-            let from = se.delta;
-            let mut min = min_se.unwrap_or_else(|| MinSe::new(new_min));
+            let from = delta;
+            // Both read above without an error: they parse.
+            let se = req.session_expires().ok().flatten();
+            let mut min = req
+                .min_se()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| MinSe::new(new_min));
             min.delta = new_min;
             req.set_header("Min-SE", min.to_string());
-            let mut raised = se;
+            let mut raised = se.unwrap_or_else(|| SessionExpires::new(delta, refresher));
             raised.delta = new_min;
             req.set_header("Session-Expires", raised.to_string());
             RequestAction::Forward(Offer {
@@ -240,9 +248,9 @@ pub fn process_request(
                 edit: RequestEdit::Raised { from },
             })
         }
-        Some(se) => RequestAction::Forward(Offer {
+        Some((delta, _)) => RequestAction::Forward(Offer {
             uac_supports_timer,
-            session_expires: se.delta,
+            session_expires: delta,
             edit: RequestEdit::Unchanged,
         }),
     }
@@ -257,18 +265,17 @@ pub fn process_response(offer: &Offer, resp: &mut SipMessage) -> Option<Negotiat
     if !(200..300).contains(&code) {
         return None;
     }
-    match resp.session_expires() {
-        Ok(Some(se)) => Some(Negotiated {
-            interval: se.delta,
-            refresher: se.refresher,
+    match resp.session_expires_brief() {
+        Ok(Some((interval, refresher))) => Some(Negotiated {
+            interval,
+            refresher,
             inserted: false,
         }),
         Ok(None) if offer.uac_supports_timer => {
             let se = SessionExpires::new(offer.session_expires, Some(Refresher::Uac));
             resp.set_header("Session-Expires", se.to_string());
             let has_require = resp
-                .require()
-                .map(|t| t.contains(OptionTags::TIMER))
+                .lists_option_tag("Require", OptionTags::TIMER)
                 .unwrap_or(false);
             if !has_require {
                 resp.push_header("Require", OptionTags::TIMER);
@@ -281,14 +288,6 @@ pub fn process_response(offer: &Offer, resp: &mut SipMessage) -> Option<Negotiat
         }
         Ok(None) | Err(_) => None,
     }
-}
-
-/// A confirmed dialog's session, as tracked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Session {
-    /// Session interval in seconds; 0 when no session timer is in effect.
-    pub interval: u32,
-    pub refresher: Option<Refresher>,
 }
 
 /// A session that expired: no refresh arrived before its expiry.
@@ -317,7 +316,7 @@ pub struct SessionTimers {
     reap: bool,
     wheel: TimerWheel,
     /// Sessions and outstanding refresh requests.
-    tracks: Tracks<Session>,
+    tracks: Tracks,
     /// Expired dialogs, remembered for [`SessionTimers::tombstone_ms`] so
     /// that a late refresh gets 481; purged by the same wheel.
     expired: HashMap<u64, (), IdHashBuilder>,

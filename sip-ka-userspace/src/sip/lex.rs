@@ -233,10 +233,24 @@ fn is_gen_value_byte(b: u8) -> bool {
 /// LWS around `;` and `=`.
 pub(crate) fn parse_params(cur: &mut Cursor<'_>) -> Result<Vec<Param>, String> {
     let mut out = Vec::new();
+    each_param(cur, |name, value| {
+        out.push(Param::new(name, value.map(str::to_string)));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`parse_params`] without building them: `f` sees each parameter's
+/// name and value (as received) in turn, and may refuse one. The same
+/// text is accepted and refused, with the same reasons.
+pub(crate) fn each_param<'a>(
+    cur: &mut Cursor<'a>,
+    mut f: impl FnMut(&'a str, Option<&'a str>) -> Result<(), String>,
+) -> Result<(), String> {
     loop {
         cur.skip_ws();
         match cur.peek() {
-            None => return Ok(out),
+            None => return Ok(()),
             Some(b';') => {
                 cur.eat(b';');
             }
@@ -259,18 +273,18 @@ pub(crate) fn parse_params(cur: &mut Cursor<'_>) -> Result<Vec<Param>, String> {
         let value = if cur.eat(b'=') {
             cur.skip_ws();
             if cur.peek() == Some(b'"') {
-                Some(cur.quoted_string()?.to_string())
+                Some(cur.quoted_string()?)
             } else {
                 let v = cur.take_while(is_gen_value_byte);
                 if v.is_empty() {
                     return Err(format!("parameter {name} has an empty value"));
                 }
-                Some(v.to_string())
+                Some(v)
             }
         } else {
             None
         };
-        out.push(Param::new(name, value));
+        f(name, value)?;
     }
 }
 

@@ -120,12 +120,10 @@ impl SipMessage {
     /// Values of every field with this name (any spelling: `i`, `call-id`,
     /// `Call-ID`), in order.
     pub fn header_values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s str> + 's {
-        let name = canonical_name(name)
-            .map(str::to_string)
-            .unwrap_or_else(|| name.to_string());
+        let name = Name::new(name);
         self.headers.iter().filter_map(move |h| {
             let (n, v) = header_parts(h);
-            name_matches(n, &name).then_some(v)
+            name.matches(n).then_some(v)
         })
     }
 
@@ -153,22 +151,22 @@ impl SipMessage {
     /// Removes every field with this name; returns how many.
     pub fn remove_header(&mut self, name: &str) -> usize {
         let before = self.headers.iter().count();
-        let canonical = canonical_name(name).unwrap_or(name).to_string();
+        let canonical = canonical_name(name).unwrap_or(name);
         self.headers
-            .retain(|h| !name_matches(header_parts(h).0, &canonical));
+            .retain(|h| !name_matches(header_parts(h).0, canonical));
         before - self.headers.iter().count()
     }
 
     /// Replaces every field with this name by one field with `value`, at
     /// the position of the first (appended if there was none).
     pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
-        let canonical = canonical_name(name).unwrap_or(name).to_string();
+        let canonical = canonical_name(name).unwrap_or(name);
         let new = make_header(name, value);
         let list: Vec<rsip::Header> = std::mem::take(&mut self.headers).into();
         let mut out = Vec::with_capacity(list.len() + 1);
         let mut new = Some(new);
         for h in list {
-            if name_matches(header_parts(&h).0, &canonical) {
+            if name_matches(header_parts(&h).0, canonical) {
                 if let Some(n) = new.take() {
                     out.push(n);
                 }
@@ -242,6 +240,58 @@ impl SipMessage {
                 body: self.body.clone(),
             }),
         })
+    }
+}
+
+/// The name a header lookup compares with, kept by the lookup's iterator
+/// without a heap copy: a compact form is expanded to its canonical
+/// `'static` name, any other name is compared case-insensitively as given
+/// (which is what its canonical spelling would compare as), from a copy on
+/// the stack unless it is longer than any header name in use.
+enum Name {
+    Static(&'static str),
+    Inline { len: u8, bytes: [u8; NAME_INLINE] },
+    Heap(String),
+}
+
+const NAME_INLINE: usize = 32;
+
+impl Name {
+    fn new(name: &str) -> Name {
+        if name.len() == 1 {
+            if let Some(c) = canonical_name(name) {
+                return Name::Static(c);
+            }
+        }
+        match name.as_bytes() {
+            b if b.len() <= NAME_INLINE => {
+                let mut bytes = [0; NAME_INLINE];
+                if let Some(d) = bytes.get_mut(..b.len()) {
+                    d.copy_from_slice(b);
+                }
+                Name::Inline {
+                    len: b.len() as u8,
+                    bytes,
+                }
+            }
+            _ => Name::Heap(name.to_string()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Name::Static(s) => s.as_bytes(),
+            Name::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Name::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// [`name_matches`] of a field's name `n` against this name, on bytes.
+    fn matches(&self, n: &str) -> bool {
+        let name = self.as_bytes();
+        n.as_bytes().eq_ignore_ascii_case(name)
+            || (n.len() == 1
+                && canonical_name(n).is_some_and(|c| c.as_bytes().eq_ignore_ascii_case(name)))
     }
 }
 

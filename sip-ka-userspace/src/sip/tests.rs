@@ -691,3 +691,37 @@ fn framer_frames_unparseable_messages() {
     let err = SipMessage::parse_stream(&bad, &limits()).unwrap_err();
     assert!(matches!(err, ParseError::BadHeaderLine { line: 3, .. }));
 }
+
+#[test]
+fn header_lookups_take_any_spelling_of_a_name() {
+    let mut m = parse(REGISTER).unwrap();
+    let long = "X-A-Header-Name-Longer-Than-Thirty-Two-Bytes";
+    m.push_header(long, "1");
+    m.push_header("q", "2");
+    for (name, value) in [
+        ("Call-ID", "a84b4c76e66710@pc33.example.com"),
+        ("call-id", "a84b4c76e66710@pc33.example.com"),
+        ("i", "a84b4c76e66710@pc33.example.com"),
+        ("I", "a84b4c76e66710@pc33.example.com"),
+        ("session-expires", "1800;refresher=uac"),
+        ("x", "1800;refresher=uac"),
+        ("MIN-SE", "90"),
+        (long, "1"),
+        (&long.to_lowercase(), "1"),
+        ("q", "2"),
+        ("Q", "2"),
+    ] {
+        assert_eq!(m.header(name), Some(value), "{name}");
+    }
+    assert_eq!(m.header("y"), None);
+    assert_eq!(m.header("Session-Expire"), None);
+    assert!(m.lists_option_tag("k", "outbound").unwrap());
+    assert!(!m.lists_option_tag("Supported", "timer").unwrap());
+    assert_eq!(
+        m.session_expires_brief().unwrap(),
+        Some((1800, Some(Refresher::Uac)))
+    );
+    assert_eq!(m.min_se_delta().unwrap(), Some(90));
+    m.push_header("Min-SE", "120");
+    assert!(m.min_se_delta().is_err(), "a repeated Min-SE is refused");
+}

@@ -11,17 +11,17 @@ use super::headers::name_addr::{Contact, NameAddr};
 use super::headers::names::{header_parts, make_header, name_matches};
 use super::headers::option_tags::OptionTags;
 use super::headers::outbound::FlowTimer;
-use super::headers::session_timer::{MinSe, SessionExpires};
+use super::headers::session_timer::{MinSe, Refresher, SessionExpires};
 use super::headers::via::Via;
 use super::lex::split_commas;
 use super::message::SipMessage;
 
 impl SipMessage {
     /// An optional header that may appear once, parsed.
-    fn optional_typed<T>(
-        &self,
+    fn optional_typed<'s, T>(
+        &'s self,
         name: &'static str,
-        parse: impl Fn(&str) -> Result<T, HeaderError>,
+        parse: impl Fn(&'s str) -> Result<T, HeaderError>,
     ) -> Result<Option<T>, HeaderError> {
         let mut it = self.header_values(name);
         let Some(first) = it.next() else {
@@ -189,6 +189,16 @@ impl SipMessage {
         Ok(out)
     }
 
+    /// Whether the `name` fields (Supported, Require...) list `tag`; an
+    /// error where [`SipMessage::supported`] and the like give one.
+    pub fn lists_option_tag(&self, name: &'static str, tag: &str) -> Result<bool, HeaderError> {
+        let mut found = false;
+        for v in self.header_values(name) {
+            found |= OptionTags::parse_contains(v, tag).map_err(|r| HeaderError::new(name, r))?;
+        }
+        Ok(found)
+    }
+
     /// Supported (`k`) option tags, all fields together.
     pub fn supported(&self) -> Result<OptionTags, HeaderError> {
         self.option_tags("Supported")
@@ -205,6 +215,17 @@ impl SipMessage {
     /// Session-Expires (`x`), RFC 4028.
     pub fn session_expires(&self) -> Result<Option<SessionExpires>, HeaderError> {
         self.optional_typed("Session-Expires", SessionExpires::parse)
+    }
+
+    /// Session-Expires' interval and refresher
+    /// ([`SessionExpires::parse_brief`]).
+    pub fn session_expires_brief(&self) -> Result<Option<(u32, Option<Refresher>)>, HeaderError> {
+        self.optional_typed("Session-Expires", SessionExpires::parse_brief)
+    }
+
+    /// Min-SE's delta-seconds ([`MinSe::parse_delta`]).
+    pub fn min_se_delta(&self) -> Result<Option<u32>, HeaderError> {
+        self.optional_typed("Min-SE", MinSe::parse_delta)
     }
 
     /// Min-SE, RFC 4028.

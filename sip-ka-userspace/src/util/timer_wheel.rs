@@ -17,15 +17,17 @@
 //!
 //! Layout: 11 levels of 64 slots (6 bits each, 66 bits: the whole `u64`
 //! tick range, so nothing overflows). Entries live in a slab (`Vec`) of
-//! [`ENTRY_BYTES`]-byte nodes; an id map ([`MAP_ENTRY_BYTES`] bytes per
-//! entry plus one control byte, at most 8/7 overhead before the table
-//! doubles) finds the node of an id. Each slot is a circular list whose
+//! [`ENTRY_BYTES`]-byte nodes; an id index ([`MAP_ENTRY_BYTES`] bytes per
+//! entry, the node's number, plus one control byte, at most 8/7 overhead
+//! before the table doubles) finds the node of an id: the id itself is in
+//! the node, so the index keeps no second copy of it. Each slot is a circular list whose
 //! head is a sentinel node of the slab, so unlinking never needs to know
 //! the slot; a slot's occupancy bit is cleared lazily when the wheel
 //! reaches it empty.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+
+use hashbrown::HashTable;
 
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
@@ -46,8 +48,8 @@ struct Entry {
 
 /// Bytes of one timer node in the slab.
 pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
-/// Bytes of one (id, node index) pair in the id map.
-pub const MAP_ENTRY_BYTES: usize = std::mem::size_of::<(u64, u32)>();
+/// Bytes of one entry of the id index (a node number).
+pub const MAP_ENTRY_BYTES: usize = std::mem::size_of::<u32>();
 
 /// Hasher for ids: dialog ids are already hashes of Call-IDs, so a seeded
 /// multiply-xorshift mix is enough to spread them (the seed is random per
@@ -112,8 +114,53 @@ pub struct TimerWheel {
     /// nodes.
     nodes: Vec<Entry>,
     free: u32,
-    index: HashMap<u64, u32, IdHashBuilder>,
+    index: Index,
     due: Vec<u64>,
+}
+
+/// The id index: node numbers, each found by its node's id.
+#[derive(Debug)]
+struct Index {
+    table: HashTable<u32>,
+    hasher: IdHashBuilder,
+}
+
+fn id_of(nodes: &[Entry], i: u32) -> u64 {
+    nodes.get(i as usize).map_or(u64::MAX, |e| e.id)
+}
+
+impl Index {
+    fn with_capacity(capacity: usize) -> Index {
+        Index {
+            table: HashTable::with_capacity(capacity),
+            hasher: IdHashBuilder::default(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn get(&self, nodes: &[Entry], id: u64) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.table.find(hash, |&i| id_of(nodes, i) == id).copied()
+    }
+
+    /// Adds node `i`, whose id is set already and not in the index.
+    fn insert(&mut self, nodes: &[Entry], i: u32) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(id_of(nodes, i));
+        self.table
+            .insert_unique(hash, i, |&j| hasher.hash_one(id_of(nodes, j)));
+    }
+
+    fn remove(&mut self, nodes: &[Entry], id: u64) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        match self.table.find_entry(hash, |&i| id_of(nodes, i) == id) {
+            Ok(e) => Some(e.remove().0),
+            Err(_) => None,
+        }
+    }
 }
 
 fn level_for(elapsed: u64, when: u64) -> usize {
@@ -151,7 +198,7 @@ impl TimerWheel {
             occupied: [0; LEVELS],
             nodes,
             free: NIL,
-            index: HashMap::with_capacity_and_hasher(capacity, IdHashBuilder::default()),
+            index: Index::with_capacity(capacity),
             due: Vec::new(),
         }
     }
@@ -166,16 +213,16 @@ impl TimerWheel {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        self.index.contains_key(&id)
+        self.index.get(&self.nodes, id).is_some()
     }
 
     /// The expiry of `id` in milliseconds (rounded up to a tick).
     pub fn expires_at(&self, id: u64) -> Option<u64> {
-        let &i = self.index.get(&id)?;
+        let i = self.index.get(&self.nodes, id)?;
         self.nodes
             .get(i as usize)
             .map(|e| e.when.saturating_mul(self.tick_ms))
@@ -187,15 +234,15 @@ impl TimerWheel {
     /// [`TimerWheel::expire`].
     pub fn set(&mut self, id: u64, at_ms: u64) -> Option<u64> {
         let when = at_ms.div_ceil(self.tick_ms).max(self.elapsed);
-        let (idx, previous) = match self.index.get(&id) {
-            Some(&i) => {
+        let (idx, previous) = match self.index.get(&self.nodes, id) {
+            Some(i) => {
                 let prev = self.nodes.get(i as usize).map(|e| e.when);
                 self.unlink(i);
                 (i, prev.map(|w| w.saturating_mul(self.tick_ms)))
             }
             None => {
                 let i = self.alloc(id);
-                self.index.insert(id, i);
+                self.index.insert(&self.nodes, i);
                 (i, None)
             }
         };
@@ -208,7 +255,7 @@ impl TimerWheel {
 
     /// Removes the timer of `id`; returns its expiry if there was one.
     pub fn cancel(&mut self, id: u64) -> Option<u64> {
-        let i = self.index.remove(&id)?;
+        let i = self.index.remove(&self.nodes, id)?;
         let when = self.nodes.get(i as usize).map(|e| e.when)?;
         self.unlink(i);
         self.release(i);
@@ -218,10 +265,10 @@ impl TimerWheel {
     /// Every pending timer as (id, expiry in ms), in no particular order
     /// (for persisting absolute expiry times).
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.index.iter().filter_map(move |(&id, &i)| {
+        self.index.table.iter().filter_map(move |&i| {
             self.nodes
                 .get(i as usize)
-                .map(|e| (id, e.when.saturating_mul(self.tick_ms)))
+                .map(|e| (e.id, e.when.saturating_mul(self.tick_ms)))
         })
     }
 
@@ -296,7 +343,7 @@ impl TimerWheel {
             };
             let next = e.next;
             if e.when <= self.elapsed {
-                self.index.remove(&e.id);
+                self.index.remove(&self.nodes, e.id);
                 self.release(i);
                 self.due.push(e.id);
             } else {
@@ -389,7 +436,7 @@ mod tests {
     #[test]
     fn entry_is_24_bytes() {
         assert_eq!(ENTRY_BYTES, 24);
-        assert_eq!(MAP_ENTRY_BYTES, 16);
+        assert_eq!(MAP_ENTRY_BYTES, 4);
     }
 
     #[test]

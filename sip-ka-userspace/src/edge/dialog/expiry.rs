@@ -32,7 +32,7 @@ impl Dialogs {
             .by_hash
             .iter()
             .filter(|(_, d)| d.phase == Phase::Confirmed)
-            .map(|(&h, d)| (h, d.last_activity_ms))
+            .map(|(h, d)| (h, d.last_activity_ms))
             .collect();
         for (hash, last) in confirmed {
             self.arm_idle(hash, last);
@@ -99,7 +99,7 @@ impl Dialogs {
             return RequestAction::NotApplicable;
         };
         let hash = callid_hash(call_id.as_bytes());
-        let known = self.get(call_id).is_some();
+        let known = self.get_hashed(hash, call_id).is_some();
         let action = self.timers.on_request(hash, msg, to_tag);
         // An offer is read only for a dialog in the table, and dropped
         // with it. A refresh naming no dialog (any stranger can send one
@@ -120,7 +120,7 @@ impl Dialogs {
             return;
         };
         let hash = callid_hash(call_id.as_bytes());
-        let Some(d) = self.get_mut(call_id) else {
+        let Some(d) = self.get_hashed_mut(hash, call_id) else {
             return;
         };
         let mut changed = false;

@@ -114,7 +114,7 @@ impl Dialogs {
         let all: Vec<DialogRecord> = self
             .by_hash
             .iter()
-            .map(|(&h, d)| self.record(h, d))
+            .map(|(h, d)| self.record(h, d))
             .collect();
         if let Err(e) = j.compact(&all) {
             log::warn!("state: compacting {}: {e:#}", j.dir().display());
@@ -140,7 +140,7 @@ impl Dialogs {
             .by_hash
             .iter()
             .filter(|(_, d)| d.phase != Phase::Pending)
-            .map(|(h, _)| *h)
+            .map(|(h, _)| h)
             .chain(self.replicas.keys().copied())
             .collect();
         let stale = self.sink.retain(&|h| live.contains(&h));

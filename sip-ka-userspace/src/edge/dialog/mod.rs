@@ -4,6 +4,7 @@
 //! * [`table`]: the table and its phases (INVITE, 1xx, 2xx, BYE, CANCEL,
 //!   failures, forks);
 //! * [`model`]: one dialog and its forks;
+//! * `map`: the dialogs by Call-ID hash, with no stored copy of the key;
 //! * `packed`: a dialog's strings, flow and times in one heap block;
 //! * [`expiry`]: session timers (RFC 4028) and the idle limit;
 //! * [`journal`]: recording changes and restoring them after a restart;
@@ -14,6 +15,7 @@
 pub mod bye;
 pub mod expiry;
 pub mod journal;
+mod map;
 pub mod mirror;
 pub mod model;
 mod packed;

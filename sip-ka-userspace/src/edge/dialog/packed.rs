@@ -243,6 +243,22 @@ impl Packed {
     }
 
     fn field(&self, i: usize) -> Option<&str> {
+        // Ranges are cut at the edges of whole strings: always UTF-8.
+        std::str::from_utf8(self.field_bytes(i)?).ok()
+    }
+
+    /// Whether the Call-ID is `call_id`: the check of every lookup, on
+    /// the bytes (no UTF-8 check of the stored copy).
+    pub(super) fn call_id_is(&self, call_id: &str) -> bool {
+        self.field_bytes(CALL_ID).unwrap_or_default() == call_id.as_bytes()
+    }
+
+    /// The Call-ID's bytes (what the table's map hashes).
+    pub(super) fn call_id_bytes(&self) -> &[u8] {
+        self.field_bytes(CALL_ID).unwrap_or_default()
+    }
+
+    fn field_bytes(&self, i: usize) -> Option<&[u8]> {
         let (count, width, ranges, text) = self.table();
         if i >= count {
             return None;
@@ -263,8 +279,7 @@ impl Packed {
         if a == u32::MAX as usize {
             return None;
         }
-        // Ranges are cut at the edges of whole strings: always UTF-8.
-        std::str::from_utf8(self.0.get(text + a..text + b)?).ok()
+        self.0.get(text + a..text + b)
     }
 
     pub(super) fn call_id(&self) -> &str {

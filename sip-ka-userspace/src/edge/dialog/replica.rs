@@ -201,7 +201,7 @@ impl Dialogs {
         self.by_hash
             .iter()
             .filter(|(_, d)| d.phase != Phase::Pending)
-            .map(|(&h, d)| self.record(h, d))
+            .map(|(h, d)| self.record(h, d))
             .collect()
     }
 

@@ -46,7 +46,7 @@ pub struct Dialogs {
     /// Call-ID itself is in the dialog and checked on every lookup by
     /// Call-ID. A Call-ID whose hash another live dialog holds gets no
     /// dialog (see [`Dialogs::on_request_from`]).
-    pub(super) by_hash: HashMap<u64, Dialog, IdHashBuilder>,
+    pub(super) by_hash: super::map::DialogMap,
     pub(super) sink: Box<dyn DialogSink>,
     pub(super) timers: SessionTimers,
     /// A session timer change to mirror once the dialog's entry exists.
@@ -91,7 +91,7 @@ impl Dialogs {
 
     pub fn with_timers(sink: Box<dyn DialogSink>, timers: SessionTimers) -> Dialogs {
         Dialogs {
-            by_hash: HashMap::with_hasher(IdHashBuilder::default()),
+            by_hash: super::map::DialogMap::new(),
             sink,
             timers,
             pending_session: None,
@@ -138,15 +138,21 @@ impl Dialogs {
 
     /// The dialog of this Call-ID.
     pub(super) fn get(&self, call_id: &str) -> Option<&Dialog> {
-        self.by_hash
-            .get(&callid_hash(call_id.as_bytes()))
-            .filter(|d| d.cold.call_id() == call_id)
+        self.get_hashed(callid_hash(call_id.as_bytes()), call_id)
     }
 
     pub(super) fn get_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
-        self.by_hash
-            .get_mut(&callid_hash(call_id.as_bytes()))
-            .filter(|d| d.cold.call_id() == call_id)
+        self.get_hashed_mut(callid_hash(call_id.as_bytes()), call_id)
+    }
+
+    /// [`Dialogs::get`] with the Call-ID's hash already computed (a
+    /// refresh goes through four calls, each with the hash at hand).
+    pub(super) fn get_hashed(&self, hash: u64, call_id: &str) -> Option<&Dialog> {
+        self.by_hash.get_call(hash, call_id)
+    }
+
+    pub(super) fn get_hashed_mut(&mut self, hash: u64, call_id: &str) -> Option<&mut Dialog> {
+        self.by_hash.get_call_mut(hash, call_id)
     }
 
     /// The Call-ID of the dialog with this hash.
@@ -230,7 +236,7 @@ impl Dialogs {
         };
         let hash = callid_hash(call_id.as_bytes());
         let journaled = self.persisting();
-        if let Some(d) = self.get_mut(call_id) {
+        if let Some(d) = self.get_hashed_mut(hash, call_id) {
             let mut changed = false;
             if let Some(c) = model::cseq(msg) {
                 changed |= c.seq > d.cseq;
@@ -334,7 +340,8 @@ impl Dialogs {
         else {
             return;
         };
-        let Some(phase) = self.phase(call_id) else {
+        let hash = callid_hash(call_id.as_bytes());
+        let Some(phase) = self.get_hashed(hash, call_id).map(|d| d.phase) else {
             return;
         };
         match cseq.method {

@@ -38,6 +38,23 @@ impl OptionTags {
             .map(OptionTags)
     }
 
+    /// Whether `value` lists `tag` (any case), refusing the values
+    /// [`OptionTags::parse`] refuses, without building the list.
+    pub fn parse_contains(value: &str, tag: &str) -> Result<bool, String> {
+        if value.trim().is_empty() {
+            return Ok(false);
+        }
+        let mut found = false;
+        for t in value.split(',') {
+            let t = t.trim_matches(|c| c == ' ' || c == '\t');
+            if !is_token(t) {
+                return Err(format!("bad option tag {t:?}"));
+            }
+            found |= t.eq_ignore_ascii_case(tag);
+        }
+        Ok(found)
+    }
+
     pub fn contains(&self, tag: &str) -> bool {
         self.0.iter().any(|t| t.eq_ignore_ascii_case(tag))
     }
@@ -69,5 +86,27 @@ mod tests {
         assert!(OptionTags::parse("timer,,path").is_err());
         assert!(OptionTags::parse("ti mer").is_err());
         assert_eq!(t.to_string(), "timer, outbound, path");
+    }
+
+    #[test]
+    fn parse_contains_agrees_with_parse() {
+        for v in [
+            "timer, outbound,path",
+            "TIMER",
+            "100rel,\ttimer ",
+            "",
+            "  ",
+            "timer,,path",
+            "ti mer",
+            "replaces",
+            "timer, b@d",
+        ] {
+            let full = OptionTags::parse(v).map(|t| t.contains(OptionTags::TIMER));
+            assert_eq!(
+                full,
+                OptionTags::parse_contains(v, OptionTags::TIMER),
+                "{v:?}"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::cseq::parse_u32;
 use crate::sip::errors::HeaderError;
-use crate::sip::lex::{parse_params, Cursor, Param};
+use crate::sip::lex::{each_param, Cursor, Param};
 
 /// `refresher=uac|uas`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,13 +24,31 @@ impl fmt::Display for Refresher {
 
 /// `delta-seconds *(;param)` with the parameters split out.
 fn delta_and_params(name: &str, value: &str) -> Result<(u32, Vec<Param>), HeaderError> {
+    let mut params = Vec::new();
+    let delta = delta_each_param(name, value, |n, v| {
+        params.push(Param::new(n, v.map(str::to_string)));
+    })?;
+    Ok((delta, params))
+}
+
+/// The delta-seconds of `value`, its parameters shown to `f` in turn
+/// (the same text refused as by [`delta_and_params`], nothing built).
+fn delta_each_param<'a>(
+    name: &str,
+    value: &'a str,
+    mut f: impl FnMut(&'a str, Option<&'a str>),
+) -> Result<u32, HeaderError> {
     let err = |r: String| HeaderError::new(name, r);
     let mut cur = Cursor::new(value);
     cur.skip_ws();
     let digits = cur.take_while(|b| b.is_ascii_digit());
     let delta = parse_u32(digits, "delta-seconds").map_err(err)?;
-    let params = parse_params(&mut cur).map_err(err)?;
-    Ok((delta, params))
+    each_param(&mut cur, |n, v| {
+        f(n, v);
+        Ok(())
+    })
+    .map_err(err)?;
+    Ok(delta)
 }
 
 /// `Session-Expires` (compact `x`): `delta-seconds [;refresher=uac|uas]`.
@@ -82,6 +100,37 @@ impl SessionExpires {
     }
 }
 
+impl SessionExpires {
+    /// The interval and refresher of a Session-Expires value: what
+    /// [`SessionExpires::parse`] gives of them, with the same values
+    /// refused, without building the other parameters (a session refresh
+    /// reads them twice on its way through).
+    pub fn parse_brief(value: &str) -> Result<(u32, Option<Refresher>), HeaderError> {
+        let mut refresher = None;
+        let mut bad = None;
+        let delta = delta_each_param("Session-Expires", value, |name, v| {
+            if bad.is_some() || !name.eq_ignore_ascii_case("refresher") {
+                return;
+            }
+            let r = match v {
+                Some(v) if v.eq_ignore_ascii_case("uac") => Refresher::Uac,
+                Some(v) if v.eq_ignore_ascii_case("uas") => Refresher::Uas,
+                _ => {
+                    bad = Some("refresher must be uac or uas");
+                    return;
+                }
+            };
+            if refresher.replace(r).is_some() {
+                bad = Some("refresher repeated");
+            }
+        })?;
+        match bad {
+            Some(reason) => Err(HeaderError::new("Session-Expires", reason)),
+            None => Ok((delta, refresher)),
+        }
+    }
+}
+
 impl fmt::Display for SessionExpires {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.delta)?;
@@ -113,6 +162,14 @@ impl MinSe {
     pub fn parse(value: &str) -> Result<MinSe, HeaderError> {
         let (delta, params) = delta_and_params("Min-SE", value)?;
         Ok(MinSe { delta, params })
+    }
+}
+
+impl MinSe {
+    /// The delta-seconds of a Min-SE value, refused as by
+    /// [`MinSe::parse`], its parameters not built.
+    pub fn parse_delta(value: &str) -> Result<u32, HeaderError> {
+        delta_each_param("Min-SE", value, |_, _| {})
     }
 }
 
@@ -148,5 +205,31 @@ mod tests {
         assert_eq!(MinSe::parse("90").unwrap().delta, 90);
         assert_eq!(MinSe::new(120).to_string(), "120");
         assert!(MinSe::parse("-5").is_err());
+    }
+
+    #[test]
+    fn brief_reads_agree_with_the_full_parsers() {
+        for v in [
+            "1800;refresher=uac",
+            " 90 ; x=1",
+            "600",
+            "600;REFRESHER=UAS;y",
+            "600;refresher=\"uac\"",
+            "1800;refresher=proxy",
+            "1800;refresher=uac;refresher=uas",
+            "1800;refresher",
+            "1800;;refresher=uac",
+            "1800;refresher=bad;;",
+            "1800;x=\"open",
+            "abc",
+            "",
+            "99999999999",
+            "120;refresher=uas;x=\"a b\"",
+        ] {
+            let full = SessionExpires::parse(v).map(|f| (f.delta, f.refresher));
+            assert_eq!(full, SessionExpires::parse_brief(v), "{v:?}");
+            let full = MinSe::parse(v).map(|m| m.delta);
+            assert_eq!(full, MinSe::parse_delta(v), "{v:?}");
+        }
     }
 }
