@@ -277,3 +277,60 @@ fn a_forged_registrar_answer_does_not_hijack_a_contact() {
         "the forged answer was not counted as refused"
     );
 }
+
+/// A phone behind NAT learns its public address from the edge's answers
+/// to its keep-alives: the top Via of the edge's own 200 (the OPTIONS
+/// shortcut), 481 and 400 says the real source in `received` and `rport`
+/// (RFC 3581), whatever the phone wrote there itself; the answers go to
+/// the real source, none to the address it forged.
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn the_edges_own_answers_tell_a_phone_its_public_address() {
+    let lab = start_edge(&[]);
+    let victim = Victim::new(&lab);
+    let catcher = socket_in(&victim.ns, format!("{VICTIM}:5998").parse().unwrap());
+    let phone = client_socket(&lab, SocketAddr::new(CLIENT_V4.into(), 5998));
+    phone
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let via = format!("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKnat1;received={VICTIM};rport=5998");
+    let want = format!(
+        "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKnat1;rport=5998;received={CLIENT_V4}\r\n"
+    );
+    let ping = |start: &str, method: &str, to_tag: &str, extra: &str| {
+        format!(
+            "{start} SIP/2.0\r\n\
+             Via: {via}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:nat@{CLIENT_V4}>;tag=n1\r\n\
+             To: <sip:198.18.0.1>{to_tag}\r\n\
+             {extra}CSeq: 1 {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let call_id = "Call-ID: nat@10.0.0.5\r\n";
+    for (req, status) in [
+        (
+            ping("OPTIONS sip:198.18.0.1:5060", "OPTIONS", "", call_id),
+            "SIP/2.0 200 ",
+        ),
+        (
+            ping("INFO sip:x@198.18.0.1", "INFO", ";tag=gone", call_id),
+            "SIP/2.0 481 ",
+        ),
+        (
+            ping("OPTIONS sip:198.18.0.1:5060", "OPTIONS", "", ""),
+            "SIP/2.0 400 ",
+        ),
+    ] {
+        phone.send_to(req.as_bytes(), edge_addr()).unwrap();
+        let got = collect(&phone, ANSWER_WAIT, |t| t.starts_with("SIP/2.0 "));
+        let answer = got
+            .first()
+            .unwrap_or_else(|| panic!("no answer to {req:?} within {ANSWER_WAIT:?}"));
+        assert!(answer.starts_with(status), "{answer}");
+        assert!(answer.contains(&want), "{want:?} not in {answer}");
+    }
+    let at_victim = collect(&catcher, SILENCE_WAIT, |_| true);
+    assert!(at_victim.is_empty(), "reflected to {VICTIM}: {at_victim:?}");
+}

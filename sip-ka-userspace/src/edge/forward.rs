@@ -161,10 +161,20 @@ pub fn stamp_received(msg: &mut SipMessage, src: SocketAddr) {
     let Some(mut top) = msg.top_via() else {
         return;
     };
+    if stamp_via(&mut top, src) {
+        msg.set_top_via(&top);
+    }
+}
+
+/// [`stamp_received`] on one Via, the top one of a request that came
+/// from `src`: of one forwarded, and of the edge's own answers to it
+/// (which is how a phone behind NAT learns its public address from its
+/// keep-alives). `false` when it is left as it came.
+pub fn stamp_via(top: &mut Via, src: SocketAddr) -> bool {
     let asked_rport = top.rport().is_some();
     let forged = top.received().is_some() || top.rport().flatten().is_some();
     if !asked_rport && !forged && host_ip(&top.host) == Some(src.ip()) {
-        return;
+        return false;
     }
     top.params.retain(|p| {
         !p.name.eq_ignore_ascii_case("received") && !p.name.eq_ignore_ascii_case("rport")
@@ -175,7 +185,7 @@ pub fn stamp_received(msg: &mut SipMessage, src: SocketAddr) {
     } else if host_ip(&top.host) != Some(src.ip()) {
         top.set_param("received", Some(src.ip().to_string()));
     }
-    msg.set_top_via(&top);
+    true
 }
 
 /// Removes the Route entries at the top that name this edge (it put them

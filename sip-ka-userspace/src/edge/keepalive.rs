@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use super::forward::{fnv1a, names};
+use super::forward::{fnv1a, names, stamp_received};
 use super::transport::Flow;
 use crate::sip::{Method, SipMessage};
 
@@ -96,6 +96,15 @@ pub fn answer(
             Some(r)
         }
     }
+}
+
+/// The edge's own answer to a request from `src` with its top Via stamped
+/// as a forwarded request's is ([`stamp_received`]: `received`, `rport`).
+/// Done before [`to_bytes_within`], so the stamp is kept and the
+/// capabilities are what goes when the answer would outgrow its bound.
+pub fn stamped(mut answer: SipMessage, src: SocketAddr) -> SipMessage {
+    stamp_received(&mut answer, src);
+    answer
 }
 
 /// Whether the edge's own answer `bytes` to a request of `request_len`

@@ -42,6 +42,8 @@ pub mod transport;
 pub mod upstream;
 
 #[cfg(test)]
+mod stamp_tests;
+#[cfg(test)]
 pub(crate) mod timer_tests;
 
 pub use config::{DialogOptions, EdgeConfig, OptionsPolicy, StateLimits, StreamConfig, Tunables};

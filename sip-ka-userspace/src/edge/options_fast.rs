@@ -1,7 +1,8 @@
 //! The answer to the commonest datagram an edge gets, an OPTIONS ping to
 //! the edge itself outside any dialog, written straight from the
 //! datagram's bytes into the send buffer: no message model, no header
-//! strings, no allocation for the answer.
+//! strings; only the top Via, when stamped with the source's address
+//! (RFC 3581), is built apart.
 //!
 //! It is a shortcut, not a second parser: it takes only requests whose
 //! every line it understands (the header fields below, each checked by
@@ -15,7 +16,7 @@
 use std::net::SocketAddr;
 
 use super::{
-    forward::{fnv1a, names},
+    forward::{fnv1a, names, stamp_via},
     keepalive::{ACCEPT, ALLOW, MAX_ERROR_GROWTH},
     proxy::Out,
     state::{Counters, Edge},
@@ -291,7 +292,16 @@ impl Edge {
         }
         Counters::bump(&self.counters.options_edge);
         let tag = fnv1a(&[call_id.as_bytes(), from_tag.as_bytes()]) & 0xffff_ffff_ffff;
-        let done = write_answer(out, &f, from, to, call_id, cseq, tag, raw.len())?;
+        // The top Via as the full path stamps it (RFC 3581, 3261 18.2.1).
+        let top = Via::edit_first_of_list(f.vias.first()?, |v| stamp_via(v, src));
+        let done = write_answer(
+            out,
+            &f,
+            top.as_deref(),
+            (from, to, call_id, cseq),
+            tag,
+            raw.len(),
+        )?;
         if done == Fast::Dropped {
             log::debug!("edge: answer to udp:{src} larger than its request: dropped");
             Counters::bump(&self.counters.answers_dropped_size);
@@ -300,25 +310,24 @@ impl Edge {
     }
 }
 
-/// The 200 with the request's Via fields, From, To with our tag, Call-ID,
-/// CSeq, and the capabilities unless they would make the answer more than
-/// [`MAX_ERROR_GROWTH`] larger than the request.
-#[allow(clippy::too_many_arguments)]
+/// The 200 with the request's Via fields (the first one replaced by `top`
+/// when stamped), From, To with our tag, Call-ID, CSeq, and the
+/// capabilities unless they would make the answer more than
+/// [`MAX_ERROR_GROWTH`] larger than the request; the stamp stays even
+/// then (the answer is dropped if it is still too large).
 fn write_answer(
     out: &mut Vec<u8>,
     f: &Fields<'_>,
-    from: &str,
-    to: &str,
-    call_id: &str,
-    cseq: &str,
+    top: Option<&str>,
+    (from, to, call_id, cseq): (&str, &str, &str, &str),
     tag: u64,
     raw_len: usize,
 ) -> Option<Fast> {
     use std::io::Write as _;
     out.clear();
     out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
-    for via in f.vias.iter().take(f.n_vias) {
-        put(out, "Via", via);
+    for (i, via) in f.vias.iter().take(f.n_vias).enumerate() {
+        put(out, "Via", if i == 0 { top.unwrap_or(via) } else { via });
     }
     put(out, "From", from);
     write!(out, "To: {to};tag=ska{tag:012x}\r\n").ok()?;
@@ -352,7 +361,7 @@ fn put(out: &mut Vec<u8>, name: &str, value: &str) {
 mod tests {
     use super::*;
     use crate::{
-        edge::{config::EdgeConfig, dialog::NoSink, stats_values},
+        edge::{config::EdgeConfig, dialog::NoSink, forward::via_destination, stats_values},
         sip::{parse_message, Framing, Limits},
     };
 
@@ -455,23 +464,95 @@ mod tests {
         ]
     }
 
-    /// Every case: the edge with the shortcut sends the very bytes the
-    /// full path sends, and counts the same; the shortcut takes exactly
-    /// the cases it should.
-    #[test]
-    fn the_shortcut_answers_as_the_full_path_does() {
-        let (src, local): (SocketAddr, SocketAddr) = (UA.parse().unwrap(), EDGE.parse().unwrap());
-        let cases = fast_cases()
-            .into_iter()
-            .map(|c| (c, true))
-            .chain(full_cases().into_iter().map(|c| (c, false)));
-        let mut answered_fast = 0;
-        for (case, fast) in cases {
+    /// sipp's ping with its Via replaced by `via`.
+    fn with_via(via: &str) -> String {
+        sipp().replace(
+            "SIP/2.0/UDP 198.18.0.2:5070;branch=z9hG4bK-1-0-1;rport",
+            via,
+        )
+    }
+
+    /// Pings the shortcut takes whose top Via the answer stamps with the
+    /// source (198.18.0.2:5070) or leaves as it came.
+    fn via_cases() -> Vec<String> {
+        [
+            "SIP/2.0/UDP 198.18.0.2:5070;branch=z9hG4bK1",
+            "SIP/2.0/UDP 198.18.0.2;branch=z9hG4bK1;rport",
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1",
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport",
+            "SIP/2.0/UDP phone.example.com;branch=z9hG4bK1;rport",
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;received=10.201.1.9;rport=7",
+            "SIP/2.0/UDP 198.18.0.2:5070;branch=z9hG4bK1;received=10.201.1.9",
+            "SIP/2.0/UDP 198.18.0.2:5070;branch=z9hG4bK1;RPORT=9;Received=1.2.3.4",
+            "SIP/2.0/UDP 198.18.0.2:5070;rport;branch=z9hG4bK1;x=y",
+            // LWS the stamp writes out in the canonical form.
+            "SIP / 2.0 / UDP  10.0.0.5 : 5060 ; branch = z9hG4bK1 ; rport",
+            // The first of a list stamped, the others kept.
+            "SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1;rport ,SIP/2.0/TCP 10.0.0.2;branch=z9hG4bK3 ;received=10.1.1.1",
+            "SIP/2.0/UDP 198.18.0.2:5070;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK3",
+        ]
+        .iter()
+        .map(|v| with_via(v))
+        .collect()
+    }
+
+    /// The same over IPv6: an edge on [2001:db8::1]:5060 and pings from
+    /// [2001:db8::2]:5070.
+    fn v6_cases() -> Vec<(String, Fast)> {
+        let v6 = |via: &str| {
+            with_via(via)
+                .replace("sip:198.18.0.1:5060", "sip:[2001:db8::1]:5060")
+                .replace("198.18.0.2", "[2001:db8::2]")
+        };
+        vec![
+            (
+                v6("SIP/2.0/UDP [2001:db8::2]:5070;branch=z9hG4bK1;rport"),
+                Fast::Answered,
+            ),
+            (
+                v6("SIP/2.0/UDP [2001:db8::2]:5070;branch=z9hG4bK1"),
+                Fast::Answered,
+            ),
+            (
+                v6("SIP/2.0/UDP [2001:DB8::0:2]:5070;branch=z9hG4bK1"),
+                Fast::Answered,
+            ),
+            (v6("SIP/2.0/UDP [fd00::5];branch=z9hG4bK1"), Fast::Answered),
+            (
+                v6("SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1;received=10.9.9.9;rport"),
+                Fast::Answered,
+            ),
+            (
+                v6("SIP/2.0/UDP [2001:db8::2]:5070;branch=z9hG4bK1;rport=1"),
+                Fast::Answered,
+            ),
+        ]
+    }
+
+    /// A ping so small that the stamped Via alone (the capabilities gone)
+    /// would outgrow it by more than MAX_ERROR_GROWTH: dropped by both.
+    fn tiny() -> String {
+        "OPTIONS sip:198.18.0.1 SIP/2.0\r\n\
+         v:SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport\r\n\
+         f:<sip:a@b>;tag=1\r\nt:<sip:198.18.0.1>\r\ni:x\r\nCSeq:1 OPTIONS\r\n\r\n"
+            .to_string()
+    }
+
+    /// Every case on an edge at `local` from `src`: the edge with the
+    /// shortcut sends the very bytes the full path sends, and counts the
+    /// same; the shortcut does with each what it should.
+    fn compare(local: &str, pbx: &str, src: &str, cases: Vec<(String, Fast)>) {
+        let (src, local): (SocketAddr, SocketAddr) = (src.parse().unwrap(), local.parse().unwrap());
+        let edge = || {
+            let cfg = EdgeConfig::new(local, pbx.parse().unwrap());
+            Edge::new(cfg, Box::new(NoSink), None, 1_000)
+        };
+        for (case, want) in cases {
             let raw = case.as_bytes();
             let (with, without, probe) = (edge(), edge(), edge());
             let mut buf = Vec::new();
             let took = probe.answer_options_fast(raw, src, local, &mut buf);
-            assert_eq!(took == Fast::Answered, fast, "{took:?} for {case:?}");
+            assert_eq!(took, want, "{case:?}");
             let a = with.handle(raw, src, local, 2_000);
             let b = without.handle_full(raw, src, local, 2_000);
             assert_eq!(
@@ -480,15 +561,42 @@ mod tests {
                 "{case:?}"
             );
             assert_eq!(stats_values(&with), stats_values(&without), "{case:?}");
-            if fast {
-                assert_eq!(buf, a.as_ref().unwrap().0);
-                let r = parse_message(&buf, Framing::Datagram, &Limits::default()).unwrap();
-                assert_eq!(r.status_code(), Some(200));
-                assert!(r.to_tag().is_some_and(|t| t.starts_with("ska")));
-                answered_fast += 1;
+            match want {
+                Fast::Answered => {
+                    assert_eq!(buf, a.as_ref().unwrap().0);
+                    let r = parse_message(&buf, Framing::Datagram, &Limits::default()).unwrap();
+                    assert_eq!(r.status_code(), Some(200));
+                    assert!(r.to_tag().is_some_and(|t| t.starts_with("ska")));
+                    let top = r.top_via().unwrap();
+                    // The answer's Via leads back to the source, and to
+                    // its port when the ping asked for rport.
+                    let back = via_destination(&top).map(|a| a.ip());
+                    assert_eq!(back, Some(src.ip()), "{case:?}");
+                    if top.rport().is_some() {
+                        assert_eq!(top.rport(), Some(Some(src.port())), "{case:?}");
+                    }
+                }
+                Fast::Dropped => assert!(a.is_none(), "{case:?}"),
+                Fast::Full => {}
             }
         }
-        assert_eq!(answered_fast, fast_cases().len());
+    }
+
+    #[test]
+    fn the_shortcut_answers_as_the_full_path_does() {
+        let answered = fast_cases().into_iter().chain(via_cases());
+        let cases = answered
+            .map(|c| (c, Fast::Answered))
+            .chain(full_cases().into_iter().map(|c| (c, Fast::Full)))
+            .chain([(tiny(), Fast::Dropped)])
+            .collect();
+        compare(EDGE, PBX, UA, cases);
+        compare(
+            "[2001:db8::1]:5060",
+            "[2001:db8::1]:5080",
+            "[2001:db8::2]:5070",
+            v6_cases(),
+        );
     }
 
     /// Capabilities go when the answer would outgrow the request by more
@@ -526,10 +634,8 @@ mod tests {
             write_answer(
                 &mut buf,
                 &f,
-                "<sip:a@b>",
-                "<sip:c@d>",
-                "x",
-                "1 OPTIONS",
+                None,
+                ("<sip:a@b>", "<sip:c@d>", "x", "1 OPTIONS"),
                 1,
                 100
             ),

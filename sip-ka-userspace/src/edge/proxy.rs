@@ -16,7 +16,8 @@ use crate::{
     edge::session_timer::RequestAction,
     logs, responder,
     sip::{
-        error_response, is_crlf_keepalive, parse_message, Framing, Method, NameAddr, SipMessage,
+        is_crlf_keepalive, parse_message, response::error_response_stamped, Framing, Method,
+        NameAddr, SipMessage,
     },
 };
 
@@ -47,7 +48,9 @@ struct Inbound {
 }
 
 impl Inbound {
-    fn with_mka(&self, r: SipMessage) -> SipMessage {
+    /// The edge's own answer: top Via stamped (RFC 3581), ms-keep-alive's.
+    fn with_mka(&self, mut r: SipMessage) -> SipMessage {
+        forward::stamp_received(&mut r, self.src.peer());
         ms_keepalive::with_answer(self.mka, r)
     }
 
@@ -101,7 +104,8 @@ impl Edge {
             Ok(msg) => self.response(msg, src, local, now_ms),
             Err(err) => {
                 let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
-                match error_response(raw, &err, &tag) {
+                let stamp = |v: &mut _| forward::stamp_via(v, src.peer());
+                match error_response_stamped(raw, &err, &tag, stamp) {
                     // The answer spells out compact header names and adds a
                     // tag: over UDP, whose source may be spoofed, it must not
                     // make the edge an amplifier.
@@ -220,7 +224,7 @@ impl Edge {
         });
         Some(
             keepalive::answer(msg, kind, known, up, self.tun().retry_after()).map(|answer| {
-                let answer = ms_keepalive::with_answer(mka, answer);
+                let answer = ms_keepalive::with_answer(mka, keepalive::stamped(answer, src.peer()));
                 let bound = (!src.is_stream()).then_some(raw_len + MAX_ERROR_GROWTH);
                 (keepalive::to_bytes_within(answer, bound), src)
             }),

@@ -158,9 +158,29 @@ fn salvage(raw: &[u8]) -> Option<Salvage> {
 /// the bytes are a response, an ACK, not a request line at all, or have no
 /// top Via whose sent-by parses.
 pub fn error_response(raw: &[u8], err: &ParseError, to_tag: &str) -> Option<Vec<u8>> {
+    error_response_stamped(raw, err, to_tag, |_| false)
+}
+
+/// [`error_response`] with the top via-parm rewritten by `stamp` (the
+/// `received`/`rport` of the request's source, RFC 3581) when it parses
+/// whole; one whose parameters are what is broken is copied as it came.
+pub fn error_response_stamped(
+    raw: &[u8],
+    err: &ParseError,
+    to_tag: &str,
+    stamp: impl FnOnce(&mut Via) -> bool,
+) -> Option<Vec<u8>> {
     let s = salvage(raw)?;
     let mut out = format!("SIP/2.0 {} {}\r\n", err.status_code(), err.reason_phrase());
-    for v in &s.vias {
+    let top = s
+        .vias
+        .first()
+        .and_then(|v| Via::edit_first_of_list(v, stamp));
+    for (i, v) in s.vias.iter().enumerate() {
+        let v = match (i, &top) {
+            (0, Some(stamped)) => stamped,
+            _ => v,
+        };
         out.push_str(&format!("Via: {v}\r\n"));
     }
     if let Some(v) = &s.from {

@@ -126,6 +126,22 @@ impl Via {
         set_param(&mut self.params, name, value);
     }
 
+    /// A Via header value (a comma-separated list) with its first
+    /// via-parm rewritten by `edit` and the others kept, spelled as
+    /// [`crate::sip::SipMessage::set_top_via`] spells them; `None` when
+    /// `edit` leaves it as it came (returns `false`) or it does not parse.
+    /// For answers written without the message model.
+    pub fn edit_first_of_list(value: &str, edit: impl FnOnce(&mut Via) -> bool) -> Option<String> {
+        let items = split_commas(value).ok()?;
+        let mut top = Via::parse(items.first()?).ok()?;
+        if !edit(&mut top) {
+            return None;
+        }
+        let mut parts = vec![top.to_string()];
+        parts.extend(items.iter().skip(1).map(|s| s.trim().to_string()));
+        Some(parts.join(", "))
+    }
+
     /// rsip's transport, `None` for transports rsip does not know.
     pub fn rsip_transport(&self) -> Option<rsip::Transport> {
         self.transport.parse::<rsip::Transport>().ok()
