@@ -113,8 +113,15 @@ impl StreamFramer {
     /// in order.
     pub fn push(&mut self, data: &[u8]) -> Vec<StreamEvent> {
         let mut events = Vec::new();
+        self.push_into(data, &mut events);
+        events
+    }
+
+    /// [`push`](Self::push) into a caller's vector, which a connection
+    /// reuses from read to read (a read of pings then allocates nothing).
+    pub fn push_into(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) {
         if self.failed {
-            return events;
+            return;
         }
         self.buf.extend_from_slice(data);
         loop {
@@ -129,7 +136,6 @@ impl StreamFramer {
                 }
             }
         }
-        events
     }
 
     fn consume(&mut self, n: usize) {
