@@ -58,13 +58,25 @@ pub fn classify(msg: &SipMessage, local: SocketAddr) -> Option<Kind> {
 
 /// The To tag the edge puts on responses it generates: stable for a
 /// Call-ID and From tag, so retransmissions get the same answer.
+pub struct LocalTag(u64);
+
+impl LocalTag {
+    pub fn of(call_id: &str, from_tag: &str) -> LocalTag {
+        LocalTag(fnv1a(&[call_id.as_bytes(), from_tag.as_bytes()]) & 0xffff_ffff_ffff)
+    }
+}
+
+impl std::fmt::Display for LocalTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ska{:012x}", self.0)
+    }
+}
+
+/// [`LocalTag`] of a request.
 pub fn local_tag(msg: &SipMessage) -> String {
     let call_id = msg.call_id().unwrap_or_default();
     let from_tag = msg.from_tag().unwrap_or_default();
-    format!(
-        "ska{:012x}",
-        fnv1a(&[call_id.as_bytes(), from_tag.as_bytes()]) & 0xffff_ffff_ffff
-    )
+    LocalTag::of(&call_id, &from_tag).to_string()
 }
 
 /// What the edge answers, given whether the dialog is known, whether the

@@ -16,8 +16,8 @@
 use std::net::SocketAddr;
 
 use super::{
-    forward::{fnv1a, names, stamp_via},
-    keepalive::{ACCEPT, ALLOW, MAX_ERROR_GROWTH},
+    forward::{names, stamp_via},
+    keepalive::{LocalTag, ACCEPT, ALLOW, MAX_ERROR_GROWTH},
     proxy::Out,
     state::{Counters, Edge},
     transport::Flow,
@@ -263,11 +263,7 @@ impl Edge {
             Via::parse_list(via).ok()?;
         }
         let (from, to, call_id, cseq) = (f.from?, f.to?, f.call_id?, f.cseq?);
-        let from_tag = NameAddr::parse(from)
-            .ok()?
-            .tag()
-            .unwrap_or_default()
-            .to_owned();
+        let from_addr = NameAddr::parse(from).ok()?;
         if NameAddr::parse(to).ok()?.tag().is_some() {
             return None;
         }
@@ -291,7 +287,7 @@ impl Edge {
             return None;
         }
         Counters::bump(&self.counters.options_edge);
-        let tag = fnv1a(&[call_id.as_bytes(), from_tag.as_bytes()]) & 0xffff_ffff_ffff;
+        let tag = LocalTag::of(call_id, from_addr.tag().unwrap_or_default());
         // The top Via as the full path stamps it (RFC 3581, 3261 18.2.1).
         let top = Via::edit_first_of_list(f.vias.first()?, |v| stamp_via(v, src));
         let done = write_answer(
@@ -320,7 +316,7 @@ fn write_answer(
     f: &Fields<'_>,
     top: Option<&str>,
     (from, to, call_id, cseq): (&str, &str, &str, &str),
-    tag: u64,
+    tag: LocalTag,
     raw_len: usize,
 ) -> Option<Fast> {
     use std::io::Write as _;
@@ -330,7 +326,7 @@ fn write_answer(
         put(out, "Via", if i == 0 { top.unwrap_or(via) } else { via });
     }
     put(out, "From", from);
-    write!(out, "To: {to};tag=ska{tag:012x}\r\n").ok()?;
+    write!(out, "To: {to};tag={tag}\r\n").ok()?;
     put(out, "Call-ID", call_id);
     put(out, "CSeq", cseq);
     let bare = out.len();
@@ -636,7 +632,7 @@ mod tests {
                 &f,
                 None,
                 ("<sip:a@b>", "<sip:c@d>", "x", "1 OPTIONS"),
-                1,
+                LocalTag::of("x", ""),
                 100
             ),
             Some(Fast::Dropped)
