@@ -10,6 +10,20 @@ use crate::sip::lex::is_token;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OptionTags(pub Vec<String>);
 
+/// The option tags of a header value in turn, each checked to be a
+/// token; none for a blank value.
+fn tags(value: &str) -> impl Iterator<Item = Result<&str, String>> {
+    let blank = value.trim().is_empty();
+    value.split(',').take_while(move |_| !blank).map(|t| {
+        let t = t.trim_matches(|c| c == ' ' || c == '\t');
+        if is_token(t) {
+            Ok(t)
+        } else {
+            Err(format!("bad option tag {t:?}"))
+        }
+    })
+}
+
 impl OptionTags {
     /// RFC 4028 session timers.
     pub const TIMER: &'static str = "timer";
@@ -21,19 +35,8 @@ impl OptionTags {
     /// Parses a comma-separated list of tokens; an empty value is an empty
     /// list.
     pub fn parse(value: &str) -> Result<OptionTags, String> {
-        if value.trim().is_empty() {
-            return Ok(OptionTags::default());
-        }
-        value
-            .split(',')
-            .map(|t| {
-                let t = t.trim_matches(|c| c == ' ' || c == '\t');
-                if is_token(t) {
-                    Ok(t.to_string())
-                } else {
-                    Err(format!("bad option tag {t:?}"))
-                }
-            })
+        tags(value)
+            .map(|t| t.map(str::to_string))
             .collect::<Result<Vec<_>, _>>()
             .map(OptionTags)
     }
@@ -41,16 +44,9 @@ impl OptionTags {
     /// Whether `value` lists `tag` (any case), refusing the values
     /// [`OptionTags::parse`] refuses, without building the list.
     pub fn parse_contains(value: &str, tag: &str) -> Result<bool, String> {
-        if value.trim().is_empty() {
-            return Ok(false);
-        }
         let mut found = false;
-        for t in value.split(',') {
-            let t = t.trim_matches(|c| c == ' ' || c == '\t');
-            if !is_token(t) {
-                return Err(format!("bad option tag {t:?}"));
-            }
-            found |= t.eq_ignore_ascii_case(tag);
+        for t in tags(value) {
+            found |= t?.eq_ignore_ascii_case(tag);
         }
         Ok(found)
     }

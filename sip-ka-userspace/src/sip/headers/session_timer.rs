@@ -70,64 +70,57 @@ impl SessionExpires {
     }
 
     pub fn parse(value: &str) -> Result<SessionExpires, HeaderError> {
-        let (delta, params) = delta_and_params("Session-Expires", value)?;
-        let mut refresher = None;
         let mut rest = Vec::new();
-        for p in params {
-            if p.name.eq_ignore_ascii_case("refresher") {
-                let r = match p.value.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                    Some("uac") => Refresher::Uac,
-                    Some("uas") => Refresher::Uas,
-                    _ => {
-                        return Err(HeaderError::new(
-                            "Session-Expires",
-                            "refresher must be uac or uas",
-                        ))
-                    }
-                };
-                if refresher.replace(r).is_some() {
-                    return Err(HeaderError::new("Session-Expires", "refresher repeated"));
-                }
-            } else {
-                rest.push(p);
-            }
-        }
+        let (delta, refresher) = session_expires(value, |n, v| {
+            rest.push(Param::new(n, v.map(str::to_string)));
+        })?;
         Ok(SessionExpires {
             delta,
             refresher,
             params: rest,
         })
     }
-}
 
-impl SessionExpires {
     /// The interval and refresher of a Session-Expires value: what
     /// [`SessionExpires::parse`] gives of them, with the same values
     /// refused, without building the other parameters (a session refresh
     /// reads them twice on its way through).
     pub fn parse_brief(value: &str) -> Result<(u32, Option<Refresher>), HeaderError> {
-        let mut refresher = None;
-        let mut bad = None;
-        let delta = delta_each_param("Session-Expires", value, |name, v| {
-            if bad.is_some() || !name.eq_ignore_ascii_case("refresher") {
+        session_expires(value, |_, _| {})
+    }
+}
+
+/// A Session-Expires value's interval and refresher; its other
+/// parameters shown to `other` in turn.
+fn session_expires<'a>(
+    value: &'a str,
+    mut other: impl FnMut(&'a str, Option<&'a str>),
+) -> Result<(u32, Option<Refresher>), HeaderError> {
+    let mut refresher = None;
+    let mut bad = None;
+    let delta = delta_each_param("Session-Expires", value, |name, v| {
+        if !name.eq_ignore_ascii_case("refresher") {
+            other(name, v);
+            return;
+        }
+        if bad.is_some() {
+            return;
+        }
+        let r = match v {
+            Some(v) if v.eq_ignore_ascii_case("uac") => Refresher::Uac,
+            Some(v) if v.eq_ignore_ascii_case("uas") => Refresher::Uas,
+            _ => {
+                bad = Some("refresher must be uac or uas");
                 return;
             }
-            let r = match v {
-                Some(v) if v.eq_ignore_ascii_case("uac") => Refresher::Uac,
-                Some(v) if v.eq_ignore_ascii_case("uas") => Refresher::Uas,
-                _ => {
-                    bad = Some("refresher must be uac or uas");
-                    return;
-                }
-            };
-            if refresher.replace(r).is_some() {
-                bad = Some("refresher repeated");
-            }
-        })?;
-        match bad {
-            Some(reason) => Err(HeaderError::new("Session-Expires", reason)),
-            None => Ok((delta, refresher)),
+        };
+        if refresher.replace(r).is_some() {
+            bad = Some("refresher repeated");
         }
+    })?;
+    match bad {
+        Some(reason) => Err(HeaderError::new("Session-Expires", reason)),
+        None => Ok((delta, refresher)),
     }
 }
 
