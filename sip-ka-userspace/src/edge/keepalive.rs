@@ -76,7 +76,7 @@ impl std::fmt::Display for LocalTag {
 pub fn local_tag(msg: &SipMessage) -> String {
     let call_id = msg.call_id().unwrap_or_default();
     let from_tag = msg.from_tag().unwrap_or_default();
-    LocalTag::of(&call_id, &from_tag).to_string()
+    LocalTag::of(call_id, &from_tag).to_string()
 }
 
 /// What the edge answers, given whether the dialog is known, whether the
