@@ -97,6 +97,17 @@ pub enum Counter {
     /// Answers the userspace responder refused: their source was over
     /// its rate (`rate_limit_pps` / `rate_limit_burst`).
     UserDropRateLimit,
+    /// Datagrams from a banned source the userspace responder dropped
+    /// (`--xdp off`, or a ban not yet seen by XDP).
+    UserDropBanned,
+    /// Packets (UDP and TCP) to a SIP port from a banned source, dropped
+    /// first: one counter per `BanReason`, in its order.
+    DropBanScanner,
+    DropBanAuth,
+    DropBanRefused,
+    DropBanFlood,
+    DropBanList,
+    DropBanManual,
 }
 
 /// Names of the [`Counter`] block, in index order, as printed by
@@ -143,9 +154,16 @@ pub const COUNTER_NAMES: [&str; NAMED_COUNTERS] = [
     "user_stun_bad_fp",
     "user_ignored",
     "user_drop_rate_limit",
+    "user_drop_banned",
+    "drop_ban_scanner",
+    "drop_ban_auth",
+    "drop_ban_refused",
+    "drop_ban_flood",
+    "drop_ban_list",
+    "drop_ban_manual",
 ];
 
-pub const NAMED_COUNTERS: usize = Counter::UserDropRateLimit as usize + 1;
+pub const NAMED_COUNTERS: usize = Counter::DropBanManual as usize + 1;
 /// First index of the per-method SIP request block.
 pub const SIP_METHOD_BASE: u32 = NAMED_COUNTERS as u32;
 /// First index of the edge proxy's block: slots the daemon writes in edge
@@ -185,7 +203,24 @@ mod tests {
             COUNTER_NAMES[Counter::DropRateLimit as usize],
             "drop_rate_limit"
         );
-        assert_eq!(COUNTER_NAMES[NAMED_COUNTERS - 1], "user_drop_rate_limit");
+        assert_eq!(COUNTER_NAMES[NAMED_COUNTERS - 1], "drop_ban_manual");
+        assert_eq!(
+            COUNTER_NAMES[Counter::UserDropBanned as usize],
+            "user_drop_banned"
+        );
+        for r in crate::maps::BanReason::ALL {
+            let i = Counter::DropBanScanner as usize + r as usize;
+            assert_eq!(COUNTER_NAMES[i], alloc_free_name(r.name()));
+        }
+    }
+
+    /// `drop_ban_<reason>`, compared without allocating.
+    fn alloc_free_name(reason: &str) -> &'static str {
+        COUNTER_NAMES
+            .iter()
+            .find(|n| n.strip_prefix("drop_ban_") == Some(reason))
+            .copied()
+            .unwrap_or("")
     }
 
     #[test]

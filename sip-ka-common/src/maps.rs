@@ -11,8 +11,9 @@ pub const MAP_DIALOGS: &str = "DIALOGS";
 pub const MAP_ACL_ALLOW: &str = "ACL_ALLOW";
 pub const MAP_ACL_DENY: &str = "ACL_DENY";
 pub const MAP_RATE: &str = "RATE";
+pub const MAP_BANS: &str = "BANS";
 /// Every map the daemon pins, in the order `sip-ka` lists them.
-pub const PINNED_MAPS: [&str; 8] = [
+pub const PINNED_MAPS: [&str; 9] = [
     MAP_CONFIG,
     MAP_SIP_PORTS,
     MAP_STATS,
@@ -21,6 +22,7 @@ pub const PINNED_MAPS: [&str; 8] = [
     MAP_ACL_ALLOW,
     MAP_ACL_DENY,
     MAP_RATE,
+    MAP_BANS,
 ];
 /// Name of the pinned XDP link inside the pin directory.
 pub const PIN_LINK_PREFIX: &str = "link_";
@@ -31,6 +33,8 @@ pub const PEERS_MAX: u32 = 65_536;
 pub const DIALOGS_MAX: u32 = 1_048_576;
 pub const ACL_MAX: u32 = 4096;
 pub const RATE_MAX: u32 = 65_536;
+/// Bans in force at once (decided, listed and added by hand together).
+pub const BANS_MAX: u32 = 262_144;
 /// `SIP_PORTS` is an array indexed by the UDP port (value 1 = handled).
 pub const SIP_PORTS_MAX: u32 = 65_536;
 
@@ -151,6 +155,95 @@ pub struct RateValue {
     pub last_ns: u64,
 }
 
+/// Why a source is banned: the value of [`BanValue::reason`], and the
+/// offset of its drop counter from [`crate::Counter::DropBanScanner`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BanReason {
+    /// A scanner's User-Agent (friendly-scanner, sipvicious...).
+    Scanner = 0,
+    /// Failed authentications and unknown users, as the PBX answered them.
+    Auth = 1,
+    /// Requests the edge itself refused (malformed, loops, unknown dialogs).
+    Refused = 2,
+    /// More requests per second than any office NAT sends.
+    Flood = 3,
+    /// A static blocklist (`--blocklist`).
+    List = 4,
+    /// Added by the operator (`sip-ka bans add`).
+    Manual = 5,
+}
+
+/// How many [`BanReason`]s there are.
+pub const BAN_REASONS: usize = 6;
+
+impl BanReason {
+    pub const ALL: [BanReason; BAN_REASONS] = [
+        BanReason::Scanner,
+        BanReason::Auth,
+        BanReason::Refused,
+        BanReason::Flood,
+        BanReason::List,
+        BanReason::Manual,
+    ];
+
+    pub const fn from_u32(v: u32) -> BanReason {
+        match v {
+            0 => BanReason::Scanner,
+            1 => BanReason::Auth,
+            2 => BanReason::Refused,
+            3 => BanReason::Flood,
+            4 => BanReason::List,
+            _ => BanReason::Manual,
+        }
+    }
+
+    /// The name in `sip-ka bans`, logs and the metrics' `reason` label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BanReason::Scanner => "scanner",
+            BanReason::Auth => "auth",
+            BanReason::Refused => "refused",
+            BanReason::Flood => "flood",
+            BanReason::List => "list",
+            BanReason::Manual => "manual",
+        }
+    }
+}
+
+/// `BanValue::expires_ns` of a ban that never lifts by itself (a list
+/// entry, or one added by hand without a duration).
+pub const BAN_FOREVER: u64 = u64::MAX;
+
+/// Value of the `BANS` LPM trie, keyed like the ACL (IPv4 mapped, the
+/// prefix length in the trie's key): one entry per banned address or
+/// prefix (IPv6 sources are banned per /64 by default).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanValue {
+    /// CLOCK_MONOTONIC ns at which the ban lifts: the program compares it
+    /// with its clock, so a ban ends on time with no daemon running.
+    /// [`BAN_FOREVER`] never lifts.
+    pub expires_ns: u64,
+    /// When it was decided (CLOCK_REALTIME seconds), for the operator.
+    pub since_unix: u64,
+    /// A [`BanReason`].
+    pub reason: u32,
+    /// The evidence that decided it (failures, requests in the flood
+    /// window; 1 for a scanner, 0 for lists and bans by hand).
+    pub evidence: u32,
+    /// How many times in a row this source was banned: each ban lasts
+    /// twice as long as the one before, up to the configured ceiling.
+    pub strikes: u32,
+    pub _pad: u32,
+    /// The operator's words for a ban by hand (`--reason`), NUL-padded
+    /// UTF-8; empty for the others.
+    pub note: [u8; BAN_NOTE_LEN],
+}
+
+/// Bytes of [`BanValue::note`].
+pub const BAN_NOTE_LEN: usize = 32;
+
 /// An IPv4 address as the 16-byte form used in keys.
 pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
     [
@@ -200,4 +293,5 @@ mod pod {
     unsafe impl aya::Pod for PeerValue {}
     unsafe impl aya::Pod for DialogValue {}
     unsafe impl aya::Pod for RateValue {}
+    unsafe impl aya::Pod for BanValue {}
 }

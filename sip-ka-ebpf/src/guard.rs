@@ -4,12 +4,13 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 use sip_ka_common::{
     config::{ACL_ALLOW_ONLY, ACL_OFF, RATE_LIMIT_MAX},
+    maps::BAN_REASONS,
     maps::{PeerKey, PeerValue, RateValue, KIND_CRLF, KIND_SIP, KIND_STUN},
     Config, Counter,
 };
 
 use crate::{
-    maps::{atomic_add, ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, PEERS, RATE},
+    maps::{atomic_add, ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, BANS, PEERS, RATE},
     parse::{ptr_at, EthHdr, IPV4_MIN_HLEN},
     structs::{Scratch, Udp},
 };
@@ -99,6 +100,26 @@ pub fn acl_refuses(cfg: &Config, s: &Scratch) -> bool {
         return true;
     }
     cfg.acl == ACL_ALLOW_ONLY && ACL_ALLOW.get(&key).is_none()
+}
+
+/// The drop counter of the ban in force on the source, if one is: the
+/// longest matching prefix in BANS, compared with the clock (a ban lifts
+/// on time whether or not a daemon is there to remove it).
+#[inline(always)]
+pub fn banned(s: &Scratch) -> Option<u32> {
+    let key = Key::new(128, s.src);
+    let ban = BANS.get(&key)?;
+    // The tick-grained clock, read only for a source that has an entry.
+    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() };
+    if ban.expires_ns <= now {
+        return None;
+    }
+    let reason = if (ban.reason as usize) < BAN_REASONS {
+        ban.reason
+    } else {
+        BAN_REASONS as u32 - 1
+    };
+    Some(Counter::DropBanScanner as u32 + reason)
 }
 
 const NS: u64 = 1_000_000_000;

@@ -37,8 +37,8 @@ use sip_ka_common::{
 use crate::{
     maps::{atomic_add, config, count, count_index, is_sip_port, DIALOGS, SCRATCH},
     parse::{
-        be16, parse_udp, ptr_at, EthHdr, Ipv4Hdr, UdpHdr, ETH_HLEN, ETH_P_IP, IPPROTO_UDP,
-        IPV4_MIN_HLEN,
+        be16, parse_udp, ptr_at, EthHdr, Ipv4Hdr, Stop, Tcp, UdpHdr, ETH_HLEN, ETH_P_IP,
+        IPPROTO_UDP, IPV4_MIN_HLEN,
     },
     reply::Payload,
     structs::{Scratch, Udp, BUF_LEN},
@@ -49,6 +49,7 @@ pub fn sip_ka(ctx: XdpContext) -> u32 {
     count(Counter::RxPackets);
     let p = match parse_udp(&ctx) {
         Ok(p) => p,
+        Err(Stop::Tcp(t)) => return tcp_segment(&ctx, t),
         Err(stop) => {
             if let Some(c) = stop.counter() {
                 count(c);
@@ -72,11 +73,43 @@ pub fn sip_ka(ctx: XdpContext) -> u32 {
         count(Counter::PassMalformed);
         return xdp_action::XDP_PASS;
     }
+    if let Some(drop) = guard::banned(s) {
+        count_index(drop);
+        return xdp_action::XDP_DROP;
+    }
     if guard::acl_refuses(cfg, s) {
         count(Counter::DropAcl);
         return xdp_action::XDP_DROP;
     }
     on_sip_port(&ctx, cfg, &p, s)
+}
+
+/// A TCP segment to a SIP port (the edge's TCP and TLS listeners share
+/// the UDP ports): dropped when its source is banned, so a banned
+/// scanner's connections never open; passed untouched otherwise.
+#[inline(always)]
+fn tcp_segment(ctx: &XdpContext, t: Tcp) -> u32 {
+    let Ok(ports) = ptr_at::<[u8; 4]>(ctx, t.l4_off) else {
+        return xdp_action::XDP_PASS;
+    };
+    let dport = be16(unsafe { [(*ports)[2], (*ports)[3]] });
+    if !is_sip_port(dport) {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let s = unsafe { &mut *s };
+    if parse::copy_src(ctx, t.l3_off, t.is_v4, s).is_err() {
+        return xdp_action::XDP_PASS;
+    }
+    match guard::banned(s) {
+        Some(drop) => {
+            count_index(drop);
+            xdp_action::XDP_DROP
+        }
+        None => xdp_action::XDP_PASS,
+    }
 }
 
 /// `\r\n\r\n` as the native checksum sum sees it.

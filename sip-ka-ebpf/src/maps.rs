@@ -7,8 +7,8 @@ use aya_ebpf::{
 use sip_ka_common::{
     counters::NUM_COUNTERS,
     maps::{
-        AclAddr, DialogValue, PeerKey, PeerValue, RateValue, ACL_MAX, DIALOGS_MAX, PEERS_MAX,
-        RATE_MAX, SIP_PORTS_MAX,
+        AclAddr, BanValue, DialogValue, PeerKey, PeerValue, RateValue, ACL_MAX, BANS_MAX,
+        DIALOGS_MAX, PEERS_MAX, RATE_MAX, SIP_PORTS_MAX,
     },
     Config, Counter,
 };
@@ -41,6 +41,12 @@ pub static ACL_ALLOW: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
 
 #[map]
 pub static ACL_DENY: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
+
+/// Banned addresses and prefixes, each with its expiry: checked before
+/// anything else on a SIP port (UDP and TCP), written by the daemon's
+/// shield and `sip-ka bans`.
+#[map]
+pub static BANS: LpmTrie<AclAddr, BanValue> = LpmTrie::pinned(BANS_MAX, 0);
 
 /// A bucket per source and CPU (see `guard::over_rate`): written on every
 /// answer, so shared buckets would make the CPUs wait on each other.

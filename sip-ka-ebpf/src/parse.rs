@@ -12,6 +12,7 @@ pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88A8;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_TCP: u8 = 6;
 /// VLAN tags the parser walks through (QinQ).
 pub const MAX_VLAN_DEPTH: usize = 2;
 
@@ -82,8 +83,19 @@ pub fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// A TCP segment: where its headers are. Only the ban table looks at it.
+#[derive(Clone, Copy)]
+pub struct Tcp {
+    pub l3_off: usize,
+    pub l4_off: usize,
+    pub is_v4: bool,
+}
+
 /// Why the walk stopped before a UDP payload to look at.
 pub enum Stop {
+    /// A TCP segment (not a fragment): checked against the bans when it
+    /// goes to a SIP port, passed otherwise.
+    Tcp(Tcp),
     /// Not IP/UDP, or an IPv6 extension header: pass without counting.
     NotUdp,
     /// An IP fragment.
@@ -95,7 +107,7 @@ pub enum Stop {
 impl Stop {
     pub fn counter(&self) -> Option<Counter> {
         match self {
-            Stop::NotUdp => None,
+            Stop::NotUdp | Stop::Tcp(_) => None,
             Stop::Fragment => Some(Counter::PassFragment),
             Stop::Malformed => Some(Counter::PassMalformed),
         }
@@ -137,11 +149,20 @@ pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
             if ver_ihl >> 4 != 4 || ihl < IPV4_MIN_HLEN {
                 return Err(Stop::Malformed);
             }
-            if unsafe { (*ip).proto } != IPPROTO_UDP {
+            let l4 = unsafe { (*ip).proto };
+            // MF set or a non-zero offset: only the kernel can reassemble.
+            let fragment = be16(unsafe { (*ip).frag }) & 0x3fff != 0;
+            if l4 == IPPROTO_TCP && !fragment {
+                return Err(Stop::Tcp(Tcp {
+                    l3_off,
+                    l4_off: l3_off + ihl,
+                    is_v4: true,
+                }));
+            }
+            if l4 != IPPROTO_UDP {
                 return Err(Stop::NotUdp);
             }
-            // MF set or a non-zero offset: only the kernel can reassemble.
-            if be16(unsafe { (*ip).frag }) & 0x3fff != 0 {
+            if fragment {
                 return Err(Stop::Fragment);
             }
             let tot_len = be16(unsafe { (*ip).tot_len }) as usize;
@@ -157,7 +178,15 @@ pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
             }
             // Extension headers (a fragment header among them) are left to
             // the kernel.
-            if unsafe { (*ip).next_header } != IPPROTO_UDP {
+            let next = unsafe { (*ip).next_header };
+            if next == IPPROTO_TCP {
+                return Err(Stop::Tcp(Tcp {
+                    l3_off,
+                    l4_off: l3_off + IPV6_HLEN,
+                    is_v4: false,
+                }));
+            }
+            if next != IPPROTO_UDP {
                 return Err(Stop::NotUdp);
             }
             let plen = be16(unsafe { (*ip).payload_len }) as usize;
@@ -182,6 +211,19 @@ pub fn parse_udp(ctx: &XdpContext) -> Result<Udp, Stop> {
         sport: be16(unsafe { (*udp).source }),
         dport: be16(unsafe { (*udp).dest }),
     })
+}
+
+/// Copies a packet's source address into `s.src`, IPv4 mapped.
+#[inline(always)]
+pub fn copy_src(ctx: &XdpContext, l3_off: usize, is_v4: bool, s: &mut Scratch) -> Result<(), ()> {
+    if is_v4 {
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, l3_off)?;
+        unsafe { put_v4(&mut s.src, &(*ip).src) };
+    } else {
+        let ip: *mut Ipv6Hdr = ptr_at(ctx, l3_off)?;
+        unsafe { s.src = (*ip).src };
+    }
+    Ok(())
 }
 
 /// Copies the packet's addresses into `s.src` / `s.dst` (map memory, not

@@ -6,6 +6,8 @@
 //! * [`responder`]: the userspace UDP keep-alive responder (CRLF, STUN);
 //! * [`sip`]: SIP messages (parsing, typed headers, errors, framing);
 //! * [`edge`]: the edge proxy in front of the PBX;
+//! * [`shield`]: evidence against abusive sources and the bans that
+//!   drop them at XDP;
 //! * [`util`]: the clock and the timer wheel;
 //! * [`metrics`]: the Prometheus endpoint;
 //! * [`lab`]: network-namespace labs for tests, the demo and the bench;
@@ -18,5 +20,6 @@ pub mod lab;
 pub mod logs;
 pub mod metrics;
 pub mod responder;
+pub mod shield;
 pub mod sip;
 pub mod util;

@@ -102,6 +102,20 @@ impl Identity {
 
 /// Calls `f` with every entry `getifaddrs` lists that has a name and an
 /// address, with its interface's name.
+/// Every IP address of every interface of this host (its network
+/// namespace): sources the shield never bans.
+pub fn host_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let _ = for_each_ifaddr(|_, ifa| {
+        if let Some(ip) = sockaddr_ip(ifa.ifa_addr) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    });
+    out
+}
+
 fn for_each_ifaddr(mut f: impl FnMut(&str, &libc::ifaddrs)) -> Result<()> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     if unsafe { libc::getifaddrs(&mut head) } != 0 {

@@ -3,16 +3,16 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use sip_ka_common::{
-    maps::{MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
+    maps::{MAP_BANS, MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
     Config,
 };
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use super::{
     control,
-    run_args::{command, read_file, resolve, OnOff},
+    run_args::{command, read_file, resolve, shield_settings, OnOff},
     settings,
 };
 use crate::{
@@ -22,6 +22,7 @@ use crate::{
     bpf::pins,
     edge,
     responder::{self, Shared},
+    shield::{self, Prefix, Shield},
     util::lock::lock,
 };
 
@@ -137,7 +138,25 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
         }
         None => None,
     };
+    // The shield: bans for every mode (lists, by hand, other edges'),
+    // evidence in edge mode. Never the PBX or this host.
+    let bans_map: shield::writer::BansMap =
+        LpmTrie::try_from(bpf.take_map(MAP_BANS).context("BANS map missing")?)?;
+    let settings = match &edge_cfg {
+        Some(c) => c.shield.clone(),
+        None => shield_settings(&args)?,
+    };
+    let mut spared: Vec<Prefix> = crate::bpf::iface::host_addresses()
+        .into_iter()
+        .chain(args.listen.iter().map(|a| a.ip()))
+        .chain(args.upstream.map(|a| a.ip()))
+        .map(Prefix::host)
+        .collect();
+    spared.dedup();
+    let shield = Shield::new(settings.policy.clone(), spared);
+    shield.configure(&settings);
     let dialog_opts = edge::DialogOptions {
+        shield: edge_cfg.is_some().then(|| shield.clone()),
         state_dir: Some(
             args.state_dir
                 .clone()
@@ -165,7 +184,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let shared = Shared::new(cfg);
+    let shared = Shared::with_bans(cfg, shield.table.clone());
     let state = control::State {
         fast_src: config_keys::KEYS
             .iter()
@@ -188,6 +207,17 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
             }
             Err(e) => log::warn!("aya-log: {e}; XDP program logs are not forwarded"),
         }
+        // Bans a previous run left in BANS and the lists, before serving.
+        let mut writer = shield::writer::Writer::new(shield.clone(), Some(bans_map), None);
+        writer.start();
+        if let Some(changes) = shield.take_changes() {
+            tokio::spawn(shield::writer::run(writer, changes));
+        }
+        log::info!(
+            "shield: {} ban(s) in force; evidence {}",
+            shield.table.len(),
+            if settings.policy.enabled { "on" } else { "off" }
+        );
         let edge = match (edge_cfg, dialogs_sink) {
             (Some(cfg), Some(sink)) => {
                 Some(edge::start_with(cfg, dialog_opts, sink, Some(shared.clone())).await?)
@@ -206,6 +236,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
                 fast_path: Some(Box::new(crate::metrics::PinnedMaps::open(&pin_dir)?)),
                 responder: Some(shared.clone()),
                 edge: edge.clone(),
+                shield: Some(shield.clone()),
                 build: crate::metrics::BuildInfo {
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     xdp_mode: crate::metrics::xdp_mode_label(attached.as_deref()).to_string(),
@@ -259,6 +290,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
                 _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => {
+                    shield.reload_lists();
                     let d = daemon.clone();
                     let _ = tokio::task::spawn_blocking(move || d.reload()).await;
                 }

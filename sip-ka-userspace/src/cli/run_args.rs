@@ -191,8 +191,97 @@ pub struct RunArgs {
     /// monitoring network reaches.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Gather evidence against sources and ban them (edge mode): failed
+    /// logins and unknown users the PBX answers, the edge's own refusals,
+    /// scanners' User-Agents, floods. `off` keeps the bans by list, by
+    /// hand and from other edges. Changes live.
+    #[arg(long, value_enum, default_value = "on")]
+    pub shield: OnOff,
+    /// Failures (403; 404 for a user; 401/407 to a request with
+    /// credentials; the edge's refusals) within --ban-find-time that ban
+    /// a source (fail2ban's maxretry). Changes live.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub ban_max_retry: u32,
+    /// The window failures are counted over, in seconds. Changes live.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub ban_find_time: u64,
+    /// Length of a first ban in seconds; each further ban of the same
+    /// source lasts twice as long, up to --ban-time-max. Changes live.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub ban_time: u64,
+    /// Longest ban, in seconds. Changes live.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    pub ban_time_max: u64,
+    /// SIP requests from one source within --ban-flood-window that ban
+    /// it as a flood (keep-alives the edge or XDP answers do not count; 0
+    /// = never). Far above an office NAT's registration storm. Changes live.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub ban_flood_requests: u32,
+    /// The flood window, in seconds. Changes live.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub ban_flood_window: u64,
+    /// A User-Agent substring (any case) that bans a source at its first
+    /// request (repeatable; replaces the built-in list of scanners:
+    /// friendly-scanner, sipvicious, sipcli, VaxSIPUserAgent, pplsip, ...;
+    /// one empty value turns the check off). Changes live.
+    #[arg(long = "ban-user-agent", value_name = "TEXT",
+          default_values = crate::shield::evidence::SCANNER_USER_AGENTS)]
+    pub ban_user_agents: Vec<String>,
+    /// IPv6 sources are judged and banned per prefix of this length (a
+    /// /64 is one subscriber). Changes live.
+    #[arg(long = "ban-ipv6-prefix", value_name = "LEN", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ban_ipv6_prefix: u8,
+    /// Most sources the shield keeps evidence on at once (about 100 bytes
+    /// each; the oldest go first). Changes live.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub ban_max_sources: usize,
+    /// An address or CIDR never banned (repeatable): an office NAT the
+    /// operator trusts. The PBX, the host's addresses and loopback never
+    /// are. Changes live.
+    #[arg(long = "never-ban", value_name = "CIDR")]
+    pub never_ban: Vec<crate::shield::Prefix>,
+    /// A file of addresses or CIDRs to drop (repeatable; one per line,
+    /// `#`/`;` comments, `ipset save` lines as the APIBAN client keeps):
+    /// read again when it changes, on SIGHUP and on a live change.
+    #[arg(long = "blocklist", value_name = "FILE")]
+    pub blocklists: Vec<PathBuf>,
     #[command(flatten)]
     pub pin: PinDir,
+}
+
+/// The shield's settings from the arguments (edge mode gathers evidence
+/// when `--shield on`; offload mode never does, its bans come from lists,
+/// by hand and from other edges).
+pub(super) fn shield_settings(args: &RunArgs) -> Result<crate::shield::Settings> {
+    let secs = Duration::from_secs;
+    if args.ban_time == 0 || args.ban_find_time == 0 || args.ban_flood_window == 0 {
+        bail!("--ban-time, --ban-find-time and --ban-flood-window must be at least 1 second");
+    }
+    if args.ban_time_max < args.ban_time {
+        bail!("--ban-time-max must be at least --ban-time");
+    }
+    Ok(crate::shield::Settings {
+        policy: crate::shield::Policy {
+            enabled: args.shield == OnOff::On && args.mode == Mode::Edge,
+            max_retry: args.ban_max_retry,
+            find_time: secs(args.ban_find_time),
+            ban_time: secs(args.ban_time),
+            ban_time_max: secs(args.ban_time_max),
+            flood_requests: args.ban_flood_requests,
+            flood_window: secs(args.ban_flood_window),
+            user_agents: args
+                .ban_user_agents
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            v6_prefix: args.ban_ipv6_prefix,
+            max_sources: args.ban_max_sources.max(1),
+        },
+        never_ban: args.never_ban.clone(),
+        blocklists: args.blocklists.clone(),
+    })
 }
 
 /// The edge's configuration from the arguments (`None` in offload mode),
@@ -232,6 +321,7 @@ pub(super) fn edge_config(args: &RunArgs) -> Result<Option<edge::EdgeConfig>> {
                     pending_registers: args.max_pending_registers,
                     pending_register_bytes: args.max_pending_register_bytes,
                 },
+                shield: shield_settings(args)?,
             };
             cfg.check()?;
             Some(cfg)

@@ -72,6 +72,18 @@ pub const LIVE_KEYS: &[&str] = &[
     "dialog_idle_timeout",
     "log_level",
     "sip_port",
+    "shield",
+    "ban_max_retry",
+    "ban_find_time",
+    "ban_time",
+    "ban_time_max",
+    "ban_flood_requests",
+    "ban_flood_window",
+    "ban_user_agent",
+    "ban_ipv6_prefix",
+    "ban_max_sources",
+    "never_ban",
+    "blocklist",
 ];
 
 /// A flag's values as the command line would carry them.

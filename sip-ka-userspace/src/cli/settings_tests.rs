@@ -63,6 +63,18 @@ keep_attached = true
 pin_dir = "/sys/fs/bpf/edge1"
 udp_crlf = "drop"
 rate_limit_pps = 50
+shield = "off"
+ban_max_retry = 5
+ban_find_time = 300
+ban_time = 120
+ban_time_max = 3600
+ban_flood_requests = 500
+ban_flood_window = 1
+ban_user_agent = ["friendly-scanner", "evil"]
+ban_ipv6_prefix = 56
+ban_max_sources = 5000
+never_ban = ["198.51.100.0/24"]
+blocklist = ["/etc/sip-ka/apiban.list"]
 "#;
 
 #[test]

@@ -30,6 +30,8 @@ pub struct EdgeConfig {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Caps on what unauthenticated requests can make the edge keep.
     pub state: StateLimits,
+    /// Evidence thresholds, never-ban prefixes, blocklists.
+    pub shield: crate::shield::Settings,
 }
 
 /// Caps on the tables any sender can grow: INVITEs the PBX has not
@@ -154,6 +156,7 @@ impl EdgeConfig {
             options_pbx: OptionsPolicy::default(),
             tls: None,
             state: StateLimits::default(),
+            shield: crate::shield::Settings::default(),
         }
     }
 
@@ -265,6 +268,9 @@ pub struct DialogOptions {
     /// `--state-store` and `--node-id`: dialogs, bindings and the
     /// flow-token key shared with other edges.
     pub store: Option<super::store::StoreConfig>,
+    /// The shield the edge feeds evidence to and checks sources against
+    /// (`None`: no evidence, no bans).
+    pub shield: Option<std::sync::Arc<crate::shield::Shield>>,
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::{responder::Shared, util::clock};
 pub mod bindings;
 pub mod config;
 pub mod dialog;
+pub mod evidence;
 pub mod forward;
 pub mod keepalive;
 mod live;
@@ -94,6 +95,7 @@ pub async fn start_with(
     };
     let mut edge = Edge::with_options(cfg, &opts, sink, responder, clock::now_ms())?;
     edge.tls = tls;
+    edge.shield = opts.shield.clone();
     let store = match &opts.store {
         Some(sc) => Some(store::start::attach(&mut edge, sc, opts.state_dir.as_deref()).await?),
         None => None,

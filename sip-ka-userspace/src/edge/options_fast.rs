@@ -55,6 +55,7 @@ struct Fields<'a> {
     cseq: Option<&'a str>,
     max_forwards: Option<&'a str>,
     content_length: Option<&'a str>,
+    user_agent: Option<&'a str>,
 }
 
 /// Where a header field goes.
@@ -67,6 +68,8 @@ enum Role {
     MaxForwards,
     ContentLength,
     Contact,
+    /// Read by the shield only (a scanner's goes the full path).
+    UserAgent,
     /// Read by nothing on this path (nor on the full path for an OPTIONS
     /// to the edge): capabilities, identification, extension fields.
     Ignored,
@@ -86,7 +89,8 @@ fn role(name: &str) -> Option<Role> {
         "Max-Forwards" => Some(Role::MaxForwards),
         "Content-Length" | "l" => Some(Role::ContentLength),
         "Contact" | "m" => Some(Role::Contact),
-        "Accept" | "User-Agent" | "Allow" | "Supported" | "k" => Some(Role::Ignored),
+        "User-Agent" => Some(Role::UserAgent),
+        "Accept" | "Allow" | "Supported" | "k" => Some(Role::Ignored),
         _ => None,
     };
     if quick.is_some() {
@@ -102,9 +106,10 @@ fn role(name: &str) -> Option<Role> {
         Some("Max-Forwards") => Some(Role::MaxForwards),
         Some("Content-Length") => Some(Role::ContentLength),
         Some("Contact") => Some(Role::Contact),
+        Some("User-Agent") => Some(Role::UserAgent),
         Some(
             "Accept" | "Accept-Encoding" | "Accept-Language" | "Allow" | "Allow-Events"
-            | "Supported" | "User-Agent" | "Date" | "Organization" | "Subject",
+            | "Supported" | "Date" | "Organization" | "Subject",
         ) => Some(Role::Ignored),
         Some(_) => None,
     }
@@ -202,6 +207,7 @@ fn read(raw: &[u8], max_headers: usize) -> Option<(&str, Fields<'_>, usize)> {
             Role::MaxForwards => once(&mut f.max_forwards, value)?,
             Role::ContentLength => once(&mut f.content_length, value)?,
             Role::Contact => Contact::parse_list(value).ok().map(|_| ())?,
+            Role::UserAgent => f.user_agent = Some(value),
             Role::Ignored => {}
         }
     }
@@ -250,6 +256,10 @@ impl Edge {
             return None;
         }
         let (uri, f, body_len) = read(raw, limits.max_headers)?;
+        // A scanner's ping is the shield's: the full path bans it.
+        if f.user_agent.is_some_and(|ua| self.is_scanner(ua)) {
+            return None;
+        }
         // The full parse's checks (RFC 3261 19.1.5, 20), and what decides
         // it is an OPTIONS to the edge: no user part, the edge's address.
         let uri = parse_request_uri(uri).ok()?;

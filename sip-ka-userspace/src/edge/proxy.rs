@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use super::{
     config::OptionsPolicy,
+    evidence::{has_credentials, VIA_CREDENTIALS},
     forward::{self, fnv1a, via_param, Hop},
     keepalive::{self, Kind, MAX_ERROR_GROWTH},
     ms_keepalive::{self, MsKeepAliveOffer},
@@ -15,6 +16,7 @@ use super::{
 use crate::{
     edge::session_timer::RequestAction,
     logs, responder,
+    shield::Evidence,
     sip::{
         is_crlf_keepalive, parse_message, response::error_response_stamped, Framing, Method,
         NameAddr, SipMessage,
@@ -45,6 +47,9 @@ struct Inbound {
     mka: MsKeepAliveOffer,
     /// Our To tag, for the answers the edge generates.
     tag: String,
+    /// Set when the edge refused the request itself (evidence against
+    /// its sender).
+    refused: std::cell::Cell<bool>,
 }
 
 impl Inbound {
@@ -58,6 +63,7 @@ impl Inbound {
     /// from.
     fn refuse(&self, code: u16, reason: &str) -> Out {
         let call_id = self.msg.call_id();
+        self.refused.set(true);
         logs::edge_refused(call_id, format_args!("{code} {reason} to {}", self.src));
         self.msg
             .response(code, reason, Some(&self.tag))
@@ -103,6 +109,7 @@ impl Edge {
             }
             Ok(msg) => self.response(msg, src, local, now_ms),
             Err(err) => {
+                self.observe(src, Evidence::Refusal, now_ms);
                 let tag = format!("ska{:012x}", fnv1a(&[raw]) & 0xffff_ffff_ffff);
                 let stamp = |v: &mut _| forward::stamp_via(v, src.peer());
                 match error_response_stamped(raw, &err, &tag, stamp) {
@@ -142,6 +149,9 @@ impl Edge {
         now_ms: u64,
     ) -> Out {
         let from_pbx = src == Flow::Udp(self.cfg.upstream);
+        if !from_pbx && self.screen(&msg, src, now_ms) {
+            return None;
+        }
         let mka = if from_pbx {
             msg.remove_header("ms-keep-alive");
             MsKeepAliveOffer::None
@@ -152,6 +162,10 @@ impl Edge {
             if let Some(answer) = self.answer_keepalive(&msg, raw_len, src, local, mka, now_ms) {
                 return answer;
             }
+            // Keep-alives aside, every request counts toward a flood.
+            if self.count_request(src, now_ms) {
+                return None;
+            }
         }
         let inbound = Inbound {
             tag: keepalive::local_tag(&msg),
@@ -159,6 +173,7 @@ impl Edge {
             src,
             local,
             mka,
+            refused: std::cell::Cell::new(false),
         };
         // The ACK for a final response the edge generated itself (483, 482,
         // 422, 430, 404) carries the edge's To tag: it ends there.
@@ -173,7 +188,11 @@ impl Edge {
         if from_pbx {
             self.request_from_pbx(&inbound, fwd, &popped, now_ms)
         } else {
-            self.request_from_ua(&inbound, fwd, now_ms)
+            let out = self.request_from_ua(&inbound, fwd, now_ms);
+            if inbound.refused.get() {
+                self.observe(src, Evidence::Refusal, now_ms);
+            }
+            out
         }
     }
 
@@ -215,6 +234,9 @@ impl Edge {
         // Not idle (--dialog-idle-timeout).
         dialogs.touch(msg, Some(src), now_ms);
         drop(dialogs);
+        if kind == Kind::InDialog && !known {
+            self.observe(src, Evidence::UnknownDialog, now_ms);
+        }
         Counters::bump(match kind {
             Kind::InDialog if known => &c.ka_in_dialog_ok,
             Kind::InDialog => &c.ka_unknown_dialog,
@@ -521,6 +543,10 @@ impl Edge {
         if req.method() == Some(&Method::Register) && self.outbound_register(req) {
             hop.via_params.push((VIA_OUTBOUND, "1".to_string()));
         }
+        // The PBX's 401/407 to it is then a failed login, not a challenge.
+        if ua == src && has_credentials(req) {
+            hop.via_params.push((VIA_CREDENTIALS, "1".to_string()));
+        }
         hop
     }
 
@@ -571,6 +597,9 @@ impl Edge {
             },
             None => Flow::Udp(next),
         };
+        if from_pbx && self.on_pbx_answer(&ours, &msg, dest.peer(), now_ms) {
+            return None;
+        }
         if via_param(&ours, VIA_MS_KEEPALIVE).is_some() {
             msg.push_header(
                 "ms-keep-alive",
@@ -626,6 +655,7 @@ mod tests {
                 options_pbx: Default::default(),
                 tls: None,
                 state: Default::default(),
+                shield: Default::default(),
             },
             Box::new(NoSink),
             None,

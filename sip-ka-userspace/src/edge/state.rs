@@ -41,6 +41,8 @@ pub struct Edge {
     pub responder: Option<Arc<Shared>>,
     /// The state shared with other edges (`--state-store`).
     pub store: Option<Arc<Store>>,
+    /// Evidence against sources and the bans in force (`--shield`).
+    pub shield: Option<Arc<crate::shield::Shield>>,
 }
 
 impl Edge {
@@ -70,6 +72,7 @@ impl Edge {
             bindings,
             responder,
             store: None,
+            shield: None,
         }
     }
 

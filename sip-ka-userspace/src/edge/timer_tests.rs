@@ -482,6 +482,7 @@ fn persistent_edge(dir: &StateDir, map: &FakeMap, reap: bool, idle: Option<Durat
             state_dir: Some(dir.0.clone()),
             idle_timeout: idle,
             store: None,
+            shield: None,
         },
         Box::new(map.clone()),
         None,

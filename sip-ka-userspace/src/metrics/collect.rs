@@ -12,7 +12,7 @@ use sip_ka_common::{
 };
 
 use super::{
-    families::{self, Kind, BUILD, CONNECTIONS, DIALOGS, PBX_RTT, PEERS},
+    families::{self, Kind, BANNED, BANS, BUILD, CONNECTIONS, DIALOGS, EVIDENCE, PBX_RTT, PEERS},
     mapping::{edge_series, stats_series, Labels, Series},
 };
 use crate::{
@@ -78,6 +78,8 @@ pub struct Sources {
     pub responder: Option<Arc<Shared>>,
     /// Edge mode only: without it the edge families are absent.
     pub edge: Option<Arc<Edge>>,
+    /// The bans and their evidence.
+    pub shield: Option<Arc<crate::shield::Shield>>,
     pub build: BuildInfo,
 }
 
@@ -158,7 +160,31 @@ pub fn gather(src: &Sources) -> Result<Vec<Sample>> {
     if let Some(e) = &src.edge {
         out.extend(edge_samples(e));
     }
+    if let Some(s) = &src.shield {
+        out.extend(shield_samples(s));
+    }
     Ok(out)
+}
+
+fn shield_samples(s: &crate::shield::Shield) -> Vec<Sample> {
+    use sip_ka_common::maps::BanReason;
+    let now = crate::util::clock::now_ms();
+    let in_force = s.table.by_reason(now);
+    let mut out = Vec::new();
+    for r in BanReason::ALL {
+        out.push(Sample {
+            family: BANS,
+            labels: vec![("reason", r.name().to_string())],
+            value: Value::Counter(s.bans_of(r)),
+        });
+        out.push(gauge(
+            BANNED,
+            &[("reason", r.name())],
+            in_force[r as usize] as f64,
+        ));
+    }
+    out.push(gauge(EVIDENCE, &[], s.evidence_size().0 as f64));
+    out
 }
 
 fn edge_samples(e: &Edge) -> Vec<Sample> {

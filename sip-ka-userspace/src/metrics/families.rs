@@ -55,6 +55,9 @@ pub const PBX_UP: &str = "sipka_pbx_up";
 pub const STORE_UP: &str = "sipka_edge_store_up";
 pub const REPLICAS: &str = "sipka_edge_dialog_replicas";
 pub const PBX_RTT: &str = "sipka_pbx_rtt_seconds";
+pub const BANS: &str = "sipka_bans";
+pub const BANNED: &str = "sipka_banned_sources";
+pub const EVIDENCE: &str = "sipka_shield_sources";
 
 pub const ALL: &[Family] = &[
     Family {
@@ -124,6 +127,22 @@ pub const ALL: &[Family] = &[
         "Requests the edge answered with an error instead of forwarding them, by reason \
          (malformed: 400/505/513, too_many_hops: 483, loop: 482, unroutable: 404, \
          session_timer: 422/481)",
+    ),
+    counter(
+        "sipka_responder_banned_dropped",
+        "Datagrams from banned sources the userspace responder dropped (--xdp off, or a ban \
+         XDP had not seen yet)",
+    ),
+    counter(
+        BANS,
+        "Bans put in force, by reason (scanner: a scanner's User-Agent, auth: failed logins \
+         and unknown users as the PBX answered them, refused: requests the edge refused, \
+         flood: too many requests, list: --blocklist, manual: sip-ka bans add)",
+    ),
+    gauge(BANNED, "Addresses and prefixes banned now, by reason"),
+    gauge(
+        EVIDENCE,
+        "Sources the shield keeps evidence on (capped by --ban-max-sources)",
     ),
     counter(
         "sipka_edge_dropped",

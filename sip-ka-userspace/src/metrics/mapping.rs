@@ -103,6 +103,13 @@ pub fn stats_series(index: u32) -> Option<Series> {
         "user_stun_bad_fp" => keepalive("responder", "stun", "invalid"),
         "user_ignored" => series("sipka_responder_ignored", &[]),
         "user_drop_rate_limit" => series("sipka_responder_rate_limited", &[]),
+        "user_drop_banned" => series("sipka_responder_banned_dropped", &[]),
+        "drop_ban_scanner" => xdp_packets("dropped", "banned_scanner"),
+        "drop_ban_auth" => xdp_packets("dropped", "banned_auth"),
+        "drop_ban_refused" => xdp_packets("dropped", "banned_refused"),
+        "drop_ban_flood" => xdp_packets("dropped", "banned_flood"),
+        "drop_ban_list" => xdp_packets("dropped", "banned_list"),
+        "drop_ban_manual" => xdp_packets("dropped", "banned_manual"),
         _ => return None,
     })
 }
@@ -132,6 +139,9 @@ pub fn edge_series(name: &str) -> Option<Series> {
         "error_answers_dropped" => dropped("error_too_large"),
         "answers_dropped_size" => dropped("answer_too_large"),
         "responses_refused" => dropped("forged_response"),
+        "banned_dropped" => dropped("banned"),
+        "scanners_dropped" => dropped("scanner"),
+        "banned_conns_closed" => closed("banned"),
         "flow_failed" => series("sipka_edge_flow_failed", &[]),
         "acks_absorbed" => series("sipka_edge_acks_absorbed", &[]),
         "other" => series("sipka_edge_keepalives_to_responder", &[]),

@@ -98,6 +98,7 @@ fn offload_page_has_every_fast_path_counter_and_no_edge_family() {
         fast_path: Some(fake()),
         responder: Some(responder),
         edge: None,
+        shield: None,
         build: build(),
     });
     // One sample per STATS slot below the edge block, plus build info and peers.
@@ -162,6 +163,7 @@ fn edge_page_has_the_edge_counters_and_gauges() {
         fast_path: None,
         responder: None,
         edge: Some(e.clone()),
+        shield: None,
         build: build(),
     };
     let p = page(&src);
@@ -283,6 +285,10 @@ fn dashboard_queries_only_what_a_scrape_shows() {
         fast_path: Some(fake()),
         responder: Some(Shared::new(Config::DEFAULT)),
         edge: Some(e),
+        shield: Some(crate::shield::Shield::new(
+            crate::shield::Policy::default(),
+            Vec::new(),
+        )),
         build: build(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,7 @@ use crate::{
         limit::Limiter,
         stun::Outcome,
     },
+    shield::BanTable,
     util::clock,
 };
 
@@ -33,14 +34,22 @@ pub struct Shared {
     pub config: RwLock<Config>,
     /// Per-source answer buckets (`rate_limit_pps`, `rate_limit_burst`).
     pub limiter: Limiter,
+    /// The bans in force: a banned source gets no answer.
+    pub bans: Arc<BanTable>,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
+        Shared::with_bans(config, Arc::default())
+    }
+
+    /// A responder that drops what comes from sources banned in `bans`.
+    pub fn with_bans(config: Config, bans: Arc<BanTable>) -> Arc<Shared> {
         Arc::new(Shared {
             counters: UserCounters::default(),
             config: RwLock::new(config),
             limiter: Limiter::default(),
+            bans,
         })
     }
 
@@ -80,6 +89,7 @@ const USER_COUNTERS: [Counter; 7] = [
 pub struct Tally {
     counts: [u64; USER_COUNTERS.len()],
     rate_limited: u64,
+    banned: u64,
 }
 
 impl Tally {
@@ -100,6 +110,9 @@ impl Tally {
         if self.rate_limited > 0 {
             counters.add_rate_limited(std::mem::take(&mut self.rate_limited));
         }
+        if self.banned > 0 {
+            counters.add(Counter::UserDropBanned, std::mem::take(&mut self.banned));
+        }
     }
 }
 
@@ -117,6 +130,10 @@ pub fn answer_into(
     out: &mut Vec<u8>,
 ) -> bool {
     out.clear();
+    if !shared.bans.is_empty() && shared.bans.is_banned(src.ip(), clock::now_ms()) {
+        tally.banned += 1;
+        return false;
+    }
     let sent = if msg == b"\r\n\r\n" {
         tally.bump(Counter::UserCrlfPing);
         if Action::from_u32(cfg.udp_crlf) == Action::Drop || !answerable(&src) {

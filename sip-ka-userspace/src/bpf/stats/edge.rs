@@ -67,12 +67,19 @@ counters! {
     dialogs_claimed: "Dialogs this edge took over from another (their traffic came here, or their owner's lease lapsed).",
     dialogs_released: "Dialogs another edge took over from this one.",
     dialogs_replicated: "Changes of other edges' dialogs and bindings applied here.",
+    banned_dropped: "Messages and connections from banned sources dropped by the edge itself (what XDP did not drop).",
+    scanners_dropped: "Requests with a scanner's User-Agent dropped (their source banned).",
+    banned_conns_closed: "Open connections closed because their source was banned.",
     answers_dropped_size: "The edge's own answers to UDP requests (keep-alives, refusals) not sent: more than MAX_ERROR_GROWTH bytes larger than the request, even without the capability headers.",
 }
 
 impl Counters {
     pub fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
     }
 }
 

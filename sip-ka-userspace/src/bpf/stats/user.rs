@@ -14,7 +14,7 @@ pub struct UserCounters {
     slots: [AtomicU64; USER_SLOTS.len()],
 }
 
-const USER_SLOTS: [Counter; 8] = [
+const USER_SLOTS: [Counter; 9] = [
     Counter::UserCrlfPing,
     Counter::UserCrlfPongSent,
     Counter::UserStunReq,
@@ -23,6 +23,7 @@ const USER_SLOTS: [Counter; 8] = [
     Counter::UserStunBadFp,
     Counter::UserIgnored,
     Counter::UserDropRateLimit,
+    Counter::UserDropBanned,
 ];
 
 impl UserCounters {

@@ -419,6 +419,15 @@ impl Transports {
         id
     }
 
+    /// Closes every connection whose peer is inside `prefix` (its source
+    /// was banned): dropping its queue ends its task. How many.
+    pub fn close_within(&self, prefix: &crate::shield::Prefix) -> usize {
+        let mut conns = lock(&self.conns);
+        let before = conns.len();
+        conns.retain(|_, c| !prefix.contains(c.peer.ip()));
+        before - conns.len()
+    }
+
     pub fn remove_conn(&self, id: u64) {
         lock(&self.conns).remove(&id);
     }

@@ -51,6 +51,10 @@ pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>
                 continue;
             }
         };
+        if edge.drops_banned(peer, crate::util::clock::now_ms()) {
+            drop(sock);
+            continue;
+        }
         let st = edge.tun().streams;
         let (total, from_ip) = edge.transports.conn_counts(peer.ip());
         if total >= st.max_conns || from_ip >= st.max_conns_per_ip {

@@ -58,6 +58,10 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
             if tx.len() == BATCH {
                 send(&mut tx, fd, &local);
             }
+            // What XDP did not drop (`--xdp off`, a ban an instant old).
+            if edge.drops_banned(src, clock::now_ms()) {
+                continue;
+            }
             // An OPTIONS ping is answered straight into the send batch.
             if let Some(buf) = tx.next_buf() {
                 match edge.answer_options_fast(datagram, src, local, buf) {
