@@ -30,6 +30,7 @@ pub mod config;
 pub mod dialog;
 pub mod evidence;
 pub mod forward;
+mod hop;
 pub mod keepalive;
 mod live;
 pub mod ms_keepalive;

@@ -14,7 +14,12 @@ use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
 use sip_ka_common::maps::{AclAddr, BanReason, BanValue, BAN_FOREVER, BAN_NOTE_LEN};
 use tokio::sync::mpsc;
 
-use super::{blocklist, Ban, Change, Prefix, Shield, FOREVER};
+use super::{
+    blocklist,
+    prefix::Prefix,
+    state::{Change, Shield},
+    table::{Ban, FOREVER},
+};
 use crate::util::{clock, lock::lock};
 
 pub type BansMap = LpmTrie<MapData, AclAddr, BanValue>;
@@ -115,13 +120,6 @@ pub fn read_map(map: &BansMap, c: &Clocks) -> Vec<Ban> {
         .filter_map(|r| r.ok())
         .map(|(k, v)| c.from_map(Prefix::new(k.data(), k.prefix_len() as u8), &v))
         .collect()
-}
-
-/// The blocklists and whether they must be read again.
-#[derive(Default)]
-pub struct Lists {
-    pub paths: Vec<PathBuf>,
-    pub reload: bool,
 }
 
 /// The writer's state.
