@@ -27,7 +27,7 @@ use sip_ka_common::{
     callid_hash,
     config::{ACL_ALLOW_ONLY, ACL_DENY, ACL_OFF},
     counters::{sip_request_index, NAMED_COUNTERS},
-    maps::{v4_mapped, DialogValue, RateValue, DIALOG_CONFIRMED},
+    maps::{v4_mapped, BanReason, BanValue, DialogValue, RateValue, BAN_FOREVER, DIALOG_CONFIRMED},
     sip::Method,
     stun::{
         ATTR_MESSAGE_INTEGRITY, ATTR_SOFTWARE, ATTR_USERNAME, BINDING_SUCCESS, MAX_AMPLIFICATION,
@@ -1241,4 +1241,171 @@ fn bad_checksums_never_move_a_dialog() {
         assert!(after.last_ka_ns > before.last_ka_ns, "{name}");
         assert_eq!(sip_seen(&h), seen_before + 1, "{name}: the peer is noted");
     }
+}
+
+/// A TCP SYN from `src` to `dst` (port `dport`), built by etherparse.
+fn tcp_syn(src: IpAddr, dst: IpAddr, dport: u16) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+    let b = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let b = b.tcp(40001, dport, 1, 64240).syn();
+    let mut out = Vec::with_capacity(b.size(0));
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+fn ban_value(reason: BanReason, expires_ns: u64) -> BanValue {
+    BanValue {
+        expires_ns,
+        reason: reason as u32,
+        ..BanValue::default()
+    }
+}
+
+fn drop_ban(reason: BanReason) -> Counter {
+    match reason {
+        BanReason::Scanner => Counter::DropBanScanner,
+        BanReason::Auth => Counter::DropBanAuth,
+        BanReason::Refused => Counter::DropBanRefused,
+        BanReason::Flood => Counter::DropBanFlood,
+        BanReason::List => Counter::DropBanList,
+        BanReason::Manual => Counter::DropBanManual,
+    }
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn a_banned_source_is_dropped_first_over_udp_and_tcp() {
+    let mut h = harness();
+    let client = IpAddr::V4(CLIENT_V4);
+    let server = IpAddr::V4(SERVER_V4);
+    let ping = v4(CRLF_PING);
+    let stun = v4(&Stun::binding_request(TXID).fingerprint().build());
+    let options = v4(&sip_request("OPTIONS", false, "", ""));
+    // Not banned yet: answered, passed.
+    assert_eq!(h.run(&ping.build()).unwrap().action, XDP_TX);
+    assert_eq!(
+        h.run(&tcp_syn(client, server, 5060)).unwrap().action,
+        XDP_PASS
+    );
+    h.ban(
+        128,
+        v4_mapped(CLIENT_V4.octets()),
+        ban_value(BanReason::Auth, BAN_FOREVER),
+    )
+    .unwrap();
+    let d = Delta::new(&h);
+    for pkt in [ping.build(), stun.build(), options.build()] {
+        assert_eq!(h.run(&pkt).unwrap().action, XDP_DROP);
+    }
+    // TCP to the SIP port: the handshake never reaches the stack.
+    assert_eq!(
+        h.run(&tcp_syn(client, server, 5060)).unwrap().action,
+        XDP_DROP
+    );
+    d.expect(&h, "banned", &[(Counter::DropBanAuth, 4)]);
+    // Not a SIP port: none of the program's business, banned or not.
+    let d = Delta::new(&h);
+    assert_eq!(
+        h.run(&tcp_syn(client, server, 443)).unwrap().action,
+        XDP_PASS
+    );
+    assert_eq!(
+        h.run(&ping.clone().dport(9999).build()).unwrap().action,
+        XDP_PASS
+    );
+    d.expect(&h, "other ports", &[]);
+    // Another source of the same subnet is answered as before.
+    let neighbour = ping.clone().src_ip(Ipv4Addr::new(198, 18, 0, 3));
+    assert_eq!(h.run(&neighbour.build()).unwrap().action, XDP_TX);
+    // Each reason has its counter; a prefix bans everything inside it.
+    h.unban(128, v4_mapped(CLIENT_V4.octets())).unwrap();
+    assert_eq!(h.run(&ping.build()).unwrap().action, XDP_TX);
+    for reason in BanReason::ALL {
+        h.ban(
+            96 + 16,
+            v4_mapped([198, 18, 0, 0]),
+            ban_value(reason, BAN_FOREVER),
+        )
+        .unwrap();
+        let d = Delta::new(&h);
+        assert_eq!(h.run(&neighbour.build()).unwrap().action, XDP_DROP);
+        d.expect(&h, reason.name(), &[(drop_ban(reason), 1)]);
+    }
+    h.unban(96 + 16, v4_mapped([198, 18, 0, 0])).unwrap();
+    // IPv6: a /64 ban covers every address inside it, not the next /64.
+    let v6_ping = v6(CRLF_PING);
+    let mut net = CLIENT_V6.octets();
+    net[8..].fill(0);
+    h.ban(64, net, ban_value(BanReason::Scanner, BAN_FOREVER))
+        .unwrap();
+    let mut inside = CLIENT_V6.octets();
+    inside[15] ^= 0x55;
+    inside[9] ^= 0x0f;
+    let mut outside = CLIENT_V6.octets();
+    outside[7] ^= 1;
+    let d = Delta::new(&h);
+    assert_eq!(h.run(&v6_ping.build()).unwrap().action, XDP_DROP);
+    assert_eq!(
+        h.run(&v6_ping.clone().src_ip(Ipv6Addr::from(inside)).build())
+            .unwrap()
+            .action,
+        XDP_DROP
+    );
+    let v6_client = IpAddr::V6(CLIENT_V6);
+    assert_eq!(
+        h.run(&tcp_syn(v6_client, IpAddr::V6(SERVER_V6), 5060))
+            .unwrap()
+            .action,
+        XDP_DROP
+    );
+    d.expect(&h, "ipv6 /64", &[(Counter::DropBanScanner, 3)]);
+    assert_eq!(
+        h.run(&v6_ping.clone().src_ip(Ipv6Addr::from(outside)).build())
+            .unwrap()
+            .action,
+        XDP_TX
+    );
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn a_ban_lifts_on_time_with_no_daemon() {
+    let mut h = harness();
+    let ping = v4(CRLF_PING);
+    let now = sip_ka::util::clock::monotonic_ns();
+    // Lifted 50 ms ago (the program reads the tick-grained clock, at most
+    // a tick behind): answered.
+    h.ban(
+        128,
+        v4_mapped(CLIENT_V4.octets()),
+        ban_value(BanReason::Flood, now - 50_000_000),
+    )
+    .unwrap();
+    assert_eq!(h.run(&ping.build()).unwrap().action, XDP_TX);
+    // In force for 300 ms more: dropped now, answered once it is over,
+    // though the entry is still in the map.
+    let until = sip_ka::util::clock::monotonic_ns() + 300_000_000;
+    h.ban(
+        128,
+        v4_mapped(CLIENT_V4.octets()),
+        ban_value(BanReason::Flood, until),
+    )
+    .unwrap();
+    let d = Delta::new(&h);
+    assert_eq!(h.run(&ping.build()).unwrap().action, XDP_DROP);
+    d.expect(&h, "in force", &[(Counter::DropBanFlood, 1)]);
+    // The program's clock is tick-grained: wait past a tick more.
+    std::thread::sleep(std::time::Duration::from_millis(350));
+    assert!(sip_ka::util::clock::monotonic_ns() > until);
+    let d = Delta::new(&h);
+    assert_eq!(h.run(&ping.build()).unwrap().action, XDP_TX);
+    d.expect(
+        &h,
+        "lifted",
+        &[(Counter::CrlfPing, 1), (Counter::CrlfPongSent, 1)],
+    );
 }

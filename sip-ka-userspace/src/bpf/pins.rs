@@ -18,8 +18,8 @@ use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray, Pe
 use sip_ka_common::{
     config::MAX_SIP_PORTS,
     maps::{
-        AclAddr, DialogValue, PeerKey, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG,
-        MAP_DIALOGS, MAP_PEERS, MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PIN_LINK_PREFIX,
+        AclAddr, BanValue, DialogValue, PeerKey, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_BANS,
+        MAP_CONFIG, MAP_DIALOGS, MAP_PEERS, MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PIN_LINK_PREFIX,
     },
     Config,
 };
@@ -98,6 +98,10 @@ impl Pins {
     pub fn acl(&self, allow: bool) -> Result<LpmTrie<MapData, AclAddr, u32>> {
         let name = if allow { MAP_ACL_ALLOW } else { MAP_ACL_DENY };
         Ok(LpmTrie::try_from(Map::LpmTrie(self.data(name)?))?)
+    }
+
+    pub fn bans(&self) -> Result<LpmTrie<MapData, AclAddr, BanValue>> {
+        Ok(LpmTrie::try_from(Map::LpmTrie(self.data(MAP_BANS)?))?)
     }
 
     pub fn link_path(&self, iface: &str) -> PathBuf {

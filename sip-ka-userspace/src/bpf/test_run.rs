@@ -19,8 +19,9 @@ use aya::{
 };
 use sip_ka_common::{
     maps::{
-        DialogValue, PeerKey, PeerValue, RateValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_CONFIG,
-        MAP_DIALOGS, MAP_PEERS, MAP_RATE, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
+        BanValue, DialogValue, PeerKey, PeerValue, RateValue, MAP_ACL_ALLOW, MAP_ACL_DENY,
+        MAP_BANS, MAP_CONFIG, MAP_DIALOGS, MAP_PEERS, MAP_RATE, MAP_SIP_PORTS, MAP_STATS,
+        PROGRAM_NAME,
     },
     Config,
 };
@@ -105,6 +106,22 @@ impl Harness {
         let mut trie: LpmTrie<&mut MapData, [u8; 16], u32> =
             LpmTrie::try_from(self.bpf.map_mut(name).context("ACL")?)?;
         trie.insert(&Key::new(len, addr), 1, 0)?;
+        Ok(())
+    }
+
+    /// Puts a ban on a prefix (`len` bits of the 16-byte form) in BANS.
+    pub fn ban(&mut self, len: u32, addr: [u8; 16], value: BanValue) -> Result<()> {
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], BanValue> =
+            LpmTrie::try_from(self.bpf.map_mut(MAP_BANS).context("BANS")?)?;
+        trie.insert(&Key::new(len, addr), value, 0)?;
+        Ok(())
+    }
+
+    /// Lifts a ban.
+    pub fn unban(&mut self, len: u32, addr: [u8; 16]) -> Result<()> {
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], BanValue> =
+            LpmTrie::try_from(self.bpf.map_mut(MAP_BANS).context("BANS")?)?;
+        trie.remove(&Key::new(len, addr))?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 mod acl;
 pub mod args;
 mod assets;
+mod bans;
 mod config;
 mod control;
 mod detach;
@@ -50,6 +51,9 @@ pub enum Command {
     Dialogs(dialogs::DialogsArgs),
     /// Edit the ACL prefix lists (used when `config set acl deny|allow-only`).
     Acl(acl::AclArgs),
+    /// List the banned sources (reason, evidence, since, expiry: the BANS
+    /// map the fast path drops by), or ban and lift one by hand.
+    Bans(bans::BansArgs),
     /// Detach the program from an interface and remove the pins.
     Detach(detach::DetachArgs),
     /// Attach a pass-through XDP program (lab use: native XDP_TX on a veth
@@ -80,6 +84,7 @@ pub fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Config(a) => config::config(a),
         Command::Dialogs(a) => dialogs::dialogs(a),
         Command::Acl(a) => acl::acl(a),
+        Command::Bans(a) => bans::bans(a),
         Command::Detach(a) => detach::detach(a),
         Command::XdpPass(a) => xdp_pass::xdp_pass(a),
         Command::Lab(a) => lab::lab(a),
