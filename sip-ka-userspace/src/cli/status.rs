@@ -99,6 +99,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
     let now: BTreeMap<String, u64> = named_totals(&pins::counter_totals(&stats)?)
         .into_iter()
         .collect();
+    let bans = bans_line(dir, &now);
     let pbx = (info.identity.mode == "edge").then(|| {
         let up = now.get("edge_pbx_up") == Some(&1);
         let rtt_us = now.get("edge_pbx_rtt_us").copied().filter(|_| up);
@@ -135,14 +136,56 @@ pub fn status(args: StatusArgs) -> Result<()> {
                     serde_json::json!({ "tcp": tcp, "tls": tls, "handshake": hs })
                 }),
                 "store": info.store,
+                "bans": bans.as_ref().map(|b| serde_json::json!({
+                    "in_force": b.0,
+                    "by_reason": b.1,
+                    "dropped": b.2,
+                })),
                 "window_secs": info.history.as_ref().map(|h| h.secs),
                 "keepalives": rates,
             })
         );
         return Ok(());
     }
-    print!("{}", screen(&info, dir, pbx));
+    let mut text = screen(&info, dir, pbx);
+    if let Some((n, by, dropped)) = bans {
+        let by: Vec<String> = by.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let by = if by.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by.join(", "))
+        };
+        text.push_str(&format!(
+            "bans         {n} in force{by}; {dropped} packet(s) from banned sources dropped\n"
+        ));
+    }
+    print!("{text}");
     Ok(())
+}
+
+/// Bans in force (in all and by reason) from the BANS map, and the
+/// packets dropped for them (XDP and the daemon's own paths).
+fn bans_line(
+    dir: &std::path::Path,
+    totals: &BTreeMap<String, u64>,
+) -> Option<(usize, BTreeMap<&'static str, usize>, u64)> {
+    use crate::shield::writer::{read_map, Clocks};
+    let map = pins::Pins::attached(dir).ok()?.bans().ok()?;
+    let c = Clocks::now();
+    let mut by = BTreeMap::new();
+    let mut n = 0;
+    for b in read_map(&map, &c).iter().filter(|b| b.in_force(c.now_ms)) {
+        n += 1;
+        *by.entry(b.reason.name()).or_default() += 1;
+    }
+    let dropped = totals
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("drop_ban_") || *k == "user_drop_banned" || *k == "edge_banned_dropped"
+        })
+        .map(|(_, v)| *v)
+        .sum();
+    Some((n, by, dropped))
 }
 
 fn screen(info: &StatusInfo, dir: &std::path::Path, pbx: Option<(bool, Option<u64>)>) -> String {
