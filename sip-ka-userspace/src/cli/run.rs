@@ -208,7 +208,12 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
             Err(e) => log::warn!("aya-log: {e}; XDP program logs are not forwarded"),
         }
         // Bans a previous run left in BANS and the lists, before serving.
-        let mut writer = shield::writer::Writer::new(shield.clone(), Some(bans_map), None);
+        // With a store, bans are shared: the announcer takes the edge's
+        // store once the edge has started.
+        let announcer = Arc::new(edge::store::bans::Announcer::default());
+        let announce = (edge_cfg.is_some() && dialog_opts.store.is_some())
+            .then(|| announcer.clone() as Arc<dyn shield::writer::Announce>);
+        let mut writer = shield::writer::Writer::new(shield.clone(), Some(bans_map), announce);
         writer.start();
         if let Some(changes) = shield.take_changes() {
             tokio::spawn(shield::writer::run(writer, changes));
@@ -231,6 +236,9 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
                 None
             }
         };
+        if let Some(store) = edge.as_ref().and_then(|e| e.store.clone()) {
+            announcer.attach(store);
+        }
         if let Some(addr) = args.metrics {
             let sources = crate::metrics::Sources {
                 fast_path: Some(Box::new(crate::metrics::PinnedMaps::open(&pin_dir)?)),

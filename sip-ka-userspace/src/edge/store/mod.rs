@@ -5,7 +5,8 @@
 //! What is shared: every dialog the table tracks (the same record the
 //! local journal writes), the registration bindings, and the flow-token
 //! key, so that a Path or Record-Route token one edge issued decodes on
-//! another. Each dialog has one owner, the edge that handles its traffic:
+//! another; and the shield's bans, so that a source banned on one edge
+//! is dropped by every edge's XDP ([`bans`]). Each dialog has one owner, the edge that handles its traffic:
 //! only the owner runs its session timer and idle limit, reaps it and
 //! writes it. The others keep a replica (and its DIALOGS map entry, so
 //! their XDP program counts its keep-alives the moment traffic moves to
@@ -27,6 +28,13 @@
 //!   [`RENEW_MS`].
 //! * `sipka:flowkey`: the flow-token key (hex), [`FLOW_KEY_TTL_MS`],
 //!   renewed with the lease.
+//! * `sipka:ban:<prefix>` (`198.18.0.2`, `2001:db8:1:2::/64`): a ban in
+//!   force, its [`BanRecord`] as JSON, TTL its remaining time; a ban
+//!   without end (by hand, no `--for`) [`FOREVER_BAN_TTL_MS`], renewed
+//!   at every re-publish. A ban lifted by hand leaves a tombstone,
+//!   `lifted:<unix s>`, for what the ban had left (at least
+//!   [`GRACE_MS`]), so that no edge that missed the lift puts it back.
+//!   See [`bans`].
 //! * Channel `sipka:events`: one JSON [`Event`] per change.
 //!
 //! SIP handling never waits on Redis: changes go into a bounded queue
@@ -36,6 +44,7 @@
 //! when it is back, the edge re-publishes every dialog and binding it
 //! owns.
 
+pub mod bans;
 pub mod lease;
 #[cfg(test)]
 mod redis_tests;
@@ -56,6 +65,7 @@ use super::{
     persist::{DialogRecord, FlowRecord},
     transport::Flow,
 };
+use crate::shield::Prefix;
 
 /// The connection the writer holds, for the other tasks (`None` while
 /// Redis is unreachable).
@@ -88,6 +98,14 @@ pub const FLOW_KEY: &str = "sipka:flowkey";
 pub const DIALOG_PREFIX: &str = "sipka:dlg:";
 pub const BINDING_PREFIX: &str = "sipka:reg:";
 pub const NODE_PREFIX: &str = "sipka:node:";
+pub const BAN_PREFIX: &str = "sipka:ban:";
+/// TTL of a shared ban without end: every key has a TTL (a store no edge
+/// writes to any more empties itself), and the edges holding the ban
+/// renew it at every re-publish (at least every [`RESYNC_EVERY_MS`]).
+/// The ban itself holds on each edge (its pinned map) until lifted.
+pub const FOREVER_BAN_TTL_MS: u64 = 7 * 86_400_000;
+/// A lifted ban's key holds this, then `:<unix s>` of the lift.
+pub const LIFTED: &str = "lifted";
 
 pub fn dialog_key(call_id: &str) -> String {
     format!("{DIALOG_PREFIX}{call_id}")
@@ -99,6 +117,10 @@ pub fn binding_key(contact: &str) -> String {
 
 pub fn node_key(node: &str) -> String {
     format!("{NODE_PREFIX}{node}")
+}
+
+pub fn ban_key(prefix: &Prefix) -> String {
+    format!("{BAN_PREFIX}{prefix}")
 }
 
 /// `--state-store` and `--node-id`.
@@ -175,6 +197,31 @@ pub struct BindingRecord {
     pub expires_at_ms: u64,
 }
 
+/// A shared ban as stored (and announced, with the prefix and the time
+/// it has left).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// The edge that decided it (or took it in by hand).
+    pub node: String,
+    /// `scanner`, `auth`, `refused`, `flood`, `manual`.
+    pub reason: String,
+    #[serde(default)]
+    pub evidence: u32,
+    #[serde(default)]
+    pub strikes: u32,
+    #[serde(default)]
+    pub since_unix: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// No end: the key's TTL is [`FOREVER_BAN_TTL_MS`], not the ban's.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forever: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// One change for the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
@@ -189,6 +236,15 @@ pub enum Write {
         contact: String,
         binding: Option<BindingRecord>,
     },
+    /// A ban of this edge's for the others, in force until `until_ms`
+    /// (the edge's clock; `shield::FOREVER`: no end).
+    Ban {
+        prefix: Prefix,
+        until_ms: u64,
+        rec: Box<BanRecord>,
+    },
+    /// The ban on `prefix` lifted by hand here at `at_unix` (s).
+    Lift { prefix: Prefix, at_unix: u64 },
 }
 
 /// What one edge tells the others on [`EVENTS`].
@@ -218,6 +274,22 @@ pub enum Event {
         #[serde(default)]
         binding: Option<BindingRecord>,
     },
+    /// A ban in force on `prefix` for `ms` more (0 with `forever`).
+    #[serde(rename = "ban")]
+    Ban {
+        prefix: String,
+        ms: u64,
+        #[serde(flatten)]
+        rec: BanRecord,
+    },
+    /// The ban on `prefix` lifted by hand at `node`, at `at` (unix s).
+    #[serde(rename = "unban")]
+    Unban {
+        node: String,
+        prefix: String,
+        #[serde(default)]
+        at: u64,
+    },
 }
 
 impl Event {
@@ -225,7 +297,9 @@ impl Event {
         match self {
             Event::Dialog { node, .. }
             | Event::Removed { node, .. }
-            | Event::Binding { node, .. } => node,
+            | Event::Binding { node, .. }
+            | Event::Unban { node, .. } => node,
+            Event::Ban { rec, .. } => &rec.node,
         }
     }
 }
@@ -319,6 +393,8 @@ pub struct StoreStats {
     pub released: AtomicU64,
     /// Changes of other edges' dialogs applied here.
     pub replicated: AtomicU64,
+    /// Bans (and lifts) of other edges put in force here.
+    pub bans_applied: AtomicU64,
 }
 
 /// The edge's handle on the store: the queue to the writer, and what the
@@ -339,6 +415,9 @@ pub struct Store {
     /// Set when a change could not be written: everything this edge owns
     /// is re-published at the next connection.
     stale: AtomicBool,
+    /// Lifts by hand the other edges must hear of: when (unix s), and
+    /// whether the store has the tombstone yet ([`bans`]).
+    lifts: Mutex<std::collections::HashMap<Prefix, (u64, bool)>>,
     pub stats: StoreStats,
 }
 
@@ -360,6 +439,7 @@ impl Store {
             rx: Mutex::new(Some(rx)),
             up: AtomicBool::new(false),
             stale: AtomicBool::new(true),
+            lifts: Mutex::default(),
             stats: StoreStats::default(),
         }
     }

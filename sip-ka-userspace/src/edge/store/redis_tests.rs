@@ -31,6 +31,10 @@ use crate::{
         transport::Flow,
         Edge,
     },
+    shield::{
+        writer::{Announce, Writer},
+        Ban, Policy, Prefix, Shield, FOREVER,
+    },
     sip::{parse_message, Framing, Limits, SipMessage},
     util::clock,
 };
@@ -122,6 +126,16 @@ struct Node {
 
 impl Node {
     fn start(name: &str, redis: &Redis, session_expires: u32) -> Node {
+        Node::start_with(name, redis, session_expires, false)
+    }
+
+    /// An edge with a shield and its writer (no BANS map), which
+    /// announces through the store as the daemon's does.
+    fn shielded(name: &str, redis: &Redis) -> Node {
+        Node::start_with(name, redis, 1800, true)
+    }
+
+    fn start_with(name: &str, redis: &Redis, session_expires: u32, shielded: bool) -> Node {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -137,12 +151,23 @@ impl Node {
         let map = FakeMap::default();
         let mut edge =
             Edge::with_options(cfg, &opts, Box::new(map.clone()), None, clock::now_ms()).unwrap();
+        let shield = shielded.then(|| Shield::new(Policy::default(), Vec::new()));
+        edge.shield = shield.clone();
         let (client, store) = rt
             .block_on(super::start::attach(&mut edge, &store, None))
             .unwrap();
         let edge = Arc::new(edge);
         {
             let _in = rt.enter();
+            if let Some(shield) = shield {
+                let announce: Arc<dyn Announce> = store.clone();
+                let mut w = Writer::new(shield.clone(), None, Some(announce));
+                w.start();
+                tokio::spawn(crate::shield::writer::run(
+                    w,
+                    shield.take_changes().unwrap(),
+                ));
+            }
             super::watch::spawn(edge.clone(), store, client);
         }
         let n = Node {
@@ -486,4 +511,167 @@ fn a_store_that_refuses_writes_is_not_hammered_and_is_filled_later() {
         Duration::from_secs(40),
         || dialog_keys(&redis) == live,
     );
+}
+
+impl Node {
+    fn shield(&self) -> &Shield {
+        self.edge.shield.as_deref().unwrap()
+    }
+}
+
+const SCANNER: &str = "203.0.113.9";
+
+fn scanner_ban(ms: u64) -> Ban {
+    Ban {
+        prefix: Prefix::parse(SCANNER).unwrap(),
+        reason: sip_ka_common::maps::BanReason::Scanner,
+        evidence: 1,
+        strikes: 1,
+        since_unix: clock::now_ms() / 1000,
+        until_ms: if ms == 0 {
+            FOREVER
+        } else {
+            clock::now_ms() + ms
+        },
+        note: String::new(),
+    }
+}
+
+fn banned(n: &Node) -> bool {
+    n.shield()
+        .is_banned(SCANNER.parse().unwrap(), clock::now_ms())
+}
+
+/// The ban key's value and PTTL.
+fn ban_key(r: &Redis) -> (Option<String>, i64) {
+    let key = super::ban_key(&Prefix::parse(SCANNER).unwrap());
+    let mut c = r.conn();
+    let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+    let t: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+    (v, t)
+}
+
+#[test]
+#[ignore = "needs Debian's redis-server; `cargo xtask test` runs it"]
+fn a_ban_on_one_edge_is_in_force_on_every_edge_and_lifted_with_it() {
+    let redis = Redis::start();
+    let a = Node::shielded("a", &redis);
+    let b = Node::shielded("b", &redis);
+
+    // A decides a ban (as `observe` does: shared).
+    let t = Instant::now();
+    let ban = scanner_ban(60_000);
+    assert!(a.shield().ban(ban.clone(), true));
+    wait_for("B to ban the source", Duration::from_secs(1), || banned(&b));
+    eprintln!("ban on A in force on B after {:?}", t.elapsed());
+    let held = b.shield().table.get(&ban.prefix).unwrap();
+    assert_eq!(
+        (held.reason, held.evidence, held.strikes),
+        (ban.reason, 1, 1)
+    );
+    assert!(held.until_ms.abs_diff(ban.until_ms) < 1_000, "{held:?}");
+
+    // One key, A's record, its TTL the ban's remaining time.
+    let (v, ttl) = ban_key(&redis);
+    let rec: super::BanRecord = serde_json::from_str(&v.unwrap()).unwrap();
+    assert_eq!((rec.node.as_str(), rec.reason.as_str()), ("a", "scanner"));
+    assert!(
+        ttl > 60_000 - 2_000 && ttl <= 60_000,
+        "TTL {ttl} ms for a ban of 60 s"
+    );
+    // B applied it without announcing it back: B queued nothing.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.store().stats.queued.load(Ordering::Relaxed), 0);
+    assert_eq!(b.store().stats.bans_applied.load(Ordering::Relaxed), 1);
+
+    // An edge that starts later loads it.
+    let c = Node::shielded("c", &redis);
+    wait_for("C to load the ban", WAIT, || banned(&c));
+    assert_eq!(c.store().stats.queued.load(Ordering::Relaxed), 0);
+
+    // Lifted by hand on B (the writer announces it): lifted everywhere,
+    // a tombstone in the store for what the ban had left.
+    let t = Instant::now();
+    b.shield().lift(&ban.prefix, true).unwrap();
+    wait_for("A and C to lift it", Duration::from_secs(1), || {
+        !banned(&a) && !banned(&c)
+    });
+    eprintln!("lift on B in force on A and C after {:?}", t.elapsed());
+    let (v, ttl) = ban_key(&redis);
+    assert!(v.unwrap().starts_with("lifted:"));
+    assert!(ttl > 50_000 && ttl <= 60_000, "tombstone TTL {ttl}");
+    // An edge that starts now does not take the lifted ban.
+    let d = Node::shielded("d", &redis);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!banned(&d));
+}
+
+#[test]
+#[ignore = "needs Debian's redis-server; `cargo xtask test` runs it"]
+fn shared_bans_keep_their_end_and_a_ban_without_end_keeps_a_ttl() {
+    let redis = Redis::start();
+    let a = Node::shielded("a", &redis);
+    let b = Node::shielded("b", &redis);
+    // A short ban: the key's TTL is what it has left; it ends on both and
+    // leaves the store.
+    assert!(a.shield().ban(scanner_ban(1_500), true));
+    wait_for("B to ban the source", Duration::from_secs(1), || banned(&b));
+    let (_, ttl) = ban_key(&redis);
+    assert!(ttl > 500 && ttl <= 1_500, "TTL {ttl} ms for a ban of 1.5 s");
+    wait_for("the ban to end on both", Duration::from_secs(3), || {
+        !banned(&a) && !banned(&b)
+    });
+    wait_for("the key to expire", Duration::from_secs(2), || {
+        ban_key(&redis).0.is_none()
+    });
+
+    // By hand, without end: in force everywhere without end, the key
+    // with the long TTL.
+    let mut manual = scanner_ban(0);
+    manual.reason = sip_ka_common::maps::BanReason::Manual;
+    manual.note = "ticket 7".into();
+    assert!(a.shield().ban(manual.clone(), true));
+    wait_for("B to ban the source", Duration::from_secs(1), || banned(&b));
+    let held = b.shield().table.get(&manual.prefix).unwrap();
+    assert_eq!((held.until_ms, held.note.as_str()), (FOREVER, "ticket 7"));
+    let (_, ttl) = ban_key(&redis);
+    let long = super::FOREVER_BAN_TTL_MS as i64;
+    assert!(ttl > long - 5_000 && ttl <= long, "TTL {ttl}");
+}
+
+#[test]
+#[ignore = "needs Debian's redis-server; `cargo xtask test` runs it"]
+fn bans_survive_a_store_restart_and_a_lift_while_it_is_away_holds() {
+    let redis = Redis::start();
+    let a = Node::shielded("a", &redis);
+    let b = Node::shielded("b", &redis);
+    let ban = scanner_ban(120_000);
+    assert!(a.shield().ban(ban.clone(), true));
+    wait_for("B to ban the source", Duration::from_secs(1), || banned(&b));
+
+    // Redis restarts empty: the edges put the ban back, with its TTL.
+    let port = redis.port;
+    drop(redis);
+    let redis = Redis::on(port);
+    wait_for("the ban back in the store", Duration::from_secs(15), || {
+        ban_key(&redis).0.is_some()
+    });
+    let (_, ttl) = ban_key(&redis);
+    assert!(ttl > 100_000 && ttl <= 120_000, "TTL {ttl}");
+
+    // Lifted on A while Redis does not answer: the lift waits, reaches B
+    // when Redis is back, and nothing puts the ban back on A.
+    redis.signal(libc::SIGSTOP);
+    a.shield().lift(&ban.prefix, true).unwrap();
+    assert!(!banned(&a));
+    wait_for("A to notice", Duration::from_secs(10), || {
+        !a.store().is_up()
+    });
+    redis.signal(libc::SIGCONT);
+    wait_for("B to lift it", Duration::from_secs(15), || !banned(&b));
+    wait_for("the tombstone", Duration::from_secs(5), || {
+        ban_key(&redis).0.is_some_and(|v| v.starts_with("lifted:"))
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(!banned(&a) && !banned(&b));
 }

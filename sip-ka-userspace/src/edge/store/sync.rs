@@ -262,6 +262,7 @@ fn coalesce(batch: Vec<Write>) -> Vec<Write> {
         let key = match &w {
             Write::Dialog { call_id, .. } => dialog_key(call_id),
             Write::Binding { contact, .. } => binding_key(contact),
+            Write::Ban { prefix, .. } | Write::Lift { prefix, .. } => super::ban_key(prefix),
         };
         match at.get(&key) {
             Some(&i) => {
@@ -367,6 +368,8 @@ async fn write(
                 });
                 pipe.cmd("PUBLISH").arg(store.channel()).arg(ev);
             }
+            // Their replies are ignored.
+            Write::Ban { .. } | Write::Lift { .. } => super::bans::queue(&mut pipe, store, w, now)?,
         }
     }
     let results: Vec<Value> = match pipe.query_async(conn).await {
@@ -381,6 +384,7 @@ async fn write(
         Err(e) => return Err(e.into()),
     };
     Store::bump(&store.stats.writes, batch.len() as u64);
+    super::bans::written(store, &batch);
     // The pipeline's replies: the scripts' and, per binding, SET/DEL then
     // PUBLISH; only the scripts' say anything.
     let mut refused = Vec::new();
@@ -397,6 +401,7 @@ async fn write(
                 r += 1;
             }
             Write::Binding { .. } => r += 2,
+            Write::Ban { .. } | Write::Lift { .. } => {}
         }
     }
     for call_id in refused {
@@ -465,7 +470,14 @@ async fn republish(
         let chunk = std::mem::replace(&mut all, rest);
         write(edge, store, scripts, conn, chunk).await?;
     }
-    log::info!("store: published {nd} dialog(s) and {nb} binding(s) this edge holds");
+    let nbans = match &edge.shield {
+        Some(shield) => super::bans::republish(shield, store, conn).await?,
+        None => 0,
+    };
+    log::info!(
+        "store: published {nd} dialog(s) and {nb} binding(s) this edge holds, and {nbans} ban(s) \
+         the store lacked"
+    );
     Ok(())
 }
 

@@ -111,6 +111,11 @@ pub fn apply(edge: &Edge, store: &Store, ev: Event) {
                 clock::now_ms(),
             );
         }
+        ev @ (Event::Ban { .. } | Event::Unban { .. }) => {
+            if let Some(shield) = &edge.shield {
+                super::bans::apply(shield, store, &ev);
+            }
+        }
     }
 }
 
@@ -196,9 +201,14 @@ async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> R
             bindings += 1;
         }
     }
+    let (bans, lifted) = match &edge.shield {
+        Some(shield) => super::bans::load(shield, store, conn).await?,
+        None => (0, 0),
+    };
     log::info!(
-        "store: loaded {replicas} dialog(s) of other edges and {bindings} binding(s); \
-         dropped {dropped} ended replica(s), removed {ended} dialog(s) that ended here"
+        "store: loaded {replicas} dialog(s) of other edges, {bindings} binding(s) and {bans} \
+         ban(s); dropped {dropped} ended replica(s), removed {ended} dialog(s) that ended here, \
+         lifted {lifted} ban(s) lifted elsewhere"
     );
     Ok(())
 }
