@@ -199,6 +199,7 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
     // default) would time the drop path after the first burst.
     let mut cfg = sip_ka_common::Config {
         rate_limit_pps: 0,
+        rate_limit_addr_pps: 0,
         ..sip_ka_common::Config::DEFAULT
     };
     for kv in &opts.set {
@@ -210,7 +211,7 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
     }
     h.set_config(cfg)?;
     println!(
-        "configuration changed from the defaults: rate_limit_pps=0 {}",
+        "configuration changed from the defaults: rate_limit_pps=0 rate_limit_addr_pps=0 {}",
         opts.set.join(" ")
     );
     h.insert_dialog(
