@@ -49,11 +49,17 @@ pub struct Config {
     pub track_peers: u32,
     /// One of `ACL_OFF`, `ACL_DENY`, `ACL_ALLOW_ONLY`.
     pub acl: u32,
-    /// Answers per second per source address; 0 = unlimited. The program
-    /// reads at most `RATE_LIMIT_MAX`.
+    /// Answers per second per source (address and port: one phone's
+    /// socket, behind its NAT binding); 0 = unlimited. The program reads
+    /// at most `RATE_LIMIT_MAX`.
     pub rate_limit_pps: u32,
-    /// Token bucket depth per source address (at most `RATE_LIMIT_MAX`).
+    /// Token bucket depth per source (at most `RATE_LIMIT_MAX`).
     pub rate_limit_burst: u32,
+    /// Answers per second per source address, all its ports together: the
+    /// ceiling for a NAT's many phones (0 = unlimited).
+    pub rate_limit_addr_pps: u32,
+    /// Token bucket depth per source address.
+    pub rate_limit_addr_burst: u32,
     /// Set by the daemon when the map was initialised (0 = never written:
     /// the program then passes everything).
     pub initialised: u32,
@@ -82,11 +88,20 @@ pub const MAX_BROADCAST_V4: usize = 8;
 /// (at most 100 s of elapsed nanoseconds times the rate) and its depth in
 /// nanotokens stay far below 2^64.
 pub const RATE_LIMIT_MAX: u32 = 10_000_000;
-/// Answers per second per source address by default: a thousand phones
-/// behind one NAT address send about 70 keep-alives a second.
+/// Answers per second per source (address and port) by default: a phone
+/// sends a keep-alive every 15 to 30 s, so one socket asking 200 times a
+/// second is a flood, held to this.
 pub const DEFAULT_RATE_PPS: u32 = 200;
-/// Default bucket depth per source address.
+/// Default bucket depth per source.
 pub const DEFAULT_RATE_BURST: u32 = 400;
+/// Answers per second per source address by default, all ports together:
+/// a carrier-grade NAT with 100,000 phones at 15 s intervals sends about
+/// 6,700 keep-alives a second, an office of 5,000 after a power cut a few
+/// thousand in a burst. An answer is never more than 24 bytes longer
+/// than its request, so this ceiling is about floods, not reflection.
+pub const DEFAULT_RATE_ADDR_PPS: u32 = 20_000;
+/// Default bucket depth per source address (two seconds of the ceiling).
+pub const DEFAULT_RATE_ADDR_BURST: u32 = 40_000;
 
 impl Config {
     pub const DEFAULT: Config = Config {
@@ -100,6 +115,8 @@ impl Config {
         acl: ACL_OFF,
         rate_limit_pps: DEFAULT_RATE_PPS,
         rate_limit_burst: DEFAULT_RATE_BURST,
+        rate_limit_addr_pps: DEFAULT_RATE_ADDR_PPS,
+        rate_limit_addr_burst: DEFAULT_RATE_ADDR_BURST,
         initialised: 1,
         _pad: 0,
         sip_ports: [0; MAX_SIP_PORTS],

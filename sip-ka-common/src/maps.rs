@@ -12,8 +12,9 @@ pub const MAP_ACL_ALLOW: &str = "ACL_ALLOW";
 pub const MAP_ACL_DENY: &str = "ACL_DENY";
 pub const MAP_RATE: &str = "RATE";
 pub const MAP_BANS: &str = "BANS";
+pub const MAP_RATE_ADDR: &str = "RATE_ADDR";
 /// Every map the daemon pins, in the order `sip-ka` lists them.
-pub const PINNED_MAPS: [&str; 9] = [
+pub const PINNED_MAPS: [&str; 10] = [
     MAP_CONFIG,
     MAP_SIP_PORTS,
     MAP_STATS,
@@ -22,6 +23,7 @@ pub const PINNED_MAPS: [&str; 9] = [
     MAP_ACL_ALLOW,
     MAP_ACL_DENY,
     MAP_RATE,
+    MAP_RATE_ADDR,
     MAP_BANS,
 ];
 /// Name of the pinned XDP link inside the pin directory.
@@ -32,6 +34,8 @@ pub const PROGRAM_NAME: &str = "sip_ka";
 pub const PEERS_MAX: u32 = 65_536;
 pub const DIALOGS_MAX: u32 = 1_048_576;
 pub const ACL_MAX: u32 = 4096;
+/// Token buckets per CPU: one per source (address and port) in `RATE`,
+/// one per address in `RATE_ADDR`.
 pub const RATE_MAX: u32 = 65_536;
 /// Bans in force at once (decided, listed and added by hand together).
 pub const BANS_MAX: u32 = 262_144;

@@ -1,7 +1,10 @@
 //! Who may be answered: address sanity, the ACL, per-source rate limits,
 //! and the PEERS table of sources that sent keep-alives.
 
-use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
+use aya_ebpf::{
+    maps::{lpm_trie::Key, LruPerCpuHashMap},
+    programs::XdpContext,
+};
 use sip_ka_common::{
     config::{ACL_ALLOW_ONLY, ACL_OFF, RATE_LIMIT_MAX},
     maps::BAN_REASONS,
@@ -10,7 +13,7 @@ use sip_ka_common::{
 };
 
 use crate::{
-    maps::{atomic_add, ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, BANS, PEERS, RATE},
+    maps::{atomic_add, ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, BANS, PEERS, RATE, RATE_ADDR},
     parse::{ptr_at, EthHdr, IPV4_MIN_HLEN},
     structs::{Scratch, Udp},
 };
@@ -124,24 +127,19 @@ pub fn banned(s: &Scratch) -> Option<u32> {
 
 const NS: u64 = 1_000_000_000;
 
-/// Token bucket per source address: takes a token, or `true` when the
-/// source is over its rate. Called for a packet that passed every other
-/// check, so a packet that gets no answer costs its source nothing.
-/// `RATE` is per CPU: each CPU keeps its own bucket for a source, so the
-/// CPUs answering one address's flows never write the same memory (a
-/// source whose flows the NIC spreads over k CPUs gets up to k times the
-/// rate).
+/// Takes a token from the bucket of `key` in `map` (`pps` per second,
+/// `burst` deep; `pps` 0 = no limit): `false` when it is empty.
 #[inline(always)]
-pub fn over_rate(cfg: &Config, s: &Scratch, now: u64) -> bool {
+fn take<K>(map: &LruPerCpuHashMap<K, RateValue>, key: &K, pps: u32, burst: u32, now: u64) -> bool {
     let max = RATE_LIMIT_MAX as u64;
     // Clamped as the CLI does, whatever is in the map, so the sum below
     // (at most 1e16 + 100 s x 1e7 x 1e9) cannot wrap.
-    let pps = (cfg.rate_limit_pps as u64).min(max);
+    let pps = (pps as u64).min(max);
     if pps == 0 {
-        return false;
+        return true;
     }
-    let cap = (cfg.rate_limit_burst as u64).clamp(1, max) * NS;
-    match RATE.get_ptr_mut(&s.src) {
+    let cap = (burst as u64).clamp(1, max) * NS;
+    match map.get_ptr_mut(key) {
         Some(b) => {
             let b = unsafe { &mut *b };
             let elapsed = now.saturating_sub(b.last_ns).min(100 * NS);
@@ -149,33 +147,76 @@ pub fn over_rate(cfg: &Config, s: &Scratch, now: u64) -> bool {
             b.last_ns = now;
             if tokens < NS {
                 b.tokens = tokens;
-                return true;
+                return false;
             }
             b.tokens = tokens - NS;
-            false
+            true
         }
         None => {
             let fresh = RateValue {
                 tokens: cap - NS,
                 last_ns: now,
             };
-            let _ = RATE.insert(&s.src, &fresh, 0);
-            false
+            let _ = map.insert(key, &fresh, 0);
+            true
         }
     }
 }
 
-/// Gives back the token `over_rate` took for a packet that then could
-/// not be answered after all.
+/// Token buckets per source (address and port: each phone behind a NAT
+/// has its own) and per address (a ceiling far above any NAT's keep-alive
+/// rate): takes a token from both, or `true` when the source is over its
+/// rate. Called for a packet that passed every other check, so a packet
+/// that gets no answer costs its source nothing. Both maps are per CPU:
+/// each CPU keeps its own buckets, so the CPUs answering one address's
+/// flows never write the same memory (an address whose flows the NIC
+/// spreads over k CPUs gets up to k times its ceiling).
 #[inline(always)]
-pub fn refund(cfg: &Config, s: &Scratch) {
-    if cfg.rate_limit_pps == 0 {
+pub fn over_rate(cfg: &Config, p: &Udp, s: &mut Scratch, now: u64) -> bool {
+    s.peer = PeerKey {
+        addr: s.src,
+        port: p.sport,
+        _pad: 0,
+    };
+    if !take(
+        &RATE,
+        &s.peer,
+        cfg.rate_limit_pps,
+        cfg.rate_limit_burst,
+        now,
+    ) {
+        return true;
+    }
+    if !take(
+        &RATE_ADDR,
+        &s.src,
+        cfg.rate_limit_addr_pps,
+        cfg.rate_limit_addr_burst,
+        now,
+    ) {
+        give_back(&RATE, &s.peer, cfg.rate_limit_pps);
+        return true;
+    }
+    false
+}
+
+#[inline(always)]
+fn give_back<K>(map: &LruPerCpuHashMap<K, RateValue>, key: &K, pps: u32) {
+    if pps == 0 {
         return;
     }
-    if let Some(b) = RATE.get_ptr_mut(&s.src) {
+    if let Some(b) = map.get_ptr_mut(key) {
         // The next refill caps the bucket again.
         unsafe { (*b).tokens += NS };
     }
+}
+
+/// Gives back the tokens `over_rate` took for a packet that then could
+/// not be answered after all.
+#[inline(always)]
+pub fn refund(cfg: &Config, s: &Scratch) {
+    give_back(&RATE, &s.peer, cfg.rate_limit_pps);
+    give_back(&RATE_ADDR, &s.src, cfg.rate_limit_addr_pps);
 }
 
 /// Every reason never to answer, checked in order (frame, addresses,

@@ -324,7 +324,7 @@ fn answer(
     // no finer one, and reading the clock source costs more than the
     // rest of a pong.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if guard::over_rate(cfg, s, now) {
+    if guard::over_rate(cfg, p, s, now) {
         count(Counter::DropRateLimit);
         debug!(ctx, "over the answer rate: source port {}", p.sport);
         return xdp_action::XDP_DROP;

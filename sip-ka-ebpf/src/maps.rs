@@ -48,10 +48,16 @@ pub static ACL_DENY: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
 #[map]
 pub static BANS: LpmTrie<AclAddr, BanValue> = LpmTrie::pinned(BANS_MAX, 0);
 
-/// A bucket per source and CPU (see `guard::over_rate`): written on every
-/// answer, so shared buckets would make the CPUs wait on each other.
+/// A bucket per source (address and port) and CPU (see
+/// `guard::over_rate`): written on every answer, so shared buckets would
+/// make the CPUs wait on each other.
 #[map]
-pub static RATE: LruPerCpuHashMap<AclAddr, RateValue> = LruPerCpuHashMap::pinned(RATE_MAX, 0);
+pub static RATE: LruPerCpuHashMap<PeerKey, RateValue> = LruPerCpuHashMap::pinned(RATE_MAX, 0);
+
+/// A bucket per source address and CPU: the ceiling over all of an
+/// address's ports (a NAT's phones).
+#[map]
+pub static RATE_ADDR: LruPerCpuHashMap<AclAddr, RateValue> = LruPerCpuHashMap::pinned(RATE_MAX, 0);
 
 /// Per-CPU work area: the payload copy, the answer being built, and the
 /// positions the SIP scan records (kept in map memory so the verifier

@@ -1096,6 +1096,7 @@ fn token_bucket_refill_never_wraps() {
     let src = Ipv4Addr::new(198, 18, 0, 8);
     h.set_rate(
         v4_mapped(src.octets()),
+        40000,
         RateValue {
             tokens: tokens as u64,
             // Boot time: the elapsed time is capped at 100 s.
@@ -1110,6 +1111,59 @@ fn token_bucket_refill_never_wraps() {
         &h,
         "huge rate",
         &[(Counter::CrlfPing, 1), (Counter::CrlfPongSent, 1)],
+    );
+}
+
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn phones_behind_one_address_have_their_own_budgets_under_its_ceiling() {
+    assert_eq!(
+        (
+            Config::DEFAULT.rate_limit_addr_pps,
+            Config::DEFAULT.rate_limit_addr_burst
+        ),
+        (20_000, 40_000)
+    );
+    let mut h = harness();
+    h.set_config(Config {
+        rate_limit_pps: 1,
+        rate_limit_burst: 2,
+        rate_limit_addr_pps: 1,
+        rate_limit_addr_burst: 5,
+        ..Config::DEFAULT
+    })
+    .unwrap();
+    let nat = Ipv4Addr::new(198, 18, 0, 9);
+    let phone = |port: u16| v4(CRLF_PING).src_ip(nat).sport(port).build();
+    let run = |h: &Harness, port: u16| h.run(&phone(port)).unwrap().action;
+    // One socket flooding is held to its own burst...
+    assert_eq!(
+        [run(&h, 7001), run(&h, 7001), run(&h, 7001)],
+        [XDP_TX, XDP_TX, XDP_DROP]
+    );
+    // ...while the phone next to it, on another NAT port, is answered.
+    assert_eq!([run(&h, 7002), run(&h, 7002)], [XDP_TX, XDP_TX]);
+    assert_eq!(run(&h, 7003), XDP_TX, "the address's fifth answer");
+    // Past the address's ceiling: refused, counted, and the refused
+    // phone's own bucket is not charged for it.
+    let d = Delta::new(&h);
+    assert_eq!(run(&h, 7004), XDP_DROP);
+    d.expect(
+        &h,
+        "address ceiling",
+        &[(Counter::CrlfPing, 1), (Counter::DropRateLimit, 1)],
+    );
+    h.set_config(Config {
+        rate_limit_pps: 1,
+        rate_limit_burst: 2,
+        rate_limit_addr_pps: 0,
+        ..Config::DEFAULT
+    })
+    .unwrap();
+    assert_eq!(
+        [run(&h, 7004), run(&h, 7004), run(&h, 7004)],
+        [XDP_TX, XDP_TX, XDP_DROP],
+        "its whole burst is still there"
     );
 }
 

@@ -36,11 +36,19 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "rate_limit_pps",
-        "N: answers per second per source address (0 = no limit)",
+        "N: answers per second per source address and port, one phone (0 = no limit)",
     ),
     (
         "rate_limit_burst",
-        "N: answers a source may send in a burst",
+        "N: answers a source (address and port) may get in a burst",
+    ),
+    (
+        "rate_limit_addr_pps",
+        "N: answers per second per source address, all its ports: a NAT's ceiling (0 = no limit)",
+    ),
+    (
+        "rate_limit_addr_burst",
+        "N: answers one address may get in a burst",
     ),
     (
         "own_mac",
@@ -80,6 +88,8 @@ pub fn get(cfg: &Config, key: &str) -> Result<String> {
         },
         "rate_limit_pps" => cfg.rate_limit_pps.to_string(),
         "rate_limit_burst" => cfg.rate_limit_burst.to_string(),
+        "rate_limit_addr_pps" => cfg.rate_limit_addr_pps.to_string(),
+        "rate_limit_addr_burst" => cfg.rate_limit_addr_burst.to_string(),
         "own_mac" => mac_string(&cfg.own_mac),
         "broadcast_v4" => {
             let list: Vec<String> = cfg
@@ -231,6 +241,14 @@ pub fn set(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
                 bail!("config key rate_limit_burst: must be at least 1");
             }
             cfg.rate_limit_burst = burst;
+        }
+        "rate_limit_addr_pps" => cfg.rate_limit_addr_pps = parse_rate(value).with_context(err)?,
+        "rate_limit_addr_burst" => {
+            let burst = parse_rate(value).with_context(err)?;
+            if burst == 0 {
+                bail!("config key rate_limit_addr_burst: must be at least 1");
+            }
+            cfg.rate_limit_addr_burst = burst;
         }
         "own_mac" => cfg.own_mac = parse_mac(value).with_context(err)?,
         "broadcast_v4" => cfg.broadcast_v4 = parse_broadcasts(value).with_context(err)?,

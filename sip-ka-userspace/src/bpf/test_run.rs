@@ -125,13 +125,18 @@ impl Harness {
         Ok(())
     }
 
-    /// Sets the token bucket of a source address (16-byte form) on every
-    /// CPU (`RATE` keeps one per CPU).
-    pub fn set_rate(&mut self, addr: [u8; 16], value: RateValue) -> Result<()> {
-        let mut map: PerCpuHashMap<&mut MapData, [u8; 16], RateValue> =
+    /// Sets the token bucket of a source (address in the 16-byte form,
+    /// port) on every CPU (`RATE` keeps one per CPU).
+    pub fn set_rate(&mut self, addr: [u8; 16], port: u16, value: RateValue) -> Result<()> {
+        let mut map: PerCpuHashMap<&mut MapData, PeerKey, RateValue> =
             PerCpuHashMap::try_from(self.bpf.map_mut(MAP_RATE).context("RATE")?)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-        map.insert(addr, PerCpuValues::try_from(vec![value; cpus])?, 0)?;
+        let key = PeerKey {
+            addr,
+            port,
+            _pad: 0,
+        };
+        map.insert(key, PerCpuValues::try_from(vec![value; cpus])?, 0)?;
         Ok(())
     }
 

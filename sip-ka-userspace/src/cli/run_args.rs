@@ -109,9 +109,13 @@ pub struct RunArgs {
     /// Most TCP/TLS connections open at once (edge mode).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Most TCP/TLS connections open at once from one IP address (edge
-    /// mode).
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// Most TCP/TLS connections open at once from one IP address (an
+    /// IPv6 /64; edge mode). 0, the default, sets no fixed cap: a whole
+    /// office or carrier NAT may hold many; near --max-connections the
+    /// sources holding the most are refused first, and at it a smaller
+    /// source takes the largest one's oldest connection, so no source can
+    /// keep another out.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_connections_per_ip: usize,
     /// `timeout=` the edge answers to an ms-keep-alive offer: the
     /// connection then lives while keep-alives come within it (edge mode).

@@ -97,7 +97,9 @@ pub struct StreamConfig {
     pub idle_timeout: Duration,
     /// Most connections open at once.
     pub max_conns: usize,
-    /// Most connections open at once from one IP address.
+    /// Most connections open at once from one source (IPv4 address, IPv6
+    /// /64); 0 = no fixed cap, a fair share near `max_conns` instead
+    /// (`transport::admit`).
     pub max_conns_per_ip: usize,
     /// `timeout=` in an ms-keep-alive answer, in seconds.
     pub ms_keepalive_timeout: u32,
@@ -118,7 +120,7 @@ impl Default for StreamConfig {
         StreamConfig {
             idle_timeout: Duration::from_secs(300),
             max_conns: 10_000,
-            max_conns_per_ip: 64,
+            max_conns_per_ip: 0,
             ms_keepalive_timeout: 120,
             flow_timer_stream: 120,
             flow_timer_udp: 29,
@@ -202,8 +204,8 @@ impl EdgeConfig {
             bail!("--max-message-size must be at least 512 and --max-headers at least 8");
         }
         let st = &self.streams;
-        if st.idle_timeout.is_zero() || st.max_conns == 0 || st.max_conns_per_ip == 0 {
-            bail!("--tcp-idle-timeout, --max-connections and --max-connections-per-ip must be at least 1");
+        if st.idle_timeout.is_zero() || st.max_conns == 0 {
+            bail!("--tcp-idle-timeout and --max-connections must be at least 1");
         }
         if st.idle_timeout.as_secs() <= u64::from(st.flow_timer_stream) {
             bail!(

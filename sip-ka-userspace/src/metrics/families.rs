@@ -173,7 +173,8 @@ pub const ALL: &[Family] = &[
     counter(
         "sipka_edge_connections_closed",
         "TCP/TLS connections the edge closed, by reason (idle, framing: lost framing or \
-         a failed TLS handshake, message_timeout)",
+         a failed TLS handshake, message_timeout, fair_share: the largest source's oldest, \
+         to let another source in at --max-connections, banned: its source was banned)",
     ),
     counter(
         "sipka_edge_keepalive_negotiations",

@@ -147,6 +147,7 @@ pub fn edge_series(name: &str) -> Option<Series> {
         "other" => series("sipka_edge_keepalives_to_responder", &[]),
         "conns_accepted" => series("sipka_edge_connections_accepted", &[]),
         "conns_refused" => series("sipka_edge_connections_refused", &[]),
+        "conns_evicted" => closed("fair_share"),
         "conns_idle_closed" => closed("idle"),
         "stream_errors" => closed("framing"),
         "conns_message_timeout" => closed("message_timeout"),

@@ -1,13 +1,14 @@
 //! The per-source answer limit of the userspace responder: the fast
-//! path's token bucket (`rate_limit_pps` answers per second per source
-//! address, `rate_limit_burst` deep, from the same CONFIG), taken only for
-//! a datagram about to be answered, so that what gets no answer costs its
-//! source nothing.
+//! path's token buckets (`rate_limit_pps` answers per second per source
+//! address and port, `rate_limit_burst` deep, under a ceiling per address
+//! of `rate_limit_addr_pps` / `rate_limit_addr_burst`, from the same
+//! CONFIG), taken only for a datagram about to be answered, so that what
+//! gets no answer costs its source nothing.
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher as _, RandomState},
-    net::IpAddr,
+    hash::{BuildHasher as _, Hash, RandomState},
+    net::{IpAddr, SocketAddr},
     sync::Mutex,
 };
 
@@ -17,48 +18,45 @@ const NS: u64 = 1_000_000_000;
 /// Locks the sources are spread over, so the responder's threads seldom
 /// wait for one another.
 const SHARDS: usize = 16;
-/// Sources tracked per shard: in all, as many as the fast path's RATE map.
+/// Sources tracked per shard: in all, as many as the fast path's maps.
 const SHARD_MAX: usize = RATE_MAX as usize / SHARDS;
 
 #[derive(Clone, Copy)]
 struct Bucket {
-    /// Tokens scaled by 1e9 (one answer = 1e9), as in the RATE map.
+    /// Tokens scaled by 1e9 (one answer = 1e9), as in the RATE maps.
     tokens: u64,
     last_ns: u64,
 }
 
-/// Token buckets by source address.
-pub struct Limiter {
+/// Token buckets by key, sharded.
+struct Buckets<K> {
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
+    shards: Vec<Mutex<HashMap<K, Bucket>>>,
 }
 
-impl Default for Limiter {
+impl<K: Hash + Eq + Copy> Default for Buckets<K> {
     fn default() -> Self {
-        Limiter {
+        Buckets {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 }
 
-impl Limiter {
-    /// Takes a token for an answer to `src` at `now_ns` (a monotonic
-    /// clock); false when the source is over its rate. The arithmetic is
-    /// the fast path's (`sip-ka-ebpf/src/guard.rs` `over_rate`).
-    pub fn allow(&self, cfg: &Config, src: IpAddr, now_ns: u64) -> bool {
+impl<K: Hash + Eq + Copy> Buckets<K> {
+    /// Takes a token for `key` at `now_ns`; false when its bucket is
+    /// empty. The arithmetic is the fast path's (`sip-ka-ebpf/src/guard.rs`
+    /// `take`).
+    fn take(&self, key: K, pps: u32, burst: u32, now_ns: u64) -> bool {
         let max = u64::from(RATE_LIMIT_MAX);
-        let pps = u64::from(cfg.rate_limit_pps).min(max);
+        let pps = u64::from(pps).min(max);
         if pps == 0 {
             return true;
         }
-        let cap = u64::from(cfg.rate_limit_burst).clamp(1, max) * NS;
-        // A v4 source on a dual-stack socket is the same source as on a v4
-        // one (and as the fast path's v4-mapped key).
-        let src = src.to_canonical();
-        let shard = &self.shards[self.hasher.hash_one(src) as usize % SHARDS];
+        let cap = u64::from(burst).clamp(1, max) * NS;
+        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut map = crate::util::lock::lock(shard);
-        if let Some(b) = map.get_mut(&src) {
+        if let Some(b) = map.get_mut(&key) {
             let elapsed = now_ns.saturating_sub(b.last_ns).min(100 * NS);
             let tokens = (b.tokens.min(cap) + elapsed * pps).min(cap);
             b.last_ns = now_ns;
@@ -73,7 +71,7 @@ impl Limiter {
             make_room(&mut map, cap, pps, now_ns);
         }
         map.insert(
-            src,
+            key,
             Bucket {
                 tokens: cap - NS,
                 last_ns: now_ns,
@@ -82,12 +80,61 @@ impl Limiter {
         true
     }
 
-    /// Sources tracked now.
-    pub fn len(&self) -> usize {
+    /// Gives back a token `take` took.
+    fn give_back(&self, key: K) {
+        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
+        if let Some(b) = crate::util::lock::lock(shard).get_mut(&key) {
+            b.tokens += NS;
+        }
+    }
+
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| crate::util::lock::lock(s).len())
             .sum()
+    }
+}
+
+/// Token buckets by source (address and port) and by address.
+#[derive(Default)]
+pub struct Limiter {
+    flows: Buckets<SocketAddr>,
+    addrs: Buckets<IpAddr>,
+}
+
+impl Limiter {
+    /// Takes a token for an answer to `src` at `now_ns` (a monotonic
+    /// clock) from its own bucket and its address's; false when either is
+    /// empty (and then neither is charged).
+    pub fn allow(&self, cfg: &Config, src: SocketAddr, now_ns: u64) -> bool {
+        // A v4 source on a dual-stack socket is the same source as on a v4
+        // one (and as the fast path's v4-mapped key).
+        let ip = src.ip().to_canonical();
+        let flow = SocketAddr::new(ip, src.port());
+        if !self
+            .flows
+            .take(flow, cfg.rate_limit_pps, cfg.rate_limit_burst, now_ns)
+        {
+            return false;
+        }
+        if !self.addrs.take(
+            ip,
+            cfg.rate_limit_addr_pps,
+            cfg.rate_limit_addr_burst,
+            now_ns,
+        ) {
+            if cfg.rate_limit_pps != 0 {
+                self.flows.give_back(flow);
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Buckets held now (sources and addresses).
+    pub fn len(&self) -> usize {
+        self.flows.len() + self.addrs.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,7 +147,7 @@ impl Limiter {
 /// but those held at their limit, whose state is the point. A source
 /// forgotten starts again with a full bucket, as one the fast path's LRU
 /// map evicts does.
-fn make_room(map: &mut HashMap<IpAddr, Bucket>, cap: u64, pps: u64, now_ns: u64) {
+fn make_room<K: Hash + Eq>(map: &mut HashMap<K, Bucket>, cap: u64, pps: u64, now_ns: u64) {
     let refilled = |b: &Bucket| {
         let elapsed = now_ns.saturating_sub(b.last_ns).min(100 * NS);
         b.tokens.min(cap) + elapsed * pps >= cap
@@ -115,6 +162,7 @@ fn make_room(map: &mut HashMap<IpAddr, Bucket>, cap: u64, pps: u64, now_ns: u64)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -126,11 +174,15 @@ mod tests {
         }
     }
 
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn a_source_gets_its_burst_then_its_rate() {
         let l = Limiter::default();
         let c = cfg(10, 4);
-        let a: IpAddr = "198.18.0.2".parse().unwrap();
+        let a = at("198.18.0.2:5060");
         let t0 = 5 * NS;
         let first: Vec<bool> = (0..6).map(|_| l.allow(&c, a, t0)).collect();
         assert_eq!(first, [true, true, true, true, false, false]);
@@ -139,9 +191,9 @@ mod tests {
         assert!(l.allow(&c, a, t0 + 200_000_000));
         // Another source has its own bucket; the same one over IPv6-mapped
         // is the same source.
-        assert!(l.allow(&c, "198.18.0.3".parse().unwrap(), t0));
+        assert!(l.allow(&c, at("198.18.0.3:5060"), t0));
         let t1 = t0 + 200_000_000;
-        assert!(l.allow(&c, "::ffff:198.18.0.2".parse().unwrap(), t1));
+        assert!(l.allow(&c, at("[::ffff:198.18.0.2]:5060"), t1));
         assert!(
             !l.allow(&c, a, t1),
             "the v4-mapped form took the last token"
@@ -149,12 +201,50 @@ mod tests {
     }
 
     #[test]
+    fn phones_behind_one_address_each_get_their_own_budget_under_its_ceiling() {
+        let l = Limiter::default();
+        let c = Config {
+            rate_limit_addr_pps: 1000,
+            rate_limit_addr_burst: 3000,
+            ..cfg(10, 4)
+        };
+        let t0 = 5 * NS;
+        // 2,500 phones of one NAT, one keep-alive each at once: all pass.
+        for port in 10_000..12_500u16 {
+            let src = SocketAddr::new("203.0.113.1".parse().unwrap(), port);
+            assert!(l.allow(&c, src, t0), "phone {port}");
+        }
+        // One of them flooding is held to its own burst.
+        let one = at("203.0.113.1:10000");
+        assert_eq!((0..10).filter(|_| l.allow(&c, one, t0)).count(), 3);
+        // Past the address's ceiling nobody more gets an answer, and a
+        // refused one costs its own bucket nothing.
+        let mut ok = 0;
+        for port in 20_000..21_000u16 {
+            let src = SocketAddr::new("203.0.113.1".parse().unwrap(), port);
+            ok += usize::from(l.allow(&c, src, t0));
+        }
+        assert_eq!(ok, 3000 - 2500 - 3);
+        let fresh = at("203.0.113.1:30000");
+        assert!(!l.allow(&c, fresh, t0));
+        assert!(l.allow(&c, fresh, t0 + NS), "the ceiling refills");
+    }
+
+    #[test]
     fn zero_pps_is_no_limit_and_huge_values_do_not_wrap() {
         let l = Limiter::default();
-        let a: IpAddr = "198.18.0.2".parse().unwrap();
-        assert!((0..10_000).all(|_| l.allow(&cfg(0, 1), a, 1)));
+        let a = at("198.18.0.2:5060");
+        let off = Config {
+            rate_limit_addr_pps: 0,
+            ..cfg(0, 1)
+        };
+        assert!((0..10_000).all(|_| l.allow(&off, a, 1)));
         assert!(l.is_empty(), "no limit tracks nobody");
-        let huge = cfg(u32::MAX, u32::MAX);
+        let huge = Config {
+            rate_limit_addr_pps: u32::MAX,
+            rate_limit_addr_burst: u32::MAX,
+            ..cfg(u32::MAX, u32::MAX)
+        };
         assert!(l.allow(&huge, a, 0));
         assert!(l.allow(&huge, a, u64::MAX));
     }
@@ -163,14 +253,14 @@ mod tests {
     fn a_flood_of_sources_stays_bounded_and_keeps_limited_ones() {
         let l = Limiter::default();
         let c = cfg(1, 4);
-        let heavy: IpAddr = "203.0.113.9".parse().unwrap();
+        let heavy = at("203.0.113.9:5060");
         assert!((0..4).all(|_| l.allow(&c, heavy, NS)));
         assert!(!l.allow(&c, heavy, NS));
         for i in 0..(RATE_MAX * 3) {
             let ip = IpAddr::from(0x0a00_0000u32.wrapping_add(i).to_be_bytes());
-            l.allow(&c, ip, NS);
+            l.allow(&c, SocketAddr::new(ip, 5060), NS);
         }
-        assert!(l.len() <= RATE_MAX as usize, "{} sources", l.len());
+        assert!(l.len() <= 2 * RATE_MAX as usize, "{} buckets", l.len());
         assert!(
             !l.allow(&c, heavy, NS),
             "a source at its limit is not forgotten by a flood of others"

@@ -166,7 +166,7 @@ pub fn answer_into(
         return false;
     };
     // Last, as in the fast path: only an answer about to go takes a token.
-    if !shared.limiter.allow(cfg, src.ip(), now_ns) {
+    if !shared.limiter.allow(cfg, src, now_ns) {
         tally.rate_limited += 1;
         out.clear();
         return false;

@@ -123,6 +123,14 @@ pub enum Evidence {
     Accepted,
 }
 
+/// Requests per flood window each accepted login of a source adds to its
+/// flood line (a phone's re-registration with its challenge, a
+/// subscription's, a call), up to [`FLOOD_PROVEN_CAP`] times the line:
+/// a NAT whose thousands of phones logged in recently may re-register all
+/// at once after a power cut without being taken for a flood.
+pub const FLOOD_PER_PROVEN: u32 = 4;
+pub const FLOOD_PROVEN_CAP: u32 = 10;
+
 /// 481s per counted failure.
 pub const UNKNOWN_DIALOG_PER_FAILURE: u32 = 5;
 /// Most a source's accepted logins raise its threshold, in `max_retry`s.
@@ -274,7 +282,12 @@ impl EvidenceTable {
                 let n = rec
                     .requests
                     .add(now_ms, p.flood_window.as_millis() as u64, 1);
-                (p.flood_requests > 0 && n >= p.flood_requests).then_some((BanReason::Flood, n))
+                let proven = rec.proven.estimate(now_ms, find);
+                let line = p
+                    .flood_requests
+                    .saturating_add(proven.saturating_mul(FLOOD_PER_PROVEN))
+                    .min(p.flood_requests.saturating_mul(FLOOD_PROVEN_CAP));
+                (p.flood_requests > 0 && n >= line).then_some((BanReason::Flood, n))
             }
             Evidence::Accepted => {
                 rec.proven.add(now_ms, find, 1);
@@ -420,6 +433,38 @@ mod tests {
             }
         }
         assert_eq!(banned_at, Some(1999));
+    }
+
+    #[test]
+    fn a_nat_whose_phones_logged_in_may_reregister_at_once_after_a_power_cut() {
+        let p = Policy::default();
+        let mut t = EvidenceTable::default();
+        let nat = src("198.51.100.1");
+        // 1,000 phones logged in over the last minutes.
+        for i in 0..1000 {
+            t.observe(nat, Evidence::Accepted, T0 + i * 100, &p);
+        }
+        // Power back: each sends REGISTER, then REGISTER with
+        // credentials, plus a SUBSCRIBE: 3,000 requests within a second.
+        let back = T0 + 200_000;
+        for i in 0..3000u64 {
+            assert_eq!(
+                t.observe(nat, Evidence::Request, back + i / 3, &p),
+                None,
+                "request {i}"
+            );
+        }
+        // A flood from that NAT is still one, at 10 times the line.
+        let mut n = 0u64;
+        let v = loop {
+            n += 1;
+            if let Some(v) = t.observe(nat, Evidence::Request, back + 1000 + n / 20, &p) {
+                break v;
+            }
+            assert!(n < 100_000);
+        };
+        assert_eq!(v.reason, BanReason::Flood);
+        assert!(v.evidence <= 20_000, "{}", v.evidence);
     }
 
     #[test]

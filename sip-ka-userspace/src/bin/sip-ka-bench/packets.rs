@@ -22,6 +22,17 @@ pub(crate) fn udp4(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         .build()
 }
 
+/// The source the bench bans (the BANS map) to time the drop of a banned
+/// source's packets.
+pub(crate) const BANNED_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 66);
+
+/// [`udp4`] from [`BANNED_V4`].
+pub(crate) fn udp4_banned(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    PacketBuilder::udp4(BANNED_V4, sport, SERVER_V4, dport, payload)
+        .ip_id(0x1c47)
+        .build()
+}
+
 /// A STUN Binding request (RFC 5389) with no attributes, or only a
 /// FINGERPRINT.
 pub(crate) fn binding_request(txid: [u8; 12], fingerprint: bool) -> Vec<u8> {

@@ -9,13 +9,15 @@ use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use sip_ka::bpf::test_run::{Harness, XDP_DROP, XDP_PASS, XDP_TX};
 use sip_ka_common::{
     callid_hash,
-    maps::{DialogValue, DIALOG_CONFIRMED},
+    maps::{v4_mapped, BanReason, BanValue, DialogValue, BAN_FOREVER, DIALOG_CONFIRMED},
     stun::ATTR_FINGERPRINT,
     Action, Config, Counter,
 };
 
 use crate::opts::Opts;
-use crate::packets::{binding_request, sip_options, udp4, CALL_ID, CRLF_PING};
+use crate::packets::{
+    binding_request, sip_options, udp4, udp4_banned, BANNED_V4, CALL_ID, CRLF_PING,
+};
 
 struct Case {
     name: String,
@@ -85,6 +87,21 @@ fn cases(cfg: &Config) -> Vec<Case> {
             "non-SIP UDP to port 53, 64 B, passed".into(),
             udp4(40000, 53, &[0x5a; 64]),
         ),
+        Case {
+            name: "CRLF ping from a banned source -> dropped".into(),
+            packet: udp4_banned(40000, 5060, CRLF_PING),
+            action: XDP_DROP,
+            fixed_point: true,
+        },
+        Case {
+            name: format!(
+                "SIP OPTIONS, {} B, from a banned source -> dropped",
+                sip_options(false).len()
+            ),
+            packet: udp4_banned(40000, 5060, &sip_options(false)),
+            action: XDP_DROP,
+            fixed_point: true,
+        },
     ]
 }
 
@@ -199,6 +216,7 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
     // default) would time the drop path after the first burst.
     let mut cfg = sip_ka_common::Config {
         rate_limit_pps: 0,
+        rate_limit_addr_pps: 0,
         ..sip_ka_common::Config::DEFAULT
     };
     for kv in &opts.set {
@@ -210,7 +228,7 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
     }
     h.set_config(cfg)?;
     println!(
-        "configuration changed from the defaults: rate_limit_pps=0 {}",
+        "configuration changed from the defaults: rate_limit_pps=0 rate_limit_addr_pps=0 {}",
         opts.set.join(" ")
     );
     h.insert_dialog(
@@ -218,6 +236,16 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
         DialogValue {
             state: DIALOG_CONFIRMED,
             ..Default::default()
+        },
+    )?;
+    // One source banned (without end), as the shield bans a scanner.
+    h.ban(
+        128,
+        v4_mapped(BANNED_V4.octets()),
+        BanValue {
+            expires_ns: BAN_FOREVER,
+            reason: BanReason::Scanner as u32,
+            ..BanValue::default()
         },
     )?;
     let cases = cases(&cfg);
@@ -338,7 +366,9 @@ pub(crate) fn test_run_bench(opts: &Opts) -> Result<()> {
          empty XDP program on this machine. The echo row is a program that only swaps the \
          addresses and returns XDP_TX, timed cold (repeat=1, as the answers) and warm \
          (repeat): the floor of an answer here. Times in ns. The answers were checked (a CRLF pong, a Binding success, with \
-         FINGERPRINT when asked) and the passed packets left unchanged."
+         FINGERPRINT when asked) and the passed packets left unchanged. The banned rows come \
+         from a source in the BANS map (one entry): the drop the shield puts a scanner's \
+         packets to."
     );
     Ok(())
 }

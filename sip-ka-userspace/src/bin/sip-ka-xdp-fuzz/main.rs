@@ -79,6 +79,7 @@ fn harness() -> Result<(Harness, Vec<Prefix>)> {
     let mut h = Harness::new()?;
     h.set_config(Config {
         rate_limit_pps: 0,
+        rate_limit_addr_pps: 0,
         verify_checksums: 1,
         acl: ACL_DENY,
         ..Config::DEFAULT

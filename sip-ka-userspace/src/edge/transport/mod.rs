@@ -22,6 +22,8 @@ use tokio::{net::UdpSocket, sync::mpsc};
 
 use crate::util::lock::lock;
 
+mod admit;
+pub use admit::{admit, near_limit, same_source, Admission};
 pub mod retransmit;
 pub mod stream;
 pub mod tls;
@@ -318,17 +320,6 @@ fn unhex16(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// Whether two addresses are one source for the per-source connection
-/// limit: the same IPv4 address, or the same IPv6 /64 (one subscriber's
-/// prefix: counting single IPv6 addresses would let one host take every
-/// connection).
-pub fn same_source(a: IpAddr, b: IpAddr) -> bool {
-    match (a, b) {
-        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
-        (a, b) => a == b,
-    }
-}
-
 /// A live connection as the rest of the edge sees it.
 pub struct Conn {
     /// Messages to write on the connection (its task writes them).
@@ -450,6 +441,22 @@ impl Transports {
             self.open_tcp.load(Ordering::Relaxed),
             self.open_tls.load(Ordering::Relaxed),
         )
+    }
+
+    /// Whether a new connection from `ip` gets a slot (see [`admit`]);
+    /// a connection evicted to make room is closed here.
+    pub fn admit(&self, ip: IpAddr, max_conns: usize, per_ip_cap: usize) -> Admission {
+        let mut conns = lock(&self.conns);
+        let open: Vec<(u64, IpAddr)> = if conns.len() >= near_limit(max_conns) || per_ip_cap > 0 {
+            conns.iter().map(|(id, c)| (*id, c.peer.ip())).collect()
+        } else {
+            Vec::new()
+        };
+        let a = admit(&open, conns.len(), ip, max_conns, per_ip_cap);
+        if let Admission::Evict(id) = a {
+            conns.remove(&id);
+        }
+        a
     }
 
     /// Connections open now, and those from `ip`'s source (see

@@ -21,7 +21,7 @@ use tokio::{
     time::{timeout, Instant},
 };
 
-use super::{tls::HANDSHAKE_RECORD, Conn, Flow, StreamKind};
+use super::{tls::HANDSHAKE_RECORD, Admission, Conn, Flow, StreamKind};
 use crate::sip::{CrlfRole, Framing, StreamEvent, StreamFramer};
 use crate::{
     edge::state::{Counters, Edge},
@@ -56,14 +56,21 @@ pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>
             continue;
         }
         let st = edge.tun().streams;
-        let (total, from_ip) = edge.transports.conn_counts(peer.ip());
-        if total >= st.max_conns || from_ip >= st.max_conns_per_ip {
-            Counters::bump(&edge.counters.conns_refused);
-            log::debug!(
-                "edge: connection from {peer} refused ({total} open, {from_ip} from its IP)"
-            );
-            drop(sock);
-            continue;
+        match edge
+            .transports
+            .admit(peer.ip(), st.max_conns, st.max_conns_per_ip)
+        {
+            Admission::Accept => {}
+            Admission::Refuse => {
+                Counters::bump(&edge.counters.conns_refused);
+                log::debug!("edge: connection from {peer} refused (its source holds its share)");
+                drop(sock);
+                continue;
+            }
+            Admission::Evict(id) => {
+                Counters::bump(&edge.counters.conns_evicted);
+                log::debug!("edge: connection {id} of the largest source closed to let {peer} in");
+            }
         }
         Counters::bump(&edge.counters.conns_accepted);
         // Small messages, answered at once: no Nagle delay on pongs.

@@ -50,6 +50,7 @@ fn start(lab: &mut Lab, dir: &Path, modules: &Path, peer: Peer) -> Result<Runnin
 /// (on by default) would measure refusals, not answers.
 fn unlimit(lab: &Lab) -> Result<()> {
     sip_ka::lab::run(&mut lab.sip_ka(&["config", "set", "rate_limit_pps", "0"])?)?;
+    sip_ka::lab::run(&mut lab.sip_ka(&["config", "set", "rate_limit_addr_pps", "0"])?)?;
     // The daemon reads CONFIG every 500 ms.
     std::thread::sleep(Duration::from_millis(600));
     Ok(())
