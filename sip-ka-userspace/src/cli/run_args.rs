@@ -236,7 +236,7 @@ pub struct RunArgs {
     #[arg(long = "ban-ipv6-prefix", value_name = "LEN", default_value_t = 64,
           value_parser = clap::value_parser!(u8).range(1..=128))]
     pub ban_ipv6_prefix: u8,
-    /// Most sources the shield keeps evidence on at once (about 100 bytes
+    /// Most sources the shield keeps evidence on at once (about 120 bytes
     /// each; the oldest go first). Changes live.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub ban_max_sources: usize,

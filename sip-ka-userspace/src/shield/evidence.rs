@@ -551,6 +551,8 @@ mod tests {
             t.observe(Prefix::of_source(ip, 64), Evidence::Failure, T0 + i, &p);
         }
         assert_eq!(t.len(), 10_000);
+        // The figure docs/ARCHITECTURE.md gives.
+        assert_eq!(RECORD_COST, 122);
         assert_eq!(t.bytes(), 10_000 * RECORD_COST);
         // Every new source past the cap pushed the oldest out (a few
         // random IPv4 addresses repeat).
