@@ -179,6 +179,19 @@ fn blocklists_are_read_again_and_never_ban_wins() {
     within(Duration::from_secs(4), "lifted once off the list", || {
         answered(&s)
     });
+    // Listed again; then the operator allows it live: lifted at once.
+    std::fs::write(&list, "203.0.113.0/24\n198.18.0.2\n").expect("list");
+    within(Duration::from_secs(4), "banned again from the list", || {
+        silent(&s)
+    });
+    common::config_set(&lab, "never_ban", "198.18.0.2/32");
+    within(Duration::from_secs(4), "answered once allowed", || {
+        answered(&s)
+    });
+    assert_eq!(
+        listed(&lab),
+        [("203.0.113.0/24".to_string(), "list".to_string())]
+    );
     lab.stop_daemon().expect("stop");
     // Listed again, but the operator trusts that address.
     std::fs::write(&list, "198.18.0.2\n").expect("list");

@@ -78,6 +78,8 @@ pub struct Derived {
     pub sip_ports: Vec<u16>,
     pub log_level: log::LevelFilter,
     pub dialog_idle_timeout: u64,
+    /// Checked; in both modes (offload mode gathers no evidence).
+    pub shield: crate::shield::Settings,
 }
 
 /// Merges the layers (the command of `run`, flags, file, live) and
@@ -100,6 +102,8 @@ pub struct Daemon {
     pub config_map: Mutex<Array<MapData, Config>>,
     pub ports_map: Mutex<Array<MapData, u8>>,
     pub edge: Option<Arc<Edge>>,
+    /// Bans and their evidence (every mode).
+    pub shield: Arc<crate::shield::Shield>,
     /// Serialises changes; taken before the maps' locks and the edge's,
     /// never by the edge.
     pub state: Mutex<State>,
@@ -307,6 +311,7 @@ impl Daemon {
             });
             edge.retune(ec, idle, clock::now_ms());
         }
+        self.shield.configure(&eff.shield);
         if !self.rust_log {
             crate::logs::set_level(eff.log_level);
         }

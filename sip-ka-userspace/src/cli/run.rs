@@ -262,6 +262,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
             config_map: std::sync::Mutex::new(config_map),
             ports_map: std::sync::Mutex::new(ports_map),
             edge: edge.clone(),
+            shield: shield.clone(),
             state: std::sync::Mutex::new(state),
             identity: super::history::Identity {
                 pid: std::process::id(),

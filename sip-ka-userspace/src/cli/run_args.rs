@@ -358,6 +358,7 @@ pub(super) fn resolve(
         sip_ports: args.sip_ports.clone(),
         log_level: args.log_level.into(),
         dialog_idle_timeout: args.dialog_idle_timeout,
+        shield: shield_settings(&args)?,
     };
     Ok((args, derived))
 }

@@ -34,9 +34,6 @@ impl Edge {
             cfg.state.pending_registers,
             cfg.state.pending_register_bytes,
         );
-        if let Some(shield) = &self.shield {
-            shield.configure(&cfg.shield);
-        }
     }
 }
 

@@ -124,10 +124,23 @@ impl Shield {
 
     /// The operator's never-ban prefixes (the PBX, the host and loopback
     /// are kept).
+    /// Bans in force that overlap one of them are lifted here (not on the
+    /// other edges, which have their own never-ban lists).
     pub fn set_never(&self, never: &[Prefix]) {
         let mut all = self.fixed.clone();
         all.extend_from_slice(never);
         *write(&self.never) = all;
+        for (ban, _) in self.table.snapshot() {
+            if self.spares(&ban.prefix) {
+                tracing::info!(
+                    target: "sip_ka::shield",
+                    source = %ban.prefix,
+                    reason = ban.reason.name(),
+                    "shield: ban lifted: the source is never banned now"
+                );
+                self.lift(&ban.prefix, false);
+            }
+        }
     }
 
     /// The `--blocklist` files; read again at the writer's next tick.
@@ -300,6 +313,12 @@ mod tests {
             assert_eq!(s.observe(ip, Evidence::Scanner, T0), None, "{ip}");
             assert!(!s.is_banned(ip, T0));
         }
+        // Allowing a banned source lifts its ban.
+        let ip: IpAddr = "203.0.113.50".parse().unwrap();
+        assert!(s.observe(ip, Evidence::Scanner, T0).is_some());
+        s.set_never(&[office, Prefix::parse("203.0.113.0/24").unwrap()]);
+        assert!(!s.is_banned(ip, T0 + 1));
+        s.set_never(&[office]);
         // A list entry covering the office is not taken either.
         let wide = Ban {
             prefix: Prefix::parse("198.51.0.0/16").unwrap(),
