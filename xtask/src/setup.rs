@@ -47,9 +47,22 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "redis-tools",
         "`redis-cli`, which reads the store in the HA lab",
     ),
+    (
+        "python3-venv",
+        "`python3 -m venv`, for the project's own SIPVicious environment",
+    ),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// The project's own Python environment: the scanners of the shield's lab
+/// tests (`tests/shield.rs` looks for them here) go into it, never into
+/// the system's Python.
+const VENV: &str = "/opt/sip-ka-venv";
+/// SIPVicious from PyPI, the version the shield's lab tests were written
+/// against (its tools' flags and the User-Agent they send).
+const SIPVICIOUS_VERSION: &str = "0.3.8";
+/// Debian's Python, which `python3-venv` completes.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 const BPF_LINKER_VERSION: &str = "0.13";
 
 pub fn setup() -> Result<()> {
@@ -58,6 +71,7 @@ pub fn setup() -> Result<()> {
     nightly()?;
     bpf_linker()?;
     bpffs()?;
+    sipvicious()?;
     println!("== setup: everything is in place");
     Ok(())
 }
@@ -441,5 +455,85 @@ fn bpffs() -> Result<()> {
             done.describe()
         );
     }
+    Ok(())
+}
+
+/// The version of `pkg` installed in the project's environment, if any.
+fn venv_version(pkg: &str) -> Option<String> {
+    let python = Path::new(VENV).join("bin/python");
+    let script = format!("import importlib.metadata as m; print(m.version({pkg:?}))");
+    stdout_of(Command::new(python).args(["-c", &script])).map(|v| v.trim().to_string())
+}
+
+/// SIPVicious in [`VENV`], a virtual environment of the project's own
+/// made with Debian's Python: the scanners the shield's lab tests run.
+fn sipvicious() -> Result<()> {
+    let name = "SIPVicious";
+    let tools = ["sipvicious_svmap", "sipvicious_svwar", "sipvicious_svcrack"];
+    let all_there = || {
+        tools
+            .iter()
+            .all(|t| Path::new(VENV).join("bin").join(t).is_file())
+    };
+    let version = venv_version("sipvicious");
+    if version.as_deref() == Some(SIPVICIOUS_VERSION) && all_there() {
+        step(name, format!("{SIPVICIOUS_VERSION} present in {VENV}"));
+        return Ok(());
+    }
+    match &version {
+        Some(v) => step(name, format!("{VENV} has {v}; want {SIPVICIOUS_VERSION}")),
+        None => step(name, format!("not installed in {VENV}")),
+    }
+    if !is_root() {
+        bail!(
+            "{name}: {VENV} is written as root; run this as root, or: sudo {SYSTEM_PYTHON} -m venv \
+             {VENV} && sudo {VENV}/bin/pip install sipvicious=={SIPVICIOUS_VERSION}"
+        );
+    }
+    if !Path::new(SYSTEM_PYTHON).is_file() {
+        bail!("{name}: {SYSTEM_PYTHON} not found; install Debian's python3 and python3-venv");
+    }
+    if !Path::new(VENV).join("bin/pip").is_file() {
+        step(name, format!("creating the virtual environment {VENV}"));
+        let mut c = Command::new(SYSTEM_PYTHON);
+        c.args(["-m", "venv", "--clear", VENV]);
+        let done = proc::run(&mut c, None, None)?;
+        if !done.ok() {
+            bail!(
+                "{name}: `{}` {}; Debian's python3 needs the python3-venv package \
+                 (with ensurepip) for this",
+                describe(&c),
+                done.describe()
+            );
+        }
+    }
+    step(
+        name,
+        format!("pip install sipvicious=={SIPVICIOUS_VERSION} into {VENV}"),
+    );
+    let mut c = Command::new(Path::new(VENV).join("bin/pip"));
+    c.args([
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        &format!("sipvicious=={SIPVICIOUS_VERSION}"),
+    ]);
+    let done = proc::run(&mut c, None, None)?;
+    if !done.ok() {
+        bail!(
+            "{name}: `{}` {}; it comes from PyPI (check the network and pip's \
+             configuration: pip config list)",
+            describe(&c),
+            done.describe()
+        );
+    }
+    if venv_version("sipvicious").as_deref() != Some(SIPVICIOUS_VERSION) || !all_there() {
+        bail!(
+            "{name}: pip reported success but {VENV}/bin lacks {} or the version is not \
+             {SIPVICIOUS_VERSION}",
+            tools.join(", ")
+        );
+    }
+    step(name, format!("installed in {VENV}"));
     Ok(())
 }
