@@ -39,6 +39,9 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
     let (args, derived) = resolve(&cmd, &flags, &file, &Default::default())?;
     let rust_log = crate::logs::init(args.log_level.into(), args.log_format);
     let edge_cfg = derived.edge;
+    if let Some(cfg) = &edge_cfg {
+        raise_file_limit(cfg.streams.max_conns);
+    }
     // With --xdp off nothing is attached, even if --iface is given.
     let iface = match (&args.iface, args.xdp) {
         (_, OnOff::Off) => None,
@@ -339,6 +342,48 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
     pins::unpin_all(&pin_dir)?;
     log::info!("detached and unpinned");
     result
+}
+
+/// Descriptors the edge needs beside its connections: sockets, maps, the
+/// journal, the control and metrics listeners.
+const FD_MARGIN: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one (systemd's default
+/// soft limit, 1024, would stop the edge far below --max-connections:
+/// accept fails with EMFILE and the phones' handshakes hang), and says so
+/// when even the hard limit is below what `max_conns` needs.
+fn raise_file_limit(max_conns: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        log::warn!(
+            "reading the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    let want = max_conns as u64 + FD_MARGIN;
+    if lim.rlim_cur < want {
+        log::warn!(
+            "open-file limit {} is below --max-connections {max_conns} + {FD_MARGIN}: \
+             connections past it are not accepted; raise LimitNOFILE (systemd) or ulimit -n",
+            lim.rlim_cur
+        );
+    } else {
+        log::info!("open-file limit {}", lim.rlim_cur);
+    }
 }
 
 /// Tells the service manager (systemd's $NOTIFY_SOCKET, when set) how the
