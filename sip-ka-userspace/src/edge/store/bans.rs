@@ -386,28 +386,6 @@ pub fn apply(shield: &Shield, store: &Store, ev: &Event) {
     }
 }
 
-/// Every ban key (SCAN, a page at a time), at most `BANS_MAX`.
-async fn keys(conn: &mut MultiplexedConnection) -> Result<Vec<String>> {
-    let mut cursor: u64 = 0;
-    let mut all = Vec::new();
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{BAN_PREFIX}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        all.extend(page);
-        if next == 0 || all.len() >= BANS_MAX as usize {
-            all.truncate(BANS_MAX as usize);
-            return Ok(all);
-        }
-        cursor = next;
-    }
-}
-
 /// Every ban in the store, in force here; every tombstone lifts what this
 /// edge holds of the ban it ended. (bans taken, bans lifted)
 pub async fn load(
@@ -415,7 +393,7 @@ pub async fn load(
     store: &Store,
     conn: &mut MultiplexedConnection,
 ) -> Result<(usize, usize)> {
-    let keys = keys(conn).await?;
+    let keys = super::scan_keys(conn, BAN_PREFIX, BANS_MAX as usize).await?;
     let (mut taken, mut lifted) = (0, 0);
     for chunk in keys.chunks(CHUNK) {
         let mut pipe = redis::pipe();

@@ -119,33 +119,12 @@ pub fn apply(edge: &Edge, store: &Store, ev: Event) {
     }
 }
 
-/// Every key of a kind (SCAN, a page at a time).
-async fn keys(conn: &mut MultiplexedConnection, prefix: &str) -> Result<Vec<String>> {
-    let mut cursor: u64 = 0;
-    let mut all = Vec::new();
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        all.extend(page);
-        if next == 0 {
-            return Ok(all);
-        }
-        cursor = next;
-    }
-}
-
 /// Everything the store holds, put here: the other edges' dialogs as
 /// replicas (replicas of dialogs gone from the store dropped), and the
 /// bindings. A dialog the store gives to this edge that its table lacks
 /// ended here while Redis was away: it goes from the store.
 async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> Result<()> {
-    let dialog_keys = keys(conn, DIALOG_PREFIX).await?;
+    let dialog_keys = super::scan_keys(conn, DIALOG_PREFIX, usize::MAX).await?;
     let mut seen = HashSet::new();
     let (mut replicas, mut ended) = (0, 0);
     for chunk in dialog_keys.chunks(500) {
@@ -180,7 +159,7 @@ async fn load(edge: &Edge, store: &Store, conn: &mut MultiplexedConnection) -> R
         }
     }
     let dropped = edge.dialogs().retain_replicas(&|c| seen.contains(c));
-    let binding_keys = keys(conn, BINDING_PREFIX).await?;
+    let binding_keys = super::scan_keys(conn, BINDING_PREFIX, usize::MAX).await?;
     let mut bindings = 0;
     for chunk in binding_keys.chunks(500) {
         let mut pipe = redis::pipe();
