@@ -521,6 +521,33 @@ impl Store {
     }
 }
 
+/// Every key beginning with `prefix` (SCAN, a page at a time), at most
+/// `max` of them.
+pub async fn scan_keys(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    max: usize,
+) -> Result<Vec<String>> {
+    let mut cursor: u64 = 0;
+    let mut all = Vec::new();
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        all.extend(page);
+        if next == 0 || all.len() >= max {
+            all.truncate(max);
+            return Ok(all);
+        }
+        cursor = next;
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -666,32 +693,5 @@ mod tests {
         }
         assert_eq!(s.stats.queue_dropped.load(Ordering::Relaxed), 3);
         assert!(s.take_stale());
-    }
-}
-
-/// Every key beginning with `prefix` (SCAN, a page at a time), at most
-/// `max` of them.
-pub async fn scan_keys(
-    conn: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
-    max: usize,
-) -> Result<Vec<String>> {
-    let mut cursor: u64 = 0;
-    let mut all = Vec::new();
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        all.extend(page);
-        if next == 0 || all.len() >= max {
-            all.truncate(max);
-            return Ok(all);
-        }
-        cursor = next;
     }
 }
