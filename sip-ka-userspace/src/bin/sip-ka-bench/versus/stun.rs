@@ -223,7 +223,7 @@ pub(super) fn print_stun_table(opts: &Opts, per_round: &[Row]) {
          in sendmmsg batches whatever comes back (an open loop: a server that falls behind \
          loses requests), another counts the Binding success answers until 0.5 s after the \
          last request. \"share\" = answered / sent. sip-ka: `run --xdp off` with the \
-         per-source answer limit off (rate_limit_pps=0: the load has one source address); \
+         per-source answer limits off (rate_limit_pps=0, rate_limit_addr_pps=0: the load has one source address); \
          Kamailio: 2 UDP workers with the stun module; coturn: `turnserver --stun-only`. \
          Server CPU as in the table above; {rounds} round(s) pooled, the order rotated each \
          round.",

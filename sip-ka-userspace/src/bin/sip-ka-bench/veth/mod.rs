@@ -96,7 +96,9 @@ pub(crate) fn lab_bench(opts: &Opts) -> Result<()> {
         if coturn.is_none() {
             // The load comes from one source address: the per-source answer
             // limit (on by default) would measure drops, not answers.
-            sip_ka::lab::run(&mut lab.sip_ka(&["config", "set", "rate_limit_pps", "0"])?)?;
+            for key in ["rate_limit_pps", "rate_limit_addr_pps"] {
+                sip_ka::lab::run(&mut lab.sip_ka(&["config", "set", key, "0"])?)?;
+            }
             std::thread::sleep(std::time::Duration::from_millis(600));
         }
         let server_pid = match &coturn {

@@ -238,7 +238,12 @@ pub(crate) fn scaling_bench(opts: &Opts) -> Result<()> {
     }
     lab.start_daemon(&["--xdp-mode", "native"])?;
     let most = RATE_LIMIT_MAX.to_string();
-    for (k, v) in [("rate_limit_pps", &most), ("rate_limit_burst", &most)] {
+    for (k, v) in [
+        ("rate_limit_pps", &most),
+        ("rate_limit_burst", &most),
+        ("rate_limit_addr_pps", &most),
+        ("rate_limit_addr_burst", &most),
+    ] {
         lab::run(&mut lab.sip_ka(&["config", "set", k, v])?)?;
     }
     std::thread::sleep(Duration::from_millis(600));
@@ -305,8 +310,8 @@ pub(crate) fn scaling_bench(opts: &Opts) -> Result<()> {
          two ports), {window} STUN requests in flight each, {count} requests and {seconds} s \
          at most per thread; each thread, its client transmit queue (XPS), the server \
          receive queue of that number and its NAPI kthread on CPU i (2 CPUs) or all on CPU 0 \
-         (1 CPU). rate_limit_pps and rate_limit_burst at {most}: the per-source bucket is \
-         charged on every answer but never refuses. \"XDP ns/run\" is the kernel's run-time \
+         (1 CPU). rate_limit_pps, rate_limit_burst and their per-address ceiling at {most}: \
+         both buckets are charged on every answer but never refuse. \"XDP ns/run\" is the kernel's run-time \
          statistics of the attached program (a rise on 2 CPUs would show a shared cache line \
          written by both). The load generators, the client's NAPI and the server's run on the \
          same {ncpu} CPUs; busy before the run: {bg:.0} ms per second; load average at the \
