@@ -18,6 +18,9 @@
 //! (f) The STUN load of (c) at a series of offered rates against sip-ka's
 //!     XDP program, its userspace responder, Kamailio and coturn, with a
 //!     chart (`--sweep`, `versus/sweep.rs`).
+//! (h) The shield (`--shield`, `shield.rs`): the edge's CPU under a
+//!     20,000/s INVITE flood from one source with the shield off and on,
+//!     and a banned source's flood dropped at XDP beside the answer rate.
 //!
 //! Shared by the parts: the command line (`opts.rs`), the packets they
 //! send (`packets.rs`), CPU and memory accounting (`cpu.rs`, `memory.rs`)
@@ -32,6 +35,7 @@ mod memory;
 mod netns;
 mod opts;
 mod packets;
+mod shield;
 mod store;
 mod test_run;
 mod timers;
@@ -75,7 +79,12 @@ fn bench(opts: &Opts) -> Result<()> {
         bail!("needs root (BPF_PROG_TEST_RUN, network namespaces, XDP)");
     }
     // With no part chosen, every part runs, one after the other.
-    let all = !(opts.test_run_only || opts.lab_only || opts.kamailio || opts.scaling || opts.sweep);
+    let all = !(opts.test_run_only
+        || opts.lab_only
+        || opts.kamailio
+        || opts.scaling
+        || opts.sweep
+        || opts.shield);
     let mut parts: Vec<fn(&Opts) -> Result<()>> = Vec::new();
     if all || opts.test_run_only {
         parts.push(test_run::test_run_bench);
@@ -91,6 +100,9 @@ fn bench(opts: &Opts) -> Result<()> {
     }
     if all || opts.sweep {
         parts.push(versus::sweep::sweep_bench);
+    }
+    if all || opts.shield {
+        parts.push(shield::shield_bench);
     }
     if all {
         parts.push(|_| timers::timers_bench());

@@ -43,6 +43,12 @@ pub(crate) struct Opts {
     /// spread over two; answers per second on each and the factor.
     #[arg(long)]
     pub(crate) scaling: bool,
+    /// Only the shield bench: the edge's CPU under a 20,000/s INVITE flood
+    /// from one source with `--shield off` and on (when the ban falls,
+    /// what reaches the PBX), and a banned source's CRLF flood dropped at
+    /// XDP beside the same flood answered.
+    #[arg(long)]
+    pub(crate) shield: bool,
     /// Only the session timer bench (no root needed): memory per dialog
     /// and refreshes per second with 1,000,000 dialogs on one timer wheel.
     #[arg(long)]
