@@ -1,7 +1,8 @@
 //! `sip-ka assets DIR` (hidden): the files the Debian package ships that
 //! are derived from the command line itself, so they cannot drift from
 //! it: a man page per subcommand, bash/zsh/fish completions, and the
-//! commented default configuration file.
+//! commented default configuration file. `--reference DIR`: the book's
+//! command-line and configuration references ([`reference`]).
 
 use std::{
     fmt::Write as _,
@@ -9,29 +10,38 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use clap::{ArgAction, Args};
+use clap::{ArgAction, ArgGroup, Args};
 use clap_complete::Shell;
 use sip_ka_common::Config;
 
+use reference::{toml_value, DAEMON_WRITTEN, NOT_KEYS};
+
 use crate::bpf::config_keys;
 
+mod reference;
+
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("into").args(["out", "reference"]).required(true).multiple(true)))]
 pub struct AssetsArgs {
     /// Directory to write into: man/ (sip-ka*.1), completions/ (sip-ka.bash,
     /// _sip-ka, sip-ka.fish) and sip-ka.toml.
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+    /// Directory to write the book's references into: cli.md (every
+    /// command and flag) and config.md (every key of the configuration
+    /// file); `cargo xtask docs` passes docs/src/reference.
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
 }
 
-/// Fast-path keys the daemon writes from the interface at every start: a
-/// value in the file would be replaced, so the file does not offer them.
-const DAEMON_WRITTEN: &[&str] = &["own_mac", "broadcast_v4"];
-
-/// Arguments of `sip-ka run` that are no keys of the file.
-const NOT_KEYS: &[&str] = &["help", "config"];
-
 pub fn assets(args: AssetsArgs, cmd: clap::Command) -> Result<()> {
-    let man = args.out.join("man");
-    let completions = args.out.join("completions");
+    if let Some(dir) = &args.reference {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        write(&dir.join("cli.md"), &reference::cli_md(&cmd))?;
+        write(&dir.join("config.md"), &reference::config_md(&cmd)?)?;
+    }
+    let Some(out) = args.out else { return Ok(()) };
+    let man = out.join("man");
+    let completions = out.join("completions");
     for dir in [&man, &completions] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -42,23 +52,13 @@ pub fn assets(args: AssetsArgs, cmd: clap::Command) -> Result<()> {
         clap_complete::generate_to(shell, &mut cmd, "sip-ka", &completions)
             .with_context(|| format!("writing {shell} completions"))?;
     }
-    let toml = args.out.join("sip-ka.toml");
+    let toml = out.join("sip-ka.toml");
     write(&toml, &default_config(&cmd)?)?;
     Ok(())
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-/// A TOML value as the file writes it: numbers and booleans bare, the
-/// rest quoted.
-fn toml_value(v: &str) -> String {
-    if v.parse::<i64>().is_ok() || v == "true" || v == "false" {
-        v.to_string()
-    } else {
-        format!("{v:?}")
-    }
 }
 
 /// `# ` before every line of `text`, wrapped at about 72 columns.

@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod detach;
 mod dialogs;
+mod doctor;
 mod history;
 mod lab;
 pub mod peers;
@@ -22,9 +23,18 @@ mod stats;
 mod status;
 mod xdp_pass;
 
+/// `sip-ka --version`: the crate's version and the commit it was built
+/// from (build.rs: `unknown` outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SIP_KA_COMMIT"),
+    ")"
+);
+
 /// sip-ka: SIP keep-alives answered in the XDP path, stats in BPF maps.
 #[derive(Parser, Debug)]
-#[command(name = "sip-ka", version, about, long_about = None)]
+#[command(name = "sip-ka", version = VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -56,6 +66,12 @@ pub enum Command {
     Bans(bans::BansArgs),
     /// Detach the program from an interface and remove the pins.
     Detach(detach::DetachArgs),
+    /// Check this host before `sip-ka run`: kernel and BTF, bpffs, the
+    /// capabilities, the interface's driver (native XDP or SKB mode), MTU
+    /// and queues, rp_filter and accept_local, ip_nonlocal_bind, the SIP
+    /// ports, the PBX, the state directory, Redis and a config file; each
+    /// ok, warn or fail with its fix. Exit status 1 when a check fails.
+    Doctor(doctor::DoctorArgs),
     /// Attach a pass-through XDP program (lab use: native XDP_TX on a veth
     /// needs an XDP program on the peer device).
     #[command(hide = true)]
@@ -86,6 +102,7 @@ pub fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Acl(a) => acl::acl(a),
         Command::Bans(a) => bans::bans(a),
         Command::Detach(a) => detach::detach(a),
+        Command::Doctor(a) => doctor::doctor(a),
         Command::XdpPass(a) => xdp_pass::xdp_pass(a),
         Command::Lab(a) => lab::lab(a),
         Command::Assets(a) => assets::assets(a, Cli::command()),

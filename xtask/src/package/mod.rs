@@ -106,10 +106,37 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: sip-ka
 
 Files: *
+Copyright: the sip-ka authors
 License: MIT or Apache-2.0
+
+License: Apache-2.0
  On Debian systems the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
+
+License: MIT
+ Permission is hereby granted, free of charge, to any person obtaining a
+ copy of this software and associated documentation files (the
+ \"Software\"), to deal in the Software without restriction, including
+ without limitation the rights to use, copy, modify, merge, publish,
+ distribute, sublicense, and/or sell copies of the Software, and to
+ permit persons to whom the Software is furnished to do so, subject to
+ the following conditions:
+ .
+ The above copyright notice and this permission notice shall be included
+ in all copies or substantial portions of the Software.
+ .
+ THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND, EXPRESS
+ OR IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF
+ MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT.
+ IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY
+ CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT,
+ TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE
+ SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
 ";
+
+/// Where the package's documentation goes: the copyright file, and the
+/// changelog (CHANGELOG.md at the workspace root, gzipped).
+const DOC_DIR: &str = "usr/share/doc/sip-ka";
 
 /// `cargo xtask package`: the release build, then the .deb in
 /// target/debian/.
@@ -178,13 +205,100 @@ fn write(to: &Path, text: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// The version `sip-ka --version` reports.
+/// The package's version: the crate version `sip-ka --version` reports
+/// (`sip-ka 0.1.0 (commit 0123456789ab)`), without the commit.
 fn version_of(bin: &Path) -> Result<String> {
     let out = output(Command::new(bin).arg("--version"))?;
-    out.trim()
-        .strip_prefix("sip-ka ")
-        .map(str::to_string)
-        .with_context(|| format!("`{} --version` said {out:?}", bin.display()))
+    parse_version(&out).with_context(|| format!("`{} --version` said {out:?}", bin.display()))
+}
+
+/// The version in `sip-ka --version`'s output, checked to be a Debian
+/// upstream version (a digit first, then alphanumerics and `.+~-`).
+fn parse_version(out: &str) -> Option<String> {
+    let v = out
+        .trim()
+        .strip_prefix("sip-ka ")?
+        .split_whitespace()
+        .next()?;
+    let ok = v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c));
+    ok.then(|| v.to_string())
+}
+
+/// The Maintainer field, the Debian way: `DEBFULLNAME` and `DEBEMAIL`
+/// (which may hold `Name <address>` itself), else the author of the
+/// commit packaged. Never a made-up or local address.
+fn maintainer() -> Result<String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let author = Command::new("git")
+        .args(["log", "-1", "--format=%an <%ae>"])
+        .current_dir(proc::root_dir())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    maintainer_from(
+        var("DEBFULLNAME").as_deref(),
+        var("DEBEMAIL").as_deref(),
+        author.as_deref(),
+    )
+}
+
+/// `Name <address>` split, or None when `s` is not of that form.
+fn name_addr(s: &str) -> Option<(&str, &str)> {
+    let (name, rest) = s.split_once('<')?;
+    let addr = rest.strip_suffix('>')?;
+    Some((name.trim(), addr.trim()))
+}
+
+/// [`maintainer`] from the variables and the commit's `%an <%ae>`.
+fn maintainer_from(
+    fullname: Option<&str>,
+    email: Option<&str>,
+    git_author: Option<&str>,
+) -> Result<String> {
+    let (env_name, env_addr) = match email.map(str::trim) {
+        Some(e) => match name_addr(e) {
+            Some((n, a)) => (Some(n), Some(a)),
+            None => (None, Some(e)),
+        },
+        None => (None, None),
+    };
+    let git = git_author.and_then(name_addr);
+    let (name, addr, from) = match env_addr {
+        Some(addr) => (
+            fullname.map(str::trim).or(env_name).or(git.map(|g| g.0)),
+            addr,
+            "DEBEMAIL",
+        ),
+        None => match git {
+            Some((n, a)) => (
+                fullname.map(str::trim).or(Some(n)),
+                a,
+                "the commit's author",
+            ),
+            None => bail!(
+                "no Maintainer for the package: set DEBFULLNAME and DEBEMAIL \
+                 (DEBFULLNAME='Jane Doe' DEBEMAIL=jane@example.org), or build \
+                 from a git checkout whose commit has an author"
+            ),
+        },
+    };
+    let name = name
+        .filter(|n| !n.is_empty())
+        .with_context(|| format!("no Maintainer name for {addr} (from {from}): set DEBFULLNAME"))?;
+    let domain = addr.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+    let local =
+        |d: &str| d == "localhost" || d.ends_with(".localhost") || d.ends_with(".localdomain");
+    match domain {
+        Some(d) if !d.is_empty() && !local(d.as_str()) && !addr.contains(char::is_whitespace) => {}
+        _ => bail!(
+            "the Maintainer address {addr:?} (from {from}) is not one mail reaches: \
+             set DEBEMAIL (and DEBFULLNAME) to a real one"
+        ),
+    }
+    Ok(format!("{name} <{addr}>"))
 }
 
 /// The newest GLIBC_x.y symbol version the binary needs, for Depends.
@@ -219,6 +333,7 @@ pub fn build_deb(bin: &Path, out_dir: &Path) -> Result<PathBuf> {
         }
     }
     let version = version_of(bin)?;
+    let maintainer = maintainer()?;
     let arch = output(Command::new("dpkg").arg("--print-architecture"))?
         .trim()
         .to_string();
@@ -276,10 +391,13 @@ pub fn build_deb(bin: &Path, out_dir: &Path) -> Result<PathBuf> {
             0o644,
         )?;
     }
-    write(
-        &stage.join("usr/share/doc/sip-ka/copyright"),
-        COPYRIGHT,
-        0o644,
+    let doc = stage.join(DOC_DIR);
+    write(&doc.join("copyright"), COPYRIGHT, 0o644)?;
+    copy(&root.join("CHANGELOG.md"), &doc.join("changelog"), 0o644)?;
+    output(
+        Command::new("gzip")
+            .args(["-9n"])
+            .arg(doc.join("changelog")),
     )?;
 
     let debian = stage.join("DEBIAN");
@@ -295,7 +413,7 @@ pub fn build_deb(bin: &Path, out_dir: &Path) -> Result<PathBuf> {
     let _ = writeln!(control, "Package: sip-ka");
     let _ = writeln!(control, "Version: {version}");
     let _ = writeln!(control, "Architecture: {arch}");
-    let _ = writeln!(control, "Maintainer: sip-ka maintainers <sip-ka@localhost>");
+    let _ = writeln!(control, "Maintainer: {maintainer}");
     let _ = writeln!(control, "Installed-Size: {size_kib}");
     let _ = writeln!(control, "Depends: libc6 (>= {glibc}), libgcc-s1, adduser");
     let _ = writeln!(control, "Section: net");

@@ -79,13 +79,13 @@ fn the_package_holds_what_the_units_name_and_its_binary_runs() {
     let root = &p.root;
     let bin = root.join("usr/bin/sip-ka");
 
-    // The binary runs from the package.
-    let version = run(Command::new(&bin).arg("--version"));
-    let version = version
-        .trim()
-        .strip_prefix("sip-ka ")
-        .unwrap_or_else(|| panic!("--version said {version:?}"))
-        .to_string();
+    // The binary runs from the package, and names its commit.
+    let said = run(Command::new(&bin).arg("--version"));
+    let version = parse_version(&said).unwrap_or_else(|| panic!("--version said {said:?}"));
+    assert!(
+        said.trim().ends_with(')') && said.contains(&format!("sip-ka {version} (commit ")),
+        "--version said {said:?}"
+    );
     let run_help = run(Command::new(&bin).args(["run", "--help"]));
     for flag in [
         "--iface",
@@ -123,7 +123,33 @@ fn the_package_holds_what_the_units_name_and_its_binary_runs() {
     assert!(info
         .get("Installed-Size")
         .is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n > 100)));
-    assert!(info.contains_key("Maintainer") && info.contains_key("Description"));
+    assert!(info.contains_key("Description"));
+    let want = maintainer().expect("the maintainer");
+    assert_eq!(
+        info.get("Maintainer"),
+        Some(&want),
+        "Maintainer in {info:?}"
+    );
+    assert!(!want.contains("localhost"), "Maintainer: {want}");
+
+    // The documentation Debian asks for: the copyright, and the changelog
+    // (CHANGELOG.md, gzipped) with this version's section in it.
+    let doc = root.join(DOC_DIR);
+    let copyright = std::fs::read_to_string(doc.join("copyright")).expect("copyright");
+    assert!(copyright.starts_with("Format: ") && copyright.contains("License: MIT"));
+    let changelog = run(Command::new("gzip")
+        .arg("-dc")
+        .arg(doc.join("changelog.gz")));
+    let source =
+        std::fs::read_to_string(proc::root_dir().join("CHANGELOG.md")).expect("CHANGELOG.md");
+    assert_eq!(
+        changelog, source,
+        "the packaged changelog is not CHANGELOG.md"
+    );
+    assert!(
+        changelog.contains(&format!("## [{version}]")),
+        "CHANGELOG.md has no section for {version}"
+    );
     let conffiles = std::fs::read_to_string(p.control.join("conffiles")).expect("conffiles");
     assert_eq!(conffiles.trim(), "/etc/sip-ka/sip-ka.toml");
     let postinst = std::fs::read_to_string(p.control.join("postinst")).expect("postinst");
@@ -258,4 +284,79 @@ fn the_package_holds_what_the_units_name_and_its_binary_runs() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_version_is_the_crate_version_without_the_commit() {
+    for (said, want) in [
+        ("sip-ka 0.1.0 (commit 0123456789ab)\n", Some("0.1.0")),
+        ("sip-ka 0.1.0 (commit 0123456789ab-dirty)\n", Some("0.1.0")),
+        ("sip-ka 0.1.0 (commit unknown)", Some("0.1.0")),
+        ("sip-ka 1.2.3-rc1+deb12", Some("1.2.3-rc1+deb12")),
+        ("sip-ka (commit 0123456789ab)", None),
+        ("sip-ka v1.0", None),
+        ("other 0.1.0", None),
+        ("", None),
+    ] {
+        assert_eq!(parse_version(said).as_deref(), want, "{said:?}");
+    }
+}
+
+#[test]
+fn the_maintainer_comes_from_debfullname_and_debemail_else_the_commit() {
+    let git = Some("Ann Author <ann@example.org>");
+    for (fullname, email, git, want) in [
+        (
+            Some("Jane Doe"),
+            Some("jane@example.net"),
+            git,
+            "Jane Doe <jane@example.net>",
+        ),
+        (
+            None,
+            Some("Jane Doe <jane@example.net>"),
+            git,
+            "Jane Doe <jane@example.net>",
+        ),
+        (
+            Some("J. Doe"),
+            Some("Jane Doe <jane@example.net>"),
+            None,
+            "J. Doe <jane@example.net>",
+        ),
+        (
+            None,
+            Some("jane@example.net"),
+            git,
+            "Ann Author <jane@example.net>",
+        ),
+        (None, None, git, "Ann Author <ann@example.org>"),
+        (Some("Jane Doe"), None, git, "Jane Doe <ann@example.org>"),
+    ] {
+        assert_eq!(
+            maintainer_from(fullname, email, git).expect("a maintainer"),
+            want,
+            "{fullname:?} {email:?} {git:?}"
+        );
+    }
+    for (fullname, email, git, says) in [
+        (None, None, None, "set DEBFULLNAME and DEBEMAIL"),
+        (None, Some("jane@example.net"), None, "set DEBFULLNAME"),
+        (
+            None,
+            None,
+            Some("root <root@localhost>"),
+            "is not one mail reaches",
+        ),
+        (
+            Some("Jane"),
+            Some("jane@host.localdomain"),
+            None,
+            "is not one mail reaches",
+        ),
+        (Some("Jane"), Some("jane"), None, "is not one mail reaches"),
+    ] {
+        let e = maintainer_from(fullname, email, git).expect_err("no maintainer");
+        assert!(e.to_string().contains(says), "{e}");
+    }
 }
