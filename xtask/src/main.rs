@@ -1,5 +1,5 @@
-//! `cargo xtask`: setting up a machine, testing, the demo, the benchmark
-//! and fuzzing.
+//! `cargo xtask`: setting up a machine, testing, the demo, the benchmark,
+//! fuzzing and the book.
 //!
 //! Stable Rust only and no eBPF dependencies: everything that touches BPF
 //! lives in the `sip-ka` and `sip-ka-bench` binaries this tool builds.
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod docs;
 mod fuzz;
 mod layout;
 mod package;
@@ -26,10 +27,11 @@ struct Cli {
 enum Task {
     /// Install what building and testing need (idempotent): Debian
     /// packages, the nightly toolchain with rust-src, bpf-linker 0.13
-    /// built against LLVM 22, and a bpffs on /sys/fs/bpf.
+    /// built against LLVM 22, a bpffs on /sys/fs/bpf, and mdbook (for
+    /// `cargo xtask docs`).
     Setup,
-    /// Setup, then the layout check, build, rustfmt check, clippy, and the
-    /// tests (as root).
+    /// Setup, then the layout check, the docs check (`docs --check`),
+    /// build, rustfmt check, clippy, and the tests (as root).
     Test {
         /// Stop the whole run after this many minutes.
         #[arg(long, default_value_t = 55)]
@@ -108,6 +110,19 @@ enum Task {
         #[arg(long, default_value_t = 1_000_000)]
         packets: u64,
     },
+    /// The book (docs/, mdBook): setup (which installs mdbook), the
+    /// `sip-ka` build, the command-line and configuration references
+    /// regenerated from it (`sip-ka assets --reference docs/src/reference`),
+    /// the link check, then `mdbook build docs` into target/book/.
+    Docs {
+        /// Only check, building nothing (a step of `cargo xtask test`):
+        /// every relative link in README.md and docs/**/*.md names a file
+        /// and heading that exist, every file of docs/src is reachable from
+        /// SUMMARY.md, the reference pages are there. Prints each problem
+        /// as file:line.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +140,7 @@ fn main() -> ExitCode {
             target,
             packets,
         } => fuzz::fuzz(seconds, target.as_deref(), packets),
+        Task::Docs { check } => docs::docs(check),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

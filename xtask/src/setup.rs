@@ -64,6 +64,9 @@ const SIPVICIOUS_VERSION: &str = "0.3.8";
 /// Debian's Python, which `python3-venv` completes.
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 const BPF_LINKER_VERSION: &str = "0.13";
+/// mdBook, which `cargo xtask docs` builds the book with (0.5.4 builds
+/// with Rust 1.88 and later; docs/book.toml is written for 0.5).
+const MDBOOK_VERSION: &str = "0.5.4";
 
 pub fn setup() -> Result<()> {
     println!("== setup (idempotent: installs only what is missing)");
@@ -72,6 +75,7 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     bpffs()?;
     sipvicious()?;
+    mdbook()?;
     println!("== setup: everything is in place");
     Ok(())
 }
@@ -301,10 +305,16 @@ fn cargo_home() -> PathBuf {
 /// bpf-linker on PATH, else in cargo's bin directory (then PATH is
 /// extended so the eBPF build finds it).
 fn find_bpf_linker() -> Option<PathBuf> {
-    if let Some(p) = which("bpf-linker") {
+    find_installed("bpf-linker")
+}
+
+/// `name` on PATH, else in cargo's bin directory (where cargo install
+/// puts it).
+fn find_installed(name: &str) -> Option<PathBuf> {
+    if let Some(p) = which(name) {
         return Some(p);
     }
-    let p = cargo_home().join("bin").join("bpf-linker");
+    let p = cargo_home().join("bin").join(name);
     p.is_file().then_some(p)
 }
 
@@ -535,5 +545,51 @@ fn sipvicious() -> Result<()> {
         );
     }
     step(name, format!("installed in {VENV}"));
+    Ok(())
+}
+
+/// mdbook on PATH, else in cargo's bin directory.
+pub fn mdbook_path() -> Option<PathBuf> {
+    find_installed("mdbook")
+}
+
+/// mdBook for `cargo xtask docs`: any release of [`MDBOOK_VERSION`]'s
+/// series is kept, else that version is built with cargo install (the
+/// `search` feature only: the task uses neither `serve` nor `watch`).
+fn mdbook() -> Result<()> {
+    let name = "mdbook";
+    let series = MDBOOK_VERSION.rsplit_once('.').map_or("", |(s, _)| s);
+    if let Some(path) = mdbook_path() {
+        let version = stdout_of(Command::new(&path).arg("--version")).unwrap_or_default();
+        let version = version.trim();
+        if version.starts_with(&format!("mdbook v{series}.")) {
+            step(name, format!("{version} at {}", path.display()));
+            return Ok(());
+        }
+        step(
+            name,
+            format!("{version:?} at {}; want {series}.x", path.display()),
+        );
+    } else {
+        step(name, "not found");
+    }
+    step(
+        name,
+        format!("building {MDBOOK_VERSION} with cargo install (a few minutes)"),
+    );
+    let mut c = proc::cargo();
+    c.args(["install", "mdbook", "--version", MDBOOK_VERSION, "--locked"])
+        .args(["--no-default-features", "--features", "search", "--force"]);
+    let done = proc::run(&mut c, None, None)?;
+    if !done.ok() {
+        bail!(
+            "{name}: `{}` {}; it comes from crates.io (check the network and cargo's \
+             registry configuration)",
+            describe(&c),
+            done.describe()
+        );
+    }
+    let path = mdbook_path().context("mdbook was installed but cannot be found")?;
+    step(name, format!("installed at {}", path.display()));
     Ok(())
 }

@@ -48,6 +48,21 @@ pub fn test(timeout_min: u64) -> Result<i32> {
             args: vec!["run", "--quiet", "--package", "xtask", "--", "layout"],
             limit: Duration::from_secs(5 * 60),
         },
+        // As quick: the README's and the book's links, SUMMARY.md, the
+        // reference pages.
+        Step {
+            name: "docs",
+            args: vec![
+                "run",
+                "--quiet",
+                "--package",
+                "xtask",
+                "--",
+                "docs",
+                "--check",
+            ],
+            limit: Duration::from_secs(5 * 60),
+        },
         Step {
             name: "build",
             args: ws("build", &[]),
@@ -197,6 +212,17 @@ impl Findings {
             }
             return;
         }
+        if step == "docs" {
+            if l.contains(": broken link ")
+                || l.contains(": not listed in ")
+                || l.contains(": linked from no page ")
+                || l.contains(": missing")
+                || l.contains(": a placeholder")
+            {
+                self.push(l.to_string());
+            }
+            return;
+        }
         if step == "rustfmt" {
             if let Some(rest) = l.strip_prefix("Diff in ") {
                 let rest = rest.trim_end_matches(':');
@@ -325,6 +351,26 @@ mod tests {
             vec![
                 "cycle: a/mod.rs, a/b.rs",
                 "too long: a/c.rs: 700 lines of non-test code (at most 600)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_docs_step_reports_its_problems() {
+        let mut f = Findings::default();
+        for line in [
+            "docs/src/pbx.md:3: broken link `x.md`: docs/src/x.md does not exist",
+            "docs/src/b.md:1: not listed in docs/src/SUMMARY.md",
+            "docs: FAILED: 2 problem(s)",
+        ] {
+            f.see("docs", line);
+        }
+        f.finish();
+        assert_eq!(
+            f.lines,
+            vec![
+                "docs/src/pbx.md:3: broken link `x.md`: docs/src/x.md does not exist",
+                "docs/src/b.md:1: not listed in docs/src/SUMMARY.md",
             ]
         );
     }

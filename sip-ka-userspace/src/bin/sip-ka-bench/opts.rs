@@ -122,6 +122,6 @@ pub(crate) struct Opts {
     /// Where the sweep writes its chart (SVG; relative to the current
     /// directory): answered share and server CPU per answer against the
     /// offered rate, a line per responder.
-    #[arg(long, default_value = "docs/bench/stun-sweep.svg")]
+    #[arg(long, default_value = "docs/src/images/stun-sweep.svg")]
     pub(crate) chart: std::path::PathBuf,
 }
