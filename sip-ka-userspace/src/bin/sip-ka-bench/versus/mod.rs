@@ -191,8 +191,9 @@ fn measure_peer(
             pbx = Some(Pbx::start(lab)?);
             let listen = format!("{SERVER_V4}:{SIP_PORT}");
             let upstream = format!("{SERVER_V4}:{UPSTREAM_PORT}");
-            let per_ip = opts.tcp_conns.to_string();
-            let mut args = vec![
+            // All the load's connections come from one address: no
+            // per-address cap by default.
+            let args = vec![
                 "--mode",
                 "edge",
                 "--listen",
@@ -204,11 +205,6 @@ fn measure_peer(
                 "--xdp-mode",
                 "native",
             ];
-            // All the load's connections come from one address, which
-            // the edge limits (64 by default).
-            if opts.tcp_conns > 64 {
-                args.extend(["--max-connections-per-ip", per_ip.as_str()]);
-            }
             lab.start_daemon(&args)?;
             None
         }
