@@ -297,7 +297,13 @@ fn a_flood_of_unanswered_requests_stays_within_the_caps() {
     let started = Instant::now();
     let dialog_bytes = DIALOG_CAP_BYTES.to_string();
     let register_bytes = REGISTER_CAP_BYTES.to_string();
+    // One address sending this much is banned as a flood by the shield
+    // within 2,000 requests (tests/shield.rs, bench part h); the caps are
+    // what holds when the flood comes from more addresses than the
+    // shield's lines catch, so this test judges them with evidence off.
     let lab = start_edge(&[
+        "--shield",
+        "off",
         "--max-pending-dialogs",
         "5000",
         "--max-pending-dialog-bytes",
