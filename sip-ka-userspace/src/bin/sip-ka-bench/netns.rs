@@ -34,3 +34,21 @@ pub(crate) fn wait_readable(fd: i32, ms: i32) -> bool {
     // SAFETY: one pollfd on the stack.
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
+
+/// Asks the kernel for socket buffers of `bytes` whatever the sysctl
+/// limits (root), so the generator's own socket is not where requests or
+/// answers are lost.
+pub(crate) fn force_buffers(fd: i32, bytes: i32) {
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        // SAFETY: an int option on a socket this thread owns.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+    }
+}

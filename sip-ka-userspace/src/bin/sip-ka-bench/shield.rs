@@ -28,7 +28,7 @@ use anyhow::{bail, Context as _, Result};
 use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
 
 use crate::cpu::{tasks_cpu, threaded_napi};
-use crate::netns::{in_netns, wait_readable};
+use crate::netns::{force_buffers, in_netns, wait_readable};
 use crate::opts::Opts;
 use crate::packets::{options_probe, CRLF_PING};
 
@@ -49,22 +49,6 @@ const BAN_TIME_SECS: u64 = 600;
 /// Seconds of each CRLF flood of part 2, and datagrams per `sendmmsg`.
 const BLAST_SECONDS: u64 = 3;
 const BATCH: usize = 64;
-
-/// Socket buffers of `bytes` whatever the sysctl limits (root).
-fn force_buffers(fd: i32, bytes: i32) {
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-        // SAFETY: an int option on a socket this thread owns.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&bytes as *const i32).cast(),
-                std::mem::size_of::<i32>() as libc::socklen_t,
-            )
-        };
-    }
-}
 
 /// INVITE number `n` of the flood: its own Call-ID, branch and From tag,
 /// with an SDP offer (about 560 bytes).

@@ -22,7 +22,7 @@ use sip_ka_common::stun::MAGIC_COOKIE_BYTES;
 use super::measure::{Measure, Meter};
 use super::servers::SIP_PORT;
 use crate::cpu::thread_cpu;
-use crate::netns::{in_netns, wait_readable};
+use crate::netns::{force_buffers, in_netns, wait_readable};
 use crate::opts::Opts;
 use crate::packets::numbered_binding_request;
 
@@ -39,24 +39,6 @@ const SOURCES: usize = 8;
 
 fn is_answer(msg: &[u8]) -> bool {
     msg.len() >= 20 && msg[..2] == [1, 1] && msg[4..8] == MAGIC_COOKIE_BYTES
-}
-
-/// Asks the kernel for socket buffers of `bytes` whatever the sysctl
-/// limits (root), so the generator's own socket is not where requests or
-/// answers are lost.
-fn force_buffers(fd: i32, bytes: i32) {
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-        // SAFETY: an int option on a socket this thread owns.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&bytes as *const i32).cast(),
-                std::mem::size_of::<i32>() as libc::socklen_t,
-            )
-        };
-    }
 }
 
 /// One request every 100 ms until one is answered (10 s): the server is
