@@ -113,7 +113,9 @@ pub enum Evidence {
     UnknownDialog,
     /// A request the edge handled (not a keep-alive it answered).
     Request,
-    /// A request with a scanner's User-Agent.
+    /// A request with a scanner's User-Agent: a ban at once, or a
+    /// failure for a source with accepted logins (a forged source must
+    /// not cut off a working office with one packet).
     Scanner,
     /// The PBX accepted this source's credentials: a proven phone site.
     /// Each one raises the source's failure threshold by one (up to
@@ -277,7 +279,13 @@ impl EvidenceTable {
         }
         let find = p.find_time.as_millis() as u64;
         let verdict = match ev {
-            Evidence::Scanner => Some((BanReason::Scanner, 1)),
+            // A scanner's User-Agent bans at once, unless the PBX accepted
+            // logins from this source lately: a UDP request's source can be
+            // forged, and one forged packet must not cut off an office
+            // whose phones are working. There it counts as a failure.
+            Evidence::Scanner if rec.proven.estimate(now_ms, find) == 0 => {
+                Some((BanReason::Scanner, 1))
+            }
             Evidence::Request => {
                 let n = rec
                     .requests
@@ -293,7 +301,7 @@ impl EvidenceTable {
                 rec.proven.add(now_ms, find, 1);
                 None
             }
-            Evidence::Failure | Evidence::Refusal | Evidence::UnknownDialog => {
+            Evidence::Failure | Evidence::Refusal | Evidence::UnknownDialog | Evidence::Scanner => {
                 let counted = match ev {
                     Evidence::UnknownDialog => {
                         rec.unknown_dialogs += 1;
@@ -311,10 +319,10 @@ impl EvidenceTable {
                     .estimate(now_ms, find)
                     .min(p.max_retry.saturating_mul(PROVEN_CAP));
                 let line = p.max_retry.saturating_add(proven);
-                let reason = if ev == Evidence::Failure {
-                    BanReason::Auth
-                } else {
-                    BanReason::Refused
+                let reason = match ev {
+                    Evidence::Failure => BanReason::Auth,
+                    Evidence::Scanner => BanReason::Scanner,
+                    _ => BanReason::Refused,
                 };
                 (counted && p.max_retry > 0 && n >= line).then_some((reason, n))
             }
@@ -503,6 +511,29 @@ mod tests {
         assert!(t
             .observe(phone, Evidence::UnknownDialog, T0 + 100, &p)
             .is_some());
+    }
+
+    #[test]
+    fn a_forged_scanner_packet_does_not_cut_off_a_working_office() {
+        let p = Policy::default();
+        let mut t = EvidenceTable::default();
+        let office = src("198.51.100.1");
+        for i in 0..50 {
+            t.observe(office, Evidence::Accepted, T0 + i, &p);
+        }
+        // One packet "from" the office with a scanner's User-Agent: no ban.
+        assert_eq!(t.observe(office, Evidence::Scanner, T0 + 100, &p), None);
+        // A real scanner there still ends up banned, by the failure line.
+        let mut n = 1;
+        let v = loop {
+            n += 1;
+            if let Some(v) = t.observe(office, Evidence::Scanner, T0 + 100 + n, &p) {
+                break v;
+            }
+            assert!(n < 1000);
+        };
+        assert_eq!(v.reason, BanReason::Scanner);
+        assert_eq!(v.evidence, 60);
     }
 
     #[test]
