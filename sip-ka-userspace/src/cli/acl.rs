@@ -1,15 +1,12 @@
 //! `sip-ka acl`: the allow and deny prefix lists the fast path checks when
 //! `config set acl deny|allow-only` is on.
 
-use std::net::IpAddr;
-
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use aya::maps::lpm_trie::Key;
 use clap::{Args, Subcommand, ValueEnum};
-use sip_ka_common::maps::{as_v4, v4_mapped};
 
 use super::args::PinDir;
-use crate::{bpf::pins, cli::peers::addr_of};
+use crate::{bpf::pins, shield::Prefix};
 
 #[derive(Args, Debug)]
 pub struct AclArgs {
@@ -47,39 +44,15 @@ pub enum AclAction {
     List,
 }
 
-/// Parses `addr[/len]` into the 128-bit key form (IPv4 mapped).
+/// Parses `addr[/len]` into the 128-bit key form (IPv4 mapped): the
+/// shield's prefix parser, which the ban list shares.
 pub fn parse_prefix(s: &str) -> Result<(u32, [u8; 16])> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
-    };
-    let ip: IpAddr = addr
-        .trim()
-        .parse()
-        .with_context(|| format!("{addr:?} is not an IP address"))?;
-    let (bytes, max, offset) = match ip {
-        IpAddr::V4(v4) => (v4_mapped(v4.octets()), 32, 96),
-        IpAddr::V6(v6) => (v6.octets(), 128, 0),
-    };
-    let len: u32 = match len {
-        Some(l) => l
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("{l:?} is not a prefix length"))?,
-        None => max,
-    };
-    if len > max {
-        bail!("prefix length {len} is longer than {max}");
-    }
-    Ok((len + offset, bytes))
+    let p = Prefix::parse(s)?;
+    Ok((u32::from(p.len()), p.addr()))
 }
 
 fn show(len: u32, bytes: &[u8; 16]) -> String {
-    let ip = addr_of(bytes, 0).ip();
-    match as_v4(bytes) {
-        Some(_) => format!("{ip}/{}", len.saturating_sub(96)),
-        None => format!("{ip}/{len}"),
-    }
+    Prefix::new(*bytes, len.min(128) as u8).to_string()
 }
 
 pub fn acl(args: AclArgs) -> Result<()> {
@@ -114,6 +87,7 @@ pub fn acl(args: AclArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sip_ka_common::maps::v4_mapped;
 
     #[test]
     fn prefixes_parse_into_the_mapped_form() {
