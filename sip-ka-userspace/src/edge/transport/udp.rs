@@ -51,6 +51,9 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
                 log::debug!("recv on udp/{local}: {e}");
             }
         }
+        // One clock read per batch for the ban check (a ban's end is
+        // in milliseconds; the batch takes microseconds).
+        let now_ms = clock::now_ms();
         for i in 0..got {
             let Some((datagram, src)) = rx.get(i) else {
                 continue;
@@ -59,7 +62,7 @@ pub async fn serve_udp(sock: Arc<UdpSocket>, edge: Arc<Edge>) {
                 send(&mut tx, fd, &local);
             }
             // What XDP did not drop (`--xdp off`, a ban an instant old).
-            if edge.drops_banned(src, clock::now_ms()) {
+            if edge.drops_banned(src, now_ms) {
                 continue;
             }
             // An OPTIONS ping is answered straight into the send batch.
