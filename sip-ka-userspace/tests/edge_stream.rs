@@ -16,13 +16,15 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
 use common::{
-    edge::{edge_addr, pbx_addr, start_edge, EDGE_PORT, PBX_PORT},
-    in_ns, wait_until,
+    edge::{edge_addr, start_edge, EDGE_PORT, PBX_PORT},
+    in_ns,
+    sip_text::{counter_reaches, headers, pbx_recv, pbx_socket, reply, status},
+    wait_until,
 };
 use sip_ka::lab::{Lab, CLIENT_V4, SERVER_V4};
 
@@ -41,17 +43,6 @@ fn ua_connect(lab: &Lab) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .expect("read timeout");
     s.set_nodelay(true).expect("nodelay");
-    s
-}
-
-/// The PBX's UDP socket in the server namespace.
-fn pbx_socket(lab: &Lab) -> UdpSocket {
-    let at = pbx_addr();
-    let s = in_ns(&lab.server_ns, move || {
-        UdpSocket::bind(at).unwrap_or_else(|e| panic!("binding udp/{at}: {e}"))
-    });
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("read timeout");
     s
 }
 
@@ -130,23 +121,6 @@ fn message_len(b: &[u8]) -> Option<(usize, usize)> {
     (rest.len() >= end + cl).then_some((start, end + cl))
 }
 
-fn status(resp: &str) -> Option<u16> {
-    resp.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
-}
-
-/// The values of header `name` (full name, case-insensitive) in `msg`.
-fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
-    msg.split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-        })
-        .collect()
-}
-
 /// An OPTIONS to the edge itself, over TCP, with `extra` header lines.
 fn options(seq: u32, extra: &str, local: SocketAddr) -> String {
     format!(
@@ -164,19 +138,6 @@ fn options(seq: u32, extra: &str, local: SocketAddr) -> String {
 
 fn send(s: &mut TcpStream, bytes: &[u8]) {
     s.write_all(bytes).expect("writing to the edge");
-}
-
-/// Waits until the edge's counter `name` (without `edge_`) reached `want`.
-fn counter_reaches(lab: &Lab, name: &str, want: u64) -> (bool, u64) {
-    let mut last = 0;
-    let ok = wait_until(Duration::from_secs(3), || {
-        last = common::counters(lab)
-            .get(&format!("edge_{name}"))
-            .copied()
-            .unwrap_or(0);
-        last >= want
-    });
-    (ok, last)
 }
 
 #[test]
@@ -423,60 +384,6 @@ fn register(local: SocketAddr, id: &str, extra: &str, contact: &str) -> String {
          Expires: 600\r\n\
          Content-Length: 0\r\n\r\n"
     )
-}
-
-/// Reads datagrams on the PBX socket until one satisfies `want` (the
-/// edge's qualify OPTIONS are answered 200 on the way).
-fn pbx_recv(pbx: &UdpSocket, wait: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 8192];
-    while Instant::now() < deadline {
-        let Ok((n, from)) = pbx.recv_from(&mut buf) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if text.starts_with("OPTIONS ")
-            && headers(&text, "CSeq").iter().any(|c| c.contains("OPTIONS"))
-            && !want(&text)
-        {
-            let ok = reply(&text, 200, "OK", None, &[]);
-            let _ = pbx.send_to(ok.as_bytes(), from);
-            continue;
-        }
-        if want(&text) {
-            return Some(text);
-        }
-    }
-    None
-}
-
-/// A response to `req` (its Via, From, To, Call-ID, CSeq), with a To tag
-/// and extra header lines.
-fn reply(req: &str, code: u16, reason: &str, to_tag: Option<&str>, extra: &[String]) -> String {
-    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
-    for v in headers(req, "Via") {
-        out.push_str(&format!("Via: {v}\r\n"));
-    }
-    for name in ["From", "Call-ID", "CSeq"] {
-        for v in headers(req, name) {
-            out.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    let to = headers(req, "To")
-        .first()
-        .copied()
-        .unwrap_or_default()
-        .to_string();
-    match to_tag {
-        Some(t) if !to.contains(";tag=") => out.push_str(&format!("To: {to};tag={t}\r\n")),
-        _ => out.push_str(&format!("To: {to}\r\n")),
-    }
-    for e in extra {
-        out.push_str(e);
-        out.push_str("\r\n");
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
 }
 
 #[test]

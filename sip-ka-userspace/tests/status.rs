@@ -152,7 +152,7 @@ fn status_screen_matches_the_running_edge() {
     assert_eq!(field(&screen, "dialogs"), "0 live");
     assert_eq!(
         field(&screen, "connections"),
-        "1 TCP, 0 TLS, 0 in TLS handshake"
+        "1 TCP, 0 TLS, 0 WS, 0 WSS, 0 in handshake"
     );
     assert!(
         screen.contains("keep-alives answered per second, last "),

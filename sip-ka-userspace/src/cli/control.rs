@@ -336,8 +336,8 @@ impl Daemon {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             dialogs: self.edge.as_ref().map(|e| e.dialogs().len() as u64),
             connections: self.edge.as_ref().map(|e| {
-                let (all, tcp, tls) = e.transports.open_counts();
-                [tcp, tls, all.saturating_sub(tcp + tls)]
+                let open = e.transports.open_counts();
+                [open.tcp, open.tls, open.ws, open.wss, open.handshaking()]
             }),
             history: lock(&self.history).span(),
             store: self.edge.as_ref().and_then(|e| {

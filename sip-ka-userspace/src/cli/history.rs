@@ -75,8 +75,9 @@ pub struct StatusInfo {
     pub uptime_secs: f64,
     /// Edge mode only.
     pub dialogs: Option<u64>,
-    /// Edge mode only: open TCP, TLS, and still in the TLS handshake.
-    pub connections: Option<[u64; 3]>,
+    /// Edge mode only: open TCP, TLS, WS, WSS, and still in a TLS or
+    /// WebSocket handshake.
+    pub connections: Option<[u64; 5]>,
     pub history: Option<Span>,
     /// Edge mode with `--state-store` only.
     #[serde(default)]

@@ -157,6 +157,29 @@ pub struct RunArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Address where browser phones connect with SIP over WebSocket, `ws://`
+    /// (RFC 7118; edge mode; repeatable). The upgrade is accepted on any
+    /// path with the `sip` subprotocol.
+    #[arg(long = "ws-listen", value_name = "ADDR")]
+    pub ws_listen: Vec<SocketAddr>,
+    /// Address for SIP over secure WebSocket, `wss://`, with the
+    /// certificate of --tls-cert (edge mode; repeatable).
+    #[arg(long = "wss-listen", value_name = "ADDR")]
+    pub wss_listen: Vec<SocketAddr>,
+    /// Origin a browser's WebSocket upgrade may come from, e.g.
+    /// `https://phone.example.com` (repeatable; default: any). Another
+    /// Origin is refused with 403, so a page of another site cannot drive
+    /// a phone's session; a client sending no Origin (not a browser)
+    /// passes.
+    #[arg(long = "ws-origin", value_name = "ORIGIN")]
+    pub ws_origin: Vec<String>,
+    /// Seconds of silence on a WebSocket connection after which the edge
+    /// sends a Ping (browsers answer it themselves); three unanswered
+    /// close the connection (0 = no Pings). Keeps browser phones
+    /// registered through load balancers and NATs that drop idle
+    /// connections.
+    #[arg(long, value_name = "SECS", default_value_t = 25)]
+    pub ws_ping_interval: u64,
     /// Lab use: allows a Min-SE below 90 s.
     #[arg(long)]
     pub lab: bool,
@@ -326,6 +349,17 @@ pub(super) fn edge_config(args: &RunArgs) -> Result<Option<edge::EdgeConfig>> {
                     pending_register_bytes: args.max_pending_register_bytes,
                 },
                 shield: shield_settings(args)?,
+                ws: edge::WsConfig {
+                    listen: args.ws_listen.clone(),
+                    listen_secure: args.wss_listen.clone(),
+                    origins: args
+                        .ws_origin
+                        .iter()
+                        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                        .filter(|o| !o.is_empty())
+                        .collect(),
+                    ping_interval: Duration::from_secs(args.ws_ping_interval),
+                },
             };
             cfg.check()?;
             Some(cfg)

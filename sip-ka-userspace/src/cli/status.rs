@@ -132,8 +132,10 @@ pub fn status(args: StatusArgs) -> Result<()> {
                 "pbx_up": pbx.map(|p| p.0),
                 "pbx_rtt_us": pbx.and_then(|p| p.1),
                 "dialogs": info.dialogs,
-                "connections": info.connections.map(|[tcp, tls, hs]| {
-                    serde_json::json!({ "tcp": tcp, "tls": tls, "handshake": hs })
+                "connections": info.connections.map(|[tcp, tls, ws, wss, hs]| {
+                    serde_json::json!({
+                        "tcp": tcp, "tls": tls, "ws": ws, "wss": wss, "handshake": hs
+                    })
                 }),
                 "store": info.store,
                 "bans": bans.as_ref().map(|b| serde_json::json!({
@@ -223,10 +225,10 @@ fn screen(info: &StatusInfo, dir: &std::path::Path, pbx: Option<(bool, Option<u6
     if let Some(d) = info.dialogs {
         let _ = writeln!(s, "dialogs      {d} live");
     }
-    if let Some([tcp, tls, hs]) = info.connections {
+    if let Some([tcp, tls, ws, wss, hs]) = info.connections {
         let _ = writeln!(
             s,
-            "connections  {tcp} TCP, {tls} TLS, {hs} in TLS handshake"
+            "connections  {tcp} TCP, {tls} TLS, {ws} WS, {wss} WSS, {hs} in handshake"
         );
     }
     if let Some(st) = &info.store {
@@ -302,7 +304,7 @@ mod tests {
     fn the_screen_shows_the_shared_store_when_there_is_one() {
         let mut info: StatusInfo = serde_json::from_str(
             r#"{"pid":7,"iface":"eth0","xdp_mode":"native","prog_id":3,"mode":"edge",
-                "uptime_secs":65.0,"dialogs":4,"connections":[1,0,0],"history":null}"#,
+                "uptime_secs":65.0,"dialogs":4,"connections":[1,0,0,0,0],"history":null}"#,
         )
         .unwrap();
         let dir = std::path::Path::new("/sys/fs/bpf/sip-ka");

@@ -32,6 +32,37 @@ pub struct EdgeConfig {
     pub state: StateLimits,
     /// Evidence thresholds, never-ban prefixes, blocklists.
     pub shield: crate::shield::Settings,
+    /// SIP over WebSocket: listeners, Origins, Pings.
+    pub ws: WsConfig,
+}
+
+/// SIP over WebSocket (RFC 7118), for browser phones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsConfig {
+    /// Plain WebSocket listeners (`ws://`).
+    pub listen: Vec<SocketAddr>,
+    /// Secure WebSocket listeners (`wss://`, with the TLS certificate).
+    pub listen_secure: Vec<SocketAddr>,
+    /// Origins a browser's upgrade may come from (`https://phone.example.com`);
+    /// empty: any. A request without Origin (not from a browser) passes:
+    /// the check is against a page of another site driving a browser's
+    /// session, which always sends its Origin.
+    pub origins: Vec<String>,
+    /// An idle connection gets a Ping after this long; zero: never.
+    pub ping_interval: Duration,
+}
+
+impl Default for WsConfig {
+    /// 25 s: under the 30 to 60 s after which load balancers and NATs
+    /// drop an idle connection.
+    fn default() -> Self {
+        WsConfig {
+            listen: Vec::new(),
+            listen_secure: Vec::new(),
+            origins: Vec::new(),
+            ping_interval: Duration::from_secs(25),
+        }
+    }
 }
 
 /// Caps on the tables any sender can grow: INVITEs the PBX has not
@@ -159,6 +190,7 @@ impl EdgeConfig {
             tls: None,
             state: StateLimits::default(),
             shield: crate::shield::Settings::default(),
+            ws: WsConfig::default(),
         }
     }
 
@@ -172,6 +204,28 @@ impl EdgeConfig {
             .find(|a| a.ip().is_unspecified() || a.port() == 0)
         {
             bail!("--listen {a}: edge mode needs a specific IP and port (they go into Via and Record-Route)");
+        }
+        for (flag, addrs) in [
+            ("--ws-listen", &self.ws.listen),
+            ("--wss-listen", &self.ws.listen_secure),
+        ] {
+            if let Some(a) = addrs
+                .iter()
+                .find(|a| a.ip().is_unspecified() || a.port() == 0)
+            {
+                bail!(
+                    "{flag} {a}: needs a specific IP and port (they go into Via and Record-Route)"
+                );
+            }
+        }
+        if !self.ws.listen_secure.is_empty() && self.tls.is_none() {
+            bail!("--wss-listen needs --tls-cert and --tls-key");
+        }
+        if self.ws.ping_interval > MAX_TIMER {
+            bail!(
+                "--ws-ping-interval is too long: at most {} s",
+                MAX_TIMER.as_secs()
+            );
         }
         if self.qualify_frequency.is_zero() {
             bail!("--qualify-frequency must be at least 1 second");

@@ -331,16 +331,10 @@ pub fn request_destination(msg: &SipMessage) -> Option<(SocketAddr, Option<Strea
         None => msg.request_uri()?.clone(),
     };
     let ip = host_ip(uri.host()?)?;
-    let kind = match uri
+    let kind = uri
         .param("transport")
         .flatten()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("tcp") => Some(StreamKind::Tcp),
-        Some("tls") => Some(StreamKind::Tls),
-        _ => None,
-    };
+        .and_then(StreamKind::from_uri_transport);
     Some((SocketAddr::new(ip, uri.port().unwrap_or(5060)), kind))
 }
 

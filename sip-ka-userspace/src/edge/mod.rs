@@ -3,7 +3,8 @@
 //! * [`config`]: what the edge is told; [`state`]: the [`Edge`] itself.
 //! * [`transport`]: flows (UDP sockets, connections) and flow tokens;
 //!   [`transport::udp`] and [`transport::stream`] (TCP/TLS) serve the
-//!   sockets, [`transport::retransmit`] the UDP leg of stream UAs.
+//!   sockets, [`transport::ws`] browser phones over WebSocket,
+//!   [`transport::retransmit`] the UDP leg of stream UAs.
 //! * [`proxy`]: what happens to one message (answer, forward, drop).
 //! * [`forward`]: stateless forwarding rules (RFC 3261 16.11, RFC 3581).
 //! * [`keepalive`]: the requests the edge answers itself;
@@ -48,7 +49,9 @@ mod stamp_tests;
 #[cfg(test)]
 pub(crate) mod timer_tests;
 
-pub use config::{DialogOptions, EdgeConfig, OptionsPolicy, StateLimits, StreamConfig, Tunables};
+pub use config::{
+    DialogOptions, EdgeConfig, OptionsPolicy, StateLimits, StreamConfig, Tunables, WsConfig,
+};
 use dialog::DialogSink;
 pub use state::{log_counters, stats_values, Counters, Edge};
 
@@ -81,6 +84,16 @@ pub async fn start_with(
             .await
             .with_context(|| format!("binding the edge to tcp/{addr}"))?;
         listeners.push((tcp, *addr));
+    }
+    let mut ws_listeners = Vec::new();
+    for (addrs, secure) in [(&cfg.ws.listen, false), (&cfg.ws.listen_secure, true)] {
+        for addr in addrs {
+            let scheme = if secure { "wss" } else { "ws" };
+            let tcp = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the edge to {scheme}/{addr}"))?;
+            ws_listeners.push((tcp, *addr, secure));
+        }
     }
     let bind_any: SocketAddr = if cfg.upstream.is_ipv4() {
         "0.0.0.0:0".parse()?
@@ -116,6 +129,10 @@ pub async fn start_with(
         let tls = if edge.tls.is_some() { " and tls" } else { "" };
         log::info!("edge on tcp{tls}/{local}");
         tokio::spawn(transport::stream::serve_tcp(tcp, local, edge.clone()));
+    }
+    for (tcp, local, secure) in ws_listeners {
+        log::info!("edge on {}/{local}", if secure { "wss" } else { "ws" });
+        tokio::spawn(transport::ws::serve_ws(tcp, local, edge.clone(), secure));
     }
     if let Some(sock) = socks.first() {
         tokio::spawn(session_expiry(sock.local_addr()?, edge.clone()));

@@ -59,6 +59,8 @@ pub enum FlowRecord {
     Udp { addr: SocketAddr },
     Tcp { peer: SocketAddr },
     Tls { peer: SocketAddr },
+    Ws { peer: SocketAddr },
+    Wss { peer: SocketAddr },
 }
 
 /// The connection id a restored stream flow gets: connection ids start at
@@ -80,6 +82,16 @@ impl FlowRecord {
                 kind: StreamKind::Tls,
                 ..
             } => FlowRecord::Tls { peer },
+            Flow::Stream {
+                peer,
+                kind: StreamKind::Ws,
+                ..
+            } => FlowRecord::Ws { peer },
+            Flow::Stream {
+                peer,
+                kind: StreamKind::Wss,
+                ..
+            } => FlowRecord::Wss { peer },
         }
     }
 
@@ -90,18 +102,17 @@ impl FlowRecord {
     /// UA's next request in the dialog, which arrives on a new connection
     /// and replaces it.
     pub fn restore(self) -> Flow {
-        match self {
-            FlowRecord::Udp { addr } => Flow::Udp(addr),
-            FlowRecord::Tcp { peer } => Flow::Stream {
-                id: GONE_CONN_ID,
-                peer,
-                kind: StreamKind::Tcp,
-            },
-            FlowRecord::Tls { peer } => Flow::Stream {
-                id: GONE_CONN_ID,
-                peer,
-                kind: StreamKind::Tls,
-            },
+        let (peer, kind) = match self {
+            FlowRecord::Udp { addr } => return Flow::Udp(addr),
+            FlowRecord::Tcp { peer } => (peer, StreamKind::Tcp),
+            FlowRecord::Tls { peer } => (peer, StreamKind::Tls),
+            FlowRecord::Ws { peer } => (peer, StreamKind::Ws),
+            FlowRecord::Wss { peer } => (peer, StreamKind::Wss),
+        };
+        Flow::Stream {
+            id: GONE_CONN_ID,
+            peer,
+            kind,
         }
     }
 }

@@ -569,6 +569,7 @@ mod tests {
                 tls: None,
                 state: Default::default(),
                 shield: Default::default(),
+                ws: Default::default(),
             },
             Box::new(NoSink),
             None,

@@ -202,13 +202,15 @@ fn edge_samples(e: &Edge) -> Vec<Sample> {
         .filter(|s| up || s.family != PBX_RTT)
         .collect();
     out.push(gauge(DIALOGS, &[], e.dialogs().len() as f64));
-    let (all, tcp, tls) = e.transports.open_counts();
-    out.push(gauge(CONNECTIONS, &[("transport", "tcp")], tcp as f64));
-    out.push(gauge(CONNECTIONS, &[("transport", "tls")], tls as f64));
-    out.push(gauge(
-        CONNECTIONS,
-        &[("transport", "handshake")],
-        all.saturating_sub(tcp + tls) as f64,
-    ));
+    let open = e.transports.open_counts();
+    for (t, n) in [
+        ("tcp", open.tcp),
+        ("tls", open.tls),
+        ("ws", open.ws),
+        ("wss", open.wss),
+        ("handshake", open.handshaking()),
+    ] {
+        out.push(gauge(CONNECTIONS, &[("transport", t)], n as f64));
+    }
     out
 }

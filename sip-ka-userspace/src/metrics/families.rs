@@ -72,7 +72,9 @@ pub const ALL: &[Family] = &[
          responder, edge = the edge proxy), kind and what was done: answered, rejected \
          (an error answer: STUN 4xx, SIP 481/503), dropped (policy), invalid (wrong STUN \
          FINGERPRINT, dropped), passed (to the stack). kind=stun counts both STUN generations \
-         once answered; path=edge,kind=crlf is CRLF on TCP/TLS connections",
+         once answered; path=edge,kind=crlf is CRLF on TCP/TLS connections; kind=ws_crlf a \
+         CRLF frame on a WebSocket, ws_ping a client's Ping (answered Pong), ws_ping_sent the \
+         edge's own Pings on idle WebSockets (sent, answered)",
     ),
     counter(
         "sipka_keepalives_received",
@@ -164,7 +166,7 @@ pub const ALL: &[Family] = &[
     ),
     counter(
         "sipka_edge_connections_accepted",
-        "TCP/TLS connections accepted",
+        "TCP, TLS and WebSocket connections accepted",
     ),
     counter(
         "sipka_edge_connections_refused",
@@ -172,9 +174,17 @@ pub const ALL: &[Family] = &[
     ),
     counter(
         "sipka_edge_connections_closed",
-        "TCP/TLS connections the edge closed, by reason (idle, framing: lost framing or \
-         a failed TLS handshake, message_timeout, fair_share: the largest source's oldest, \
-         to let another source in at --max-connections, banned: its source was banned)",
+        "TCP, TLS and WebSocket connections the edge closed, by reason (idle, framing: lost \
+         framing, an oversized or malformed frame, or a failed TLS handshake, message_timeout, \
+         fair_share: the largest source's oldest, to let another source in at \
+         --max-connections, banned: its source was banned, ping_timeout: a WebSocket that \
+         left three Pings unanswered)",
+    ),
+    counter(
+        "sipka_edge_websocket_handshakes",
+        "WebSocket upgrades, by result (accepted; no_sip_subprotocol: answered 400; \
+         origin_refused: an Origin not in --ws-origin, answered 403; failed: a TLS handshake \
+         or HTTP upgrade that failed or did not come within 10 s)",
     ),
     counter(
         "sipka_edge_keepalive_negotiations",

@@ -121,6 +121,7 @@ pub fn edge_series(name: &str) -> Option<Series> {
     let rejected = |reason| series("sipka_edge_rejected_requests", &[("reason", reason)]);
     let dropped = |reason| series("sipka_edge_dropped", &[("reason", reason)]);
     let closed = |reason| series("sipka_edge_connections_closed", &[("reason", reason)]);
+    let ws_handshake = |result| series("sipka_edge_websocket_handshakes", &[("result", result)]);
     Some(match counter {
         "requests_forwarded" => series("sipka_edge_forwarded", &[("type", "request")]),
         "responses_forwarded" => series("sipka_edge_forwarded", &[("type", "response")]),
@@ -130,6 +131,15 @@ pub fn edge_series(name: &str) -> Option<Series> {
         "options_pbx_up" => keepalive("edge", "options_pbx", "answered"),
         "options_pbx_down" => keepalive("edge", "options_pbx", "rejected"),
         "crlf_pings" => keepalive("edge", "crlf", "answered"),
+        "ws_crlf_pings" => keepalive("edge", "ws_crlf", "answered"),
+        "ws_pings_answered" => keepalive("edge", "ws_ping", "answered"),
+        "ws_pings_sent" => keepalive("edge", "ws_ping_sent", "sent"),
+        "ws_pongs_received" => keepalive("edge", "ws_ping_sent", "answered"),
+        "ws_upgrades" => ws_handshake("accepted"),
+        "ws_refused_protocol" => ws_handshake("no_sip_subprotocol"),
+        "ws_refused_origin" => ws_handshake("origin_refused"),
+        "ws_handshake_failed" => ws_handshake("failed"),
+        "ws_ping_timeouts" => closed("ping_timeout"),
         "bad_requests" => rejected("malformed"),
         "too_many_hops" => rejected("too_many_hops"),
         "loops" => rejected("loop"),

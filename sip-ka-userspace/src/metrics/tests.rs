@@ -182,7 +182,7 @@ fn edge_page_has_the_edge_counters_and_gauges() {
     // Unknown while the PBX has not answered: absent, not 0.
     assert!(!p.contains("sipka_pbx_rtt_seconds"), "{p}");
     assert_eq!(value(&p, "sipka_dialogs"), Some("0.0".into()));
-    for t in ["tcp", "tls", "handshake"] {
+    for t in ["tcp", "tls", "ws", "wss", "handshake"] {
         let s = format!(r#"sipka_connections{{transport="{t}"}}"#);
         assert_eq!(value(&p, &s), Some("0.0".into()), "{s}");
     }

@@ -23,6 +23,7 @@ use sip_ka::lab::{
 pub mod edge;
 pub mod ha;
 pub mod pbx_auth;
+pub mod sip_text;
 
 /// Fails the test (never skips it) when it cannot run here: it needs root
 /// and the real clients.

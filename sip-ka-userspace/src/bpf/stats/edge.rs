@@ -71,6 +71,15 @@ counters! {
     banned_dropped: "Messages and connections from banned sources dropped by the edge itself (what XDP did not drop).",
     scanners_dropped: "Requests with a scanner's User-Agent dropped (their source banned).",
     banned_conns_closed: "Open connections closed because their source was banned.",
+    ws_upgrades: "WebSocket upgrades accepted (the `sip` subprotocol, an allowed Origin).",
+    ws_refused_protocol: "WebSocket upgrades refused: no `sip` subprotocol offered (answered 400).",
+    ws_refused_origin: "WebSocket upgrades refused: an Origin not in --ws-origin (answered 403).",
+    ws_handshake_failed: "WebSocket connections that never completed their TLS or HTTP upgrade (malformed, or not within the handshake time).",
+    ws_crlf_pings: "CRLFCRLF keep-alive frames on WebSocket connections, answered with a CRLF frame.",
+    ws_pings_answered: "WebSocket Ping frames from clients, answered with a Pong.",
+    ws_pings_sent: "WebSocket Pings the edge sent on idle connections (--ws-ping-interval).",
+    ws_pongs_received: "WebSocket Pongs received (answers to the edge's Pings).",
+    ws_ping_timeouts: "WebSocket connections closed after their Pings went unanswered.",
     answers_dropped_size: "The edge's own answers to UDP requests (keep-alives, refusals) not sent: more than MAX_ERROR_GROWTH bytes larger than the request, even without the capability headers.",
 }
 

@@ -99,6 +99,8 @@ fn encode_flow(f: &Flow) -> Vec<u8> {
             out.push(match kind {
                 StreamKind::Tcp => 1,
                 StreamKind::Tls => 2,
+                StreamKind::Ws => 3,
+                StreamKind::Wss => 4,
             });
             out.extend_from_slice(&id.to_le_bytes());
             put_addr(&mut out, peer);
@@ -112,6 +114,8 @@ fn decode_flow(b: &[u8]) -> Flow {
     let kind = match b.first() {
         Some(1) => StreamKind::Tcp,
         Some(2) => StreamKind::Tls,
+        Some(3) => StreamKind::Ws,
+        Some(4) => StreamKind::Wss,
         _ => return Flow::Udp(get_addr(b, &mut at)),
     };
     let id = u64::from_le_bytes(take(b, &mut at));

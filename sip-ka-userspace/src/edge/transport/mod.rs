@@ -1,5 +1,6 @@
-//! Where messages come from and go to: UDP sockets on `--listen`, and the
-//! TCP/TLS connections that UAs open to the edge ([`stream`]).
+//! Where messages come from and go to: UDP sockets on `--listen`, the
+//! TCP/TLS connections that UAs open to the edge ([`stream`]), and the
+//! WebSocket connections of browser phones ([`ws`], RFC 7118).
 //!
 //! A [`Flow`] names one of them. Responses and requests for a UA that
 //! reached the edge over a connection must leave by that connection (RFC
@@ -28,29 +29,67 @@ pub mod retransmit;
 pub mod stream;
 pub mod tls;
 pub mod udp;
+pub mod ws;
 
 /// Stream transports toward UAs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StreamKind {
     Tcp,
     Tls,
+    /// SIP over WebSocket (RFC 7118), one message per frame.
+    Ws,
+    /// SIP over secure WebSocket.
+    Wss,
 }
 
 impl StreamKind {
+    pub const ALL: [StreamKind; 4] = [
+        StreamKind::Tcp,
+        StreamKind::Tls,
+        StreamKind::Ws,
+        StreamKind::Wss,
+    ];
+
     /// The Via transport token.
     pub fn via_transport(self) -> &'static str {
         match self {
             StreamKind::Tcp => "TCP",
             StreamKind::Tls => "TLS",
+            StreamKind::Ws => "WS",
+            StreamKind::Wss => "WSS",
         }
     }
 
-    /// The `transport=` URI parameter value.
+    /// The `transport=` URI parameter value (also the metrics' label and
+    /// the log's prefix).
     pub fn uri_transport(self) -> &'static str {
         match self {
             StreamKind::Tcp => "tcp",
             StreamKind::Tls => "tls",
+            StreamKind::Ws => "ws",
+            StreamKind::Wss => "wss",
         }
+    }
+
+    /// From a `transport=` URI parameter value (any case).
+    pub fn from_uri_transport(t: &str) -> Option<StreamKind> {
+        StreamKind::ALL
+            .into_iter()
+            .find(|k| k.uri_transport().eq_ignore_ascii_case(t))
+    }
+
+    /// The letter of a flow token.
+    fn token_letter(self) -> char {
+        match self {
+            StreamKind::Tcp => 't',
+            StreamKind::Tls => 's',
+            StreamKind::Ws => 'w',
+            StreamKind::Wss => 'x',
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -69,18 +108,14 @@ pub enum Flow {
     },
 }
 
-/// For log lines: `udp:ADDR`, or `tcp:ADDR#ID` / `tls:ADDR#ID` with the
-/// connection's number.
+/// For log lines: `udp:ADDR`, or `tcp:ADDR#ID` (`tls`, `ws`, `wss`) with
+/// the connection's number.
 impl std::fmt::Display for Flow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Flow::Udp(a) => write!(f, "udp:{a}"),
             Flow::Stream { id, peer, kind } => {
-                let t = match kind {
-                    StreamKind::Tcp => "tcp",
-                    StreamKind::Tls => "tls",
-                };
-                write!(f, "{t}:{peer}#{id}")
+                write!(f, "{}:{peer}#{id}", kind.uri_transport())
             }
         }
     }
@@ -250,16 +285,7 @@ impl FlowToken {
     pub fn encode(&self, flow: &Flow) -> String {
         let (letter, id, peer) = match *flow {
             Flow::Udp(a) => ('u', 0, a),
-            Flow::Stream {
-                id,
-                peer,
-                kind: StreamKind::Tcp,
-            } => ('t', id, peer),
-            Flow::Stream {
-                id,
-                peer,
-                kind: StreamKind::Tls,
-            } => ('s', id, peer),
+            Flow::Stream { id, peer, kind } => (kind.token_letter(), id, peer),
         };
         let body = format!(
             "{letter}{id:x}-{}-{:x}",
@@ -288,20 +314,13 @@ impl FlowToken {
             None => IpAddr::V6(v6),
         };
         let peer = SocketAddr::new(ip, port);
-        match letter {
-            'u' => Some(Flow::Udp(peer)),
-            't' => Some(Flow::Stream {
-                id,
-                peer,
-                kind: StreamKind::Tcp,
-            }),
-            's' => Some(Flow::Stream {
-                id,
-                peer,
-                kind: StreamKind::Tls,
-            }),
-            _ => None,
+        if letter == 'u' {
+            return Some(Flow::Udp(peer));
         }
+        let kind = StreamKind::ALL
+            .into_iter()
+            .find(|k| k.token_letter() == letter)?;
+        Some(Flow::Stream { id, peer, kind })
     }
 }
 
@@ -339,10 +358,29 @@ pub struct Transports {
     conns: Mutex<HashMap<u64, Conn>>,
     next_id: AtomicU64,
     pub tokens: FlowToken,
-    /// Connections being served as TCP and as TLS (the others wait for
-    /// their first byte or handshake): the metrics' connection gauges.
-    open_tcp: AtomicU64,
-    open_tls: AtomicU64,
+    /// Connections being served, by [`StreamKind::index`] (the others
+    /// wait for their first byte or handshake): the metrics' connection
+    /// gauges.
+    open: [AtomicU64; 4],
+}
+
+/// Open connections, by how they are served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenConns {
+    pub all: u64,
+    pub tcp: u64,
+    pub tls: u64,
+    pub ws: u64,
+    pub wss: u64,
+}
+
+impl OpenConns {
+    /// Accepted, not yet served: in their TLS or WebSocket handshake, or
+    /// waiting for their first byte.
+    pub fn handshaking(&self) -> u64 {
+        self.all
+            .saturating_sub(self.tcp + self.tls + self.ws + self.wss)
+    }
 }
 
 /// Counts a connection as served over its transport while it lives.
@@ -425,22 +463,23 @@ impl Transports {
 
     /// Marks a connection as served over `kind` until the guard drops.
     pub fn serving(&self, kind: StreamKind) -> Serving<'_> {
-        let n = match kind {
-            StreamKind::Tcp => &self.open_tcp,
-            StreamKind::Tls => &self.open_tls,
-        };
+        let n = &self.open[kind.index()];
         n.fetch_add(1, Ordering::Relaxed);
         Serving(n)
     }
 
-    /// Open connections: all of them, those served as TCP, as TLS.
-    pub fn open_counts(&self) -> (u64, u64, u64) {
+    /// Open connections: all of them, and those served over each kind
+    /// (the rest are still in their handshake).
+    pub fn open_counts(&self) -> OpenConns {
         let all = lock(&self.conns).len() as u64;
-        (
+        let by = |k: StreamKind| self.open[k.index()].load(Ordering::Relaxed);
+        OpenConns {
             all,
-            self.open_tcp.load(Ordering::Relaxed),
-            self.open_tls.load(Ordering::Relaxed),
-        )
+            tcp: by(StreamKind::Tcp),
+            tls: by(StreamKind::Tls),
+            ws: by(StreamKind::Ws),
+            wss: by(StreamKind::Wss),
+        }
     }
 
     /// Whether a new connection from `ip` gets a slot (see [`admit`]);
@@ -546,6 +585,16 @@ mod tests {
                 id: u64::MAX,
                 peer: "10.0.0.1:1".parse().unwrap(),
                 kind: StreamKind::Tls,
+            },
+            Flow::Stream {
+                id: 7,
+                peer: "10.0.0.1:443".parse().unwrap(),
+                kind: StreamKind::Ws,
+            },
+            Flow::Stream {
+                id: 8,
+                peer: "[2001:db8::1]:443".parse().unwrap(),
+                kind: StreamKind::Wss,
             },
         ];
         for f in flows {

@@ -33,7 +33,7 @@ use crate::{
 const QUEUE: usize = 256;
 /// A write that the peer does not take within this long closes the
 /// connection: a UA that stops reading must not hold anything up.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pong for a CRLFCRLF ping.
 const PONG: &[u8] = b"\r\n";
 /// Room a connection keeps for what it writes, from one round to the next.
@@ -41,6 +41,21 @@ const OUT_KEPT: usize = 4096;
 
 /// Accepts connections on one `--listen` address until the task is dropped.
 pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>) {
+    accept_loop(listener, local, edge, accept_conn).await
+}
+
+/// Accepts connections on `listener` until the task is dropped: drops
+/// banned sources, applies the connection limits, registers each
+/// connection and hands it to `serve` in a task of its own.
+pub(super) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    local: SocketAddr,
+    edge: Arc<Edge>,
+    serve: F,
+) where
+    F: Fn(TcpStream, Accepted, Arc<Edge>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -92,13 +107,13 @@ pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>
             rx,
             idle_ms,
         };
-        tokio::spawn(accept_conn(sock, conn, edge.clone()));
+        tokio::spawn(serve(sock, conn, edge.clone()));
     }
 }
 
 /// A TLS handshake, and the first byte of a connection when TLS is on,
 /// must come within this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A registered connection, before it is served.
 pub struct Accepted {
@@ -114,10 +129,7 @@ pub struct Accepted {
 /// Serves a new connection as TLS when the edge has a certificate and the
 /// first byte is a TLS handshake record, as TCP otherwise.
 async fn accept_conn(sock: TcpStream, conn: Accepted, edge: Arc<Edge>) {
-    let _registered = Registered {
-        edge: &edge,
-        id: conn.id,
-    };
+    let _registered = Registered::new(&edge, conn.id);
     let Some(acceptor) = edge.tls.clone() else {
         let (rd, wr) = sock.into_split();
         return serve_conn(rd, wr, conn, &edge, StreamKind::Tcp).await;
@@ -151,9 +163,15 @@ async fn accept_conn(sock: TcpStream, conn: Accepted, edge: Arc<Edge>) {
 }
 
 /// Removes the connection from the registry however its task ends.
-struct Registered<'a> {
+pub(super) struct Registered<'a> {
     edge: &'a Edge,
     id: u64,
+}
+
+impl<'a> Registered<'a> {
+    pub(super) fn new(edge: &'a Edge, id: u64) -> Registered<'a> {
+        Registered { edge, id }
+    }
 }
 
 impl Drop for Registered<'_> {
