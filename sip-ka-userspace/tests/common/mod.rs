@@ -22,6 +22,7 @@ use sip_ka::lab::{
 
 pub mod edge;
 pub mod ha;
+pub mod kamailio;
 pub mod pbx_auth;
 pub mod sip_text;
 
