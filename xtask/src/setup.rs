@@ -51,6 +51,22 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "python3-venv",
         "`python3 -m venv`, for the project's own SIPVicious environment",
     ),
+    (
+        "haproxy",
+        "a TCP proxy that drops idle connections, in the browser-phone test",
+    ),
+    (
+        "chromium",
+        "headless browser phones (SIP.js over WSS) in the browser-phone test",
+    ),
+    (
+        "kamailio-websocket-modules",
+        "Kamailio's WebSocket transport, compared against in the bench",
+    ),
+    (
+        "kamailio-tls-modules",
+        "Kamailio's TLS (for WSS), compared against in the bench",
+    ),
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -63,6 +79,16 @@ const VENV: &str = "/opt/sip-ka-venv";
 const SIPVICIOUS_VERSION: &str = "0.3.8";
 /// Debian's Python, which `python3-venv` completes.
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+/// The project's own npm packages: the WebSocket SIP stacks of the
+/// browser-phone tests (`tests/browser_phones.rs` looks for them here).
+const NODE_PREFIX: &str = "/opt/sip-ka-node";
+/// The versions the browser-phone tests were written against.
+const NODE_PACKAGES: &[(&str, &str)] = &[
+    ("sip.js", "0.21.2"),
+    ("jssip", "3.13.8"),
+    ("ws", "8.23.0"),
+    ("playwright-core", "1.65.1"),
+];
 const BPF_LINKER_VERSION: &str = "0.13";
 /// mdBook, which `cargo xtask docs` builds the book with (0.5.4 builds
 /// with Rust 1.88 and later; docs/book.toml is written for 0.5).
@@ -75,6 +101,7 @@ pub fn setup() -> Result<()> {
     bpf_linker()?;
     bpffs()?;
     sipvicious()?;
+    node_packages()?;
     mdbook()?;
     println!("== setup: everything is in place");
     Ok(())
@@ -545,6 +572,102 @@ fn sipvicious() -> Result<()> {
         );
     }
     step(name, format!("installed in {VENV}"));
+    Ok(())
+}
+
+/// The version of an npm package installed under [`NODE_PREFIX`].
+fn node_package_version(pkg: &str) -> Option<String> {
+    let manifest = Path::new(NODE_PREFIX)
+        .join("node_modules")
+        .join(pkg)
+        .join("package.json");
+    let text = std::fs::read_to_string(manifest).ok()?;
+    // The first "version" key of the manifest: npm writes it at the top
+    // level before any nested object that could hold another.
+    let at = text.find("\"version\"")?;
+    let rest = text.get(at + "\"version\"".len()..)?;
+    let start = rest.find('"')? + 1;
+    let len = rest.get(start..)?.find('"')?;
+    rest.get(start..start + len).map(str::to_string)
+}
+
+/// Node (Debian's nodejs when there is none) and the browser-phone
+/// tests' npm packages in [`NODE_PREFIX`], at their versions.
+fn node_packages() -> Result<()> {
+    let name = "npm packages";
+    for (tool, pkg) in [("node", "nodejs"), ("npm", "npm")] {
+        if which(tool).is_some() {
+            continue;
+        }
+        step(name, format!("`{tool}` not found: apt-get install {pkg}"));
+        if !is_root() {
+            bail!("{name}: `{tool}` missing; run this as root, or: sudo apt-get install -y {pkg}");
+        }
+        let _no_services = NoServiceStarts::put();
+        apt(&["install", "-y", pkg])
+            .with_context(|| format!("`apt-get install -y {pkg}` failed"))?;
+    }
+    let wrong: Vec<String> = NODE_PACKAGES
+        .iter()
+        .filter(|(p, v)| node_package_version(p).as_deref() != Some(*v))
+        .map(|(p, v)| format!("{p}@{v}"))
+        .collect();
+    if wrong.is_empty() {
+        step(
+            name,
+            format!(
+                "{} present in {NODE_PREFIX}",
+                NODE_PACKAGES
+                    .iter()
+                    .map(|(p, v)| format!("{p}@{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        );
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "{name}: {NODE_PREFIX} is written as root; run this as root, or: sudo npm install \
+             --prefix {NODE_PREFIX} {}",
+            wrong.join(" ")
+        );
+    }
+    std::fs::create_dir_all(NODE_PREFIX).with_context(|| format!("creating {NODE_PREFIX}"))?;
+    step(
+        name,
+        format!("npm install {} into {NODE_PREFIX}", wrong.join(" ")),
+    );
+    let mut c = Command::new("npm");
+    c.args([
+        "install",
+        "--prefix",
+        NODE_PREFIX,
+        "--no-audit",
+        "--no-fund",
+    ])
+    .args(&wrong);
+    let done = proc::run(&mut c, None, None)?;
+    if !done.ok() {
+        bail!(
+            "{name}: `{}` {}; they come from the npm registry (check the network and \
+             npm's configuration: npm config list)",
+            describe(&c),
+            done.describe()
+        );
+    }
+    let still: Vec<&str> = NODE_PACKAGES
+        .iter()
+        .filter(|(p, v)| node_package_version(p).as_deref() != Some(*v))
+        .map(|(p, _)| *p)
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "{name}: npm reported success but {NODE_PREFIX} lacks {}",
+            still.join(" ")
+        );
+    }
+    step(name, format!("installed in {NODE_PREFIX}"));
     Ok(())
 }
 
