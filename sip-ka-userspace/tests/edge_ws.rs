@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::ws_ua::WsUa;
 use common::{
     edge::{edge_addr, start_edge, EDGE_PORT, PBX_PORT},
     in_ns,
@@ -29,10 +30,7 @@ use common::{
     wait_until,
 };
 use sip_ka::lab::{Lab, CLIENT_V4, SERVER_V4};
-use tokio_tungstenite::tungstenite::{
-    self, client::IntoClientRequest as _, http::HeaderValue, stream::MaybeTlsStream, Message,
-    WebSocket,
-};
+use tokio_tungstenite::tungstenite::{stream::MaybeTlsStream, Message};
 
 /// Where the edge takes WebSocket connections.
 const WS_PORT: u16 = 8080;
@@ -59,81 +57,6 @@ fn tcp_connect(lab: &Lab) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .expect("read timeout");
     s
-}
-
-/// A browser phone's connection: upgraded with the `sip` subprotocol.
-struct WsUa {
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    /// Pings the edge sent (tungstenite answers each as it reads).
-    pings: u32,
-}
-
-impl WsUa {
-    fn connect(lab: &Lab, origin: Option<&str>) -> WsUa {
-        let tcp = tcp_connect(lab);
-        let mut req = format!("ws://{}/", ws_addr())
-            .into_client_request()
-            .expect("request");
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
-        if let Some(o) = origin {
-            req.headers_mut()
-                .insert("Origin", HeaderValue::from_str(o).expect("origin"));
-        }
-        let (ws, resp) = tungstenite::client(req, MaybeTlsStream::Plain(tcp))
-            .unwrap_or_else(|e| panic!("the WebSocket upgrade failed: {e}"));
-        assert_eq!(
-            resp.headers()
-                .get("Sec-WebSocket-Protocol")
-                .and_then(|v| v.to_str().ok()),
-            Some("sip"),
-            "the edge's 101 names the sip subprotocol: {resp:?}"
-        );
-        WsUa { ws, pings: 0 }
-    }
-
-    fn send(&mut self, text: &str) {
-        self.ws
-            .send(Message::text(text))
-            .expect("writing a frame to the edge");
-    }
-
-    /// The next data frame within `wait` (Pings are answered on the way),
-    /// or `None`; `Err` once the edge closed the connection.
-    fn recv(&mut self, wait: Duration) -> Result<Option<String>, String> {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => return Ok(Some(t.to_string())),
-                Ok(Message::Binary(b)) => return Ok(Some(String::from_utf8_lossy(&b).into())),
-                Ok(Message::Ping(_)) => self.pings += 1,
-                Ok(Message::Close(c)) => return Err(format!("closed by the edge: {c:?}")),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Ok(None)
-    }
-
-    /// The next data frame that is a SIP message (not a CRLF).
-    #[track_caller]
-    fn message(&mut self, wait: Duration) -> String {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            match self.recv(deadline - Instant::now()) {
-                Ok(Some(t)) if t.trim().is_empty() => continue,
-                Ok(Some(t)) => return t,
-                Ok(None) => break,
-                Err(e) => panic!("waiting for a SIP message: {e}"),
-            }
-        }
-        panic!("no SIP message over the WebSocket within {wait:?}")
-    }
 }
 
 /// An outbound REGISTER as a browser phone sends it (JsSIP's shape: a
@@ -163,7 +86,7 @@ fn browser_phone_registers_is_called_and_kept_alive_over_websocket() {
     let started = Instant::now();
     let lab = ws_lab(&["--ws-ping-interval", "1", "--flow-timer-tcp", "90"]);
     let pbx = pbx_socket(&lab);
-    let mut ua = WsUa::connect(&lab, None);
+    let mut ua = WsUa::connect(tcp_connect(&lab), ws_addr(), None);
 
     // A CRLF keep-alive frame (SIP.js) gets a CRLF frame.
     ua.send("\r\n\r\n");
@@ -395,13 +318,13 @@ fn upgrades_frames_and_silence_that_break_the_rules_are_refused_and_counted() {
     assert!(line.starts_with("HTTP/1.1 101"), "{line}");
 
     // A frame larger than --max-message-size closes the connection.
-    let mut big = WsUa::connect(&lab, None);
+    let mut big = WsUa::connect(tcp_connect(&lab), ws_addr(), None);
     big.send(&"x".repeat(4_000));
     let closed = big.recv(Duration::from_secs(3)).is_err();
     assert!(closed, "the oversized frame did not close the connection");
 
     // A frame begun and never finished: closed after the message time.
-    let mut dribble = WsUa::connect(&lab, None);
+    let mut dribble = WsUa::connect(tcp_connect(&lab), ws_addr(), None);
     {
         let tcp = match dribble.ws.get_mut() {
             MaybeTlsStream::Plain(t) => t,
@@ -425,7 +348,7 @@ fn upgrades_frames_and_silence_that_break_the_rules_are_refused_and_counted() {
 
     // A phone that never answers the edge's Pings (it never reads, so its
     // side sends no Pong): closed after three.
-    let mut deaf = WsUa::connect(&lab, None);
+    let mut deaf = WsUa::connect(tcp_connect(&lab), ws_addr(), None);
     std::thread::sleep(Duration::from_millis(5_500));
     assert!(
         deaf.recv(Duration::from_secs(1)).is_err(),
@@ -444,7 +367,11 @@ fn upgrades_frames_and_silence_that_break_the_rules_are_refused_and_counted() {
     );
 
     // Nothing else is disturbed: a phone still registers and is answered.
-    let mut ok = WsUa::connect(&lab, Some("https://phone.lab.example"));
+    let mut ok = WsUa::connect(
+        tcp_connect(&lab),
+        ws_addr(),
+        Some("https://phone.lab.example"),
+    );
     ok.send("\r\n\r\n");
     assert_eq!(
         ok.recv(Duration::from_secs(2)),

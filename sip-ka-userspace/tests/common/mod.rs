@@ -25,6 +25,7 @@ pub mod ha;
 pub mod kamailio;
 pub mod pbx_auth;
 pub mod sip_text;
+pub mod ws_ua;
 
 /// Fails the test (never skips it) when it cannot run here: it needs root
 /// and the real clients.
