@@ -32,7 +32,7 @@ use crate::sip::{Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessag
 mod track;
 use crate::util::timer_wheel::IdHashBuilder;
 use track::cseq;
-pub use track::{Counts, Kept, OwnStore, Session, SessionStore, Track};
+pub use track::{Counts, Expired, Kept, OwnStore, Session, SessionRecord, SessionStore, Track};
 
 /// The smallest Min-SE allowed by RFC 4028 (section 4 and 5).
 pub const RFC_MIN_SE: u32 = 90;
@@ -288,25 +288,6 @@ pub fn process_response(offer: &Offer, resp: &mut SipMessage) -> Option<Negotiat
         }
         Ok(None) | Err(_) => None,
     }
-}
-
-/// A session that expired: no refresh arrived before its expiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Expired {
-    pub dialog: u64,
-    pub interval: u32,
-    /// The configuration asks to send BYE to both sides (`--reap-expired`).
-    /// RFC 4028 8.3 forbids a proxy to; off by default.
-    pub reap: bool,
-}
-
-/// A session as persisted: absolute expiry, so it resumes after a restart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionRecord {
-    pub dialog: u64,
-    pub session: Session,
-    /// Absolute expiry in ms; `None` when no timer is in effect.
-    pub expires_at_ms: Option<u64>,
 }
 
 /// The session timers of every confirmed dialog, on one timer wheel.

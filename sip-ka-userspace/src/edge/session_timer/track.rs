@@ -106,6 +106,25 @@ impl Track {
     }
 }
 
+/// A session that expired: no refresh arrived before its expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expired {
+    pub dialog: u64,
+    pub interval: u32,
+    /// The configuration asks to send BYE to both sides (`--reap-expired`).
+    /// RFC 4028 8.3 forbids a proxy to; off by default.
+    pub reap: bool,
+}
+
+/// A session as persisted: absolute expiry, so it resumes after a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub dialog: u64,
+    pub session: Session,
+    /// Absolute expiry in ms; `None` when no timer is in effect.
+    pub expires_at_ms: Option<u64>,
+}
+
 /// Where the session timers keep each dialog's [`Track`] and its place
 /// on a timing wheel (absolute ms). A track left empty is dropped.
 pub trait SessionStore {
