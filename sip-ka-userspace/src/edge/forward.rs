@@ -33,17 +33,37 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// out so that the ACK of a non-2xx final response (which has one) gets
 /// the INVITE's branch (RFC 3261 16.11).
 pub fn loop_key(msg: &SipMessage) -> u64 {
+    loop_key_of(msg, &Txn::of(msg))
+}
+
+/// What the loop key and a branch's seal both read of a message: each
+/// parse of a From header and CSeq costs as much as the hash, and a
+/// forwarded request needs both.
+struct Txn<'m> {
+    call_id: &'m str,
+    from_tag: String,
+    cseq: String,
+}
+
+impl<'m> Txn<'m> {
+    fn of(msg: &'m SipMessage) -> Txn<'m> {
+        Txn {
+            call_id: msg.call_id().unwrap_or_default(),
+            from_tag: msg.from_tag().unwrap_or_default(),
+            cseq: msg.cseq().map(|c| c.seq.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+fn loop_key_of(msg: &SipMessage, t: &Txn) -> u64 {
     let ruri = msg.request_uri().map(|u| u.to_string()).unwrap_or_default();
-    let from_tag = msg.from_tag().unwrap_or_default();
-    let call_id = msg.call_id().unwrap_or_default();
-    let cseq = msg.cseq().map(|c| c.seq.to_string()).unwrap_or_default();
     let routes: Vec<&str> = msg.header_values("Route").collect();
     let routes = routes.join(",");
     fnv1a(&[
         ruri.as_bytes(),
-        from_tag.as_bytes(),
-        call_id.as_bytes(),
-        cseq.as_bytes(),
+        t.from_tag.as_bytes(),
+        t.call_id.as_bytes(),
+        t.cseq.as_bytes(),
         routes.as_bytes(),
     ])
 }
@@ -53,10 +73,8 @@ pub fn loop_key(msg: &SipMessage) -> u64 {
 /// in, which is the response's Via below ours; Call-ID, From tag and CSeq
 /// number, which a CANCEL and a non-2xx ACK share with their INVITE) and
 /// the flow the request left by, keyed with the edge's secret.
-fn seal(key: &FlowToken, mark: &str, msg: &SipMessage, incoming: &str, to: &Flow) -> u64 {
-    let call_id = msg.call_id().unwrap_or_default();
-    let from_tag = msg.from_tag().unwrap_or_default();
-    let cseq = msg.cseq().map(|c| c.seq.to_string()).unwrap_or_default();
+fn seal(key: &FlowToken, mark: &str, t: &Txn, incoming: &str, to: &Flow) -> u64 {
+    let (call_id, from_tag, cseq) = (t.call_id, &t.from_tag, &t.cseq);
     let flow = match *to {
         Flow::Udp(a) => format!("u{a}"),
         Flow::Stream { id, peer, kind } => format!("{}{id}-{peer}", kind.uri_transport()),
@@ -87,8 +105,14 @@ fn top_branch(msg: &SipMessage) -> String {
 /// same branch as the request they belong to; nobody without the key can
 /// compute one, so nobody can answer a request they did not receive.
 pub fn branch(msg: &SipMessage, key: &FlowToken, to: &Flow) -> String {
-    let mark = format!("{:016x}", loop_key(msg));
-    let seal = seal(key, &mark, msg, &top_branch(msg), to);
+    let t = Txn::of(msg);
+    branch_of(msg, &t, loop_key_of(msg, &t), key, to)
+}
+
+/// [`branch`] with the transaction read and the loop key computed.
+fn branch_of(msg: &SipMessage, t: &Txn, loop_key: u64, key: &FlowToken, to: &Flow) -> String {
+    let mark = format!("{loop_key:016x}");
+    let seal = seal(key, &mark, t, &top_branch(msg), to);
     format!("{BRANCH_PREFIX}{mark}.{seal:016x}")
 }
 
@@ -109,7 +133,10 @@ pub fn answers_request_sent_to(
     else {
         return false;
     };
-    let want = format!("{:016x}", seal(key, mark, resp, &top_branch(resp), from));
+    let want = format!(
+        "{:016x}",
+        seal(key, mark, &Txn::of(resp), &top_branch(resp), from)
+    );
     sealed.eq_ignore_ascii_case(&want)
 }
 
@@ -144,7 +171,12 @@ pub fn is_own_via(via: &Via, local: SocketAddr) -> bool {
 /// Whether the request already passed this edge in the same state (a
 /// Via of ours carrying this loop key): answer 482.
 pub fn is_loop(msg: &SipMessage, local: SocketAddr) -> bool {
-    let mark = format!("{BRANCH_PREFIX}{:016x}.", loop_key(msg));
+    is_loop_keyed(msg, local, loop_key(msg))
+}
+
+/// [`is_loop`] with the loop key computed.
+fn is_loop_keyed(msg: &SipMessage, local: SocketAddr, loop_key: u64) -> bool {
+    let mark = format!("{BRANCH_PREFIX}{loop_key:016x}.");
     msg.vias()
         .unwrap_or_default()
         .iter()
@@ -292,10 +324,12 @@ pub fn prepare_request(
         return Err(Refusal::TooManyHops);
     }
     pop_own_routes(msg, local);
-    if is_loop(msg, local) {
+    let t = Txn::of(msg);
+    let loop_key = loop_key_of(msg, &t);
+    if is_loop_keyed(msg, local, loop_key) {
         return Err(Refusal::Loop);
     }
-    let branch = branch(msg, key, &to);
+    let branch = branch_of(msg, &t, loop_key, key, &to);
     stamp_received(msg, src);
     msg.set_max_forwards(hops - 1);
     if creates_dialog(msg) {

@@ -30,9 +30,9 @@ use std::fmt;
 use crate::sip::{Method, MinSe, OptionTags, Refresher, SessionExpires, SipMessage};
 
 mod track;
-use crate::util::timer_wheel::{IdHashBuilder, TimerWheel};
-pub use track::Session;
-use track::{cseq, Kept, Tracks};
+use crate::util::timer_wheel::IdHashBuilder;
+use track::cseq;
+pub use track::{Counts, Expired, Kept, OwnStore, Session, SessionRecord, SessionStore, Track};
 
 /// The smallest Min-SE allowed by RFC 4028 (section 4 and 5).
 pub const RFC_MIN_SE: u32 = 90;
@@ -290,33 +290,13 @@ pub fn process_response(offer: &Offer, resp: &mut SipMessage) -> Option<Negotiat
     }
 }
 
-/// A session that expired: no refresh arrived before its expiry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Expired {
-    pub dialog: u64,
-    pub interval: u32,
-    /// The configuration asks to send BYE to both sides (`--reap-expired`).
-    /// RFC 4028 8.3 forbids a proxy to; off by default.
-    pub reap: bool,
-}
-
-/// A session as persisted: absolute expiry, so it resumes after a restart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionRecord {
-    pub dialog: u64,
-    pub session: Session,
-    /// Absolute expiry in ms; `None` when no timer is in effect.
-    pub expires_at_ms: Option<u64>,
-}
-
 /// The session timers of every confirmed dialog, on one timer wheel.
 #[derive(Debug)]
-pub struct SessionTimers {
+pub struct SessionTimers<S = OwnStore> {
     cfg: TimerConfig,
     reap: bool,
-    wheel: TimerWheel,
-    /// Sessions and outstanding refresh requests.
-    tracks: Tracks,
+    /// Sessions, outstanding refresh requests and the wheel.
+    store: S,
     /// Expired dialogs, remembered for [`SessionTimers::tombstone_ms`] so
     /// that a late refresh gets 481; purged by the same wheel.
     expired: HashMap<u64, (), IdHashBuilder>,
@@ -327,16 +307,58 @@ pub struct SessionTimers {
 pub const MIN_TOMBSTONE_MS: u64 = 32_000;
 
 impl SessionTimers {
+    /// How long an expired dialog is remembered to answer 481: one session
+    /// interval, at least [`MIN_TOMBSTONE_MS`].
+    pub fn tombstone_ms(interval: u32) -> u64 {
+        (u64::from(interval) * 1_000).max(MIN_TOMBSTONE_MS)
+    }
+
     /// Tracking with ticks of 1 ms, starting at `now_ms`.
     pub fn new(cfg: TimerConfig, reap_expired: bool, now_ms: u64) -> Self {
+        SessionTimers::with_store(cfg, reap_expired, OwnStore::new(now_ms))
+    }
+
+    /// The same settings over another store, whose clock starts where this
+    /// one's is (before any session: the sessions are not moved).
+    pub fn rehome<T: SessionStore>(self, store: impl FnOnce(u64) -> T) -> SessionTimers<T> {
+        let now = self.store.now_ms();
+        SessionTimers::with_store(self.cfg, self.reap, store(now))
+    }
+}
+
+impl<S: SessionStore> SessionTimers<S> {
+    pub fn with_store(cfg: TimerConfig, reap_expired: bool, store: S) -> Self {
         SessionTimers {
             cfg,
             reap: reap_expired,
-            wheel: TimerWheel::new(1, now_ms),
-            tracks: Tracks::default(),
+            store,
             expired: HashMap::with_hasher(IdHashBuilder::default()),
             expired_total: 0,
         }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Changes the track of `dialog` (an empty one is dropped).
+    fn update(&mut self, dialog: u64, f: impl FnOnce(&mut Track)) {
+        let mut t = self.store.track(dialog);
+        f(&mut t);
+        self.store.set_track(dialog, t);
+    }
+
+    /// Drops the track of `dialog`; returns its session.
+    fn take(&mut self, dialog: u64) -> Option<Session> {
+        let t = self.store.track(dialog);
+        if t != Track::EMPTY {
+            self.store.set_track(dialog, Track::EMPTY);
+        }
+        t.session()
     }
 
     pub fn set_config(&mut self, cfg: TimerConfig, reap_expired: bool) {
@@ -350,11 +372,11 @@ impl SessionTimers {
 
     /// Confirmed dialogs tracked.
     pub fn len(&self) -> usize {
-        self.tracks.sessions()
+        self.store.counts().0
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tracks.sessions() == 0
+        self.store.counts().0 == 0
     }
 
     /// Sessions expired since the start (`sessions_expired`).
@@ -363,13 +385,13 @@ impl SessionTimers {
     }
 
     pub fn session(&self, dialog: u64) -> Option<Session> {
-        self.tracks.session(dialog)
+        self.store.track(dialog).session()
     }
 
     /// Milliseconds until the session of `dialog` expires (0 when due).
     pub fn time_left_ms(&self, dialog: u64, now_ms: u64) -> Option<u64> {
-        self.wheel
-            .expires_at(dialog)
+        self.store
+            .armed_at(dialog)
             .map(|at| at.saturating_sub(now_ms))
     }
 
@@ -379,18 +401,12 @@ impl SessionTimers {
         if self.expired.contains_key(&dialog) {
             return None; // the wheel holds the tombstone's end, not an expiry
         }
-        self.wheel.expires_at(dialog)
+        self.store.armed_at(dialog)
     }
 
     /// When to call [`SessionTimers::expire`] next (never late).
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.wheel.next_deadline()
-    }
-
-    /// How long an expired dialog is remembered to answer 481: one session
-    /// interval, at least [`MIN_TOMBSTONE_MS`].
-    pub fn tombstone_ms(interval: u32) -> u64 {
-        (u64::from(interval) * 1_000).max(MIN_TOMBSTONE_MS)
+        self.store.next_deadline()
     }
 
     /// Whether `dialog` expired recently (a refresh now gets 481).
@@ -420,14 +436,12 @@ impl SessionTimers {
         let action = process_request(&self.cfg, req, to_tag);
         if let RequestAction::Forward(offer) = &action {
             let seq = cseq(req).map_or(0, |c| c.seq);
-            self.tracks.put_offer(
-                dialog,
-                Some(Kept {
-                    seq,
-                    session_expires: offer.session_expires,
-                    uac_supports_timer: offer.uac_supports_timer,
-                }),
-            );
+            let kept = Kept {
+                seq,
+                session_expires: offer.session_expires,
+                uac_supports_timer: offer.uac_supports_timer,
+            };
+            self.update(dialog, |t| t.set_offer(Some(kept)));
         }
         action
     }
@@ -454,7 +468,7 @@ impl SessionTimers {
         // The offer stays until a newer request replaces it: a 2xx is
         // retransmitted until the ACK comes (and forks send 2xx of their
         // own), and each copy must be treated like the first.
-        let offer = match self.tracks.offer(dialog) {
+        let offer = match self.store.track(dialog).offer() {
             Some(k) if k.seq == cseq.seq => Some(Offer {
                 uac_supports_timer: k.uac_supports_timer,
                 session_expires: k.session_expires,
@@ -482,25 +496,21 @@ impl SessionTimers {
         self.expired.remove(&dialog);
         match negotiated {
             Some(n) => {
-                self.tracks.put_session(
-                    dialog,
-                    Some(Session {
-                        interval: n.interval,
-                        refresher: n.refresher,
-                    }),
-                );
-                self.wheel
-                    .set(dialog, now_ms.saturating_add(u64::from(n.interval) * 1_000));
+                let s = Session {
+                    interval: n.interval,
+                    refresher: n.refresher,
+                };
+                self.update(dialog, |t| t.set_session(Some(s)));
+                self.store
+                    .arm(dialog, now_ms.saturating_add(u64::from(n.interval) * 1_000));
             }
             None => {
-                self.tracks.put_session(
-                    dialog,
-                    Some(Session {
-                        interval: 0,
-                        refresher: None,
-                    }),
-                );
-                self.wheel.cancel(dialog);
+                let s = Session {
+                    interval: 0,
+                    refresher: None,
+                };
+                self.update(dialog, |t| t.set_session(Some(s)));
+                self.store.disarm(dialog);
             }
         }
         negotiated
@@ -509,35 +519,40 @@ impl SessionTimers {
     /// Drops the offer kept for `dialog`'s outstanding refresh, if any
     /// (its dialog is not tracked).
     pub fn forget_offer(&mut self, dialog: u64) {
-        self.tracks.put_offer(dialog, None);
+        if self.store.track(dialog).offer().is_some() {
+            self.update(dialog, |t| t.set_offer(None));
+        }
     }
 
     /// Offers kept for outstanding refresh requests.
     pub fn offers(&self) -> usize {
-        self.tracks.offers()
+        self.store.counts().1
     }
 
     /// The dialog ended (BYE, failure): forget it.
     pub fn end(&mut self, dialog: u64) -> Option<Session> {
-        self.wheel.cancel(dialog);
+        self.store.disarm(dialog);
         self.expired.remove(&dialog);
-        self.tracks.end(dialog)
+        self.take(dialog)
     }
 
     /// Sessions whose expiry is at or before `now_ms`: removed (RFC 4028
     /// 8.3: the proxy drops their state), remembered as expired for
     /// [`SessionTimers::tombstone_ms`], and returned.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Expired> {
-        let ids: Vec<u64> = self.wheel.expire(now_ms).collect();
+        let mut ids = Vec::new();
+        self.store.expire(now_ms, &mut ids);
         let mut out = Vec::with_capacity(ids.len());
         for dialog in ids {
             if self.expired.remove(&dialog).is_some() {
                 continue; // a tombstone's time is up
             }
-            let interval = self.tracks.end(dialog).map_or(0, |s| s.interval);
+            let interval = self.take(dialog).map_or(0, |s| s.interval);
             self.expired.insert(dialog, ());
-            self.wheel
-                .set(dialog, now_ms.saturating_add(Self::tombstone_ms(interval)));
+            self.store.arm(
+                dialog,
+                now_ms.saturating_add(SessionTimers::tombstone_ms(interval)),
+            );
             self.expired_total += 1;
             out.push(Expired {
                 dialog,
@@ -550,12 +565,13 @@ impl SessionTimers {
 
     /// Every tracked session with its absolute expiry, to persist.
     pub fn snapshot(&self) -> Vec<SessionRecord> {
-        self.tracks
-            .sessions_iter()
+        self.store
+            .sessions()
+            .into_iter()
             .map(|(dialog, session)| SessionRecord {
                 dialog,
                 session,
-                expires_at_ms: self.wheel.expires_at(dialog),
+                expires_at_ms: self.store.armed_at(dialog),
             })
             .collect()
     }
@@ -565,14 +581,10 @@ impl SessionTimers {
     pub fn restore(&mut self, records: impl IntoIterator<Item = SessionRecord>) {
         for r in records {
             self.expired.remove(&r.dialog);
-            self.tracks.put_session(r.dialog, Some(r.session));
+            self.update(r.dialog, |t| t.set_session(Some(r.session)));
             match r.expires_at_ms {
-                Some(at) => {
-                    self.wheel.set(r.dialog, at);
-                }
-                None => {
-                    self.wheel.cancel(r.dialog);
-                }
+                Some(at) => self.store.arm(r.dialog, at),
+                None => self.store.disarm(r.dialog),
             }
         }
     }

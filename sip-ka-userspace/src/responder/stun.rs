@@ -174,13 +174,14 @@ pub enum Outcome {
 /// answer, the common case, is built in place without an allocation.
 pub fn respond_into(msg: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Outcome {
     out.clear();
-    if let Verdict::Answer(g) = classify(msg) {
+    let verdict = classify(msg);
+    if let Verdict::Answer(g) = verdict {
         let mut buf = [0u8; MAX_ANSWER];
         let n = build_binding_success(&mut buf, &id_of(msg), g, &reflexive(src));
         out.extend_from_slice(buf.get(..n).unwrap_or_default());
         return Outcome::Success;
     }
-    match respond(msg, src) {
+    match respond_classified(msg, src, verdict) {
         Reply::Success(bytes) => {
             out.extend_from_slice(&bytes);
             Outcome::Success
@@ -197,7 +198,14 @@ pub fn respond_into(msg: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Outcome {
 /// The answer to one datagram from `src`; never more than
 /// `MAX_AMPLIFICATION` bytes longer than the request.
 pub fn respond(msg: &[u8], src: SocketAddr) -> Reply {
-    match respond_unbounded(msg, src) {
+    respond_classified(msg, src, classify(msg))
+}
+
+/// [`respond`] with the fast path's verdict on `msg` already at hand:
+/// walking the attributes and checking the FINGERPRINT again would double
+/// the cost of every request the fast path passed.
+fn respond_classified(msg: &[u8], src: SocketAddr, verdict: Verdict) -> Reply {
+    match respond_unbounded(msg, src, verdict) {
         Reply::Error(bytes, code) if bytes.len() > msg.len() + MAX_AMPLIFICATION => {
             // Retry without the reason phrase; if that is still too big,
             // stay silent rather than amplify.
@@ -233,8 +241,8 @@ fn unknown_list(resp: &[u8]) -> Vec<u16> {
     Vec::new()
 }
 
-fn respond_unbounded(msg: &[u8], src: SocketAddr) -> Reply {
-    match classify(msg) {
+fn respond_unbounded(msg: &[u8], src: SocketAddr, verdict: Verdict) -> Reply {
+    match verdict {
         Verdict::NotStun => return Reply::Ignore,
         Verdict::BadFingerprint => return Reply::BadFingerprint,
         Verdict::Answer(g) => return success(msg, g, src),

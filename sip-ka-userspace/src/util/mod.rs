@@ -4,3 +4,4 @@ pub mod capped;
 pub mod clock;
 pub mod lock;
 pub mod timer_wheel;
+pub mod wheel;

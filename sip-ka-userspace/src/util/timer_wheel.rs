@@ -15,35 +15,25 @@
 //! * An id fires no earlier than its expiry time and no later than one tick
 //!   after it (the expiry is rounded up to a whole tick).
 //!
-//! Layout: 11 levels of 64 slots (6 bits each, 66 bits: the whole `u64`
-//! tick range, so nothing overflows). Entries live in a slab (`Vec`) of
-//! [`ENTRY_BYTES`]-byte nodes; an id index ([`MAP_ENTRY_BYTES`] bytes per
-//! entry, the node's number, plus one control byte, at most 8/7 overhead
-//! before the table doubles) finds the node of an id: the id itself is in
-//! the node, so the index keeps no second copy of it. Each slot is a circular list whose
-//! head is a sentinel node of the slab, so unlinking never needs to know
-//! the slot; a slot's occupancy bit is cleared lazily when the wheel
-//! reaches it empty.
+//! Layout: the wheel is [`super::wheel::Wheel`]; its nodes live in a
+//! slab (`Vec`) of [`ENTRY_BYTES`]-byte nodes; an id index
+//! ([`MAP_ENTRY_BYTES`] bytes per entry, the node's number, plus one
+//! control byte, at most 8/7 overhead before the table doubles) finds the
+//! node of an id: the id itself is in the node, so the index keeps no
+//! second copy of it.
 
 use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::HashTable;
 
-const SLOT_BITS: u32 = 6;
-const SLOTS: usize = 1 << SLOT_BITS;
-const SLOT_MASK: u64 = (SLOTS as u64) - 1;
-const LEVELS: usize = 11;
-const SENTINELS: usize = LEVELS * SLOTS;
-const NIL: u32 = u32::MAX;
+use super::wheel::{Link, Links, Wheel, NIL};
 
-/// A node of the slab: a timer, a slot's sentinel, or a free node.
+/// A node of the slab: a timer or a free node (whose `next` is the next
+/// free one).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     id: u64,
-    /// Expiry, in ticks.
-    when: u64,
-    prev: u32,
-    next: u32,
+    link: Link,
 }
 
 /// Bytes of one timer node in the slab.
@@ -105,17 +95,29 @@ impl Hasher for IdHasher {
 /// The timing wheel. See the module documentation.
 #[derive(Debug)]
 pub struct TimerWheel {
-    tick_ms: u64,
-    /// The wheel's current tick: everything before it has been expired.
-    elapsed: u64,
-    /// Per level, which slots may hold entries (bits are cleared lazily).
-    occupied: [u64; LEVELS],
-    /// Sentinels (the first [`SENTINELS`] nodes), then timers and free
-    /// nodes.
-    nodes: Vec<Entry>,
+    wheel: Wheel,
+    nodes: Nodes,
+    /// First free node, `NIL` when none.
     free: u32,
     index: Index,
-    due: Vec<u64>,
+    /// Reused between expiries.
+    due: Vec<u32>,
+    ids: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct Nodes(Vec<Entry>);
+
+impl Links for Nodes {
+    fn link(&self, i: u32) -> Link {
+        self.0.get(i as usize).map_or(Link::OFF, |e| e.link)
+    }
+
+    fn set_link(&mut self, i: u32, l: Link) {
+        if let Some(e) = self.0.get_mut(i as usize) {
+            e.link = l;
+        }
+    }
 }
 
 /// The id index: node numbers, each found by its node's id.
@@ -163,16 +165,6 @@ impl Index {
     }
 }
 
-fn level_for(elapsed: u64, when: u64) -> usize {
-    let masked = (elapsed ^ when) | SLOT_MASK;
-    let significant = 63 - masked.leading_zeros();
-    (significant / SLOT_BITS) as usize
-}
-
-fn slot_for(level: usize, when: u64) -> usize {
-    ((when >> (level as u32 * SLOT_BITS)) & SLOT_MASK) as usize
-}
-
 impl TimerWheel {
     /// A wheel with ticks of `tick_ms` milliseconds (at least 1), whose
     /// clock starts at `now_ms`.
@@ -182,29 +174,23 @@ impl TimerWheel {
 
     /// As [`TimerWheel::new`], with room for `capacity` timers.
     pub fn with_capacity(tick_ms: u64, now_ms: u64, capacity: usize) -> Self {
-        let tick_ms = tick_ms.max(1);
-        let mut nodes = Vec::with_capacity(SENTINELS + capacity);
-        for i in 0..SENTINELS as u32 {
-            nodes.push(Entry {
-                id: 0,
-                when: 0,
-                prev: i,
-                next: i,
-            });
-        }
         TimerWheel {
-            tick_ms,
-            elapsed: now_ms / tick_ms,
-            occupied: [0; LEVELS],
-            nodes,
+            wheel: Wheel::new(tick_ms, now_ms),
+            nodes: Nodes(Vec::with_capacity(capacity)),
             free: NIL,
             index: Index::with_capacity(capacity),
             due: Vec::new(),
+            ids: Vec::new(),
         }
     }
 
     pub fn tick_ms(&self) -> u64 {
-        self.tick_ms
+        self.wheel.tick_ms()
+    }
+
+    /// The wheel's clock, in ms.
+    pub fn now_ms(&self) -> u64 {
+        self.wheel.now_ms()
     }
 
     /// Number of pending timers.
@@ -217,15 +203,13 @@ impl TimerWheel {
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        self.index.get(&self.nodes, id).is_some()
+        self.index.get(&self.nodes.0, id).is_some()
     }
 
     /// The expiry of `id` in milliseconds (rounded up to a tick).
     pub fn expires_at(&self, id: u64) -> Option<u64> {
-        let i = self.index.get(&self.nodes, id)?;
-        self.nodes
-            .get(i as usize)
-            .map(|e| e.when.saturating_mul(self.tick_ms))
+        let i = self.index.get(&self.nodes.0, id)?;
+        self.wheel.expires_at(&self.nodes, i)
     }
 
     /// Sets the expiry of `id` to `at_ms` (absolute), inserting it or
@@ -233,42 +217,32 @@ impl TimerWheel {
     /// at or before the wheel's clock expires at the next
     /// [`TimerWheel::expire`].
     pub fn set(&mut self, id: u64, at_ms: u64) -> Option<u64> {
-        let when = at_ms.div_ceil(self.tick_ms).max(self.elapsed);
-        let (idx, previous) = match self.index.get(&self.nodes, id) {
-            Some(i) => {
-                let prev = self.nodes.get(i as usize).map(|e| e.when);
-                self.unlink(i);
-                (i, prev.map(|w| w.saturating_mul(self.tick_ms)))
-            }
+        let (i, previous) = match self.index.get(&self.nodes.0, id) {
+            Some(i) => (i, self.wheel.expires_at(&self.nodes, i)),
             None => {
                 let i = self.alloc(id);
-                self.index.insert(&self.nodes, i);
+                self.index.insert(&self.nodes.0, i);
                 (i, None)
             }
         };
-        if let Some(e) = self.nodes.get_mut(idx as usize) {
-            e.when = when;
-        }
-        self.link(idx, when);
+        self.wheel.set(&mut self.nodes, i, at_ms);
         previous
     }
 
     /// Removes the timer of `id`; returns its expiry if there was one.
     pub fn cancel(&mut self, id: u64) -> Option<u64> {
-        let i = self.index.remove(&self.nodes, id)?;
-        let when = self.nodes.get(i as usize).map(|e| e.when)?;
-        self.unlink(i);
+        let i = self.index.remove(&self.nodes.0, id)?;
+        let at = self.wheel.remove(&mut self.nodes, i);
         self.release(i);
-        Some(when.saturating_mul(self.tick_ms))
+        at
     }
 
     /// Every pending timer as (id, expiry in ms), in no particular order
     /// (for persisting absolute expiry times).
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.index.table.iter().filter_map(move |&i| {
-            self.nodes
-                .get(i as usize)
-                .map(|e| (e.id, e.when.saturating_mul(self.tick_ms)))
+            let id = id_of(&self.nodes.0, i);
+            self.wheel.expires_at(&self.nodes, i).map(|at| (id, at))
         })
     }
 
@@ -276,141 +250,54 @@ impl TimerWheel {
     /// when no timer is pending. It may be early (a slot that must be
     /// cascaded, or emptied by cancels), never late.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.next_slot()
-            .map(|(_, _, d)| d.saturating_mul(self.tick_ms))
+        self.wheel.next_deadline()
     }
 
     /// Advances the wheel to `now_ms` and returns the ids that are due,
     /// which are removed. Ids come out in order of expiry tick.
     pub fn expire(&mut self, now_ms: u64) -> impl Iterator<Item = u64> + '_ {
-        let now = now_ms / self.tick_ms;
         self.due.clear();
-        while let Some((level, slot, deadline)) = self.next_slot() {
-            if deadline > now {
-                break;
-            }
-            self.elapsed = self.elapsed.max(deadline);
-            self.take_slot(level, slot);
+        self.ids.clear();
+        self.wheel.expire(&mut self.nodes, now_ms, &mut self.due);
+        for k in 0..self.due.len() {
+            let Some(&i) = self.due.get(k) else { break };
+            let id = id_of(&self.nodes.0, i);
+            self.index.remove(&self.nodes.0, id);
+            self.release(i);
+            self.ids.push(id);
         }
-        self.elapsed = self.elapsed.max(now);
-        self.due.drain(..)
+        self.ids.drain(..)
     }
 
     // ----- internals -----
 
-    /// The next occupied slot: (level, slot, deadline in ticks).
-    fn next_slot(&self) -> Option<(usize, usize, u64)> {
-        for (level, &bits) in self.occupied.iter().enumerate() {
-            if bits == 0 {
-                continue;
-            }
-            let shift = level as u32 * SLOT_BITS;
-            let now_slot = ((self.elapsed >> shift) & SLOT_MASK) as u32;
-            let zeros = bits.rotate_right(now_slot).trailing_zeros();
-            let slot = (zeros + now_slot) as u64 & SLOT_MASK;
-            let span = shift + SLOT_BITS;
-            let level_start = if span >= 64 {
-                0
-            } else {
-                self.elapsed & !((1u64 << span) - 1)
-            };
-            let mut deadline = level_start + (slot << shift);
-            if deadline < self.elapsed && span < 64 {
-                // Behind the current position: the next turn of this level
-                // (never happens while the invariants hold).
-                deadline = deadline.saturating_add(1u64 << span);
-            }
-            return Some((level, slot as usize, deadline.max(self.elapsed)));
-        }
-        None
-    }
-
-    /// Empties one slot: level-0 entries are due, higher levels cascade.
-    fn take_slot(&mut self, level: usize, slot: usize) {
-        if let Some(bits) = self.occupied.get_mut(level) {
-            *bits &= !(1u64 << slot);
-        }
-        let head = (level * SLOTS + slot) as u32;
-        let mut i = self.nodes.get(head as usize).map_or(head, |e| e.next);
-        // Detach the whole list from its sentinel first.
-        if let Some(h) = self.nodes.get_mut(head as usize) {
-            h.next = head;
-            h.prev = head;
-        }
-        while i != head {
-            let Some(&e) = self.nodes.get(i as usize) else {
-                break;
-            };
-            let next = e.next;
-            if e.when <= self.elapsed {
-                self.index.remove(&self.nodes, e.id);
-                self.release(i);
-                self.due.push(e.id);
-            } else {
-                self.link(i, e.when);
-            }
-            i = next;
-        }
-    }
-
     fn alloc(&mut self, id: u64) -> u32 {
         let entry = Entry {
             id,
-            when: 0,
-            prev: NIL,
-            next: NIL,
+            link: Link::OFF,
         };
         if self.free != NIL {
             let i = self.free;
-            if let Some(e) = self.nodes.get_mut(i as usize) {
-                self.free = e.next;
+            if let Some(e) = self.nodes.0.get_mut(i as usize) {
+                self.free = e.link.next;
                 *e = entry;
             }
             i
         } else {
-            self.nodes.push(entry);
-            (self.nodes.len() - 1) as u32
+            self.nodes.0.push(entry);
+            (self.nodes.0.len() - 1) as u32
         }
     }
 
     fn release(&mut self, i: u32) {
         let free = self.free;
-        if let Some(e) = self.nodes.get_mut(i as usize) {
-            e.prev = NIL;
-            e.next = free;
+        if let Some(e) = self.nodes.0.get_mut(i as usize) {
+            e.link = Link {
+                when: 0,
+                prev: NIL,
+                next: free,
+            };
             self.free = i;
-        }
-    }
-
-    fn link(&mut self, i: u32, when: u64) {
-        let level = level_for(self.elapsed, when);
-        let slot = slot_for(level, when);
-        let head = (level * SLOTS + slot) as u32;
-        let tail = self.nodes.get(head as usize).map_or(head, |h| h.prev);
-        if let Some(e) = self.nodes.get_mut(i as usize) {
-            e.prev = tail;
-            e.next = head;
-        }
-        if let Some(t) = self.nodes.get_mut(tail as usize) {
-            t.next = i;
-        }
-        if let Some(h) = self.nodes.get_mut(head as usize) {
-            h.prev = i;
-        }
-        if let Some(bits) = self.occupied.get_mut(level) {
-            *bits |= 1u64 << slot;
-        }
-    }
-
-    fn unlink(&mut self, i: u32) {
-        let Some(&e) = self.nodes.get(i as usize) else {
-            return;
-        };
-        if let Some(p) = self.nodes.get_mut(e.prev as usize) {
-            p.next = e.next;
-        }
-        if let Some(n) = self.nodes.get_mut(e.next as usize) {
-            n.prev = e.prev;
         }
     }
 }

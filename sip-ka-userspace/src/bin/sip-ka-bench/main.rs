@@ -18,6 +18,8 @@
 //! (f) The STUN load of (c) at a series of offered rates against sip-ka's
 //!     XDP program, its userspace responder, Kamailio and coturn, with a
 //!     chart (`--sweep`, `versus/sweep.rs`).
+//! (i) CPU per call in the edge, sans IO (`--call-path`, `callpath.rs`):
+//!     the six messages of a call through `Edge::handle`; no root.
 //! (h) The shield (`--shield`, `shield.rs`): the edge's CPU under a
 //!     20,000/s INVITE flood from one source with the shield off and on,
 //!     and a banned source's flood dropped at XDP beside the answer rate.
@@ -29,6 +31,7 @@
 //! Needs root. Every loop is bounded in count and in time, and the lab
 //! only uses the addresses of the namespaces it creates.
 
+mod callpath;
 mod cpu;
 mod dialogs;
 mod memory;
@@ -60,7 +63,10 @@ fn main() -> std::process::ExitCode {
 
 fn bench(opts: &Opts) -> Result<()> {
     // The parts that need no root run on their own when asked for.
-    if opts.timers || opts.dialogs || opts.store {
+    if opts.timers || opts.dialogs || opts.store || opts.call_path {
+        if opts.call_path {
+            callpath::call_path_bench(opts.call_count)?;
+        }
         if opts.store {
             store::store_bench()?;
         }
@@ -108,6 +114,7 @@ fn bench(opts: &Opts) -> Result<()> {
         parts.push(|_| timers::timers_bench());
         parts.push(|o| dialogs::dialogs_bench(o.dialog_count));
         parts.push(|_| store::store_bench());
+        parts.push(|o| callpath::call_path_bench(o.call_count));
     }
     for (i, part) in parts.into_iter().enumerate() {
         if i > 0 {

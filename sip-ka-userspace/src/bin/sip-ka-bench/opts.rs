@@ -65,6 +65,14 @@ pub(crate) struct Opts {
     /// off.
     #[arg(long)]
     pub(crate) store: bool,
+    /// Only the call path bench (no root needed): the edge's CPU per call
+    /// (INVITE, 180, 200, ACK, BYE, 200) through `Edge::handle`, without
+    /// sockets, with and without a state directory.
+    #[arg(long)]
+    pub(crate) call_path: bool,
+    /// Calls in the call path bench.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) call_count: u64,
     /// Dialogs in the dialog table bench.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) dialog_count: u64,

@@ -29,7 +29,8 @@ impl Dialogs {
             wheel: TimerWheel::new(1, now_ms),
         });
         let confirmed: Vec<(u64, u64)> = self
-            .by_hash
+            .timers
+            .store()
             .iter()
             .filter(|(_, d)| d.phase == Phase::Confirmed)
             .map(|(h, d)| (h, d.last_activity_ms))
@@ -80,7 +81,7 @@ impl Dialogs {
         }
     }
 
-    pub fn timers(&self) -> &SessionTimers {
+    pub fn timers(&self) -> &SessionTimers<super::map::DialogMap> {
         &self.timers
     }
 
@@ -157,7 +158,7 @@ impl Dialogs {
     pub fn expire(&mut self, now_ms: u64, upstream: SocketAddr, local: SocketAddr) -> Vec<Ended> {
         let mut out = Vec::new();
         for e in self.timers.expire(now_ms) {
-            let Some(d) = self.by_hash.get(&e.dialog) else {
+            let Some(d) = self.timers.store().get(&e.dialog) else {
                 continue;
             };
             let call_id = d.cold.call_id().to_string();
@@ -173,7 +174,7 @@ impl Dialogs {
                 byes,
             });
             // The tombstone stays in the timers (a late refresh gets 481).
-            if let Some(d) = self.by_hash.remove(&e.dialog) {
+            if let Some(d) = self.timers.store_mut().remove(&e.dialog) {
                 if let Some(idle) = &mut self.idle {
                     idle.wheel.cancel(e.dialog);
                 }
@@ -208,7 +209,7 @@ impl Dialogs {
         let due: Vec<u64> = idle.wheel.expire(now_ms).collect();
         let mut out = Vec::new();
         for hash in due {
-            let Some(d) = self.by_hash.get_mut(&hash) else {
+            let Some(d) = self.timers.store_mut().get_mut(&hash) else {
                 continue;
             };
             let call_id = d.cold.call_id().to_string();

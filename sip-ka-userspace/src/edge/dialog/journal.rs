@@ -87,7 +87,7 @@ impl Dialogs {
                 call_id: call_id.to_string(),
             },
         };
-        let live = self.by_hash.len();
+        let live = self.timers.store().len();
         let compact = self.journal.as_mut().is_some_and(|j| {
             j.append(&rec);
             j.wants_compaction(live)
@@ -112,7 +112,8 @@ impl Dialogs {
             return;
         };
         let all: Vec<DialogRecord> = self
-            .by_hash
+            .timers
+            .store()
             .iter()
             .map(|(h, d)| self.record(h, d))
             .collect();
@@ -137,14 +138,15 @@ impl Dialogs {
             }
         }
         let live: std::collections::HashSet<u64> = self
-            .by_hash
+            .timers
+            .store()
             .iter()
             .filter(|(_, d)| d.phase != Phase::Pending)
             .map(|(h, _)| h)
             .chain(self.replicas.keys().copied())
             .collect();
         let stale = self.sink.retain(&|h| live.contains(&h));
-        (self.by_hash.len(), refused, stale)
+        (self.timers.store().len(), refused, stale)
     }
 
     /// Puts one stored dialog into the table: its mirror entry, its
@@ -182,7 +184,7 @@ impl Dialogs {
         // The idle clock restarts: a restart never ends a call earlier
         // than its idle limit after the restart.
         let d = Dialog::new(phase, r.cseq, r.caller_is_ua, now_ms, &cold);
-        self.by_hash.insert(hash, d);
+        self.timers.store_mut().insert(hash, d);
         if let Some(s) = session {
             self.timers.restore([s]);
             let expires = s.expires_at_ms.map_or(0, |at| at / 1_000);

@@ -4,7 +4,8 @@
 //! * [`table`]: the table and its phases (INVITE, 1xx, 2xx, BYE, CANCEL,
 //!   failures, forks);
 //! * [`model`]: one dialog and its forks;
-//! * `map`: the dialogs by Call-ID hash, with no stored copy of the key;
+//! * `map`: the dialogs by Call-ID hash, each in one slot with its
+//!   session timer entry and wheel node (the session timers' store);
 //! * `packed`: a dialog's strings, flow and times in one heap block;
 //! * [`expiry`]: session timers (RFC 4028) and the idle limit;
 //! * [`journal`]: recording changes and restoring them after a restart;
@@ -25,6 +26,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
+pub use map::DialogMap;
 pub use mirror::{BpfDialogs, DialogSink, NoSink};
 pub use model::Phase;
 pub use table::{Dialogs, Ended, BYE_LIMIT, EARLY_LIMIT};

@@ -60,7 +60,7 @@ impl Dialogs {
                 return false;
             }
             self.release(hash, &rec.call_id);
-        } else if self.by_hash.contains_key(&hash)
+        } else if self.timers.store().contains_key(&hash)
             || (self.replicas.len() >= MAX_REPLICAS && !self.replicas.contains_key(&hash))
         {
             return false;
@@ -97,7 +97,7 @@ impl Dialogs {
     /// trace in the store (the other edge wrote it) and keeping its
     /// DIALOGS entry (the replica uses it).
     fn release(&mut self, hash: u64, call_id: &str) {
-        if self.by_hash.remove(&hash).is_none() {
+        if self.timers.store_mut().remove(&hash).is_none() {
             return;
         }
         self.pending.remove(&hash);
@@ -170,7 +170,7 @@ impl Dialogs {
             .is_some_and(|r| r.rec.call_id == rec.call_id)
         {
             self.replicas.remove(&hash);
-        } else if self.by_hash.contains_key(&hash) {
+        } else if self.timers.store().contains_key(&hash) {
             return false;
         }
         let call_id = rec.call_id.clone();
@@ -198,7 +198,8 @@ impl Dialogs {
     /// Every dialog this edge owns, as stored (pending ones are not
     /// shared).
     pub fn owned_records(&self) -> Vec<DialogRecord> {
-        self.by_hash
+        self.timers
+            .store()
             .iter()
             .filter(|(_, d)| d.phase != Phase::Pending)
             .map(|(h, d)| self.record(h, d))

@@ -8,6 +8,7 @@ use std::{collections::HashMap, time::Duration};
 use sip_ka_common::callid_hash;
 
 use super::{
+    map::DialogMap,
     mirror::DialogSink,
     model::{self, Dialog, Phase},
     packed::Cold,
@@ -42,13 +43,14 @@ pub const BYE_LIMIT: Duration = Duration::from_secs(32);
 
 /// The dialog table.
 pub struct Dialogs {
-    /// By Call-ID hash (the DIALOGS map's key and the timers' id); the
-    /// Call-ID itself is in the dialog and checked on every lookup by
-    /// Call-ID. A Call-ID whose hash another live dialog holds gets no
-    /// dialog (see [`Dialogs::on_request_from`]).
-    pub(super) by_hash: super::map::DialogMap,
     pub(super) sink: Box<dyn DialogSink>,
-    pub(super) timers: SessionTimers,
+    /// The session timers, whose store is the dialogs themselves
+    /// ([`DialogMap`]): by Call-ID hash (the DIALOGS map's key and the
+    /// timers' id), each dialog in one slot with its session entry and
+    /// wheel node; the Call-ID itself is in the dialog and checked on
+    /// every lookup by Call-ID. A Call-ID whose hash another live dialog
+    /// holds gets no dialog (see [`Dialogs::on_request_from`]).
+    pub(super) timers: SessionTimers<DialogMap>,
     /// A session timer change to mirror once the dialog's entry exists.
     pub(super) pending_session: Option<(u64, u64, u32)>,
     /// Where every change is recorded, to survive a restart.
@@ -89,11 +91,12 @@ impl Dialogs {
         Dialogs::with_timers(sink, timers)
     }
 
+    /// An empty table with the settings of `timers` (which must hold no
+    /// session yet: they are not moved).
     pub fn with_timers(sink: Box<dyn DialogSink>, timers: SessionTimers) -> Dialogs {
         Dialogs {
-            by_hash: super::map::DialogMap::new(),
             sink,
-            timers,
+            timers: timers.rehome(DialogMap::new),
             pending_session: None,
             journal: None,
             store: None,
@@ -129,11 +132,11 @@ impl Dialogs {
     }
 
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.timers.store().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.timers.store().is_empty()
     }
 
     /// The dialog of this Call-ID.
@@ -148,16 +151,17 @@ impl Dialogs {
     /// [`Dialogs::get`] with the Call-ID's hash already computed (a
     /// refresh goes through four calls, each with the hash at hand).
     pub(super) fn get_hashed(&self, hash: u64, call_id: &str) -> Option<&Dialog> {
-        self.by_hash.get_call(hash, call_id)
+        self.timers.store().get_call(hash, call_id)
     }
 
     pub(super) fn get_hashed_mut(&mut self, hash: u64, call_id: &str) -> Option<&mut Dialog> {
-        self.by_hash.get_call_mut(hash, call_id)
+        self.timers.store_mut().get_call_mut(hash, call_id)
     }
 
     /// The Call-ID of the dialog with this hash.
     pub(super) fn call_id_of(&self, hash: u64) -> Option<String> {
-        self.by_hash
+        self.timers
+            .store()
             .get(&hash)
             .map(|d| d.cold.call_id().to_string())
     }
@@ -204,7 +208,7 @@ impl Dialogs {
         if self.get(call_id).is_none() {
             return;
         }
-        if let Some(d) = self.by_hash.remove(&hash) {
+        if let Some(d) = self.timers.store_mut().remove(&hash) {
             self.pending.remove(&hash);
             self.timers.end(hash);
             if let Some(idle) = &mut self.idle {
@@ -266,7 +270,9 @@ impl Dialogs {
             // with the same hash holds the entry (the hash is no secret,
             // and long Call-IDs share theirs): the call goes on untracked
             // rather than taking the other's.
-            Some(Method::Invite) if msg.to_tag().is_none() && !self.by_hash.contains_key(&hash) => {
+            Some(Method::Invite)
+                if msg.to_tag().is_none() && !self.timers.store().contains_key(&hash) =>
+            {
                 self.add_pending(msg, call_id, hash, ua, caller_is_ua, now_ms);
             }
             Some(Method::Bye) => {
@@ -321,7 +327,7 @@ impl Dialogs {
             forks: Vec::new(),
         };
         let cseq = model::cseq(msg).map_or(1, |c| c.seq);
-        self.by_hash.insert(
+        self.timers.store_mut().insert(
             hash,
             Dialog::new(Phase::Pending, cseq, caller_is_ua, now_ms, &cold),
         );
@@ -379,7 +385,7 @@ impl Dialogs {
     /// Mirrors a session timer change noted by [`Dialogs::timer_response`].
     pub fn flush_session(&mut self) {
         if let Some((hash, expires, flags)) = self.pending_session.take() {
-            if self.by_hash.contains_key(&hash) {
+            if self.timers.store().contains_key(&hash) {
                 self.sink.set_session(hash, expires, flags);
             }
         }
@@ -389,7 +395,8 @@ impl Dialogs {
     /// [`EARLY_LIMIT`], or whose BYE got no response within [`BYE_LIMIT`].
     pub fn sweep(&mut self, now_ms: u64) -> usize {
         let stale: Vec<String> = self
-            .by_hash
+            .timers
+            .store()
             .values()
             .filter(|d| {
                 let age = Duration::from_millis(now_ms.saturating_sub(d.cold.since_ms()));
