@@ -20,6 +20,10 @@
 //!     chart (`--sweep`, `versus/sweep.rs`).
 //! (i) CPU per call in the edge, sans IO (`--call-path`, `callpath.rs`):
 //!     the six messages of a call through `Edge::handle`; no root.
+//! (j) Calls through the proxy (`--proxy-calls`, `versus/calls.rs`): sipp
+//!     UAC -> proxy -> sipp UAS at a series of rates, sip-ka's edge and
+//!     Kamailio 5.6 as a stateful record-routing proxy: calls completed
+//!     and proxy CPU per call.
 //! (h) The shield (`--shield`, `shield.rs`): the edge's CPU under a
 //!     20,000/s INVITE flood from one source with the shield off and on,
 //!     and a banned source's flood dropped at XDP beside the answer rate.
@@ -90,7 +94,8 @@ fn bench(opts: &Opts) -> Result<()> {
         || opts.kamailio
         || opts.scaling
         || opts.sweep
-        || opts.shield);
+        || opts.shield
+        || opts.proxy_calls);
     let mut parts: Vec<fn(&Opts) -> Result<()>> = Vec::new();
     if all || opts.test_run_only {
         parts.push(test_run::test_run_bench);
@@ -109,6 +114,9 @@ fn bench(opts: &Opts) -> Result<()> {
     }
     if all || opts.shield {
         parts.push(shield::shield_bench);
+    }
+    if all || opts.proxy_calls {
+        parts.push(versus::calls::calls_bench);
     }
     if all {
         parts.push(|_| timers::timers_bench());

@@ -43,6 +43,18 @@ pub(crate) struct Opts {
     /// spread over two; answers per second on each and the factor.
     #[arg(long)]
     pub(crate) scaling: bool,
+    /// Only the calls-through-the-proxy bench (j): sipp UAC -> proxy ->
+    /// sipp UAS, sip-ka's edge and Kamailio as a stateful record-routing
+    /// proxy, at each of --call-rates until calls fail; calls completed
+    /// and the proxy's CPU per call.
+    #[arg(long)]
+    pub(crate) proxy_calls: bool,
+    /// Offered call rates (calls per second) of the proxy bench, in turn.
+    #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000,3000,4000")]
+    pub(crate) call_rates: Vec<u32>,
+    /// Seconds per rate in the proxy bench.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) call_seconds: u64,
     /// Only the shield bench: the edge's CPU under a 20,000/s INVITE flood
     /// from one source with `--shield off` and on (when the ban falls,
     /// what reaches the PBX), and a banned source's CRLF flood dropped at

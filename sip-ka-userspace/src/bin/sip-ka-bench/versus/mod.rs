@@ -7,6 +7,7 @@
 //! answers itself (whatever the PBX's state) and Kamailio's
 //! `options_reply()` answers with 200.
 
+pub(crate) mod calls;
 mod measure;
 mod options;
 mod servers;
@@ -34,10 +35,10 @@ use crate::opts::Opts;
 
 /// A directory for this run's Kamailio configuration and sipp files,
 /// removed when dropped.
-struct WorkDir(PathBuf);
+pub(super) struct WorkDir(pub(super) PathBuf);
 
 impl WorkDir {
-    fn new() -> Result<WorkDir> {
+    pub(super) fn new() -> Result<WorkDir> {
         let dir = std::env::temp_dir().join(format!("sip-ka-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

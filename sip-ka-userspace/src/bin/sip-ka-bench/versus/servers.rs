@@ -139,7 +139,7 @@ impl Kamailio {
     /// Kamailio's) and every process it forked.
     pub(super) fn pids(&self) -> Vec<u32> {
         let mut pids = vec![self.child.id()];
-        descendants(self.child.id(), &mut pids);
+        descendants_of(self.child.id(), &mut pids);
         pids
     }
 
@@ -170,7 +170,7 @@ impl Drop for Kamailio {
 }
 
 /// Adds the descendants of `pid` to `out` (/proc/*/stat parent pids).
-fn descendants(pid: u32, out: &mut Vec<u32>) {
+pub(super) fn descendants_of(pid: u32, out: &mut Vec<u32>) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -194,7 +194,7 @@ fn descendants(pid: u32, out: &mut Vec<u32>) {
     for c in children {
         if !out.contains(&c) {
             out.push(c);
-            descendants(c, out);
+            descendants_of(c, out);
         }
     }
 }
