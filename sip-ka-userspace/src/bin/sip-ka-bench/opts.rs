@@ -50,7 +50,11 @@ pub(crate) struct Opts {
     #[arg(long)]
     pub(crate) proxy_calls: bool,
     /// Offered call rates (calls per second) of the proxy bench, in turn.
-    #[arg(long, value_delimiter = ',', default_value = "250,500,1000,2000,3000,4000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "250,500,1000,2000,3000,4000"
+    )]
     pub(crate) call_rates: Vec<u32>,
     /// Seconds per rate in the proxy bench.
     #[arg(long, default_value_t = 5)]

@@ -367,7 +367,12 @@ fn series(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .args(["-k", "2", &budget.to_string(), "sipp", "-sf", "uas.xml"])
-        .args(["-i", &SERVER_V4.to_string(), "-p", &UPSTREAM_PORT.to_string()])
+        .args([
+            "-i",
+            &SERVER_V4.to_string(),
+            "-p",
+            &UPSTREAM_PORT.to_string(),
+        ])
         .args(["-t", "u1", "-nostdin", "-bg"]);
     let _pbx = Running {
         child: uas.spawn().context("starting the sipp PBX")?,
@@ -425,7 +430,8 @@ fn series(
             proxy.name(),
             step.completed,
             step.failed,
-            step.us_per_call().map_or("n/a".into(), |u| format!("{u:.0}"))
+            step.us_per_call()
+                .map_or("n/a".into(), |u| format!("{u:.0}"))
         );
         let failed = step.failed > 0;
         steps.push(step);
@@ -443,7 +449,14 @@ fn series(
 }
 
 /// `rate` calls per second for `secs` seconds from sipp UAC.
-fn one_rate(lab: &Lab, dir: &Path, proxy: Proxy, rate: u32, secs: u64, pids: &[u32]) -> Result<Step> {
+fn one_rate(
+    lab: &Lab,
+    dir: &Path,
+    proxy: Proxy,
+    rate: u32,
+    secs: u64,
+    pids: &[u32],
+) -> Result<Step> {
     let calls = u64::from(rate) * secs;
     let mut cmd = lab.client("timeout");
     cmd.current_dir(dir)
@@ -451,7 +464,14 @@ fn one_rate(lab: &Lab, dir: &Path, proxy: Proxy, rate: u32, secs: u64, pids: &[u
         .args(["-k", "2", &(secs * 3 + 15).to_string(), "sipp"])
         .arg(format!("{SERVER_V4}:{SIP_PORT}"))
         .args(["-sf", "uac.xml", "-s", "bench"])
-        .args(["-m", &calls.to_string(), "-r", &rate.to_string(), "-rp", "1000"])
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-rp",
+            "1000",
+        ])
         .args(["-l", &(u64::from(rate) * 4).to_string()])
         .args(["-t", "u1", "-nostdin"])
         .args(["-i", &CLIENT_V4.to_string(), "-p", &UAC_PORT.to_string()])
@@ -513,7 +533,12 @@ fn print_table(opts: &Opts, steps: &[Step]) {
     let (ours, theirs) = (clean(Proxy::SipKa), clean(Proxy::Kamailio));
     let both = ours
         .iter()
-        .filter_map(|(r, s)| theirs.iter().find(|(q, _)| q == r).map(|(_, k)| (*r, *s, *k)))
+        .filter_map(|(r, s)| {
+            theirs
+                .iter()
+                .find(|(q, _)| q == r)
+                .map(|(_, k)| (*r, *s, *k))
+        })
         .next_back();
     match both {
         Some((rate, s, k)) => match (s.us_per_call(), k.us_per_call()) {
