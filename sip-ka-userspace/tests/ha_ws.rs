@@ -176,6 +176,25 @@ fn phone_request(
     )
 }
 
+/// The phone registers (CSeq `cseq`); the registrar answers 200 with
+/// the Path it got.
+#[track_caller]
+fn register_through(pbx: &Pbx, ua: &mut WsUa, cseq: u32, what: &str) {
+    let wait = Duration::from_secs(5);
+    ua.send(&register(cseq));
+    let (reg, from) = pbx.expect(what, wait, |t| t.starts_with("REGISTER "));
+    let path = headers(&reg, "Path")
+        .first()
+        .map(|p| p.to_string())
+        .expect("a Path");
+    let extra = [
+        format!("Path: {path}"),
+        format!("Contact: {CONTACT};expires=600"),
+    ];
+    pbx.send(&reply(&reg, 200, "OK", Some("r"), &extra), from);
+    assert_eq!(status(&ua.message(wait)), Some(200), "{what}");
+}
+
 /// A phone's WebSocket to the VIP, from the phones' namespace.
 fn connect(lab: &HaLab) -> WsUa {
     let to = ws_vip();
@@ -220,26 +239,7 @@ fn a_browser_phone_reconnects_to_the_standby_edge_and_its_call_goes_on() {
 
     // Registered and in a call through A.
     let mut ua = connect(&lab);
-    ua.send(&register(1));
-    let (reg, from) = pbx.expect("the REGISTER", wait, |t| t.starts_with("REGISTER "));
-    let path = headers(&reg, "Path")
-        .first()
-        .map(|p| p.to_string())
-        .expect("a Path");
-    pbx.send(
-        &reply(
-            &reg,
-            200,
-            "OK",
-            Some("r"),
-            &[
-                format!("Path: {path}"),
-                format!("Contact: {CONTACT};expires=600"),
-            ],
-        ),
-        from,
-    );
-    assert_eq!(status(&ua.message(wait)), Some(200));
+    register_through(&pbx, &mut ua, 1, "the REGISTER");
 
     let pbx_uri = format!("sip:bob@{}", ha::pbx());
     ua.send(&phone_request(
@@ -278,28 +278,7 @@ fn a_browser_phone_reconnects_to_the_standby_edge_and_its_call_goes_on() {
     assert!(took.is_some(), "edge B did not take the VIPs");
     drop(ua);
     let mut ua = connect(&lab);
-    ua.send(&register(2));
-    let (reg, from) = pbx.expect("the REGISTER through B", wait, |t| {
-        t.starts_with("REGISTER ")
-    });
-    let path = headers(&reg, "Path")
-        .first()
-        .map(|p| p.to_string())
-        .expect("a Path");
-    pbx.send(
-        &reply(
-            &reg,
-            200,
-            "OK",
-            Some("r"),
-            &[
-                format!("Path: {path}"),
-                format!("Contact: {CONTACT};expires=600"),
-            ],
-        ),
-        from,
-    );
-    assert_eq!(status(&ua.message(wait)), Some(200));
+    register_through(&pbx, &mut ua, 2, "the REGISTER through B");
 
     // The phone's next in-dialog request: B takes the dialog over.
     ua.send(&phone_request("INFO", 2, &pbx_uri, &route, Some("b0b")));

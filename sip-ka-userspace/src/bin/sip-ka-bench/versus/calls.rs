@@ -8,14 +8,14 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
 
-use super::servers::{kamailio_modules, kamailio_version, SIP_PORT, UPSTREAM_PORT};
+use super::servers::{kamailio_modules, kamailio_version, Kamailio, SIP_PORT, UPSTREAM_PORT};
 use super::WorkDir;
 use crate::cpu::tasks_cpu;
 use crate::opts::Opts;
@@ -238,35 +238,21 @@ request_route {{
     )
 }
 
-/// A process started in a lab namespace, killed (with what it forked)
-/// when dropped.
-struct Running {
-    child: Child,
-}
+/// sipp under `timeout` in a lab namespace: SIGTERM to `timeout` when
+/// dropped (it passes the signal on to sipp).
+struct SippUas(Child);
 
-impl Running {
-    fn pids(&self) -> Vec<u32> {
-        let mut pids = vec![self.child.id()];
-        super::servers::descendants_of(self.child.id(), &mut pids);
-        pids
-    }
-}
-
-impl Drop for Running {
+impl Drop for SippUas {
     fn drop(&mut self) {
-        let pids = self.pids();
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.0.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        for pid in pids {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -374,9 +360,7 @@ fn series(
             &UPSTREAM_PORT.to_string(),
         ])
         .args(["-t", "u1", "-nostdin", "-bg"]);
-    let _pbx = Running {
-        child: uas.spawn().context("starting the sipp PBX")?,
-    };
+    let _pbx = SippUas(uas.spawn().context("starting the sipp PBX")?);
     let mut kamailio = None;
     match proxy {
         Proxy::SipKa => {
@@ -399,22 +383,8 @@ fn series(
             ])?;
         }
         Proxy::Kamailio => {
-            let cfg = dir.join("kamailio-proxy.cfg");
-            std::fs::write(&cfg, kamailio_proxy_cfg(modules))?;
-            lab::run(Command::new("kamailio").arg("-c").arg("-f").arg(&cfg))
-                .context("kamailio -c rejected the proxy configuration")?;
-            let child = lab
-                .server("kamailio")
-                .args(["-DD", "-E", "-f"])
-                .arg(&cfg)
-                .arg("-w")
-                .arg(dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("kamailio-proxy.log"))?)
-                .spawn()
-                .context("starting kamailio")?;
-            kamailio = Some(Running { child });
+            let cfg = kamailio_proxy_cfg(modules);
+            kamailio = Some(Kamailio::start_cfg(lab, dir, "kamailio-proxy", &cfg)?);
         }
     }
     // The PBX answers the edge's first qualify; both proxies settle.

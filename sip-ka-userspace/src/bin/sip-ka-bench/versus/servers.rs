@@ -116,11 +116,17 @@ impl Kamailio {
                 modules.display()
             );
         }
-        let cfg = dir.join("kamailio.cfg");
-        std::fs::write(&cfg, kamailio_cfg(modules, stun))?;
+        Kamailio::start_cfg(lab, dir, "kamailio", &kamailio_cfg(modules, stun))
+    }
+
+    /// Kamailio with the configuration `text`, written to `dir/NAME.cfg`
+    /// (its log beside it).
+    pub(super) fn start_cfg(lab: &Lab, dir: &Path, name: &str, text: &str) -> Result<Kamailio> {
+        let cfg = dir.join(format!("{name}.cfg"));
+        std::fs::write(&cfg, text)?;
         lab::run(Command::new("kamailio").arg("-c").arg("-f").arg(&cfg))
             .context("kamailio -c rejected the generated configuration")?;
-        let log = dir.join("kamailio.log");
+        let log = dir.join(format!("{name}.log"));
         let child = lab
             .server("kamailio")
             .args(["-DD", "-E", "-f"])
@@ -170,7 +176,7 @@ impl Drop for Kamailio {
 }
 
 /// Adds the descendants of `pid` to `out` (/proc/*/stat parent pids).
-pub(super) fn descendants_of(pid: u32, out: &mut Vec<u32>) {
+fn descendants_of(pid: u32, out: &mut Vec<u32>) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
