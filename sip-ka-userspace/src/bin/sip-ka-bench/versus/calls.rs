@@ -15,6 +15,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
 
+use super::options::sipp_counter;
 use super::servers::{kamailio_modules, kamailio_version, Kamailio, SIP_PORT, UPSTREAM_PORT};
 use super::WorkDir;
 use crate::cpu::tasks_cpu;
@@ -287,16 +288,6 @@ impl Step {
     fn us_per_call(&self) -> Option<f64> {
         (self.completed > 0).then(|| self.cpu_s * 1e6 / self.completed as f64)
     }
-}
-
-/// The cumulative value of a counter on sipp's statistics screen.
-fn sipp_counter(screen: &str, name: &str) -> Option<u64> {
-    screen
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with(name))
-        .and_then(|l| l.rsplit('|').next())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The series of offered rates, from `--call-rates`.

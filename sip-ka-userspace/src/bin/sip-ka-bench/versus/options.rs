@@ -85,7 +85,7 @@ pub(super) fn wait_options_200(lab: &Lab) -> Result<()> {
 
 /// The cumulative value of a counter on sipp's statistics screen, e.g.
 /// "  Successful call        |        0                  |    29984".
-fn sipp_counter(screen: &str, name: &str) -> Option<u64> {
+pub(super) fn sipp_counter(screen: &str, name: &str) -> Option<u64> {
     screen
         .lines()
         .rev()
