@@ -94,9 +94,7 @@ fn seal(key: &FlowToken, mark: &str, t: &Txn, incoming: &str, to: &Flow) -> u64 
 
 /// The branch of the top Via (empty when absent).
 fn top_branch(msg: &SipMessage) -> String {
-    msg.top_via()
-        .and_then(|v| v.branch().map(str::to_string))
-        .unwrap_or_default()
+    msg.top_branch().unwrap_or_default()
 }
 
 /// Our branch for a request sent by the flow `to`: the loop key, then a

@@ -288,7 +288,7 @@ impl Edge {
                     ),
                 );
             }
-            if let Some(branch) = fwd.top_via().and_then(|v| v.branch().map(str::to_string)) {
+            if let Some(branch) = fwd.top_branch() {
                 self.bindings
                     .on_register(&branch, &inbound.msg, src, now_ms);
             }

@@ -332,6 +332,39 @@ pub(crate) fn split_commas(s: &str) -> Result<Vec<&str>, String> {
     Ok(parts)
 }
 
+/// The first item [`split_commas`] would give, without the list: what a
+/// caller that only needs the top Via reads. `None` where
+/// `split_commas` fails (an unterminated quoted string anywhere).
+pub(crate) fn first_comma_item(s: &str) -> Option<&str> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut in_angle = false;
+    let mut end = None;
+    for (i, b) in s.bytes().enumerate() {
+        if in_quote {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_quote = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_quote = true,
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            b',' if !in_angle && end.is_none() => end = Some(i),
+            _ => {}
+        }
+    }
+    if in_quote {
+        return None;
+    }
+    s.get(..end.unwrap_or(s.len()))
+}
+
 /// Trims SP and HTAB from both ends of a byte slice.
 pub(crate) fn trim_wsp(mut b: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = b {

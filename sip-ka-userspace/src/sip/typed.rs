@@ -13,7 +13,7 @@ use super::headers::option_tags::OptionTags;
 use super::headers::outbound::FlowTimer;
 use super::headers::session_timer::{MinSe, Refresher, SessionExpires};
 use super::headers::via::Via;
-use super::lex::split_commas;
+use super::lex::{first_comma_item, split_commas};
 use super::message::SipMessage;
 
 impl SipMessage {
@@ -51,7 +51,7 @@ impl SipMessage {
     }
 
     pub fn from_tag(&self) -> Option<String> {
-        self.from().and_then(|f| f.tag().map(str::to_string))
+        self.header("From").and_then(NameAddr::tag_of)
     }
 
     pub fn to(&self) -> Option<NameAddr> {
@@ -59,7 +59,7 @@ impl SipMessage {
     }
 
     pub fn to_tag(&self) -> Option<String> {
-        self.to().and_then(|t| t.tag().map(str::to_string))
+        self.header("To").and_then(NameAddr::tag_of)
     }
 
     pub fn cseq(&self) -> Option<CSeq> {
@@ -80,8 +80,12 @@ impl SipMessage {
     /// The top Via.
     pub fn top_via(&self) -> Option<Via> {
         let first = self.header("Via")?;
-        let item = split_commas(first).ok()?.into_iter().next()?;
-        Via::parse(item).ok()
+        Via::parse(first_comma_item(first)?).ok()
+    }
+
+    /// The branch of the top Via, as `top_via()?.branch()` gives it.
+    pub fn top_branch(&self) -> Option<String> {
+        Via::branch_of(first_comma_item(self.header("Via")?)?)
     }
 
     /// Adds a Via above the others.

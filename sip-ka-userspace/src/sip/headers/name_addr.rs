@@ -3,8 +3,8 @@
 use std::fmt;
 
 use crate::sip::lex::{
-    describe, find_param, is_token_byte, parse_params, set_param, split_commas, unquote, Cursor,
-    Param,
+    describe, each_param, find_param, is_token_byte, parse_params, set_param, split_commas,
+    unquote, Cursor, Param,
 };
 use crate::sip::uri::Uri;
 
@@ -91,6 +91,42 @@ impl NameAddr {
                 params,
             })
         }
+    }
+
+    /// The `tag` parameter of a From or To value: the header parameters
+    /// found as [`NameAddr::parse`] finds them, without parsing the URI
+    /// or checking the display name. The same answer as
+    /// `NameAddr::parse(value).ok()?.tag()` for every value that parses
+    /// (what a parsed message holds: `validate` parsed its From and To);
+    /// a value that does not may still give a tag.
+    pub fn tag_of(value: &str) -> Option<String> {
+        let s = value.trim_matches(|c| c == ' ' || c == '\t');
+        let mut cur = Cursor::new(s);
+        let params = if cur.peek() == Some(b'"') {
+            cur.quoted_string().ok()?;
+            cur.skip_ws();
+            if !cur.eat(b'<') {
+                return None;
+            }
+            let rest = cur.rest();
+            rest.get(rest.find('>')? + 1..)?
+        } else if let Some(lt) = s.find('<') {
+            let rest = s.get(lt + 1..)?;
+            rest.get(rest.find('>')? + 1..)?
+        } else {
+            s.get(s.find([';', ' ', '\t']).unwrap_or(s.len())..)?
+        };
+        // Every parameter is read, so that a value the full parse refuses
+        // gives no tag here either; the first `tag` is the one kept.
+        let mut tag: Option<Option<&str>> = None;
+        each_param(&mut Cursor::new(params), |name, value| {
+            if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+                tag = Some(value);
+            }
+            Ok(())
+        })
+        .ok()?;
+        tag.flatten().map(str::to_string)
     }
 
     /// Parses a comma-separated list of name-addrs in angle brackets
@@ -192,6 +228,82 @@ pub fn name_addr_uri(value: &str) -> Option<String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+
+    /// `tag_of` against the full parse: the same tag for every value the
+    /// full parse accepts, over the RFC 4475 messages' From and To fields,
+    /// hand-written shapes, and bounded mutations of both.
+    #[test]
+    fn tag_of_finds_the_tag_the_full_parse_finds() {
+        let mut values: Vec<String> = [
+            "<sip:a@b>;tag=1",
+            "\"A, \\\"B\\\" <x>\" <sip:a@b;tag=uri>;tag=hdr",
+            "Bob <sip:b@c;transport=tcp>;x=\"q;tag=no\";tag=yes",
+            "sip:a@b;tag=addr-spec",
+            "sip:a@b ;tag=spaced",
+            "<sip:a@b> ; TAG = up ",
+            "<sip:a@b>;tag",
+            "<sip:a@b>;tag=",
+            "<sip:a@b>;other=1",
+            "  <tel:+1555>;tag=t\t",
+            "\"no close\" <sip:a@b",
+            "<sip:a@b>;tag=1;tag=2",
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rfc4475");
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once(':') {
+                    if ["from", "to", "f", "t"].contains(&k.trim().to_ascii_lowercase().as_str()) {
+                        values.push(v.to_string());
+                    }
+                }
+            }
+        }
+        let full = |v: &str| NameAddr::parse(v).ok().map(|n| n.tag().map(str::to_string));
+        let mut checked = 0;
+        let base = values.clone();
+        let inserts = [";", "\"", "<", ">", " ", ",", "=", "\\", "tag=z;"];
+        for v in &base {
+            for at in 0..=v.len() {
+                for ins in inserts {
+                    if let (Some(a), Some(b)) = (v.get(..at), v.get(at..)) {
+                        values.push(format!("{a}{ins}{b}"));
+                    }
+                }
+            }
+        }
+        for v in &values {
+            if let Some(want) = full(v) {
+                assert_eq!(NameAddr::tag_of(v), want, "{v:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 1_000, "only {checked} values parsed");
+    }
+
+    #[test]
+    fn the_first_comma_item_is_split_commas_first() {
+        for s in [
+            "a,b",
+            "",
+            ",",
+            "\"x,y\",z",
+            "<a,b>,c",
+            "\"unterminated,",
+            "a,\"unterminated",
+            "SIP/2.0/UDP h;branch=z9hG4bK1;x=\"a,b\", SIP/2.0/TCP g",
+            "a\\,b",
+        ] {
+            assert_eq!(
+                crate::sip::lex::first_comma_item(s),
+                crate::sip::lex::split_commas(s).ok().map(|v| v[0]),
+                "{s:?}"
+            );
+        }
+    }
     use super::*;
 
     #[test]

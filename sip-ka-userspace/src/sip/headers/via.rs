@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::sip::lex::{
-    find_param, is_token_byte, parse_params, set_param, split_commas, Cursor, Param,
+    each_param, find_param, is_token_byte, parse_params, set_param, split_commas, Cursor, Param,
 };
 use crate::sip::uri::{parse_port, split_host};
 
@@ -62,6 +62,30 @@ impl Via {
             port,
             params,
         })
+    }
+
+    /// The branch of a `via-parm`: the same answer as
+    /// `Via::parse(value).ok()?.branch()`, without building the Via (the
+    /// sent-by and every parameter are still read and checked).
+    pub fn branch_of(value: &str) -> Option<String> {
+        let mut cur = Cursor::new(value);
+        sent_protocol_and_by(&mut cur).ok()?;
+        let mut branch: Option<Option<&str>> = None;
+        // Only the first rport is checked, the one `find_param` finds.
+        let mut rport: Option<Option<&str>> = None;
+        each_param(&mut cur, |name, v| {
+            if name.eq_ignore_ascii_case("branch") && branch.is_none() {
+                branch = Some(v);
+            } else if name.eq_ignore_ascii_case("rport") && rport.is_none() {
+                rport = Some(v);
+            }
+            Ok(())
+        })
+        .ok()?;
+        if let Some(Some(port)) = rport {
+            parse_port(port).ok()?;
+        }
+        branch.flatten().map(str::to_string)
     }
 
     /// Parses only the sent-protocol and sent-by of a `via-parm`, ignoring
@@ -227,6 +251,65 @@ impl fmt::Display for Via {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+
+    /// `branch_of` against the full parse, over hand-written Vias, the
+    /// RFC 4475 messages' Via fields, and bounded mutations of both.
+    #[test]
+    fn branch_of_is_the_full_parse_branch() {
+        let mut values: Vec<String> = [
+            "SIP/2.0/UDP h:5060;branch=z9hG4bK1",
+            "SIP/2.0/UDP h;rport;branch=z9hG4bK2",
+            "SIP/2.0/UDP h;rport=99999;branch=z9hG4bK3",
+            "SIP/2.0/UDP h;rport=5;rport=x;branch=b",
+            "SIP/2.0/UDP h;rport=x;rport=5;branch=b",
+            "SIP/2.0/TCP [2001:db8::1]:5061 ; BRANCH = up ;received=1.2.3.4",
+            "SIP/2.0/WSS x.invalid;branch",
+            "SIP/2.0/UDP h;branch=a;branch=b",
+            "SIP/2.0/UDP h;x=\"q;branch=no\";branch=yes",
+            "SIP/2.0/UDP h",
+            "garbage",
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rfc4475");
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once(':') {
+                    if ["via", "v"].contains(&k.trim().to_ascii_lowercase().as_str()) {
+                        values.extend(
+                            split_commas(v)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(str::to_string),
+                        );
+                    }
+                }
+            }
+        }
+        let base = values.clone();
+        for v in &base {
+            for at in 0..=v.len() {
+                for ins in [";", "=", " ", "\"", "rport=1;", "branch=q;", ":", "x"] {
+                    if let (Some(a), Some(b)) = (v.get(..at), v.get(at..)) {
+                        values.push(format!("{a}{ins}{b}"));
+                    }
+                }
+            }
+        }
+        let mut parsed = 0;
+        for v in &values {
+            let full = Via::parse(v)
+                .ok()
+                .map(|via| via.branch().map(str::to_string));
+            if full.is_some() {
+                parsed += 1;
+            }
+            assert_eq!(Via::branch_of(v), full.flatten(), "{v:?}");
+        }
+        assert!(parsed > 1_000, "only {parsed} Vias parsed");
+    }
     use super::*;
 
     #[test]
