@@ -13,11 +13,13 @@ pub const MAP_ACL_DENY: &str = "ACL_DENY";
 pub const MAP_RATE: &str = "RATE";
 pub const MAP_BANS: &str = "BANS";
 pub const MAP_RATE_ADDR: &str = "RATE_ADDR";
+pub const MAP_DAEMON_STATS: &str = "DAEMON_STATS";
 /// Every map the daemon pins, in the order `sip-ka` lists them.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 11] = [
     MAP_CONFIG,
     MAP_SIP_PORTS,
     MAP_STATS,
+    MAP_DAEMON_STATS,
     MAP_PEERS,
     MAP_DIALOGS,
     MAP_ACL_ALLOW,

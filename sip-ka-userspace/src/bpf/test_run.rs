@@ -18,10 +18,11 @@ use aya::{
     Ebpf,
 };
 use sip_ka_common::{
+    counters::Stats,
     maps::{
         BanValue, DialogValue, PeerKey, PeerValue, RateValue, MAP_ACL_ALLOW, MAP_ACL_DENY,
-        MAP_BANS, MAP_CONFIG, MAP_DIALOGS, MAP_PEERS, MAP_RATE, MAP_SIP_PORTS, MAP_STATS,
-        PROGRAM_NAME,
+        MAP_BANS, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS, MAP_RATE, MAP_SIP_PORTS,
+        MAP_STATS, PROGRAM_NAME,
     },
     Config,
 };
@@ -168,13 +169,11 @@ impl Harness {
 
     /// Counter totals, indexed like `Counter`.
     pub fn counters(&self) -> Result<Vec<u64>> {
-        let stats: PerCpuArray<&MapData, u64> =
+        let kernel: PerCpuArray<&MapData, Stats> =
             PerCpuArray::try_from(self.bpf.map(MAP_STATS).context("STATS")?)?;
-        let mut totals = Vec::new();
-        for i in 0..stats.len() {
-            totals.push(stats.get(&i, 0)?.iter().sum());
-        }
-        Ok(totals)
+        let daemon: Array<&MapData, u64> =
+            Array::try_from(self.bpf.map(MAP_DAEMON_STATS).context("DAEMON_STATS")?)?;
+        crate::bpf::stats::totals(&kernel, &daemon)
     }
 
     fn prog(&self) -> Result<&Xdp> {

@@ -5,7 +5,9 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use sip_ka_common::{
-    maps::{MAP_BANS, MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
+    maps::{
+        MAP_BANS, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
+    },
     Config,
 };
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
@@ -20,6 +22,7 @@ use crate::{
     bpf::config_keys,
     bpf::load,
     bpf::pins,
+    bpf::stats::StatsMaps,
     edge,
     responder::{self, Shared},
     shield::{self, Prefix, Shield},
@@ -103,8 +106,13 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
     config_map.set(0, cfg, 0)?;
     let ports = pins::sip_ports(&cfg);
 
-    let mut stats_map: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(bpf.take_map(MAP_STATS).context("STATS map missing")?)?;
+    let mut stats_map = StatsMaps {
+        kernel: PerCpuArray::try_from(bpf.take_map(MAP_STATS).context("STATS map missing")?)?,
+        daemon: Array::try_from(
+            bpf.take_map(MAP_DAEMON_STATS)
+                .context("DAEMON_STATS map missing")?,
+        )?,
+    };
 
     let pins = pins::Pins::new(&pin_dir);
     let link_path = iface.as_ref().map(|i| pins.link_path(i));
@@ -420,11 +428,7 @@ fn configure_identity(cfg: &mut Config, iface: &str) -> Result<()> {
 }
 
 /// Refreshes the responder's view of CONFIG and publishes its counters.
-fn housekeeping(
-    config_map: &Array<MapData, Config>,
-    stats: &mut PerCpuArray<MapData, u64>,
-    shared: &Arc<Shared>,
-) {
+fn housekeeping(config_map: &Array<MapData, Config>, stats: &mut StatsMaps, shared: &Arc<Shared>) {
     match pins::read_config(config_map) {
         Ok(cfg) => {
             if let Ok(mut c) = shared.config.write() {
@@ -440,7 +444,7 @@ fn housekeeping(
 
 /// Edge mode: its counters and the PBX's state and RTT into STATS, where
 /// `sip-ka stats` shows them (`edge_*`).
-fn publish_edge(edge: Option<&std::sync::Arc<edge::Edge>>, stats: &mut PerCpuArray<MapData, u64>) {
+fn publish_edge(edge: Option<&std::sync::Arc<edge::Edge>>, stats: &mut StatsMaps) {
     if let Some(edge) = edge {
         let values = edge::stats_values(edge);
         if let Err(e) =
