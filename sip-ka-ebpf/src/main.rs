@@ -7,10 +7,12 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod clock;
 mod csum;
 mod guard;
 mod maps;
 mod parse;
+mod peers;
 mod reply;
 mod sip;
 mod structs;
@@ -18,10 +20,7 @@ mod stun;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{
-        bpf_ktime_get_ns,
-        generated::{bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
-    },
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::xdp,
     programs::XdpContext,
 };
@@ -333,16 +332,16 @@ fn answer(
     }
     // Last, so only a packet about to be answered takes a token: spoofed
     // packets that fail a check cannot drain another source's bucket.
-    // The tick-grained clock: the bucket and PEERS' last-seen second need
-    // no finer one, and reading the clock source costs more than the
-    // rest of a pong.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // A tick-grained clock: the bucket and the peer cache's second need no
+    // finer one, and reading the clock source costs more than the rest of
+    // a pong.
+    let now = clock::now(cfg);
     if guard::over_rate(cfg, p, s, now) {
         st.count(Counter::DropRateLimit);
         debug!(ctx, "over the answer rate: source port {}", p.sport);
         return xdp_action::XDP_DROP;
     }
-    guard::note_peer(cfg, p, s, kind, now);
+    peers::note_peer(cfg, p, s, kind, now);
     match reply::transmit(ctx, p, s, answer) {
         Some(action) => {
             st.count(sent);
@@ -404,11 +403,13 @@ fn sip_message(
         st.count(Counter::PassBadChecksum);
         return;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    guard::note_peer(cfg, p, s, KIND_SIP, now);
+    peers::note_peer(cfg, p, s, KIND_SIP, clock::now(cfg));
     if options {
         return;
     }
+    // The fine clock: a dialog's keep-alive time is CLOCK_MONOTONIC, and
+    // read only here, after the scan that costs far more.
+    let now = unsafe { bpf_ktime_get_ns() };
     let known = match hash {
         Some(hash) => match DIALOGS.get_ptr_mut(&hash) {
             Some(d) => {

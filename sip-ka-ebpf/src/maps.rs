@@ -7,8 +7,8 @@ use aya_ebpf::{
 use sip_ka_common::{
     counters::{Stats, EDGE_BASE, KERNEL_SLOTS, NUM_COUNTERS},
     maps::{
-        AclAddr, BanValue, DialogValue, PeerKey, PeerValue, RateValue, ACL_MAX, BANS_MAX,
-        DIALOGS_MAX, PEERS_MAX, RATE_MAX, SIP_PORTS_MAX,
+        AclAddr, BanValue, DialogValue, PeerKey, PeerSlot, PeerValue, RateValue, ACL_MAX, BANS_MAX,
+        DIALOGS_MAX, PEERS_MAX, PEER_CACHE_SLOTS, RATE_MAX, SIP_PORTS_MAX,
     },
     Config, Counter,
 };
@@ -40,6 +40,11 @@ pub static DAEMON_STATS: Array<u64> = Array::pinned(NUM_COUNTERS, 0);
 #[map]
 pub static PEERS: LruHashMap<PeerKey, PeerValue> =
     LruHashMap::pinned(PEERS_MAX, BPF_F_NO_COMMON_LRU);
+
+/// Recent peers, per CPU, in front of PEERS (see `peers`): pinned, so
+/// that readers add the counts still held here.
+#[map]
+pub static PEER_CACHE: PerCpuArray<PeerSlot> = PerCpuArray::pinned(PEER_CACHE_SLOTS, 0);
 
 #[map]
 pub static DIALOGS: HashMap<u64, DialogValue> = HashMap::pinned(DIALOGS_MAX, 0);

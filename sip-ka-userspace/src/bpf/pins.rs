@@ -18,9 +18,9 @@ use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
 use sip_ka_common::{
     config::MAX_SIP_PORTS,
     maps::{
-        AclAddr, BanValue, DialogValue, PeerKey, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_BANS,
-        MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS, MAP_SIP_PORTS, MAP_STATS,
-        PINNED_MAPS, PIN_LINK_PREFIX,
+        AclAddr, BanValue, DialogValue, PeerKey, PeerSlot, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY,
+        MAP_BANS, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS, MAP_PEER_CACHE,
+        MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PIN_LINK_PREFIX,
     },
     Config,
 };
@@ -93,6 +93,18 @@ impl Pins {
 
     pub fn peers(&self) -> Result<HashMap<MapData, PeerKey, PeerValue>> {
         Ok(HashMap::try_from(Map::LruHashMap(self.data(MAP_PEERS)?))?)
+    }
+
+    pub fn peer_cache(&self) -> Result<PerCpuArray<MapData, PeerSlot>> {
+        Ok(PerCpuArray::try_from(Map::PerCpuArray(
+            self.data(MAP_PEER_CACHE)?,
+        ))?)
+    }
+
+    /// PEERS as `sip-ka peers` shows it: with the counts the program's
+    /// cache still holds (see `bpf::peers`).
+    pub fn peer_table(&self) -> Result<Vec<(PeerKey, PeerValue)>> {
+        super::peers::merged(&self.peers()?, &self.peer_cache()?)
     }
 
     pub fn dialogs(&self) -> Result<HashMap<MapData, u64, DialogValue>> {

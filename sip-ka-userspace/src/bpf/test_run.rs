@@ -20,9 +20,9 @@ use aya::{
 use sip_ka_common::{
     counters::Stats,
     maps::{
-        BanValue, DialogValue, PeerKey, PeerValue, RateValue, MAP_ACL_ALLOW, MAP_ACL_DENY,
-        MAP_BANS, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS, MAP_RATE, MAP_SIP_PORTS,
-        MAP_STATS, PROGRAM_NAME,
+        BanValue, DialogValue, PeerKey, PeerSlot, PeerValue, RateValue, MAP_ACL_ALLOW,
+        MAP_ACL_DENY, MAP_BANS, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS,
+        MAP_PEER_CACHE, MAP_RATE, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
     },
     Config,
 };
@@ -81,6 +81,9 @@ impl Harness {
     /// leaves them unset.
     pub fn set_config(&mut self, mut cfg: Config) -> Result<()> {
         cfg.initialised = 1;
+        if cfg.tick_ns == 0 {
+            cfg.tick_ns = crate::util::clock::tick_ns();
+        }
         if cfg.own_mac == [0; 6] {
             cfg.own_mac = OWN_MAC;
         }
@@ -141,8 +144,19 @@ impl Harness {
         Ok(())
     }
 
-    /// Every entry of `PEERS`, sorted by key.
+    /// Every entry of `PEERS` with the counts the program's cache still
+    /// holds, sorted by key (what `sip-ka peers` shows).
     pub fn peers(&self) -> Result<Vec<(PeerKey, PeerValue)>> {
+        let map: HashMap<&MapData, PeerKey, PeerValue> =
+            HashMap::try_from(self.bpf.map(MAP_PEERS).context("PEERS")?)?;
+        let cache: PerCpuArray<&MapData, PeerSlot> =
+            PerCpuArray::try_from(self.bpf.map(MAP_PEER_CACHE).context("PEER_CACHE")?)?;
+        crate::bpf::peers::merged(&map, &cache)
+    }
+
+    /// Every entry of `PEERS` as the program wrote it, without what its
+    /// cache still holds, sorted by key.
+    pub fn peers_written(&self) -> Result<Vec<(PeerKey, PeerValue)>> {
         let map: HashMap<&MapData, PeerKey, PeerValue> =
             HashMap::try_from(self.bpf.map(MAP_PEERS).context("PEERS")?)?;
         let mut all = map.iter().collect::<Result<Vec<_>, _>>()?;

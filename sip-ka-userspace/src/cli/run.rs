@@ -85,6 +85,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
         config_keys::set(&mut cfg, k, v)?;
     }
     cfg.initialised = 1;
+    cfg.tick_ns = crate::util::clock::tick_ns();
 
     // Ports: the command line, else what a previous run left, else 5060.
     let mut ports_map: Array<MapData, u8> = Array::try_from(
