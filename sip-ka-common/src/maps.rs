@@ -15,8 +15,9 @@ pub const MAP_BANS: &str = "BANS";
 pub const MAP_RATE_ADDR: &str = "RATE_ADDR";
 pub const MAP_DAEMON_STATS: &str = "DAEMON_STATS";
 pub const MAP_PEER_CACHE: &str = "PEER_CACHE";
+pub const MAP_BANS_GEN: &str = "BANS_GEN";
 /// Every map the daemon pins, in the order `sip-ka` lists them.
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 13] = [
     MAP_CONFIG,
     MAP_SIP_PORTS,
     MAP_STATS,
@@ -29,6 +30,7 @@ pub const PINNED_MAPS: [&str; 12] = [
     MAP_RATE,
     MAP_RATE_ADDR,
     MAP_BANS,
+    MAP_BANS_GEN,
 ];
 /// Name of the pinned XDP link inside the pin directory.
 pub const PIN_LINK_PREFIX: &str = "link_";

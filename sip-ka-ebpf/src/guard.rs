@@ -1,5 +1,5 @@
-//! Who may be answered: address sanity, the ACL, bans, per-source rate
-//! limits.
+//! Who may be answered: address sanity, the ACL, per-source rate limits
+//! (bans: `bans`).
 
 use aya_ebpf::{
     maps::{lpm_trie::Key, LruPerCpuHashMap},
@@ -7,13 +7,12 @@ use aya_ebpf::{
 };
 use sip_ka_common::{
     config::{ACL_ALLOW_ONLY, ACL_OFF, RATE_LIMIT_MAX},
-    maps::BAN_REASONS,
     maps::{PeerKey, RateValue},
     Config, Counter,
 };
 
 use crate::{
-    maps::{ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, BANS, RATE, RATE_ADDR},
+    maps::{ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, RATE, RATE_ADDR},
     parse::{ptr_at, EthHdr, IPV4_MIN_HLEN},
     structs::{Scratch, Udp},
 };
@@ -103,26 +102,6 @@ pub fn acl_refuses(cfg: &Config, s: &Scratch) -> bool {
         return true;
     }
     cfg.acl == ACL_ALLOW_ONLY && ACL_ALLOW.get(&key).is_none()
-}
-
-/// The drop counter of the ban in force on the source, if one is: the
-/// longest matching prefix in BANS, compared with the clock (a ban lifts
-/// on time whether or not a daemon is there to remove it).
-#[inline(always)]
-pub fn banned(s: &Scratch) -> Option<u32> {
-    let key = Key::new(128, s.src);
-    let ban = BANS.get(&key)?;
-    // The tick-grained clock, read only for a source that has an entry.
-    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() };
-    if ban.expires_ns <= now {
-        return None;
-    }
-    let reason = if (ban.reason as usize) < BAN_REASONS {
-        ban.reason
-    } else {
-        BAN_REASONS as u32 - 1
-    };
-    Some(Counter::DropBanScanner as u32 + reason)
 }
 
 const NS: u64 = 1_000_000_000;

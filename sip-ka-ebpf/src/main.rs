@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod bans;
 mod clock;
 mod csum;
 mod guard;
@@ -75,7 +76,7 @@ pub fn sip_ka(ctx: XdpContext) -> u32 {
         st.count(Counter::PassMalformed);
         return xdp_action::XDP_PASS;
     }
-    if let Some(drop) = guard::banned(s) {
+    if let Some(drop) = bans::banned(s) {
         st.count_index(drop);
         return xdp_action::XDP_DROP;
     }
@@ -105,7 +106,7 @@ fn tcp_segment(ctx: &XdpContext, t: Tcp, st: Counters) -> u32 {
     if parse::copy_src(ctx, t.l3_off, t.is_v4, s).is_err() {
         return xdp_action::XDP_PASS;
     }
-    match guard::banned(s) {
+    match bans::banned(s) {
         Some(drop) => {
             st.count_index(drop);
             xdp_action::XDP_DROP

@@ -13,7 +13,7 @@ use sip_ka_common::{
     Config, Counter,
 };
 
-use crate::structs::Scratch;
+use crate::structs::{BanSlot, Scratch, BAN_CACHE_SLOTS};
 
 /// `BPF_F_NO_COMMON_LRU` (uapi/linux/bpf.h).
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
@@ -60,6 +60,16 @@ pub static ACL_DENY: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
 /// shield and `sip-ka bans`.
 #[map]
 pub static BANS: LpmTrie<AclAddr, BanValue> = LpmTrie::pinned(BANS_MAX, 0);
+
+/// Bumped by every writer of BANS after a change: the generation that the
+/// per-CPU verdicts in BAN_CACHE were read at must match it.
+#[map]
+pub static BANS_GEN: Array<u64> = Array::pinned(1, 0);
+
+/// Recent ban verdicts per CPU (see `bans`); not pinned: a program loaded
+/// afresh starts with it empty.
+#[map]
+pub static BAN_CACHE: PerCpuArray<BanSlot> = PerCpuArray::with_max_entries(BAN_CACHE_SLOTS, 0);
 
 /// A bucket per source (address and port) and CPU (see
 /// `guard::over_rate`): written on every answer, so shared buckets would

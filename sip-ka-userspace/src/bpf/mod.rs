@@ -4,6 +4,7 @@
 //! and the bench.
 
 pub mod attach;
+pub mod bans;
 pub mod config_keys;
 pub mod iface;
 pub mod load;

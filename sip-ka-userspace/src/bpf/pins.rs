@@ -18,14 +18,14 @@ use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
 use sip_ka_common::{
     config::MAX_SIP_PORTS,
     maps::{
-        AclAddr, BanValue, DialogValue, PeerKey, PeerSlot, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY,
-        MAP_BANS, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS, MAP_PEER_CACHE,
+        AclAddr, DialogValue, PeerKey, PeerSlot, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_BANS,
+        MAP_BANS_GEN, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS, MAP_PEER_CACHE,
         MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PIN_LINK_PREFIX,
     },
     Config,
 };
 
-use super::stats::StatsMaps;
+use super::{bans::BansMap, stats::StatsMaps};
 
 pub struct Pins {
     pub dir: PathBuf,
@@ -116,8 +116,11 @@ impl Pins {
         Ok(LpmTrie::try_from(Map::LpmTrie(self.data(name)?))?)
     }
 
-    pub fn bans(&self) -> Result<LpmTrie<MapData, AclAddr, BanValue>> {
-        Ok(LpmTrie::try_from(Map::LpmTrie(self.data(MAP_BANS)?))?)
+    pub fn bans(&self) -> Result<BansMap> {
+        Ok(BansMap::new(
+            LpmTrie::try_from(Map::LpmTrie(self.data(MAP_BANS)?))?,
+            Array::try_from(Map::Array(self.data(MAP_BANS_GEN)?))?,
+        ))
     }
 
     pub fn link_path(&self, iface: &str) -> PathBuf {

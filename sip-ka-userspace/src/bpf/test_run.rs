@@ -21,7 +21,7 @@ use sip_ka_common::{
     counters::Stats,
     maps::{
         BanValue, DialogValue, PeerKey, PeerSlot, PeerValue, RateValue, MAP_ACL_ALLOW,
-        MAP_ACL_DENY, MAP_BANS, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS,
+        MAP_ACL_DENY, MAP_BANS, MAP_BANS_GEN, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS,
         MAP_PEER_CACHE, MAP_RATE, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
     },
     Config,
@@ -113,19 +113,27 @@ impl Harness {
         Ok(())
     }
 
-    /// Puts a ban on a prefix (`len` bits of the 16-byte form) in BANS.
+    /// Puts a ban on a prefix (`len` bits of the 16-byte form) in BANS,
+    /// and bumps BANS_GEN as the daemon's writer does.
     pub fn ban(&mut self, len: u32, addr: [u8; 16], value: BanValue) -> Result<()> {
         let mut trie: LpmTrie<&mut MapData, [u8; 16], BanValue> =
             LpmTrie::try_from(self.bpf.map_mut(MAP_BANS).context("BANS")?)?;
         trie.insert(&Key::new(len, addr), value, 0)?;
-        Ok(())
+        self.bump_bans()
     }
 
-    /// Lifts a ban.
+    /// Lifts a ban (and bumps BANS_GEN).
     pub fn unban(&mut self, len: u32, addr: [u8; 16]) -> Result<()> {
         let mut trie: LpmTrie<&mut MapData, [u8; 16], BanValue> =
             LpmTrie::try_from(self.bpf.map_mut(MAP_BANS).context("BANS")?)?;
         trie.remove(&Key::new(len, addr))?;
+        self.bump_bans()
+    }
+
+    fn bump_bans(&mut self) -> Result<()> {
+        let mut gen: Array<&mut MapData, u64> =
+            Array::try_from(self.bpf.map_mut(MAP_BANS_GEN).context("BANS_GEN")?)?;
+        crate::bpf::bans::bump(&mut gen);
         Ok(())
     }
 

@@ -6,7 +6,8 @@ use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use sip_ka_common::{
     maps::{
-        MAP_BANS, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
+        MAP_BANS, MAP_BANS_GEN, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_SIP_PORTS,
+        MAP_STATS, PROGRAM_NAME,
     },
     Config,
 };
@@ -152,8 +153,10 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
     };
     // The shield: bans for every mode (lists, by hand, other edges'),
     // evidence in edge mode. Never the PBX or this host.
-    let bans_map: shield::writer::BansMap =
-        LpmTrie::try_from(bpf.take_map(MAP_BANS).context("BANS map missing")?)?;
+    let bans_map = shield::writer::BansMap::new(
+        LpmTrie::try_from(bpf.take_map(MAP_BANS).context("BANS map missing")?)?,
+        Array::try_from(bpf.take_map(MAP_BANS_GEN).context("BANS_GEN map missing")?)?,
+    );
     let settings = match &edge_cfg {
         Some(c) => c.shield.clone(),
         None => shield_settings(&args)?,
