@@ -63,7 +63,10 @@ pub struct Config {
     /// Set by the daemon when the map was initialised (0 = never written:
     /// the program then passes everything).
     pub initialised: u32,
-    pub _pad: u32,
+    /// The kernel's tick in ns (the resolution of CLOCK_MONOTONIC_COARSE),
+    /// written by the daemon: the scale of the program's interval clock,
+    /// `bpf_jiffies64` (0 = unknown: the program reads the coarse clock).
+    pub tick_ns: u32,
     /// The ports marked in `SIP_PORTS` (0 = unused slot), so userspace can
     /// list them without reading 65536 array entries. The program does not
     /// read this.
@@ -118,7 +121,7 @@ impl Config {
         rate_limit_addr_pps: DEFAULT_RATE_ADDR_PPS,
         rate_limit_addr_burst: DEFAULT_RATE_ADDR_BURST,
         initialised: 1,
-        _pad: 0,
+        tick_ns: 0,
         sip_ports: [0; MAX_SIP_PORTS],
         own_mac: [0; 6],
         _pad_mac: [0; 2],

@@ -1,8 +1,16 @@
-//! Indices into the per-CPU `STATS` array.
+//! Counter indices, and the two maps that hold the counters.
 //!
 //! The first block is named by [`Counter`]; after it come the SIP request
 //! counters, one per (method, in-dialog?, has body?), at
-//! [`sip_request_index`].
+//! [`sip_request_index`], then the edge's block. The XDP program's
+//! counters are one [`Stats`] block per CPU, the single entry of
+//! `STATS`: a packet looks the map up once and bumps fields of the block,
+//! rather than looking up one entry per counter. The daemon's own
+//! counters (the responder's, the edge's) live in `DAEMON_STATS`, an
+//! array the kernel never touches, because a user write of a per-CPU
+//! value replaces every CPU's copy and would wipe what the kernel counted
+//! meanwhile. A counter's total is its slot in every CPU's block plus its
+//! slot in `DAEMON_STATS`, under the same index.
 
 use crate::sip::{Method, METHOD_COUNT};
 
@@ -172,8 +180,32 @@ pub const EDGE_BASE: u32 = SIP_METHOD_BASE + (METHOD_COUNT as u32) * 4;
 /// Slots reserved for the edge block (room for counters to come: a
 /// change resizes the pinned STATS map).
 pub const EDGE_SLOTS: u32 = 64;
-/// Total number of slots in `STATS`.
+/// Total number of counter indices (the slots of `DAEMON_STATS`).
 pub const NUM_COUNTERS: u32 = EDGE_BASE + EDGE_SLOTS;
+/// Slots of the kernel's block: every index below the edge's block (the
+/// responder's named slots in it stay zero there), rounded up to a power
+/// of two so that a masked index is in bounds whatever the compiler made
+/// of the range check. The slots from `EDGE_BASE` on are never counted.
+pub const KERNEL_SLOTS: usize = (EDGE_BASE as usize).next_power_of_two();
+
+/// The value of `STATS`'s one entry, one copy per CPU: the program's
+/// counters, indexed by [`Counter`] and [`sip_request_index`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub slots: [u64; KERNEL_SLOTS],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            slots: [0; KERNEL_SLOTS],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Stats {}
 
 /// Index of the counter for a SIP request of `method`, inside a dialog (the
 /// To header has a tag) or not, with a body or without.
@@ -221,6 +253,12 @@ mod tests {
             .find(|n| n.strip_prefix("drop_ban_") == Some(reason))
             .copied()
             .unwrap_or("")
+    }
+
+    #[test]
+    fn the_kernel_block_covers_every_kernel_index() {
+        assert!(KERNEL_SLOTS >= EDGE_BASE as usize);
+        assert!(KERNEL_SLOTS.is_power_of_two());
     }
 
     #[test]

@@ -13,18 +13,24 @@ pub const MAP_ACL_DENY: &str = "ACL_DENY";
 pub const MAP_RATE: &str = "RATE";
 pub const MAP_BANS: &str = "BANS";
 pub const MAP_RATE_ADDR: &str = "RATE_ADDR";
+pub const MAP_DAEMON_STATS: &str = "DAEMON_STATS";
+pub const MAP_PEER_CACHE: &str = "PEER_CACHE";
+pub const MAP_BANS_GEN: &str = "BANS_GEN";
 /// Every map the daemon pins, in the order `sip-ka` lists them.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 13] = [
     MAP_CONFIG,
     MAP_SIP_PORTS,
     MAP_STATS,
+    MAP_DAEMON_STATS,
     MAP_PEERS,
+    MAP_PEER_CACHE,
     MAP_DIALOGS,
     MAP_ACL_ALLOW,
     MAP_ACL_DENY,
     MAP_RATE,
     MAP_RATE_ADDR,
     MAP_BANS,
+    MAP_BANS_GEN,
 ];
 /// Name of the pinned XDP link inside the pin directory.
 pub const PIN_LINK_PREFIX: &str = "link_";
@@ -32,6 +38,9 @@ pub const PIN_LINK_PREFIX: &str = "link_";
 pub const PROGRAM_NAME: &str = "sip_ka";
 
 pub const PEERS_MAX: u32 = 65_536;
+/// `PEER_CACHE` has 2^this slots per CPU (the index is a hash's top bits).
+pub const PEER_CACHE_BITS: u32 = 12;
+pub const PEER_CACHE_SLOTS: u32 = 1 << PEER_CACHE_BITS;
 pub const DIALOGS_MAX: u32 = 1_048_576;
 pub const ACL_MAX: u32 = 4096;
 /// Token buckets per CPU: one per source (address and port) in `RATE`,
@@ -48,7 +57,7 @@ pub const KIND_STUN: u32 = 2;
 pub const KIND_SIP: u32 = 3;
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerKey {
     /// Source address (IPv4-mapped for IPv4).
     pub addr: [u8; 16],
@@ -70,6 +79,38 @@ pub struct PeerValue {
     /// The last keep-alive kind seen (`KIND_*`).
     pub last_kind: u32,
     pub _pad: u32,
+}
+
+/// A slot of the per-CPU `PEER_CACHE`: the peer that last used it and
+/// its keep-alives on this CPU not yet added to its `PEERS` entry (all
+/// from under a second after that entry was last written).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerSlot {
+    pub key: PeerKey,
+    /// The kind of the last keep-alive counted here.
+    pub last_kind: u32,
+    pub crlf: u32,
+    pub stun: u32,
+    pub sip: u32,
+    pub _pad: u32,
+    /// When this CPU last wrote the peer's entry, on the program's
+    /// interval clock (not CLOCK_MONOTONIC).
+    pub flushed: u64,
+}
+
+impl PeerSlot {
+    /// Adds the keep-alives counted here to `v` (the peer's PEERS entry);
+    /// whether there were any.
+    pub fn add_pending(&self, v: &mut PeerValue) -> bool {
+        if self.crlf | self.stun | self.sip == 0 {
+            return false;
+        }
+        v.crlf += self.crlf as u64;
+        v.stun += self.stun as u64;
+        v.sip += self.sip as u64;
+        true
+    }
 }
 
 /// Dialog states written by the daemon.
@@ -295,6 +336,7 @@ mod pod {
     use super::*;
     unsafe impl aya::Pod for PeerKey {}
     unsafe impl aya::Pod for PeerValue {}
+    unsafe impl aya::Pod for PeerSlot {}
     unsafe impl aya::Pod for DialogValue {}
     unsafe impl aya::Pod for RateValue {}
     unsafe impl aya::Pod for BanValue {}

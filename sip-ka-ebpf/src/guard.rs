@@ -1,5 +1,5 @@
-//! Who may be answered: address sanity, the ACL, per-source rate limits,
-//! and the PEERS table of sources that sent keep-alives.
+//! Who may be answered: address sanity, the ACL, per-source rate limits
+//! (bans: `bans`).
 
 use aya_ebpf::{
     maps::{lpm_trie::Key, LruPerCpuHashMap},
@@ -7,13 +7,12 @@ use aya_ebpf::{
 };
 use sip_ka_common::{
     config::{ACL_ALLOW_ONLY, ACL_OFF, RATE_LIMIT_MAX},
-    maps::BAN_REASONS,
-    maps::{PeerKey, PeerValue, RateValue, KIND_CRLF, KIND_SIP, KIND_STUN},
+    maps::{PeerKey, RateValue},
     Config, Counter,
 };
 
 use crate::{
-    maps::{atomic_add, ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, BANS, PEERS, RATE, RATE_ADDR},
+    maps::{ACL_ALLOW, ACL_DENY as ACL_DENY_MAP, RATE, RATE_ADDR},
     parse::{ptr_at, EthHdr, IPV4_MIN_HLEN},
     structs::{Scratch, Udp},
 };
@@ -103,26 +102,6 @@ pub fn acl_refuses(cfg: &Config, s: &Scratch) -> bool {
         return true;
     }
     cfg.acl == ACL_ALLOW_ONLY && ACL_ALLOW.get(&key).is_none()
-}
-
-/// The drop counter of the ban in force on the source, if one is: the
-/// longest matching prefix in BANS, compared with the clock (a ban lifts
-/// on time whether or not a daemon is there to remove it).
-#[inline(always)]
-pub fn banned(s: &Scratch) -> Option<u32> {
-    let key = Key::new(128, s.src);
-    let ban = BANS.get(&key)?;
-    // The tick-grained clock, read only for a source that has an entry.
-    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() };
-    if ban.expires_ns <= now {
-        return None;
-    }
-    let reason = if (ban.reason as usize) < BAN_REASONS {
-        ban.reason
-    } else {
-        BAN_REASONS as u32 - 1
-    };
-    Some(Counter::DropBanScanner as u32 + reason)
 }
 
 const NS: u64 = 1_000_000_000;
@@ -235,53 +214,4 @@ pub fn refuse(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &Scratch) -> Option<Co
         return Some(Counter::PassIpOptions);
     }
     None
-}
-
-/// Records a keep-alive of `kind` from the packet's source in PEERS.
-#[inline(always)]
-pub fn note_peer(cfg: &Config, p: &Udp, s: &mut Scratch, kind: u32, now: u64) {
-    if cfg.track_peers == 0 {
-        return;
-    }
-    s.peer = PeerKey {
-        addr: s.src,
-        port: p.sport,
-        _pad: 0,
-    };
-    let key = &s.peer;
-    match PEERS.get_ptr_mut(key) {
-        Some(v) => unsafe {
-            let counter = match kind {
-                KIND_CRLF => &raw mut (*v).crlf,
-                KIND_STUN => &raw mut (*v).stun,
-                _ => &raw mut (*v).sip,
-            };
-            // Shared across CPUs: an atomic add for the count; the time
-            // and kind are stored only when they change (the time to the
-            // second), so a peer's keep-alives leave its other fields'
-            // cache line alone.
-            atomic_add(counter, 1);
-            if (*v).last_seen_ns / NS != now / NS {
-                (*v).last_seen_ns = now;
-            }
-            if (*v).last_kind != kind {
-                (*v).last_kind = kind;
-            }
-        },
-        None => {
-            let mut v = PeerValue {
-                first_seen_ns: now,
-                last_seen_ns: now,
-                last_kind: kind,
-                ..PeerValue::default()
-            };
-            match kind {
-                KIND_CRLF => v.crlf = 1,
-                KIND_STUN => v.stun = 1,
-                KIND_SIP => v.sip = 1,
-                _ => {}
-            }
-            let _ = PEERS.insert(key, &v, 0);
-        }
-    }
 }

@@ -7,10 +7,13 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod bans;
+mod clock;
 mod csum;
 mod guard;
 mod maps;
 mod parse;
+mod peers;
 mod reply;
 mod sip;
 mod structs;
@@ -18,10 +21,7 @@ mod stun;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{
-        bpf_ktime_get_ns,
-        generated::{bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
-    },
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
     macros::xdp,
     programs::XdpContext,
 };
@@ -35,7 +35,7 @@ use sip_ka_common::{
 };
 
 use crate::{
-    maps::{atomic_add, config, count, count_index, is_sip_port, DIALOGS, SCRATCH},
+    maps::{atomic_add, config, is_sip_port, Counters, DIALOGS, SCRATCH},
     parse::{
         be16, parse_udp, ptr_at, EthHdr, Ipv4Hdr, Stop, Tcp, UdpHdr, ETH_HLEN, ETH_P_IP,
         IPPROTO_UDP, IPV4_MIN_HLEN,
@@ -46,13 +46,16 @@ use crate::{
 
 #[xdp]
 pub fn sip_ka(ctx: XdpContext) -> u32 {
-    count(Counter::RxPackets);
+    let Some(st) = Counters::get() else {
+        return xdp_action::XDP_PASS;
+    };
+    st.count(Counter::RxPackets);
     let p = match parse_udp(&ctx) {
         Ok(p) => p,
-        Err(Stop::Tcp(t)) => return tcp_segment(&ctx, t),
+        Err(Stop::Tcp(t)) => return tcp_segment(&ctx, t, st),
         Err(stop) => {
             if let Some(c) = stop.counter() {
-                count(c);
+                st.count(c);
             }
             return xdp_action::XDP_PASS;
         }
@@ -63,32 +66,32 @@ pub fn sip_ka(ctx: XdpContext) -> u32 {
     let Some(cfg) = config() else {
         return xdp_action::XDP_PASS;
     };
-    count(Counter::SipPortDatagrams);
+    st.count(Counter::SipPortDatagrams);
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
     let s = unsafe { &mut *s };
     let p = p.converge(&mut s.pkt);
     if parse::copy_addrs(&ctx, &p, s).is_err() {
-        count(Counter::PassMalformed);
+        st.count(Counter::PassMalformed);
         return xdp_action::XDP_PASS;
     }
-    if let Some(drop) = guard::banned(s) {
-        count_index(drop);
+    if let Some(drop) = bans::banned(s) {
+        st.count_index(drop);
         return xdp_action::XDP_DROP;
     }
     if guard::acl_refuses(cfg, s) {
-        count(Counter::DropAcl);
+        st.count(Counter::DropAcl);
         return xdp_action::XDP_DROP;
     }
-    on_sip_port(&ctx, cfg, &p, s)
+    on_sip_port(&ctx, cfg, &p, s, st)
 }
 
 /// A TCP segment to a SIP port (the edge's TCP and TLS listeners share
 /// the UDP ports): dropped when its source is banned, so a banned
 /// scanner's connections never open; passed untouched otherwise.
 #[inline(always)]
-fn tcp_segment(ctx: &XdpContext, t: Tcp) -> u32 {
+fn tcp_segment(ctx: &XdpContext, t: Tcp, st: Counters) -> u32 {
     let Ok(ports) = ptr_at::<[u8; 4]>(ctx, t.l4_off) else {
         return xdp_action::XDP_PASS;
     };
@@ -103,9 +106,9 @@ fn tcp_segment(ctx: &XdpContext, t: Tcp) -> u32 {
     if parse::copy_src(ctx, t.l3_off, t.is_v4, s).is_err() {
         return xdp_action::XDP_PASS;
     }
-    match guard::banned(s) {
+    match bans::banned(s) {
         Some(drop) => {
-            count_index(drop);
+            st.count_index(drop);
             xdp_action::XDP_DROP
         }
         None => xdp_action::XDP_PASS,
@@ -116,10 +119,10 @@ fn tcp_segment(ctx: &XdpContext, t: Tcp) -> u32 {
 const CRLF_PING_SUM: u64 = u32::from_ne_bytes(*b"\r\n\r\n") as u64;
 
 #[inline(always)]
-fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
+fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, st: Counters) -> u32 {
     let plen = p.payload_len;
     if plen == 0 {
-        count(Counter::Other);
+        st.count(Counter::Other);
         return xdp_action::XDP_PASS;
     }
     // The two CRLF keep-alives are read where they lie: copying them into
@@ -127,13 +130,13 @@ fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 
     if plen == 4 {
         if let Ok(b) = ptr_at::<[u8; 4]>(ctx, p.payload_off) {
             if unsafe { *b } == *b"\r\n\r\n" {
-                return crlf_ping(ctx, cfg, p, s);
+                return crlf_ping(ctx, cfg, p, s, st);
             }
         }
     } else if plen == 2 {
         if let Ok(b) = ptr_at::<[u8; 2]>(ctx, p.payload_off) {
             if unsafe { *b } == *b"\r\n" {
-                count(Counter::CrlfLone);
+                st.count(Counter::CrlfLone);
                 return match Action::from_u32(cfg.lone_crlf) {
                     Action::Pass => xdp_action::XDP_PASS,
                     _ => xdp_action::XDP_DROP,
@@ -153,27 +156,27 @@ fn on_sip_port(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 
             )
         } != 0
     {
-        count(Counter::PassMalformed);
+        st.count(Counter::PassMalformed);
         return xdp_action::XDP_PASS;
     }
     if s.buf[0] & 0xC0 == 0 {
-        return stun_message(ctx, cfg, p, s, plen);
+        return stun_message(ctx, cfg, p, s, plen, st);
     }
     if cfg.sip_classify != 0 {
         s.len = n as u32;
-        sip_message(ctx, cfg, p, s, plen);
+        sip_message(ctx, cfg, p, s, plen, st);
     } else {
-        count(Counter::Other);
+        st.count(Counter::Other);
     }
     xdp_action::XDP_PASS
 }
 
 #[inline(always)]
-fn crlf_ping(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
-    count(Counter::CrlfPing);
+fn crlf_ping(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, st: Counters) -> u32 {
+    st.count(Counter::CrlfPing);
     match Action::from_u32(cfg.udp_crlf) {
         Action::Drop => {
-            count(Counter::CrlfDropped);
+            st.count(Counter::CrlfDropped);
             return xdp_action::XDP_DROP;
         }
         Action::Pass => return xdp_action::XDP_PASS,
@@ -189,28 +192,36 @@ fn crlf_ping(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch) -> u32 {
         Payload::Pong,
         KIND_CRLF,
         Counter::CrlfPongSent,
+        st,
     )
 }
 
 #[inline(always)]
-fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: usize) -> u32 {
+fn stun_message(
+    ctx: &XdpContext,
+    cfg: &Config,
+    p: &Udp,
+    s: &mut Scratch,
+    plen: usize,
+    st: Counters,
+) -> u32 {
     let generation = match stun::classify(s, plen) {
         stun::Verdict::NotStun => {
-            count(Counter::Other);
+            st.count(Counter::Other);
             return xdp_action::XDP_PASS;
         }
         stun::Verdict::Pass => {
-            count(Counter::StunPassed);
+            st.count(Counter::StunPassed);
             return xdp_action::XDP_PASS;
         }
         stun::Verdict::TooLong => {
-            count(Counter::PassTooLong);
-            count(Counter::StunPassed);
+            st.count(Counter::PassTooLong);
+            st.count(Counter::StunPassed);
             return xdp_action::XDP_PASS;
         }
         stun::Verdict::BadFingerprint => {
-            count(Counter::StunReq);
-            count(Counter::StunBadFp);
+            st.count(Counter::StunReq);
+            st.count(Counter::StunBadFp);
             debug!(
                 ctx,
                 "STUN request with a wrong FINGERPRINT from port {}", p.sport
@@ -221,7 +232,7 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
     };
     let action = match generation {
         sip_ka_common::stun::Generation::Classic => {
-            count(Counter::StunClassic);
+            st.count(Counter::StunClassic);
             // Classic requests are answered or passed, never dropped.
             match Action::from_u32(cfg.stun_classic) {
                 Action::Answer => Action::from_u32(cfg.stun),
@@ -229,17 +240,17 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
             }
         }
         _ => {
-            count(Counter::StunReq);
+            st.count(Counter::StunReq);
             Action::from_u32(cfg.stun)
         }
     };
     match action {
         Action::Drop => {
-            count(Counter::StunDropped);
+            st.count(Counter::StunDropped);
             return xdp_action::XDP_DROP;
         }
         Action::Pass => {
-            count(Counter::StunPassed);
+            st.count(Counter::StunPassed);
             return xdp_action::XDP_PASS;
         }
         Action::Answer => {}
@@ -265,6 +276,7 @@ fn stun_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: 
         Payload::Out(out_len),
         KIND_STUN,
         Counter::StunResp,
+        st,
     )
 }
 
@@ -309,50 +321,58 @@ fn answer(
     answer: Payload,
     kind: u32,
     sent: Counter,
+    st: Counters,
 ) -> u32 {
     if let Some(refused) = guard::refuse(ctx, cfg, p, s) {
-        count(refused);
+        st.count(refused);
         return xdp_action::XDP_PASS;
     }
     if !verified(ctx, cfg, p, s, plen, payload) {
-        count(Counter::PassBadChecksum);
+        st.count(Counter::PassBadChecksum);
         return xdp_action::XDP_PASS;
     }
     // Last, so only a packet about to be answered takes a token: spoofed
     // packets that fail a check cannot drain another source's bucket.
-    // The tick-grained clock: the bucket and PEERS' last-seen second need
-    // no finer one, and reading the clock source costs more than the
-    // rest of a pong.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // A tick-grained clock: the bucket and the peer cache's second need no
+    // finer one, and reading the clock source costs more than the rest of
+    // a pong.
+    let now = clock::now(cfg);
     if guard::over_rate(cfg, p, s, now) {
-        count(Counter::DropRateLimit);
+        st.count(Counter::DropRateLimit);
         debug!(ctx, "over the answer rate: source port {}", p.sport);
         return xdp_action::XDP_DROP;
     }
-    guard::note_peer(cfg, p, s, kind, now);
+    peers::note_peer(cfg, p, s, kind, now);
     match reply::transmit(ctx, p, s, answer) {
         Some(action) => {
-            count(sent);
+            st.count(sent);
             action
         }
         None => {
             guard::refund(cfg, s);
-            count(Counter::PassMalformed);
+            st.count(Counter::PassMalformed);
             xdp_action::XDP_PASS
         }
     }
 }
 
 #[inline(always)]
-fn sip_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: usize) {
+fn sip_message(
+    ctx: &XdpContext,
+    cfg: &Config,
+    p: &Udp,
+    s: &mut Scratch,
+    plen: usize,
+    st: Counters,
+) {
     let method = match sip::start_line(s) {
         sip::Start::NotSip => {
-            count(Counter::Other);
+            st.count(Counter::Other);
             return;
         }
         sip::Start::Response(class) => {
-            count(Counter::SipResponses);
-            count_index(Counter::Resp1xx as u32 + (class as u32 - 1));
+            st.count(Counter::SipResponses);
+            st.count_index(Counter::Resp1xx as u32 + (class as u32 - 1));
             return;
         }
         sip::Start::Request(m) => m,
@@ -363,13 +383,13 @@ fn sip_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: u
     let method = Method::from_index(kind);
     sip::scan(s);
     if !sip::request_line_ok(s) {
-        count(Counter::Other);
+        st.count(Counter::Other);
         return;
     }
     let in_dialog = sip::to_has_tag(s);
     let has_body = sip::has_body(s);
-    count(Counter::SipRequests);
-    count_index(sip_request_index(kind, in_dialog, has_body));
+    st.count(Counter::SipRequests);
+    st.count_index(sip_request_index(kind, in_dialog, has_body));
     if has_body {
         return;
     }
@@ -381,14 +401,16 @@ fn sip_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: u
     // with a bad one must not refresh a peer or a dialog.
     let hash = if options { None } else { sip::callid_hash(s) };
     if !verified(ctx, cfg, p, s, plen, None) {
-        count(Counter::PassBadChecksum);
+        st.count(Counter::PassBadChecksum);
         return;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    guard::note_peer(cfg, p, s, KIND_SIP, now);
+    peers::note_peer(cfg, p, s, KIND_SIP, clock::now(cfg));
     if options {
         return;
     }
+    // The fine clock: a dialog's keep-alive time is CLOCK_MONOTONIC, and
+    // read only here, after the scan that costs far more.
+    let now = unsafe { bpf_ktime_get_ns() };
     let known = match hash {
         Some(hash) => match DIALOGS.get_ptr_mut(&hash) {
             Some(d) => {
@@ -402,7 +424,7 @@ fn sip_message(ctx: &XdpContext, cfg: &Config, p: &Udp, s: &mut Scratch, plen: u
         },
         None => false,
     };
-    count(if known {
+    st.count(if known {
         Counter::KaInDialog
     } else {
         Counter::KaUnknownDialog

@@ -5,15 +5,15 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use sip_ka_common::{
-    counters::NUM_COUNTERS,
+    counters::{Stats, EDGE_BASE, KERNEL_SLOTS, NUM_COUNTERS},
     maps::{
-        AclAddr, BanValue, DialogValue, PeerKey, PeerValue, RateValue, ACL_MAX, BANS_MAX,
-        DIALOGS_MAX, PEERS_MAX, RATE_MAX, SIP_PORTS_MAX,
+        AclAddr, BanValue, DialogValue, PeerKey, PeerSlot, PeerValue, RateValue, ACL_MAX, BANS_MAX,
+        DIALOGS_MAX, PEERS_MAX, PEER_CACHE_SLOTS, RATE_MAX, SIP_PORTS_MAX,
     },
     Config, Counter,
 };
 
-use crate::structs::Scratch;
+use crate::structs::{BanSlot, Scratch, BAN_CACHE_SLOTS};
 
 /// `BPF_F_NO_COMMON_LRU` (uapi/linux/bpf.h).
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
@@ -24,14 +24,27 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map]
 pub static SIP_PORTS: Array<u8> = Array::pinned(SIP_PORTS_MAX, 0);
 
+/// The program's counters: one block per CPU, looked up once a packet
+/// (see [`Counters`]).
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(NUM_COUNTERS, 0);
+pub static STATS: PerCpuArray<Stats> = PerCpuArray::pinned(1, 0);
+
+/// The daemon's counters, under the same indices; the program never
+/// touches it, it is here so that it is pinned beside `STATS` (see
+/// `sip_ka_common::counters`).
+#[map]
+pub static DAEMON_STATS: Array<u64> = Array::pinned(NUM_COUNTERS, 0);
 
 /// Per-CPU LRU lists (`BPF_F_NO_COMMON_LRU`): a new peer on one CPU
 /// takes no lock another CPU's new peers wait for.
 #[map]
 pub static PEERS: LruHashMap<PeerKey, PeerValue> =
     LruHashMap::pinned(PEERS_MAX, BPF_F_NO_COMMON_LRU);
+
+/// Recent peers, per CPU, in front of PEERS (see `peers`): pinned, so
+/// that readers add the counts still held here.
+#[map]
+pub static PEER_CACHE: PerCpuArray<PeerSlot> = PerCpuArray::pinned(PEER_CACHE_SLOTS, 0);
 
 #[map]
 pub static DIALOGS: HashMap<u64, DialogValue> = HashMap::pinned(DIALOGS_MAX, 0);
@@ -47,6 +60,16 @@ pub static ACL_DENY: LpmTrie<AclAddr, u32> = LpmTrie::pinned(ACL_MAX, 0);
 /// shield and `sip-ka bans`.
 #[map]
 pub static BANS: LpmTrie<AclAddr, BanValue> = LpmTrie::pinned(BANS_MAX, 0);
+
+/// Bumped by every writer of BANS after a change: the generation that the
+/// per-CPU verdicts in BAN_CACHE were read at must match it.
+#[map]
+pub static BANS_GEN: Array<u64> = Array::pinned(1, 0);
+
+/// Recent ban verdicts per CPU (see `bans`); not pinned: a program loaded
+/// afresh starts with it empty.
+#[map]
+pub static BAN_CACHE: PerCpuArray<BanSlot> = PerCpuArray::with_max_entries(BAN_CACHE_SLOTS, 0);
 
 /// A bucket per source (address and port) and CPU (see
 /// `guard::over_rate`): written on every answer, so shared buckets would
@@ -75,16 +98,35 @@ pub fn atomic_add(dst: *mut u64, v: u64) {
     }
 }
 
-#[inline(always)]
-pub fn count(counter: Counter) {
-    count_index(counter as u32);
-}
+/// This CPU's block of counters, found once per packet and handed down
+/// the path, so a counter bump is an add to memory rather than a map
+/// lookup.
+#[derive(Clone, Copy)]
+pub struct Counters(*mut Stats);
 
-#[inline(always)]
-pub fn count_index(index: u32) {
-    if let Some(slot) = STATS.get_ptr_mut(index) {
-        // Per-CPU slot: a plain increment is race-free.
-        unsafe { *slot += 1 };
+impl Counters {
+    /// `None` only if the map is missing its entry (never, for an array).
+    #[inline(always)]
+    pub fn get() -> Option<Counters> {
+        STATS.get_ptr_mut(0).map(Counters)
+    }
+
+    #[inline(always)]
+    pub fn count(self, counter: Counter) {
+        self.count_index(counter as u32);
+    }
+
+    #[inline(always)]
+    pub fn count_index(self, index: u32) {
+        if index >= EDGE_BASE {
+            return;
+        }
+        // Opaque to the compiler, so it cannot fold the mask into the
+        // arithmetic that made the index (a negative offset the verifier
+        // refuses).
+        let i = core::hint::black_box(index) as usize & (KERNEL_SLOTS - 1);
+        // Per-CPU block: a plain increment is race-free.
+        unsafe { (*self.0).slots[i] += 1 };
     }
 }
 

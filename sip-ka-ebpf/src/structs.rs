@@ -87,3 +87,20 @@ pub struct Scratch {
     pub body_start: u32,
     pub _pad: u32,
 }
+
+/// `BAN_CACHE` has 2^this slots per CPU (the index is a hash's top bits).
+pub const BAN_CACHE_BITS: u32 = 10;
+pub const BAN_CACHE_SLOTS: u32 = 1 << BAN_CACHE_BITS;
+
+/// A slot of the per-CPU `BAN_CACHE` (see `bans`): what BANS said about
+/// `addr` at generation `stamp - 1`.
+#[repr(C)]
+pub struct BanSlot {
+    pub addr: [u8; 16],
+    pub stamp: u64,
+    /// The ban's end (CLOCK_MONOTONIC ns), if `counter` is not 0.
+    pub expires_ns: u64,
+    /// The drop counter of the ban, 0 for none.
+    pub counter: u32,
+    pub _pad: u32,
+}

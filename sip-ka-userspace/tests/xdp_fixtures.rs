@@ -1297,6 +1297,39 @@ fn bad_checksums_never_move_a_dialog() {
     }
 }
 
+/// PEERS is written through a per-CPU cache of recent peers: a source's
+/// first keep-alive reaches PEERS at once, those of the next second wait
+/// in the cache (PEERS lags by under a second), and the table readers see
+/// (PEERS plus the cache, what `sip-ka peers` shows) is exact.
+#[test]
+#[ignore = "needs root: BPF and network namespaces; `cargo xtask test` runs it"]
+fn peer_counts_read_through_the_cache_are_exact() {
+    let mut h = harness();
+    h.set_config(Config {
+        rate_limit_pps: 0,
+        rate_limit_addr_pps: 0,
+        ..Config::DEFAULT
+    })
+    .unwrap();
+    let src = Ipv4Addr::new(198, 18, 0, 9);
+    let key = v4_mapped(src.octets());
+    let find = |t: Vec<(sip_ka_common::maps::PeerKey, sip_ka_common::maps::PeerValue)>| {
+        t.into_iter()
+            .find(|(k, _)| k.addr == key && k.port == 40000)
+            .map(|(_, v)| v)
+    };
+    for _ in 0..5 {
+        let r = h.run(&v4(CRLF_PING).src_ip(src).build()).unwrap();
+        assert_eq!(r.action, XDP_TX);
+    }
+    let written = find(h.peers_written().unwrap()).expect("in PEERS with its first ping");
+    assert!((1..=5).contains(&written.crlf), "{written:?}");
+    let seen = find(h.peers().unwrap()).expect("listed");
+    assert_eq!((seen.crlf, seen.stun, seen.sip), (5, 0, 0), "{seen:?}");
+    assert_eq!(seen.last_kind, sip_ka_common::maps::KIND_CRLF);
+    assert_eq!(seen.first_seen_ns, written.first_seen_ns);
+}
+
 /// A TCP SYN from `src` to `dst` (port `dport`), built by etherparse.
 fn tcp_syn(src: IpAddr, dst: IpAddr, dport: u16) -> Vec<u8> {
     let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);

@@ -14,15 +14,18 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
 use sip_ka_common::{
     config::MAX_SIP_PORTS,
     maps::{
-        AclAddr, BanValue, DialogValue, PeerKey, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_BANS,
-        MAP_CONFIG, MAP_DIALOGS, MAP_PEERS, MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PIN_LINK_PREFIX,
+        AclAddr, DialogValue, PeerKey, PeerSlot, PeerValue, MAP_ACL_ALLOW, MAP_ACL_DENY, MAP_BANS,
+        MAP_BANS_GEN, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS, MAP_PEER_CACHE,
+        MAP_SIP_PORTS, MAP_STATS, PINNED_MAPS, PIN_LINK_PREFIX,
     },
     Config,
 };
+
+use super::{bans::BansMap, stats::StatsMaps};
 
 pub struct Pins {
     pub dir: PathBuf,
@@ -73,10 +76,11 @@ impl Pins {
         })
     }
 
-    pub fn stats(&self) -> Result<PerCpuArray<MapData, u64>> {
-        Ok(PerCpuArray::try_from(Map::PerCpuArray(
-            self.data(MAP_STATS)?,
-        ))?)
+    pub fn stats(&self) -> Result<StatsMaps> {
+        Ok(StatsMaps {
+            kernel: PerCpuArray::try_from(Map::PerCpuArray(self.data(MAP_STATS)?))?,
+            daemon: Array::try_from(Map::Array(self.data(MAP_DAEMON_STATS)?))?,
+        })
     }
 
     pub fn config(&self) -> Result<Array<MapData, Config>> {
@@ -91,6 +95,18 @@ impl Pins {
         Ok(HashMap::try_from(Map::LruHashMap(self.data(MAP_PEERS)?))?)
     }
 
+    pub fn peer_cache(&self) -> Result<PerCpuArray<MapData, PeerSlot>> {
+        Ok(PerCpuArray::try_from(Map::PerCpuArray(
+            self.data(MAP_PEER_CACHE)?,
+        ))?)
+    }
+
+    /// PEERS as `sip-ka peers` shows it: with the counts the program's
+    /// cache still holds (see `bpf::peers`).
+    pub fn peer_table(&self) -> Result<Vec<(PeerKey, PeerValue)>> {
+        super::peers::merged(&self.peers()?, &self.peer_cache()?)
+    }
+
     pub fn dialogs(&self) -> Result<HashMap<MapData, u64, DialogValue>> {
         Ok(HashMap::try_from(Map::HashMap(self.data(MAP_DIALOGS)?))?)
     }
@@ -100,8 +116,11 @@ impl Pins {
         Ok(LpmTrie::try_from(Map::LpmTrie(self.data(name)?))?)
     }
 
-    pub fn bans(&self) -> Result<LpmTrie<MapData, AclAddr, BanValue>> {
-        Ok(LpmTrie::try_from(Map::LpmTrie(self.data(MAP_BANS)?))?)
+    pub fn bans(&self) -> Result<BansMap> {
+        Ok(BansMap::new(
+            LpmTrie::try_from(Map::LpmTrie(self.data(MAP_BANS)?))?,
+            Array::try_from(Map::Array(self.data(MAP_BANS_GEN)?))?,
+        ))
     }
 
     pub fn link_path(&self, iface: &str) -> PathBuf {
@@ -129,14 +148,10 @@ pub fn read_config(map: &Array<MapData, Config>) -> Result<Config> {
     })
 }
 
-/// Sums every CPU's slot of every counter.
-pub fn counter_totals(stats: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>> {
-    let mut totals = Vec::with_capacity(stats.len() as usize);
-    for i in 0..stats.len() {
-        let values: PerCpuValues<u64> = stats.get(&i, 0)?;
-        totals.push(values.iter().sum());
-    }
-    Ok(totals)
+/// Every counter's total: the kernel's blocks of every CPU and the
+/// daemon's slots.
+pub fn counter_totals(stats: &StatsMaps) -> Result<Vec<u64>> {
+    stats.totals()
 }
 
 /// The ports marked in SIP_PORTS, as recorded in the configuration.

@@ -18,10 +18,11 @@ use aya::{
     Ebpf,
 };
 use sip_ka_common::{
+    counters::Stats,
     maps::{
-        BanValue, DialogValue, PeerKey, PeerValue, RateValue, MAP_ACL_ALLOW, MAP_ACL_DENY,
-        MAP_BANS, MAP_CONFIG, MAP_DIALOGS, MAP_PEERS, MAP_RATE, MAP_SIP_PORTS, MAP_STATS,
-        PROGRAM_NAME,
+        BanValue, DialogValue, PeerKey, PeerSlot, PeerValue, RateValue, MAP_ACL_ALLOW,
+        MAP_ACL_DENY, MAP_BANS, MAP_BANS_GEN, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_PEERS,
+        MAP_PEER_CACHE, MAP_RATE, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME,
     },
     Config,
 };
@@ -80,6 +81,9 @@ impl Harness {
     /// leaves them unset.
     pub fn set_config(&mut self, mut cfg: Config) -> Result<()> {
         cfg.initialised = 1;
+        if cfg.tick_ns == 0 {
+            cfg.tick_ns = crate::util::clock::tick_ns();
+        }
         if cfg.own_mac == [0; 6] {
             cfg.own_mac = OWN_MAC;
         }
@@ -109,19 +113,27 @@ impl Harness {
         Ok(())
     }
 
-    /// Puts a ban on a prefix (`len` bits of the 16-byte form) in BANS.
+    /// Puts a ban on a prefix (`len` bits of the 16-byte form) in BANS,
+    /// and bumps BANS_GEN as the daemon's writer does.
     pub fn ban(&mut self, len: u32, addr: [u8; 16], value: BanValue) -> Result<()> {
         let mut trie: LpmTrie<&mut MapData, [u8; 16], BanValue> =
             LpmTrie::try_from(self.bpf.map_mut(MAP_BANS).context("BANS")?)?;
         trie.insert(&Key::new(len, addr), value, 0)?;
-        Ok(())
+        self.bump_bans()
     }
 
-    /// Lifts a ban.
+    /// Lifts a ban (and bumps BANS_GEN).
     pub fn unban(&mut self, len: u32, addr: [u8; 16]) -> Result<()> {
         let mut trie: LpmTrie<&mut MapData, [u8; 16], BanValue> =
             LpmTrie::try_from(self.bpf.map_mut(MAP_BANS).context("BANS")?)?;
         trie.remove(&Key::new(len, addr))?;
+        self.bump_bans()
+    }
+
+    fn bump_bans(&mut self) -> Result<()> {
+        let mut gen: Array<&mut MapData, u64> =
+            Array::try_from(self.bpf.map_mut(MAP_BANS_GEN).context("BANS_GEN")?)?;
+        crate::bpf::bans::bump(&mut gen);
         Ok(())
     }
 
@@ -140,8 +152,19 @@ impl Harness {
         Ok(())
     }
 
-    /// Every entry of `PEERS`, sorted by key.
+    /// Every entry of `PEERS` with the counts the program's cache still
+    /// holds, sorted by key (what `sip-ka peers` shows).
     pub fn peers(&self) -> Result<Vec<(PeerKey, PeerValue)>> {
+        let map: HashMap<&MapData, PeerKey, PeerValue> =
+            HashMap::try_from(self.bpf.map(MAP_PEERS).context("PEERS")?)?;
+        let cache: PerCpuArray<&MapData, PeerSlot> =
+            PerCpuArray::try_from(self.bpf.map(MAP_PEER_CACHE).context("PEER_CACHE")?)?;
+        crate::bpf::peers::merged(&map, &cache)
+    }
+
+    /// Every entry of `PEERS` as the program wrote it, without what its
+    /// cache still holds, sorted by key.
+    pub fn peers_written(&self) -> Result<Vec<(PeerKey, PeerValue)>> {
         let map: HashMap<&MapData, PeerKey, PeerValue> =
             HashMap::try_from(self.bpf.map(MAP_PEERS).context("PEERS")?)?;
         let mut all = map.iter().collect::<Result<Vec<_>, _>>()?;
@@ -168,13 +191,11 @@ impl Harness {
 
     /// Counter totals, indexed like `Counter`.
     pub fn counters(&self) -> Result<Vec<u64>> {
-        let stats: PerCpuArray<&MapData, u64> =
+        let kernel: PerCpuArray<&MapData, Stats> =
             PerCpuArray::try_from(self.bpf.map(MAP_STATS).context("STATS")?)?;
-        let mut totals = Vec::new();
-        for i in 0..stats.len() {
-            totals.push(stats.get(&i, 0)?.iter().sum());
-        }
-        Ok(totals)
+        let daemon: Array<&MapData, u64> =
+            Array::try_from(self.bpf.map(MAP_DAEMON_STATS).context("DAEMON_STATS")?)?;
+        crate::bpf::stats::totals(&kernel, &daemon)
     }
 
     fn prog(&self) -> Result<&Xdp> {

@@ -323,7 +323,7 @@ impl Daemon {
     }
 
     /// Records STATS (the tick calls it after publishing into it).
-    pub fn sample(&self, stats: &aya::maps::PerCpuArray<MapData, u64>) {
+    pub fn sample(&self, stats: &crate::bpf::stats::StatsMaps) {
         match pins::counter_totals(stats) {
             Ok(t) => lock(&self.history).push(std::time::Instant::now(), t),
             Err(e) => log::warn!("reading STATS for the status history: {e:#}"),

@@ -37,13 +37,12 @@ pub fn addr_of(addr: &[u8; 16], port: u16) -> SocketAddr {
 
 pub fn peers(args: PeersArgs) -> Result<()> {
     let pins = pins::Pins::attached(&args.pin.pin_dir)?;
-    let map = pins.peers()?;
     let now = clock::monotonic_ns();
-    let mut rows = Vec::new();
-    for entry in map.iter() {
-        let (k, v) = entry?;
-        rows.push((addr_of(&k.addr, k.port), v));
-    }
+    let mut rows: Vec<_> = pins
+        .peer_table()?
+        .into_iter()
+        .map(|(k, v)| (addr_of(&k.addr, k.port), v))
+        .collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1.last_seen_ns));
     if args.json {
         let arr: Vec<_> = rows

@@ -5,7 +5,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use sip_ka_common::{
-    maps::{MAP_BANS, MAP_CONFIG, MAP_DIALOGS, MAP_SIP_PORTS, MAP_STATS, PROGRAM_NAME},
+    maps::{
+        MAP_BANS, MAP_BANS_GEN, MAP_CONFIG, MAP_DAEMON_STATS, MAP_DIALOGS, MAP_SIP_PORTS,
+        MAP_STATS, PROGRAM_NAME,
+    },
     Config,
 };
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
@@ -20,6 +23,7 @@ use crate::{
     bpf::config_keys,
     bpf::load,
     bpf::pins,
+    bpf::stats::StatsMaps,
     edge,
     responder::{self, Shared},
     shield::{self, Prefix, Shield},
@@ -82,6 +86,7 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
         config_keys::set(&mut cfg, k, v)?;
     }
     cfg.initialised = 1;
+    cfg.tick_ns = crate::util::clock::tick_ns();
 
     // Ports: the command line, else what a previous run left, else 5060.
     let mut ports_map: Array<MapData, u8> = Array::try_from(
@@ -103,8 +108,13 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
     config_map.set(0, cfg, 0)?;
     let ports = pins::sip_ports(&cfg);
 
-    let mut stats_map: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(bpf.take_map(MAP_STATS).context("STATS map missing")?)?;
+    let mut stats_map = StatsMaps {
+        kernel: PerCpuArray::try_from(bpf.take_map(MAP_STATS).context("STATS map missing")?)?,
+        daemon: Array::try_from(
+            bpf.take_map(MAP_DAEMON_STATS)
+                .context("DAEMON_STATS map missing")?,
+        )?,
+    };
 
     let pins = pins::Pins::new(&pin_dir);
     let link_path = iface.as_ref().map(|i| pins.link_path(i));
@@ -143,8 +153,10 @@ pub fn run(matches: &clap::ArgMatches) -> Result<()> {
     };
     // The shield: bans for every mode (lists, by hand, other edges'),
     // evidence in edge mode. Never the PBX or this host.
-    let bans_map: shield::writer::BansMap =
-        LpmTrie::try_from(bpf.take_map(MAP_BANS).context("BANS map missing")?)?;
+    let bans_map = shield::writer::BansMap::new(
+        LpmTrie::try_from(bpf.take_map(MAP_BANS).context("BANS map missing")?)?,
+        Array::try_from(bpf.take_map(MAP_BANS_GEN).context("BANS_GEN map missing")?)?,
+    );
     let settings = match &edge_cfg {
         Some(c) => c.shield.clone(),
         None => shield_settings(&args)?,
@@ -420,11 +432,7 @@ fn configure_identity(cfg: &mut Config, iface: &str) -> Result<()> {
 }
 
 /// Refreshes the responder's view of CONFIG and publishes its counters.
-fn housekeeping(
-    config_map: &Array<MapData, Config>,
-    stats: &mut PerCpuArray<MapData, u64>,
-    shared: &Arc<Shared>,
-) {
+fn housekeeping(config_map: &Array<MapData, Config>, stats: &mut StatsMaps, shared: &Arc<Shared>) {
     match pins::read_config(config_map) {
         Ok(cfg) => {
             if let Ok(mut c) = shared.config.write() {
@@ -440,7 +448,7 @@ fn housekeeping(
 
 /// Edge mode: its counters and the PBX's state and RTT into STATS, where
 /// `sip-ka stats` shows them (`edge_*`).
-fn publish_edge(edge: Option<&std::sync::Arc<edge::Edge>>, stats: &mut PerCpuArray<MapData, u64>) {
+fn publish_edge(edge: Option<&std::sync::Arc<edge::Edge>>, stats: &mut StatsMaps) {
     if let Some(edge) = edge {
         let values = edge::stats_values(edge);
         if let Err(e) =

@@ -5,7 +5,7 @@
 use std::{path::Path, sync::Arc};
 
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap, MapData};
 use sip_ka_common::{
     counters::EDGE_BASE,
     maps::{PeerKey, PeerValue, PEERS_MAX},
@@ -16,7 +16,10 @@ use super::{
     mapping::{edge_series, stats_series, Labels, Series},
 };
 use crate::{
-    bpf::{pins, stats::edge as edge_stats},
+    bpf::{
+        pins,
+        stats::{edge as edge_stats, StatsMaps},
+    },
     edge::{self, Edge},
     responder::Shared,
 };
@@ -31,7 +34,7 @@ pub trait FastPath: Send + Sync {
 
 /// STATS and PEERS opened from their pins.
 pub struct PinnedMaps {
-    stats: PerCpuArray<MapData, u64>,
+    stats: StatsMaps,
     peers: HashMap<MapData, PeerKey, PeerValue>,
 }
 

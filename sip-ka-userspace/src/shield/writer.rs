@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
+use aya::maps::lpm_trie::Key;
 use sip_ka_common::maps::{AclAddr, BanReason, BanValue, BAN_FOREVER, BAN_NOTE_LEN};
 use tokio::sync::mpsc;
 
@@ -22,7 +22,7 @@ use super::{
 };
 use crate::util::{clock, lock::lock};
 
-pub type BansMap = LpmTrie<MapData, AclAddr, BanValue>;
+pub use crate::bpf::bans::BansMap;
 
 /// How often expired bans are removed, the map is compared with the
 /// table and the lists are looked at.
@@ -201,6 +201,9 @@ impl Writer {
         }
         self.reconcile(&c);
         self.read_lists(&c);
+        if let Some(map) = &mut self.map {
+            map.refresh();
+        }
     }
 
     fn reconcile(&mut self, c: &Clocks) {

@@ -13,6 +13,22 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The kernel's tick in ns: the resolution of CLOCK_MONOTONIC_COARSE
+/// (`TICK_NSEC`), the scale of the XDP program's `bpf_jiffies64` clock
+/// (`Config::tick_ns`); 0 if the kernel does not say.
+pub fn tick_ns() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres only writes the timespec we pass.
+    let r = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    if r != 0 || ts.tv_sec != 0 {
+        return 0;
+    }
+    u32::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
 /// Milliseconds on the edge's clock: unix time as read once, at the first
 /// call, advanced by CLOCK_MONOTONIC since. Session expiries are absolute,
 /// so they can be shown (and persisted) as unix times; but a step of the

@@ -1,15 +1,49 @@
-//! Counter names and the daemon's own (userspace) counters, which live in
-//! slots of the same STATS map that the kernel never writes: the
+//! Counter names, the two maps that hold the counters (the kernel's
+//! per-CPU blocks in STATS, the daemon's slots in DAEMON_STATS, see
+//! `sip_ka_common::counters`), and the daemon's own counters: the
 //! responder's ([`user`]) and the edge's ([`edge`]).
 
 pub mod edge;
 pub mod user;
 
+use std::borrow::Borrow;
+
 use anyhow::Result;
-use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuArray};
 use sip_ka_common::counters::{
-    sip_request_slot, COUNTER_NAMES, EDGE_BASE, NAMED_COUNTERS, NUM_COUNTERS,
+    sip_request_slot, Stats, COUNTER_NAMES, EDGE_BASE, NAMED_COUNTERS, NUM_COUNTERS,
 };
+
+/// Both counter maps, opened together: every reader sums them.
+pub struct StatsMaps {
+    pub kernel: PerCpuArray<MapData, Stats>,
+    pub daemon: Array<MapData, u64>,
+}
+
+impl StatsMaps {
+    /// Every counter's total, indexed like `Counter` (`NUM_COUNTERS`).
+    pub fn totals(&self) -> Result<Vec<u64>> {
+        totals(&self.kernel, &self.daemon)
+    }
+}
+
+/// Every CPU's block of `kernel` plus `daemon`, slot by slot.
+pub fn totals<K: Borrow<MapData>, D: Borrow<MapData>>(
+    kernel: &PerCpuArray<K, Stats>,
+    daemon: &Array<D, u64>,
+) -> Result<Vec<u64>> {
+    let mut totals = vec![0u64; NUM_COUNTERS as usize];
+    for block in kernel.get(&0, 0)?.iter() {
+        let counted = &block.slots[..EDGE_BASE as usize];
+        for (t, v) in totals.iter_mut().zip(counted) {
+            *t = t.wrapping_add(*v);
+        }
+    }
+    for (i, t) in totals.iter_mut().enumerate() {
+        *t = t.wrapping_add(daemon.get(&(i as u32), 0)?);
+    }
+    Ok(totals)
+}
 
 /// The printed name of STATS slot `index`.
 pub fn counter_name(index: u32) -> String {
@@ -47,18 +81,11 @@ pub fn named_totals(totals: &[u64]) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Writes `values` into consecutive STATS slots from `base` (CPU 0's slot
-/// carries the value), for counters the daemon owns.
-pub fn publish_block(
-    stats: &mut PerCpuArray<MapData, u64>,
-    base: u32,
-    values: &[u64],
-) -> Result<()> {
-    let ncpu = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+/// Writes `values` into consecutive DAEMON_STATS slots from `base`, for
+/// counters the daemon owns.
+pub fn publish_block(stats: &mut StatsMaps, base: u32, values: &[u64]) -> Result<()> {
     for (i, value) in values.iter().enumerate() {
-        let mut v = vec![0u64; ncpu];
-        v[0] = *value;
-        stats.set(base + i as u32, PerCpuValues::try_from(v)?, 0)?;
+        stats.daemon.set(base + i as u32, *value, 0)?;
     }
     Ok(())
 }

@@ -3,10 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
-use aya::maps::{MapData, PerCpuArray};
 use sip_ka_common::Counter;
 
-use super::publish_block;
+use super::{publish_block, StatsMaps};
 
 /// Counters of the userspace responder, published into STATS.
 #[derive(Default)]
@@ -66,9 +65,9 @@ impl UserCounters {
             .map(|(c, v)| (*c as u32, v.load(Ordering::Relaxed)))
     }
 
-    /// Writes the totals into STATS (CPU 0's slot carries the total, the
-    /// others zero), so `sip-ka stats` sums them like any counter.
-    pub fn publish(&self, stats: &mut PerCpuArray<MapData, u64>) -> Result<()> {
+    /// Writes the totals into DAEMON_STATS, so `sip-ka stats` sums them
+    /// like any counter.
+    pub fn publish(&self, stats: &mut StatsMaps) -> Result<()> {
         let values: Vec<u64> = self
             .slots
             .iter()
