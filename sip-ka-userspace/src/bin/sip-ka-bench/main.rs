@@ -21,6 +21,9 @@
 //! (h) The shield (`--shield`, `shield.rs`): the edge's CPU under a
 //!     20,000/s INVITE flood from one source with the shield off and on,
 //!     and a banned source's flood dropped at XDP beside the answer rate.
+//! (i) Idle connections (`--idle`, `versus/idle/`): memory per idle TCP,
+//!     TLS and WSS connection and CRLF pong latency, sip-ka's edge against
+//!     Kamailio, and the WebSocket CRLF pong rate with its CPU per pong.
 //!
 //! Shared by the parts: the command line (`opts.rs`), the packets they
 //! send (`packets.rs`), CPU and memory accounting (`cpu.rs`, `memory.rs`)
@@ -84,7 +87,8 @@ fn bench(opts: &Opts) -> Result<()> {
         || opts.kamailio
         || opts.scaling
         || opts.sweep
-        || opts.shield);
+        || opts.shield
+        || opts.idle);
     let mut parts: Vec<fn(&Opts) -> Result<()>> = Vec::new();
     if all || opts.test_run_only {
         parts.push(test_run::test_run_bench);
@@ -103,6 +107,9 @@ fn bench(opts: &Opts) -> Result<()> {
     }
     if all || opts.shield {
         parts.push(shield::shield_bench);
+    }
+    if all || opts.idle {
+        parts.push(versus::idle::idle_bench);
     }
     if all {
         parts.push(|_| timers::timers_bench());

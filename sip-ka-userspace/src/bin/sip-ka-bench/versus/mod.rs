@@ -7,6 +7,7 @@
 //! answers itself (whatever the PBX's state) and Kamailio's
 //! `options_reply()` answers with 200.
 
+pub(crate) mod idle;
 mod measure;
 mod options;
 mod servers;

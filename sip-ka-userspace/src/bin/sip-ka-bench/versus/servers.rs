@@ -170,7 +170,7 @@ impl Drop for Kamailio {
 }
 
 /// Adds the descendants of `pid` to `out` (/proc/*/stat parent pids).
-fn descendants(pid: u32, out: &mut Vec<u32>) {
+pub(super) fn descendants(pid: u32, out: &mut Vec<u32>) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
