@@ -141,7 +141,7 @@ pub(crate) struct Opts {
     #[arg(long, default_value_t = 10_000)]
     pub(crate) idle_wss: u64,
     /// Seconds over which a round of pings is spread (each connection
-    /// pings once per round; two rounds).
+    /// open pings once per round; a round after each kind opens).
     #[arg(long, default_value_t = 30)]
     pub(crate) idle_ping_interval: u64,
     /// WebSocket connections of the pong-rate load, each with one CRLF

@@ -165,8 +165,8 @@ pub(super) fn print(opts: &Opts, runs: &[PeerRun], sources: usize) {
          that kind, 2 s after the last, of the edge's resident set (/proc/PID/statm) and of \
          Kamailio's shared memory in use (`kamcmd core.shmmem` real_used, where it keeps its \
          connections and OpenSSL's); PSS KB/c: growth of the proportional set size of all the \
-         server's processes (Kamailio's private memory as well). Pong latency: two rounds of \
-         one ping on every connection, spread evenly over {interval} s, from the ping's write \
+         server's processes (Kamailio's private memory as well). Pong latency: a round after \
+         each kind opens, one ping on every connection open, spread evenly over {interval} s, from the ping's write \
          to its pong's read (WebSocket: a \\r\\n\\r\\n text frame and its \\r\\n frame). WS \
          pongs: {ws} plain WebSocket connections, each with one CRLF frame outstanding, for {secs} \
          s; CPU = every thread of the server's processes (schedstat).",
