@@ -68,17 +68,35 @@ pub enum StreamEvent {
 
 /// Incremental stream framer: feed bytes with [`StreamFramer::push`] as
 /// they are read, act on the events.
+///
+/// Bytes are framed straight from the caller's slice; only what is left
+/// of a partial message (or a lone CRLF) is copied in, and that room is
+/// given back as soon as it empties, so a connection between messages
+/// holds no buffer, whatever size of message it once carried.
 #[derive(Debug)]
 pub struct StreamFramer {
     role: CrlfRole,
     limits: Limits,
     buf: Vec<u8>,
+    scan: Scan,
+    failed: bool,
+}
+
+/// Where the framer is within the message at the front.
+#[derive(Clone, Copy, Debug, Default)]
+struct Scan {
     /// Where to resume looking for the end of the header section.
-    scan_from: usize,
+    from: usize,
     /// Total length of the message at the front once its header section
     /// has been read.
     pending_len: Option<usize>,
-    failed: bool,
+}
+
+/// An event found at the front of the bytes, and how many it took.
+enum Found {
+    Ping,
+    Pong,
+    Message,
 }
 
 impl StreamFramer {
@@ -87,8 +105,7 @@ impl StreamFramer {
             role,
             limits,
             buf: Vec::new(),
-            scan_from: 0,
-            pending_len: None,
+            scan: Scan::default(),
             failed: false,
         }
     }
@@ -96,6 +113,11 @@ impl StreamFramer {
     /// Bytes held that are not yet a complete event.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes of room held (for the memory a connection keeps).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Whether the bytes held are part of a message, not the start of a
@@ -113,118 +135,140 @@ impl StreamFramer {
     /// in order.
     pub fn push(&mut self, data: &[u8]) -> Vec<StreamEvent> {
         let mut events = Vec::new();
-        self.push_into(data, &mut events);
+        self.push_each(data, |ev| events.push(ev));
         events
     }
 
-    /// [`push`](Self::push) into a caller's vector, which a connection
-    /// reuses from read to read (a read of pings then allocates nothing).
+    /// [`push`](Self::push) into a caller's vector.
     pub fn push_into(&mut self, data: &[u8], events: &mut Vec<StreamEvent>) {
+        self.push_each(data, |ev| events.push(ev));
+    }
+
+    /// [`push`](Self::push), handing each event to `f` as it is found: a
+    /// read of pings allocates nothing.
+    pub fn push_each(&mut self, data: &[u8], mut f: impl FnMut(StreamEvent)) {
         if self.failed {
             return;
         }
-        self.buf.extend_from_slice(data);
+        if self.buf.is_empty() {
+            let taken = self.frame(data, &mut f);
+            if !self.failed {
+                self.buf
+                    .extend_from_slice(data.get(taken..).unwrap_or_default());
+            }
+            return;
+        }
+        let mut held = std::mem::take(&mut self.buf);
+        held.extend_from_slice(data);
+        let taken = self.frame(&held, &mut f);
+        if self.failed || taken >= held.len() {
+            return;
+        }
+        held.drain(..taken);
+        self.buf = held;
+    }
+
+    /// Frames events off the front of `bytes` until they need more;
+    /// returns how many bytes the events took.
+    fn frame(&mut self, bytes: &[u8], f: &mut impl FnMut(StreamEvent)) -> usize {
+        let mut at = 0;
         loop {
-            match self.next_event() {
-                Ok(Some(ev)) => events.push(ev),
-                Ok(None) => break,
+            let rest = bytes.get(at..).unwrap_or_default();
+            match next_event(self.role, &self.limits, &mut self.scan, rest) {
+                Ok(None) => return at,
+                Ok(Some((found, n))) => {
+                    self.scan = Scan::default();
+                    f(match found {
+                        Found::Ping => StreamEvent::Ping,
+                        Found::Pong => StreamEvent::Pong,
+                        Found::Message => {
+                            StreamEvent::Message(rest.get(..n).unwrap_or_default().to_vec())
+                        }
+                    });
+                    at += n;
+                }
                 Err(e) => {
                     self.failed = true;
-                    self.buf = Vec::new();
-                    events.push(StreamEvent::Error(e));
-                    break;
+                    f(StreamEvent::Error(e));
+                    return bytes.len();
                 }
             }
         }
     }
+}
 
-    fn consume(&mut self, n: usize) {
-        let n = n.min(self.buf.len());
-        self.buf.drain(..n);
-        self.scan_from = 0;
-        self.pending_len = None;
-    }
-
-    /// One event from the front of the buffer, `Ok(None)` if more bytes
-    /// are needed.
-    fn next_event(&mut self) -> Result<Option<StreamEvent>, ParseError> {
-        if self.pending_len.is_none() && self.scan_from == 0 {
-            // At a message boundary: keep-alives.
-            let b = |i: usize| self.buf.get(i).copied();
-            match (b(0), b(1)) {
-                (None, _) => return Ok(None),
-                (Some(b'\r'), None) => return Ok(None),
-                (Some(b'\r'), Some(b'\n')) => match self.role {
-                    CrlfRole::Client => {
-                        self.consume(2);
-                        return Ok(Some(StreamEvent::Pong));
-                    }
-                    CrlfRole::Server => match (b(2), b(3)) {
-                        (None, _) | (Some(b'\r'), None) => return Ok(None),
-                        (Some(b'\r'), Some(b'\n')) => {
-                            self.consume(4);
-                            return Ok(Some(StreamEvent::Ping));
-                        }
-                        _ => {
-                            self.consume(2);
-                            return Ok(Some(StreamEvent::Pong));
-                        }
-                    },
+/// One event from the front of `buf`, `Ok(None)` if more bytes are
+/// needed (`scan` then remembers how far the search went).
+fn next_event(
+    role: CrlfRole,
+    limits: &Limits,
+    scan: &mut Scan,
+    buf: &[u8],
+) -> Result<Option<(Found, usize)>, ParseError> {
+    if scan.pending_len.is_none() && scan.from == 0 {
+        // At a message boundary: keep-alives.
+        let b = |i: usize| buf.get(i).copied();
+        match (b(0), b(1)) {
+            (None, _) => return Ok(None),
+            (Some(b'\r'), None) => return Ok(None),
+            (Some(b'\r'), Some(b'\n')) => match role {
+                CrlfRole::Client => return Ok(Some((Found::Pong, 2))),
+                CrlfRole::Server => match (b(2), b(3)) {
+                    (None, _) | (Some(b'\r'), None) => return Ok(None),
+                    (Some(b'\r'), Some(b'\n')) => return Ok(Some((Found::Ping, 4))),
+                    _ => return Ok(Some((Found::Pong, 2))),
                 },
-                (Some(b'\r'), Some(_)) => {
-                    return Err(ParseError::StrayBytes(
-                        "CR without LF between messages".into(),
-                    ))
-                }
-                (Some(b'\n'), _) => {
-                    return Err(ParseError::StrayBytes(
-                        "LF without CR between messages".into(),
-                    ))
-                }
-                _ => {}
+            },
+            (Some(b'\r'), Some(_)) => {
+                return Err(ParseError::StrayBytes(
+                    "CR without LF between messages".into(),
+                ))
             }
+            (Some(b'\n'), _) => {
+                return Err(ParseError::StrayBytes(
+                    "LF without CR between messages".into(),
+                ))
+            }
+            _ => {}
         }
-        let limit = self.limits.max_message_size;
-        let total = match self.pending_len {
-            Some(total) => total,
-            None => {
-                // Look for the end of the header section, resuming where the
-                // last search stopped (minus 3 bytes for a split CRLF CRLF).
-                let from = self.scan_from.saturating_sub(3);
-                let window = self.buf.get(from..).unwrap_or(&[]);
-                let Some(pos) = find_bytes(window, b"\r\n\r\n") else {
-                    if self.buf.len() > limit {
-                        return Err(ParseError::HeaderSectionTooLarge { limit });
-                    }
-                    self.scan_from = self.buf.len().max(1);
-                    return Ok(None);
-                };
-                let header_end = from + pos + 4;
-                if header_end > limit {
+    }
+    let limit = limits.max_message_size;
+    let total = match scan.pending_len {
+        Some(total) => total,
+        None => {
+            // Look for the end of the header section, resuming where the
+            // last search stopped (minus 3 bytes for a split CRLF CRLF).
+            let from = scan.from.saturating_sub(3);
+            let window = buf.get(from..).unwrap_or(&[]);
+            let Some(pos) = find_bytes(window, b"\r\n\r\n") else {
+                if buf.len() > limit {
                     return Err(ParseError::HeaderSectionTooLarge { limit });
                 }
-                let head = self.buf.get(..header_end).unwrap_or(&[]);
-                // The header lines follow the start line.
-                let section = find_bytes(head, b"\r\n")
-                    .and_then(|i| head.get(i + 2..))
-                    .unwrap_or(&[]);
-                let cl = scan_content_length(section)?.ok_or(ParseError::MissingContentLength)?;
-                let total = header_end.checked_add(cl).filter(|t| *t <= limit).ok_or(
-                    ParseError::MessageTooLarge {
-                        size: header_end.saturating_add(cl),
-                        limit,
-                    },
-                )?;
-                self.pending_len = Some(total);
-                total
+                scan.from = buf.len().max(1);
+                return Ok(None);
+            };
+            let header_end = from + pos + 4;
+            if header_end > limit {
+                return Err(ParseError::HeaderSectionTooLarge { limit });
             }
-        };
-        if self.buf.len() < total {
-            return Ok(None);
+            let head = buf.get(..header_end).unwrap_or(&[]);
+            // The header lines follow the start line.
+            let section = find_bytes(head, b"\r\n")
+                .and_then(|i| head.get(i + 2..))
+                .unwrap_or(&[]);
+            let cl = scan_content_length(section)?.ok_or(ParseError::MissingContentLength)?;
+            let total = header_end.checked_add(cl).filter(|t| *t <= limit).ok_or(
+                ParseError::MessageTooLarge {
+                    size: header_end.saturating_add(cl),
+                    limit,
+                },
+            )?;
+            scan.pending_len = Some(total);
+            total
         }
-        let msg: Vec<u8> = self.buf.drain(..total).collect();
-        self.scan_from = 0;
-        self.pending_len = None;
-        Ok(Some(StreamEvent::Message(msg)))
+    };
+    if buf.len() < total {
+        return Ok(None);
     }
+    Ok(Some((Found::Message, total)))
 }

@@ -27,6 +27,9 @@
 //! (h) The shield (`--shield`, `shield.rs`): the edge's CPU under a
 //!     20,000/s INVITE flood from one source with the shield off and on,
 //!     and a banned source's flood dropped at XDP beside the answer rate.
+//! (k) Idle connections (`--idle`, `versus/idle/`): memory per idle TCP,
+//!     TLS and WSS connection and CRLF pong latency, sip-ka's edge against
+//!     Kamailio, and the WebSocket CRLF pong rate with its CPU per pong.
 //!
 //! Shared by the parts: the command line (`opts.rs`), the packets they
 //! send (`packets.rs`), CPU and memory accounting (`cpu.rs`, `memory.rs`)
@@ -95,7 +98,8 @@ fn bench(opts: &Opts) -> Result<()> {
         || opts.scaling
         || opts.sweep
         || opts.shield
-        || opts.proxy_calls);
+        || opts.proxy_calls
+        || opts.idle);
     let mut parts: Vec<fn(&Opts) -> Result<()>> = Vec::new();
     if all || opts.test_run_only {
         parts.push(test_run::test_run_bench);
@@ -117,6 +121,9 @@ fn bench(opts: &Opts) -> Result<()> {
     }
     if all || opts.proxy_calls {
         parts.push(versus::calls::calls_bench);
+    }
+    if all || opts.idle {
+        parts.push(versus::idle::idle_bench);
     }
     if all {
         parts.push(|_| timers::timers_bench());

@@ -148,4 +148,28 @@ pub(crate) struct Opts {
     /// offered rate, a line per responder.
     #[arg(long, default_value = "docs/src/images/stun-sweep.svg")]
     pub(crate) chart: std::path::PathBuf,
+    /// Only the idle-connection part: `--idle-tcp` TCP, `--idle-tls` TLS
+    /// and `--idle-wss` secure WebSocket connections held open against
+    /// sip-ka's edge and then Kamailio, each pinging every
+    /// `--idle-ping-interval`: memory per connection, pong latency; then
+    /// the CRLF pong rate over plain WebSocket and the CPU per pong.
+    #[arg(long)]
+    pub(crate) idle: bool,
+    /// Idle TCP connections of that part.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) idle_tcp: u64,
+    /// Idle TLS connections of that part.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) idle_tls: u64,
+    /// Idle secure WebSocket connections of that part.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) idle_wss: u64,
+    /// Seconds over which a round of pings is spread (each connection
+    /// open pings once per round; a round after each kind opens).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) idle_ping_interval: u64,
+    /// WebSocket connections of the pong-rate load, each with one CRLF
+    /// frame outstanding (`--seconds` long).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) ws_load_conns: u32,
 }

@@ -6,6 +6,7 @@
 use std::{
     future::Future as _,
     net::SocketAddr,
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -15,7 +16,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::mpsc,
     time::{timeout, Instant},
@@ -36,8 +37,6 @@ const QUEUE: usize = 256;
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pong for a CRLFCRLF ping.
 const PONG: &[u8] = b"\r\n";
-/// Room a connection keeps for what it writes, from one round to the next.
-const OUT_KEPT: usize = 4096;
 
 /// Accepts connections on one `--listen` address until the task is dropped.
 pub async fn serve_tcp(listener: TcpListener, local: SocketAddr, edge: Arc<Edge>) {
@@ -134,24 +133,12 @@ async fn accept_conn(sock: TcpStream, conn: Accepted, edge: Arc<Edge>) {
         let (rd, wr) = sock.into_split();
         return serve_conn(rd, wr, conn, &edge, StreamKind::Tcp).await;
     };
-    let peer = conn.peer;
     let mut first = [0u8; 1];
     match timeout(HANDSHAKE_TIMEOUT, sock.peek(&mut first)).await {
+        // Boxed: the handshake's and rustls's state would otherwise make
+        // every connection's task, TCP ones too, as large as a TLS one's.
         Ok(Ok(1)) if first[0] == HANDSHAKE_RECORD => {
-            match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-                Ok(Ok(tls)) => {
-                    let (rd, wr) = tokio::io::split(tls);
-                    serve_conn(rd, wr, conn, &edge, StreamKind::Tls).await
-                }
-                Ok(Err(e)) => {
-                    Counters::bump(&edge.counters.stream_errors);
-                    log::debug!("edge: TLS handshake with {peer}: {e}");
-                }
-                Err(_) => {
-                    Counters::bump(&edge.counters.stream_errors);
-                    log::debug!("edge: TLS handshake with {peer} timed out");
-                }
-            }
+            Box::pin(serve_tls(sock, conn, &edge, acceptor)).await
         }
         Ok(Ok(1)) => {
             let (rd, wr) = sock.into_split();
@@ -159,6 +146,30 @@ async fn accept_conn(sock: TcpStream, conn: Accepted, edge: Arc<Edge>) {
         }
         // Closed, failed, or silent for the handshake time before a byte.
         _ => {}
+    }
+}
+
+/// Runs the TLS handshake on a new connection and serves it.
+async fn serve_tls(
+    sock: TcpStream,
+    conn: Accepted,
+    edge: &Arc<Edge>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let peer = conn.peer;
+    match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+        Ok(Ok(tls)) => {
+            let (rd, wr) = tokio::io::split(tls);
+            serve_conn(rd, wr, conn, edge, StreamKind::Tls).await
+        }
+        Ok(Err(e)) => {
+            Counters::bump(&edge.counters.stream_errors);
+            log::debug!("edge: TLS handshake with {peer}: {e}");
+        }
+        Err(_) => {
+            Counters::bump(&edge.counters.stream_errors);
+            log::debug!("edge: TLS handshake with {peer} timed out");
+        }
     }
 }
 
@@ -180,6 +191,80 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// What one read or one queued message makes due on the connection.
+#[derive(Default)]
+struct Due {
+    /// Pongs owed while nothing else is: written from a constant, so a
+    /// keep-alive costs no allocation.
+    pongs: usize,
+    /// Anything else (answers, queued messages, pongs after them), in
+    /// order; allocated only when there is such a thing.
+    out: Vec<u8>,
+    /// A framing error: close once what is due is written.
+    lost: bool,
+    /// A message or keep-alive ended in the read.
+    ended: bool,
+}
+
+impl Due {
+    fn pong(&mut self) {
+        if self.out.is_empty() {
+            self.pongs += 1;
+        } else {
+            self.out.extend_from_slice(PONG);
+        }
+    }
+
+    fn push(&mut self, bytes: Vec<u8>) {
+        if self.out.is_empty() && self.pongs == 0 {
+            self.out = bytes;
+            return;
+        }
+        for _ in 0..std::mem::take(&mut self.pongs) {
+            self.out.extend_from_slice(PONG);
+        }
+        self.out.extend_from_slice(&bytes);
+    }
+}
+
+/// Pongs written in one go.
+const PONGS: &[u8] = b"\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n";
+
+/// Bytes read at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The room reads land in, one per runtime thread rather than one per
+    /// connection: the framer copies out only what is left of a partial
+    /// message, so an idle connection holds no read buffer.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what `rd` has into the thread's scratch room and frames it at
+/// once, handing each event to `on`: `Ok(0)` at the end of the stream.
+async fn read_framed<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    framer: &mut StreamFramer,
+    mut on: impl FnMut(StreamEvent),
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut rb = ReadBuf::new(scratch);
+            match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    framer.push_each(got, &mut on);
+                    Poll::Ready(Ok(got.len()))
+                }
+            }
+        })
+    })
+    .await
+}
+
 /// Serves one connection (its two halves: TCP splits without a lock,
 /// TLS with one) until it closes, fails or idles out.
 async fn serve_conn<R, W>(mut rd: R, mut wr: W, conn: Accepted, edge: &Arc<Edge>, kind: StreamKind)
@@ -197,7 +282,6 @@ where
     let flow = Flow::Stream { id, peer, kind };
     let _serving = edge.transports.serving(kind);
     let mut framer = StreamFramer::new(CrlfRole::Server, edge.tun().limits);
-    let mut buf = vec![0u8; 16 * 1024];
     let mut last = Instant::now();
     let c = &edge.counters;
     let idle_for = || Duration::from_millis(idle_ms.load(Ordering::Relaxed));
@@ -212,61 +296,22 @@ where
     let mut msg_started = false;
     let msg_due = tokio::time::sleep_until(last + msg_limit);
     tokio::pin!(msg_due);
-    // What is due on the connection, as one run of bytes kept from one
-    // round to the next: a pong costs neither an allocation nor a join.
-    let mut out: Vec<u8> = Vec::new();
-    // The framer's events, reused from read to read.
-    let mut events = Vec::new();
     loop {
-        out.clear();
+        let mut due = Due::default();
         tokio::select! {
-            read = rd.read(&mut buf) => {
-                let n = match read {
+            read = read_framed(&mut rd, &mut framer, |ev| on_event(ev, &mut due, edge, flow, local)) => {
+                match read {
                     Ok(0) => break,
-                    Ok(n) => n,
+                    Ok(_) => {}
                     Err(e) => {
                         log::debug!("edge: read from {peer}: {e}");
                         break;
                     }
                 };
                 last = Instant::now();
-                let mut lost = false;
-                let mut ended = false;
-                framer.push_into(buf.get(..n).unwrap_or_default(), &mut events);
-                for ev in events.drain(..) {
-                    ended |= !matches!(ev, StreamEvent::Error(_));
-                    match ev {
-                        StreamEvent::Ping => {
-                            Counters::bump(&c.crlf_pings);
-                            out.extend_from_slice(PONG);
-
-                        }
-                        // A pong nobody asked for: nothing to do.
-                        StreamEvent::Pong => {}
-                        StreamEvent::Message(raw) => {
-                            let now = clock::now_ms();
-                            match edge.handle_message(&raw, Framing::Stream, flow, local, now) {
-                                Some((bytes, dest)) if dest == flow => {
-                                    out.extend_from_slice(&bytes)
-                                }
-                                Some((bytes, dest)) => {
-                                    if let Err(e) = edge.transports.send(bytes, &dest, local) {
-                                        log::debug!("edge: to {dest}: {e}");
-                                    }
-                                }
-                                None => {}
-                            }
-                        }
-                        StreamEvent::Error(e) => {
-                            Counters::bump(&c.stream_errors);
-                            log::debug!("edge: closing {peer}: {e}");
-                            lost = true;
-                        }
-                    }
-                }
-                if lost {
+                if due.lost {
                     // Answers already due still go out before the close.
-                    let _ = write_all(&mut wr, &out).await;
+                    let _ = write_due(&mut wr, &due).await;
                     break;
                 }
                 // Bytes left over began a message in this read if one
@@ -275,7 +320,7 @@ where
                 // message: only the idle time bounds it.
                 if !framer.mid_message() {
                     msg_started = false;
-                } else if !msg_started || ended {
+                } else if !msg_started || due.ended {
                     msg_started = true;
                     msg_due.as_mut().reset(last + msg_limit);
                 }
@@ -289,7 +334,7 @@ where
                 break;
             }
             queued = rx.recv() => match queued {
-                Some(bytes) => out.extend_from_slice(&bytes),
+                Some(bytes) => due.push(bytes),
                 None => break,
             },
             () = &mut idle => {
@@ -303,20 +348,61 @@ where
                 break;
             }
         }
-        if write_all(&mut wr, &out).await.is_err() {
+        if write_due(&mut wr, &due).await.is_err() {
             break;
         }
-        // An idle connection keeps no large message's room.
-        if out.capacity() > OUT_KEPT {
-            out = Vec::new();
-        }
         // A negotiated ms-keep-alive may have shortened the limit.
-        let due = last + idle_for();
-        if due < idle.deadline() {
-            idle.as_mut().reset(due);
+        let deadline = last + idle_for();
+        if deadline < idle.deadline() {
+            idle.as_mut().reset(deadline);
         }
     }
     let _ = timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+}
+
+/// Acts on one event the framer found on `flow`.
+fn on_event(ev: StreamEvent, due: &mut Due, edge: &Edge, flow: Flow, local: SocketAddr) {
+    let c = &edge.counters;
+    due.ended |= !matches!(ev, StreamEvent::Error(_));
+    match ev {
+        StreamEvent::Ping => {
+            Counters::bump(&c.crlf_pings);
+            due.pong();
+        }
+        // A pong nobody asked for: nothing to do.
+        StreamEvent::Pong => {}
+        StreamEvent::Message(raw) => {
+            let now = clock::now_ms();
+            match edge.handle_message(&raw, Framing::Stream, flow, local, now) {
+                Some((bytes, dest)) if dest == flow => due.push(bytes),
+                Some((bytes, dest)) => {
+                    if let Err(e) = edge.transports.send(bytes, &dest, local) {
+                        log::debug!("edge: to {dest}: {e}");
+                    }
+                }
+                None => {}
+            }
+        }
+        StreamEvent::Error(e) => {
+            Counters::bump(&c.stream_errors);
+            log::debug!("edge: closing {}: {e}", flow.peer());
+            due.lost = true;
+        }
+    }
+}
+
+/// Writes what is due: the pongs from a constant, the rest as it is.
+async fn write_due<W: AsyncWrite + Unpin>(wr: &mut W, due: &Due) -> Result<(), ()> {
+    if due.out.is_empty() {
+        let mut left = due.pongs;
+        while left > 0 {
+            let n = left.min(PONGS.len() / PONG.len());
+            write_all(wr, PONGS.get(..n * PONG.len()).unwrap_or_default()).await?;
+            left -= n;
+        }
+        return Ok(());
+    }
+    write_all(wr, &due.out).await
 }
 
 /// Writes what is due in one go and flushes it: TLS keeps written records

@@ -58,9 +58,11 @@ pub const PINGS_UNANSWERED: u32 = 3;
 const CRLF_PING: &[u8] = b"\r\n\r\n";
 const CRLF_PONG: &str = "\r\n";
 /// What tungstenite reads at a time. It keeps this much per connection
-/// for as long as the connection lives, so it is small: a larger message
-/// takes a few reads.
-const READ_CHUNK: usize = 2048;
+/// for as long as the connection lives (its read buffer never shrinks),
+/// so it is small: a larger message takes a few reads, cheap next to the
+/// memory of thousands of idle browser phones, and a keep-alive frame
+/// fits in one.
+const READ_CHUNK: usize = 512;
 /// Bytes of a masked control frame around its payload (a client's frames
 /// are always masked; a control payload is at most 125 bytes).
 const CONTROL_FRAME_OVERHEAD: usize = 6;

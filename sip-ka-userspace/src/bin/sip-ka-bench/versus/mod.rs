@@ -8,6 +8,7 @@
 //! `options_reply()` answers with 200.
 
 pub(crate) mod calls;
+pub(crate) mod idle;
 mod measure;
 mod options;
 mod servers;

@@ -176,7 +176,7 @@ impl Drop for Kamailio {
 }
 
 /// Adds the descendants of `pid` to `out` (/proc/*/stat parent pids).
-fn descendants_of(pid: u32, out: &mut Vec<u32>) {
+pub(super) fn descendants_of(pid: u32, out: &mut Vec<u32>) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
