@@ -300,34 +300,10 @@ pub(crate) fn parse_param_str(s: &str) -> Result<Vec<Param>, String> {
 pub(crate) fn split_commas(s: &str) -> Result<Vec<&str>, String> {
     let mut parts = Vec::new();
     let mut start = 0;
-    let mut in_quote = false;
-    let mut escaped = false;
-    let mut in_angle = false;
-    for (i, b) in s.bytes().enumerate() {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quote = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_quote = true,
-            b'<' => in_angle = true,
-            b'>' => in_angle = false,
-            b',' if !in_angle => {
-                parts.push(s.get(start..i).unwrap_or(""));
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if in_quote {
-        return Err("unterminated quoted string".into());
-    }
+    each_list_comma(s, |i| {
+        parts.push(s.get(start..i).unwrap_or(""));
+        start = i + 1;
+    })?;
     parts.push(s.get(start..).unwrap_or(""));
     Ok(parts)
 }
@@ -336,10 +312,21 @@ pub(crate) fn split_commas(s: &str) -> Result<Vec<&str>, String> {
 /// caller that only needs the top Via reads. `None` where
 /// `split_commas` fails (an unterminated quoted string anywhere).
 pub(crate) fn first_comma_item(s: &str) -> Option<&str> {
+    let mut end = None;
+    each_list_comma(s, |i| {
+        end.get_or_insert(i);
+    })
+    .ok()?;
+    s.get(..end.unwrap_or(s.len()))
+}
+
+/// Calls `at` with the position of each comma that separates list items
+/// (outside quoted strings and `<...>`); an error for an unterminated
+/// quoted string.
+fn each_list_comma(s: &str, mut at: impl FnMut(usize)) -> Result<(), String> {
     let mut in_quote = false;
     let mut escaped = false;
     let mut in_angle = false;
-    let mut end = None;
     for (i, b) in s.bytes().enumerate() {
         if in_quote {
             if escaped {
@@ -355,14 +342,14 @@ pub(crate) fn first_comma_item(s: &str) -> Option<&str> {
             b'"' => in_quote = true,
             b'<' => in_angle = true,
             b'>' => in_angle = false,
-            b',' if !in_angle && end.is_none() => end = Some(i),
+            b',' if !in_angle => at(i),
             _ => {}
         }
     }
     if in_quote {
-        return None;
+        return Err("unterminated quoted string".into());
     }
-    s.get(..end.unwrap_or(s.len()))
+    Ok(())
 }
 
 /// Trims SP and HTAB from both ends of a byte slice.
