@@ -375,7 +375,7 @@ fn series(
         }
         Proxy::Kamailio => {
             let cfg = kamailio_proxy_cfg(modules);
-            kamailio = Some(Kamailio::start_cfg(lab, dir, "kamailio-proxy", &cfg)?);
+            kamailio = Some(Kamailio::start_cfg(lab, dir, "kamailio-proxy", &cfg, &[])?);
         }
     }
     // The PBX answers the edge's first qualify; both proxies settle.

@@ -116,12 +116,19 @@ impl Kamailio {
                 modules.display()
             );
         }
-        Kamailio::start_cfg(lab, dir, "kamailio", &kamailio_cfg(modules, stun))
+        Kamailio::start_cfg(lab, dir, "kamailio", &kamailio_cfg(modules, stun), &[])
     }
 
     /// Kamailio with the configuration `text`, written to `dir/NAME.cfg`
-    /// (its log beside it).
-    pub(super) fn start_cfg(lab: &Lab, dir: &Path, name: &str, text: &str) -> Result<Kamailio> {
+    /// (its log beside it), with `args` (e.g. memory sizes) on its
+    /// command line.
+    pub(super) fn start_cfg(
+        lab: &Lab,
+        dir: &Path,
+        name: &str,
+        text: &str,
+        args: &[&str],
+    ) -> Result<Kamailio> {
         let cfg = dir.join(format!("{name}.cfg"));
         std::fs::write(&cfg, text)?;
         lab::run(Command::new("kamailio").arg("-c").arg("-f").arg(&cfg))
@@ -129,7 +136,9 @@ impl Kamailio {
         let log = dir.join(format!("{name}.log"));
         let child = lab
             .server("kamailio")
-            .args(["-DD", "-E", "-f"])
+            .args(["-DD", "-E"])
+            .args(args)
+            .arg("-f")
             .arg(&cfg)
             .arg("-w")
             .arg(dir)
@@ -176,7 +185,7 @@ impl Drop for Kamailio {
 }
 
 /// Adds the descendants of `pid` to `out` (/proc/*/stat parent pids).
-pub(super) fn descendants_of(pid: u32, out: &mut Vec<u32>) {
+fn descendants_of(pid: u32, out: &mut Vec<u32>) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };

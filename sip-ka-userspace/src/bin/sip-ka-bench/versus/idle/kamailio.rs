@@ -5,7 +5,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -97,10 +97,10 @@ fn tls_cfg(cert: &Path, key: &Path) -> String {
     )
 }
 
-/// Kamailio in the server namespace; stopped (its workers by pid) when
-/// dropped.
+/// Kamailio in the server namespace with its control socket in `dir`;
+/// stopped (its workers by pid) when dropped.
 pub(super) struct Kamailio {
-    child: Child,
+    server: crate::versus::servers::Kamailio,
     dir: std::path::PathBuf,
 }
 
@@ -124,25 +124,17 @@ impl Kamailio {
             }
         }
         std::fs::write(dir.join("tls.cfg"), tls_cfg(cert, key))?;
-        let file = dir.join("kamailio-idle.cfg");
-        std::fs::write(&file, cfg(modules, dir, conns))?;
-        lab::run(Command::new("kamailio").arg("-c").arg("-f").arg(&file))
-            .context("kamailio -c rejected the generated configuration")?;
         // OpenSSL's connections take about 50 KB of shared memory each.
-        let shm_mb = 256 + conns * 64 / 1024;
-        let child = lab
-            .server("kamailio")
-            .args(["-DD", "-E", "-m", &shm_mb.to_string(), "-M", "32", "-f"])
-            .arg(&file)
-            .arg("-w")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("kamailio-idle.log"))?)
-            .spawn()
-            .context("starting kamailio in the server namespace")?;
+        let shm_mb = (256 + conns * 64 / 1024).to_string();
+        let server = crate::versus::servers::Kamailio::start_cfg(
+            lab,
+            dir,
+            "kamailio-idle",
+            &cfg(modules, dir, conns),
+            &["-m", &shm_mb, "-M", "32"],
+        )?;
         let k = Kamailio {
-            child,
+            server,
             dir: dir.to_path_buf(),
         };
         let until = Instant::now() + Duration::from_secs(20);
@@ -157,9 +149,7 @@ impl Kamailio {
 
     /// The main process and every process it forked.
     pub(super) fn pids(&self) -> Vec<u32> {
-        let mut pids = vec![self.child.id()];
-        crate::versus::servers::descendants_of(self.child.id(), &mut pids);
-        pids
+        self.server.pids()
     }
 
     /// Bytes of shared memory in use, with the allocator's overhead
@@ -177,26 +167,6 @@ impl Kamailio {
     }
 
     pub(super) fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("kamailio-idle.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join("\n")
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        let workers = self.pids();
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let until = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for pid in workers {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        let _ = self.child.wait();
+        self.server.log_tail()
     }
 }
