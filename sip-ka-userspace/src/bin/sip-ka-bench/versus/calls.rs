@@ -16,7 +16,9 @@ use anyhow::{bail, Context as _, Result};
 use sip_ka::lab::{self, Lab, CLIENT_V4, SERVER_V4};
 
 use super::options::sipp_counter;
-use super::servers::{kamailio_modules, kamailio_version, Kamailio, SIP_PORT, UPSTREAM_PORT};
+use super::servers::{
+    kamailio_modules, kamailio_version, start_edge, Kamailio, SIP_PORT, UPSTREAM_PORT,
+};
 use super::WorkDir;
 use crate::cpu::tasks_cpu;
 use crate::opts::Opts;
@@ -355,23 +357,8 @@ fn series(
     let mut kamailio = None;
     match proxy {
         Proxy::SipKa => {
-            let listen = format!("{SERVER_V4}:{SIP_PORT}");
-            let upstream = format!("{SERVER_V4}:{UPSTREAM_PORT}");
-            lab.start_daemon(&[
-                "--mode",
-                "edge",
-                "--listen",
-                &listen,
-                "--upstream",
-                &upstream,
-                "--qualify-frequency",
-                "1",
-                "--xdp-mode",
-                "native",
-                // One address places every call: a load, not an attack.
-                "--shield",
-                "off",
-            ])?;
+            // One address places every call: a load, not an attack.
+            start_edge(lab, &["--shield", "off"])?;
         }
         Proxy::Kamailio => {
             let cfg = kamailio_proxy_cfg(modules);

@@ -29,7 +29,7 @@ use sip_ka::lab::{self, Lab, SERVER_V4};
 
 use self::measure::{ns, pool, ratio, Load, Outcome, Peer, Row};
 use self::options::{options_load, wait_options_200, RECV_TIMEOUT_MS};
-use self::servers::{kamailio_modules, kamailio_version, Kamailio, Pbx, SIP_PORT, UPSTREAM_PORT};
+use self::servers::{kamailio_modules, kamailio_version, start_edge, Kamailio, Pbx, SIP_PORT};
 use self::tcp::crlf_load;
 use crate::cpu::{machine_busy, threaded_napi};
 use crate::opts::Opts;
@@ -191,23 +191,9 @@ fn measure_peer(
     let kamailio = match peer {
         Peer::SipKa => {
             pbx = Some(Pbx::start(lab)?);
-            let listen = format!("{SERVER_V4}:{SIP_PORT}");
-            let upstream = format!("{SERVER_V4}:{UPSTREAM_PORT}");
             // All the load's connections come from one address: no
             // per-address cap by default.
-            let args = vec![
-                "--mode",
-                "edge",
-                "--listen",
-                &listen,
-                "--upstream",
-                &upstream,
-                "--qualify-frequency",
-                "1",
-                "--xdp-mode",
-                "native",
-            ];
-            lab.start_daemon(&args)?;
+            start_edge(lab, &[])?;
             None
         }
         Peer::Kamailio => Some(Kamailio::start(lab, dir, modules, false)?),

@@ -214,6 +214,28 @@ fn descendants_of(pid: u32, out: &mut Vec<u32>) {
     }
 }
 
+/// sip-ka's edge in the lab as the comparisons run it: on
+/// 198.18.0.1:5060 in front of the PBX on :5080, native XDP, the PBX
+/// qualified every second, then `extra` flags.
+pub(super) fn start_edge(lab: &mut Lab, extra: &[&str]) -> Result<()> {
+    let listen = format!("{SERVER_V4}:{SIP_PORT}");
+    let upstream = format!("{SERVER_V4}:{UPSTREAM_PORT}");
+    let mut args = vec![
+        "--mode",
+        "edge",
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream,
+        "--qualify-frequency",
+        "1",
+        "--xdp-mode",
+        "native",
+    ];
+    args.extend_from_slice(extra);
+    lab.start_daemon(&args)
+}
+
 /// A stand-in PBX in the server namespace: a thread answering every SIP
 /// request on udp/198.18.0.1:5080 with 200, so the edge's qualify pings
 /// find the PBX up. Stops when dropped.

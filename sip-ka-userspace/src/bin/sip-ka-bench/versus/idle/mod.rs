@@ -23,7 +23,7 @@ use self::client::{Clients, Kind, Targets};
 use self::report::{Figures, PeerRun};
 use super::{
     measure::Peer,
-    servers::{kamailio_modules, kamailio_version, Pbx, UPSTREAM_PORT},
+    servers::{kamailio_modules, kamailio_version, Pbx},
     WorkDir,
 };
 use crate::cpu::tasks_cpu;
@@ -203,7 +203,6 @@ fn run_peer(
         Peer::SipKa => {
             pbx = Some(Pbx::start(lab)?);
             let s = |p: &Path| p.display().to_string();
-            let (listen, upstream) = (at(SIP_PORT).to_string(), at(UPSTREAM_PORT).to_string());
             let (ws, wss, max) = (
                 at(WS_PORT).to_string(),
                 at(WSS_PORT).to_string(),
@@ -211,30 +210,23 @@ fn run_peer(
                 (total * 2 + 1000).to_string(),
             );
             let (cert, key) = (s(cert), s(key));
-            lab.start_daemon(&[
-                "--mode",
-                "edge",
-                "--listen",
-                &listen,
-                "--upstream",
-                &upstream,
-                "--qualify-frequency",
-                "1",
-                "--xdp-mode",
-                "native",
-                "--shield",
-                "off",
-                "--tls-cert",
-                &cert,
-                "--tls-key",
-                &key,
-                "--ws-listen",
-                &ws,
-                "--wss-listen",
-                &wss,
-                "--max-connections",
-                &max,
-            ])?;
+            crate::versus::servers::start_edge(
+                lab,
+                &[
+                    "--shield",
+                    "off",
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                    "--ws-listen",
+                    &ws,
+                    "--wss-listen",
+                    &wss,
+                    "--max-connections",
+                    &max,
+                ],
+            )?;
             Targets {
                 tcp: at(SIP_PORT),
                 tls: at(SIP_PORT),
