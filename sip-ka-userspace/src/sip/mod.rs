@@ -57,6 +57,9 @@ pub use scan::is_crlf_keepalive;
 pub use uri::Uri;
 
 #[cfg(test)]
+#[allow(clippy::panic)]
+mod corpus;
+#[cfg(test)]
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -251,30 +251,15 @@ mod tests {
         .iter()
         .map(|v| v.to_string())
         .collect();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rfc4475");
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
-            for line in text.lines() {
-                if let Some((k, v)) = line.split_once(':') {
-                    if ["from", "to", "f", "t"].contains(&k.trim().to_ascii_lowercase().as_str()) {
-                        values.push(v.to_string());
-                    }
-                }
-            }
-        }
+        values.extend(crate::sip::corpus::torture_fields(&[
+            "from", "to", "f", "t",
+        ]));
         let full = |v: &str| NameAddr::parse(v).ok().map(|n| n.tag().map(str::to_string));
         let mut checked = 0;
-        let base = values.clone();
-        let inserts = [";", "\"", "<", ">", " ", ",", "=", "\\", "tag=z;"];
-        for v in &base {
-            for at in 0..=v.len() {
-                for ins in inserts {
-                    if let (Some(a), Some(b)) = (v.get(..at), v.get(at..)) {
-                        values.push(format!("{a}{ins}{b}"));
-                    }
-                }
-            }
-        }
+        let values = crate::sip::corpus::with_insertions(
+            values,
+            &[";", "\"", "<", ">", " ", ",", "=", "\\", "tag=z;"],
+        );
         for v in &values {
             if let Some(want) = full(v) {
                 assert_eq!(NameAddr::tag_of(v), want, "{v:?}");

@@ -272,32 +272,18 @@ mod tests {
         .iter()
         .map(|v| v.to_string())
         .collect();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rfc4475");
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
-            for line in text.lines() {
-                if let Some((k, v)) = line.split_once(':') {
-                    if ["via", "v"].contains(&k.trim().to_ascii_lowercase().as_str()) {
-                        values.extend(
-                            split_commas(v)
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(str::to_string),
-                        );
-                    }
-                }
-            }
+        for v in crate::sip::corpus::torture_fields(&["via", "v"]) {
+            values.extend(
+                split_commas(&v)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(str::to_string),
+            );
         }
-        let base = values.clone();
-        for v in &base {
-            for at in 0..=v.len() {
-                for ins in [";", "=", " ", "\"", "rport=1;", "branch=q;", ":", "x"] {
-                    if let (Some(a), Some(b)) = (v.get(..at), v.get(at..)) {
-                        values.push(format!("{a}{ins}{b}"));
-                    }
-                }
-            }
-        }
+        let values = crate::sip::corpus::with_insertions(
+            values,
+            &[";", "=", " ", "\"", "rport=1;", "branch=q;", ":", "x"],
+        );
         let mut parsed = 0;
         for v in &values {
             let full = Via::parse(v)
